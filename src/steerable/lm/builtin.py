@@ -1,0 +1,57 @@
+"""The built-in model: a tiny Llama trained on the built-in world, shipped in the package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "model"
+BUILTIN_PRM_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "prm"
+
+
+def model_config(vocab_size: int, pad_token_id: int, bos_token_id: int, eos_token_id: int):
+    """The architecture of the built-in model (about 1.8M parameters)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=192,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=6,
+        num_key_value_heads=6,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+    )
+
+
+def path() -> Path:
+    """Directory of the shipped model (a normal ``transformers`` model directory)."""
+    from steerable.errors import ModelLoadError
+
+    if not (BUILTIN_DIR / "config.json").exists():
+        raise ModelLoadError(
+            f"the built-in model is missing from {BUILTIN_DIR}: reinstall steerable or run "
+            "`steerable builtin train --out DIR` and pass --model DIR"
+        )
+    return BUILTIN_DIR
+
+
+def info() -> dict:
+    """The training record written next to the weights by ``steerable builtin train``."""
+    rec = path() / "training.json"
+    return json.loads(rec.read_text()) if rec.exists() else {}
+
+
+def load(device: str = "cpu", dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """``(model, tokenizer)`` of the built-in model, ready for inference."""
+    from steerable.lm.loading import load_model
+
+    return load_model(str(path()), device=device, dtype=dtype)

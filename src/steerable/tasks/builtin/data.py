@@ -1,0 +1,23 @@
+"""The training mixture of the built-in world: arithmetic in two styles, and requests."""
+
+from __future__ import annotations
+
+import random
+
+from steerable.tasks.builtin import arithmetic, requests
+
+#: Share of arithmetic examples in the mixture (the rest are requests).
+ARITHMETIC_SHARE = 0.8
+#: Share of arithmetic solutions written in the verbose style. A little over
+#: one half, so greedy decoding tends to the verbose style and efficiency
+#: steering has something to shorten.
+VERBOSE_SHARE = 0.55
+
+
+def training_pair(rng: random.Random) -> tuple[str, str]:
+    """One (prompt, completion) pair; the completion is followed by EOS in training."""
+    if rng.random() < ARITHMETIC_SHARE:
+        p = arithmetic.train_problem(rng)
+        style = "verbose" if rng.random() < VERBOSE_SHARE else "concise"
+        return p.prompt, p.solution(style)
+    return requests.training_example(rng)
