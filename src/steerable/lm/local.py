@@ -1,0 +1,411 @@
+"""Local generator over any Hugging Face causal LM, with a forkable KV cache.
+
+Everything goes through one path: a batch of :class:`Sequences` whose tokens
+not yet run through the model wait in ``pending``. :meth:`LocalGenerator.step`
+feeds what is pending, samples, and repeats until every row hits a stop string,
+EOS or the token cap. ``generate`` is ``start`` + one ``step``; search
+strategies call ``step`` repeatedly and ``select`` / ``concat`` rows in between,
+so no prefix is ever run through the model twice.
+
+Rows of a batch grow at different speeds. A row that is idle while others run
+gets a padding slot (attention mask 0) in the cache; positions come from the
+count of real tokens per row, so holes change nothing the model computes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from steerable.errors import ConfigError, InputError
+from steerable.lm import cache as kv
+from steerable.lm.base import Prompt
+from steerable.lm.types import Completion, SamplingParams, StepOutput, Usage
+
+
+class Sequences:
+    """A batch of partial sequences on one generator, with their KV cache.
+
+    ``token_ids[r]`` is row r's whole sequence (prompt included, no padding);
+    ``prompt_lens[r]`` how much of it was the prompt. The cache holds every
+    token of a row except its ``pending`` ones.
+    """
+
+    def __init__(self, token_ids: list[list[int]], prompt_lens: list[int], prompt_index: list[int]):
+        self.token_ids = token_ids
+        self.prompt_lens = prompt_lens
+        self.prompt_index = prompt_index  # which input prompt each row came from
+        self.pending: list[list[int]] = [list(t) for t in token_ids]
+        self.finished = [False] * len(token_ids)
+        self.cache = None  # a transformers DynamicCache once something has been fed
+        self.mask = torch.zeros((len(token_ids), 0), dtype=torch.long)  # [batch, cache_len]
+        self.lengths = torch.zeros(len(token_ids), dtype=torch.long)  # real tokens in the cache per row
+        self.next_logits: torch.Tensor | None = None  # [batch, vocab] once nothing is pending
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def generated(self, row: int) -> list[int]:
+        return self.token_ids[row][self.prompt_lens[row] :]
+
+    def select(self, rows: Sequence[int]) -> Sequences:
+        """A new batch made of ``rows`` (repeats fork a row); this batch stays valid."""
+        idx = torch.as_tensor(list(rows), dtype=torch.long)
+        if len(idx) == 0:
+            raise InputError("select needs at least one row")
+        if int(idx.min()) < 0 or int(idx.max()) >= len(self):
+            raise InputError(f"row index out of range for a batch of {len(self)}: {list(rows)}")
+        out = Sequences.__new__(Sequences)
+        out.token_ids = [list(self.token_ids[r]) for r in rows]
+        out.prompt_lens = [self.prompt_lens[r] for r in rows]
+        out.prompt_index = [self.prompt_index[r] for r in rows]
+        out.pending = [list(self.pending[r]) for r in rows]
+        out.finished = [self.finished[r] for r in rows]
+        out.cache = kv.select(self.cache, idx.to(self.mask.device)) if self.cache is not None else None
+        out.mask = self.mask[idx.to(self.mask.device)]
+        out.lengths = self.lengths[idx.to(self.lengths.device)]
+        out.next_logits = self.next_logits[idx.to(self.next_logits.device)] if self.next_logits is not None else None
+        return out
+
+    def fork(self, row: int, n: int) -> Sequences:
+        """``n`` copies of one row."""
+        return self.select([row] * n)
+
+    @staticmethod
+    def concat(batches: Sequence[Sequences]) -> Sequences:
+        """One batch holding every row of ``batches`` in order; the inputs stay valid."""
+        if not batches:
+            raise InputError("concat needs at least one batch")
+        if len(batches) == 1:
+            return batches[0].select(range(len(batches[0])))
+        width = max(b.mask.shape[1] for b in batches)
+        out = Sequences.__new__(Sequences)
+        out.token_ids = [list(t) for b in batches for t in b.token_ids]
+        out.prompt_lens = [p for b in batches for p in b.prompt_lens]
+        out.prompt_index = [p for b in batches for p in b.prompt_index]
+        out.pending = [list(p) for b in batches for p in b.pending]
+        out.finished = [f for b in batches for f in b.finished]
+        # caches are left-padded to a common length: positions come from `lengths`, so slots are free to move
+        out.mask = torch.cat([torch.nn.functional.pad(b.mask, (width - b.mask.shape[1], 0)) for b in batches])
+        out.lengths = torch.cat([b.lengths for b in batches])
+        caches = [b.cache for b in batches]
+        if all(c is None for c in caches):
+            out.cache = None
+        else:
+            if any(c is None for c in caches):
+                raise InputError("cannot concat a batch that has not started with one that has: step both first")
+            out.cache = kv.concat(caches, [len(b) for b in batches], width)
+        logits = [b.next_logits for b in batches]
+        out.next_logits = torch.cat(logits) if all(x is not None for x in logits) else None
+        if out.next_logits is None and any(x is not None for x in logits):
+            raise InputError("cannot concat batches whose logits were taken with ones whose were not")
+        return out
+
+
+class LocalGenerator:
+    """Batched sampling and step-wise continuation on a local causal LM.
+
+    ``chat_template``: ``"auto"`` applies the tokenizer's chat template to plain
+    string prompts when it has one; ``"never"`` feeds strings raw. Chat
+    messages (lists of ``{"role", "content"}``) always use the template.
+    """
+
+    def __init__(self, model, tokenizer, chat_template: str = "auto"):
+        if chat_template not in ("auto", "never"):
+            raise ConfigError(f"chat_template must be 'auto' or 'never' (got {chat_template!r})")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.device = next(model.parameters()).device
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids, default=0)
+        self._stop_token_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self.usage = Usage()  # cumulative over the generator's life
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = "builtin", device: str = "auto", dtype: str = "float32", **kw):
+        from steerable.lm.loading import load_model
+
+        model, tokenizer = load_model(name_or_path, device=device, dtype=dtype)
+        return cls(model, tokenizer, **kw)
+
+    # ---- prompts -------------------------------------------------------------------------------
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        tok = self.tokenizer
+        has_template = getattr(tok, "chat_template", None) is not None
+        if isinstance(prompt, list):
+            if not has_template:
+                raise InputError("chat messages given but the tokenizer has no chat template: pass plain text prompts")
+            text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+            return tok(text, add_special_tokens=False)["input_ids"]
+        if not isinstance(prompt, str):
+            raise InputError(f"a prompt must be a string or a list of chat messages (got {type(prompt).__name__})")
+        if has_template and self.chat_template == "auto":
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                           tokenize=False)
+            return tok(text, add_special_tokens=False)["input_ids"]
+        return tok(prompt)["input_ids"]
+
+    def start(self, prompts: Sequence[Prompt], n: int = 1) -> Sequences:
+        """A batch of ``n`` rows per prompt, prompt-major. Each prompt is prefilled once and then forked."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if len(prompts) == 0:
+            raise InputError("no prompts given: pass at least one prompt")
+        if n < 1:
+            raise ConfigError(f"n must be >= 1 (got {n})")
+        ids = [self.encode(p) for p in prompts]
+        if any(len(x) == 0 for x in ids):
+            raise InputError("a prompt encodes to no tokens: pass non-empty prompts")
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        for i, x in enumerate(ids):
+            if limit and len(x) >= limit:
+                raise InputError(f"prompt {i} has {len(x)} tokens, over the model's context of {limit}: shorten it")
+        seqs = Sequences(ids, [len(x) for x in ids], list(range(len(ids))))
+        if n == 1:
+            return seqs
+        # prefill all but the last prompt token once, then fork: n samples cost one prompt pass
+        for r, x in enumerate(ids):
+            seqs.pending[r] = list(x)
+        self._feed(seqs, rows=list(range(len(seqs))), keep_last=True)
+        return seqs.select([r for r in range(len(ids)) for _ in range(n)])
+
+    # ---- the model call ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _feed(self, seqs: Sequences, rows: list[int], keep_last: bool = False) -> torch.Tensor:
+        """Run the pending tokens of ``rows`` through the model; other rows get padding slots.
+
+        Returns next-token logits ``[batch, vocab]`` (rows not fed hold garbage).
+        With ``keep_last`` the last pending token of each row stays pending.
+        """
+        feed = {r: (seqs.pending[r][:-1] if keep_last else seqs.pending[r]) for r in rows}
+        width = max((len(v) for v in feed.values()), default=0)
+        batch = len(seqs)
+        if width == 0:
+            return torch.zeros((batch, 1), device=self.device)
+        ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        block_mask = torch.zeros((batch, width), dtype=torch.long)
+        pos = torch.zeros((batch, width), dtype=torch.long)
+        lengths = seqs.lengths.tolist()
+        real = 0
+        for r, toks in feed.items():
+            k = len(toks)
+            if k == 0:
+                continue
+            ids[r, width - k :] = torch.tensor(toks)
+            block_mask[r, width - k :] = 1
+            pos[r, width - k :] = torch.arange(lengths[r], lengths[r] + k)
+            real += k
+        dev = self.device
+        mask = torch.cat([seqs.mask, block_mask.to(seqs.mask.device)], dim=1)
+        past = seqs.mask.shape[1]
+        out = self.model(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            position_ids=pos.to(dev),
+            cache_position=torch.arange(past, past + width, device=dev),
+            use_cache=True,
+            logits_to_keep=1,
+            **{kv.CACHE_KWARG: seqs.cache if seqs.cache is not None else kv.new_cache(self.model)},
+        )
+        seqs.cache = kv.output_cache(out)
+        seqs.mask = mask
+        seqs.lengths = seqs.lengths + block_mask.sum(1).to(seqs.lengths.device)
+        for r, toks in feed.items():
+            seqs.pending[r] = seqs.pending[r][len(toks) :]
+        self.usage = self.usage + Usage(forward_tokens=real, padding_slots=batch * width - real)
+        return out.logits[:, -1, :].float()
+
+    @torch.inference_mode()
+    def logits(self, seqs: Sequences) -> torch.Tensor:
+        """Next-token logits ``[batch, vocab]`` for every row, feeding whatever is pending."""
+        rows = [r for r in range(len(seqs)) if seqs.pending[r]]
+        if not rows and seqs.next_logits is not None:
+            return seqs.next_logits
+        if len(rows) < len(seqs):
+            raise InputError("some rows have nothing pending and no logits: take logits of the whole batch at once")
+        seqs.next_logits = self._feed(seqs, rows)
+        return seqs.next_logits
+
+    def append(self, seqs: Sequences, texts: Sequence[str]) -> None:
+        """Append fixed text to each row (``""`` leaves a row alone); it is run on the next call."""
+        if len(texts) != len(seqs):
+            raise InputError(f"append needs one text per row: got {len(texts)} for {len(seqs)} rows")
+        for r, text in enumerate(texts):
+            if not text:
+                continue
+            toks = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if seqs.next_logits is not None and not seqs.pending[r]:
+                # logits already taken for this row are stale now; re-feed from its last token
+                raise InputError("append after logits(): take logits after appending instead")
+            seqs.token_ids[r].extend(toks)
+            seqs.pending[r].extend(toks)
+            seqs.finished[r] = False
+
+    # ---- sampling ------------------------------------------------------------------------------
+
+    def step(
+        self,
+        seqs: Sequences,
+        params: SamplingParams,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> StepOutput:
+        """Extend every unfinished row until a stop string, EOS or ``max_tokens``.
+
+        ``stop`` and ``max_tokens`` default to ``params.stop`` and
+        ``params.max_new_tokens``. The new text of a row includes its stop string
+        (later steps continue after it). Finished rows (EOS) are left alone.
+        """
+        stop = tuple(params.stop if stop is None else stop)
+        if any(not s for s in stop):
+            raise ConfigError("stop strings must be non-empty (got ''); drop the empty one")
+        max_tokens = params.max_new_tokens if max_tokens is None else max_tokens
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1 (got {max_tokens})")
+        if generator is None and params.seed is not None:
+            generator = torch.Generator(device="cpu").manual_seed(params.seed)
+        t0 = time.perf_counter()
+        before = self.usage
+        batch = len(seqs)
+        active = [not f for f in seqs.finished]
+        new_tokens: list[list[int]] = [[] for _ in range(batch)]
+        new_logprobs: list[list[float]] = [[] for _ in range(batch)]
+        reasons: list[str | None] = [None] * batch
+        stop_tokens = self._stop_tokens(stop)
+        long_stops = [s for s in stop if len(s) > 1]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        logits = seqs.next_logits
+        for _ in range(max_tokens):
+            rows = [r for r in range(batch) if active[r]]
+            if not rows:
+                break
+            if logits is None or any(seqs.pending[r] for r in rows):
+                logits = self._feed(seqs, rows)
+            seqs.next_logits = None
+            idx = torch.tensor(rows)
+            chosen, logp = _sample(logits[idx.to(logits.device)], params, generator)
+            hit_eos = torch.isin(chosen, torch.tensor(self.eos_ids, dtype=chosen.dtype)) if self.eos_ids else None
+            hit_stop = torch.isin(chosen, stop_tokens) if stop_tokens is not None else None
+            for j, r in enumerate(rows):
+                tok = int(chosen[j])
+                new_tokens[r].append(tok)
+                new_logprobs[r].append(float(logp[j]))
+                seqs.token_ids[r].append(tok)
+                seqs.pending[r] = [tok]
+                if hit_eos is not None and hit_eos[j]:
+                    reasons[r], active[r] = "eos", False
+                    seqs.finished[r] = True
+                elif hit_stop is not None and hit_stop[j]:
+                    reasons[r], active[r] = "stop", False
+                elif long_stops and _tail_has_stop(self.tokenizer, new_tokens[r], long_stops):
+                    reasons[r], active[r] = "stop", False
+                elif limit and len(seqs.token_ids[r]) >= limit:
+                    reasons[r], active[r] = "length", False
+                    seqs.finished[r] = True
+            logits = None
+        for r in range(batch):
+            if active[r]:
+                reasons[r] = "length"
+        kv.compact(seqs)
+        self.usage = self.usage + Usage(generated_tokens=sum(len(t) for t in new_tokens))
+        usage = self.usage - before
+        self.last_usage = usage
+        self.last_step_seconds = time.perf_counter() - t0
+        return StepOutput(
+            texts=tuple(self.tokenizer.decode(t, skip_special_tokens=True) if t else "" for t in new_tokens),
+            token_ids=tuple(tuple(t) for t in new_tokens),
+            logprobs=tuple(tuple(lp) for lp in new_logprobs),
+            finish_reasons=tuple(reasons),
+            usage=usage,
+        )
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        """``params.n`` completions per prompt, prompt-major. Text stops before the stop string."""
+        before = self.usage
+        seqs = self.start(prompts, n=params.n)
+        prompt_tokens = sum(seqs.prompt_lens[r] for r in range(0, len(seqs), params.n))
+        self.usage = self.usage + Usage(prompt_tokens=prompt_tokens)
+        out = self.step(seqs, params)
+        return self._completions(seqs, out, params.stop, self.usage - before)
+
+    def _completions(self, seqs: Sequences, out: StepOutput, stop: tuple[str, ...], usage: Usage) -> list[Completion]:
+        """Completions with their own usage; the usages of one call add up to ``usage`` (padding aside).
+
+        A prompt's prefill is charged to its first sample. Each sample's last
+        token is never fed back, so a prompt of p tokens with samples of
+        lengths l_j costs ``p - 1 + sum(l_j)`` forward tokens.
+        """
+        self.last_usage = usage
+        comps, seen = [], set()
+        for r in range(len(seqs)):
+            text, reason = out.texts[r], out.finish_reasons[r]
+            toks, lps = out.token_ids[r], out.logprobs[r]
+            first = seqs.prompt_index[r] not in seen
+            seen.add(seqs.prompt_index[r])
+            p = seqs.prompt_lens[r]
+            row_usage = Usage(
+                prompt_tokens=p if first else 0,
+                generated_tokens=len(toks),
+                forward_tokens=len(toks) + (p - 1 if first else 0),
+            )
+            if reason == "eos":
+                reason = "stop"
+                toks, lps = toks[:-1], lps[:-1]
+                text = self.tokenizer.decode(list(toks), skip_special_tokens=True)
+            elif reason == "stop":
+                cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+                text = text[:cut]
+            comps.append(Completion(seqs.prompt_index[r], text, tuple(toks), tuple(lps), reason or "length", row_usage))
+        return comps
+
+    def _stop_tokens(self, stop: tuple[str, ...]) -> torch.Tensor | None:
+        """Ids of the tokens whose text contains a stop string (found once per stop tuple)."""
+        if not stop:
+            return None
+        if stop not in self._stop_token_cache:
+            vocab = self.tokenizer.get_vocab()
+            ids = [i for i in vocab.values() if any(s in self.tokenizer.decode([i]) for s in stop)]
+            self._stop_token_cache[stop] = torch.tensor(sorted(set(ids)), dtype=torch.long)
+        return self._stop_token_cache[stop]
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = getattr(model.generation_config, "eos_token_id", None) if hasattr(model, "generation_config") else None
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return []
+    return [ids] if isinstance(ids, int) else list(ids)
+
+
+def _tail_has_stop(tokenizer, toks: list[int], stops: list[str]) -> bool:
+    longest = max(map(len, stops))
+    tail = tokenizer.decode(toks[-(longest + 1) :], skip_special_tokens=True)
+    return any(s in tail for s in stops)
+
+
+def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None):
+    """``(token ids, logprobs)`` for a ``[rows, vocab]`` block; logprobs under the unscaled model."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    if params.greedy:
+        chosen = logits.argmax(dim=-1)
+    else:
+        scores = logits.float() / params.temperature
+        if params.top_k:
+            kth = torch.topk(scores, min(params.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if params.top_p < 1.0:
+            sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+            cum = torch.softmax(sorted_scores, dim=-1).cumsum(-1)
+            drop = cum - torch.softmax(sorted_scores, dim=-1) >= params.top_p  # keep the token that crosses top_p
+            sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
+            scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
+        probs = torch.softmax(scores, dim=-1)
+        chosen = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    return chosen.cpu(), logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).cpu()
