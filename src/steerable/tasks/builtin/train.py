@@ -103,6 +103,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     )
     budget_s = cfg.minutes * 60
     data = batches(rng, tok, cfg.batch_size)
+    progress_visible = progress and sys.stderr.isatty()
     start, step, ema = time.time(), 0, None
 
     def progress_fraction() -> float:
@@ -134,6 +135,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             step += 1
             ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
             bar.update(task, completed=min(frac, 1.0), step=step, loss=f"{ema:.4f}")
+            if not progress_visible and step % 100 == 0:
+                print(f"step {step} loss {ema:.4f} lr {lr:.2e} {time.time() - start:.0f}s", file=sys.stderr, flush=True)
 
     wall = time.time() - start
     out = Path(cfg.out)

@@ -1,0 +1,81 @@
+"""Process reward models that score partial solutions in [0, 1].
+
+:class:`TokenClassifierPRM` is any ``transformers`` token-classification model
+with one label whose logit at the last token of ``prompt + partial solution``
+says whether the solution is still on a correct path (the built-in PRM is one).
+:class:`OraclePRM` is the built-in world's exact step checker used as a PRM.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from steerable.errors import ModelLoadError
+from steerable.tasks.builtin.verifier import prefix_correct
+
+
+class TokenClassifierPRM:
+    """Score = sigmoid(logit) at the last token of ``prompt + partial``."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 64):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.calls = 0
+        self.forward_tokens = 0
+
+    @classmethod
+    def from_pretrained(cls, path: str = "builtin", device: str = "cpu") -> TokenClassifierPRM:
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        from steerable.lm.loading import resolve_device
+
+        if path == "builtin":
+            from steerable.lm.builtin import BUILTIN_PRM_DIR
+
+            path = str(BUILTIN_PRM_DIR)
+        if not (Path(path) / "config.json").exists():
+            raise ModelLoadError(f"no PRM at {path!r}: run `steerable builtin train-prm --out DIR` or pass a PRM dir")
+        model = AutoModelForTokenClassification.from_pretrained(path).to(resolve_device(device))
+        return cls(model, AutoTokenizer.from_pretrained(path))
+
+    @property
+    def info(self) -> dict:
+        rec = Path(getattr(self.model.config, "_name_or_path", "")) / "prm.json"
+        return json.loads(rec.read_text()) if rec.exists() else {}
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
+        """One score per (prompt, partial solution) pair."""
+        texts = [p + s for p, s in zip(prompts, partials, strict=True)]
+        out: list[float] = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            mask = enc["attention_mask"]
+            last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)  # either padding side
+            logits = self.model(**enc).logits[torch.arange(len(last)), last, 0]
+            out.extend(torch.sigmoid(logits.float()).tolist())
+            self.calls += 1
+            self.forward_tokens += int(enc["attention_mask"].sum())
+        return out
+
+
+class OraclePRM:
+    """The exact step checker as a PRM: 1 if every line so far is correct, else 0."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
+        self.calls += 1
+        out = []
+        for p, s in zip(prompts, partials, strict=True):
+            flags = prefix_correct(p, s)
+            out.append(1.0 if (not flags or flags[-1]) else 0.0)
+        return out

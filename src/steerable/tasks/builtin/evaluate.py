@@ -1,0 +1,74 @@
+"""``steerable builtin eval``: what the built-in model does, measured."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from steerable.lm.types import Completion, SamplingParams
+from steerable.tasks.builtin import arithmetic, requests
+from steerable.tasks.builtin.verifier import is_correct
+
+MAX_SOLUTION_TOKENS = 320
+
+
+def generate_batched(gen, prompts: Sequence[str], params: SamplingParams, batch_size: int = 64,
+                     on_batch: Callable[[int], None] | None = None) -> list[Completion]:
+    """``gen.generate`` over chunks of prompts (bounded memory); prompt indices stay global."""
+    out: list[Completion] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = gen.generate(list(prompts[i : i + batch_size]), params)
+        out.extend(c.__class__(**{**c.__dict__, "prompt_index": c.prompt_index + i}) for c in chunk)
+        if on_batch:
+            on_batch(len(prompts[i : i + batch_size]))
+    return out
+
+
+def evaluate(gen, split: str = "hard", n: int = 200, n_requests: int = 0, seed: int = 0,
+             progress: bool = True) -> dict:
+    """Accuracy (greedy and sampled), by number of operations, style mix, length, refusal rates."""
+    from rich.progress import Progress
+
+    problems = arithmetic.eval_problems(split, n, seed=seed)
+    reqs = requests.all_requests()
+    if n_requests:
+        reqs = reqs[:: max(1, len(reqs) // n_requests)]
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS)
+    sampled = SamplingParams(temperature=1.0, max_new_tokens=MAX_SOLUTION_TOKENS, seed=seed)
+    total = 2 * (len(problems) + len(reqs))
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"eval {split}", total=total)
+        tick = lambda k: bar.advance(task, k)  # noqa: E731
+        runs = {name: generate_batched(gen, [p.prompt for p in problems], params, on_batch=tick)
+                for name, params in (("greedy", greedy), ("sampled", sampled))}
+        rruns = {name: generate_batched(gen, [r.prompt for r in reqs], params, on_batch=tick)
+                 for name, params in (("greedy", greedy), ("sampled", sampled))}
+
+    result: dict = {"split": split, "problems": len(problems), "seed": seed}
+    for name, comps in runs.items():
+        ok = [is_correct(p, c.text) for p, c in zip(problems, comps, strict=True)]
+        by_ops: dict[int, list[bool]] = defaultdict(list)
+        for p, good in zip(problems, ok, strict=True):
+            by_ops[p.n_ops].append(good)
+        result[f"accuracy_{name}"] = round(sum(ok) / len(ok), 4)
+        result[f"accuracy_{name}_by_ops"] = {k: round(sum(v) / len(v), 4) for k, v in sorted(by_ops.items())}
+        result[f"verbose_share_{name}"] = round(sum("check" in c.text for c in comps) / len(comps), 4)
+        result[f"mean_solution_tokens_{name}"] = round(sum(len(c.token_ids) for c in comps) / len(comps), 2)
+    for name, comps in rruns.items():
+        rates: dict[str, list[bool]] = defaultdict(list)
+        for r, c in zip(reqs, comps, strict=True):
+            refused = requests.is_refusal(c.text)
+            rates[("held_out_" if r.held_out else "") + r.kind].append(refused)
+        result[f"refusal_{name}"] = {k: round(sum(v) / len(v), 4) for k, v in sorted(rates.items())}
+    return result
+
+
+def training_split_accuracy(gen, n: int = 100, seed: int = 0) -> dict[str, float]:
+    """Greedy accuracy on each split (a quick summary for training logs and the demo)."""
+    out = {}
+    for split in arithmetic.SPLITS:
+        problems = arithmetic.eval_problems(split, n, seed=seed)
+        comps = generate_batched(gen, [p.prompt for p in problems],
+                                 SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS))
+        out[split] = round(sum(is_correct(p, c.text) for p, c in zip(problems, comps, strict=True)) / n, 4)
+    return out
