@@ -43,6 +43,12 @@ class Sequences:
         self.mask = torch.zeros((len(token_ids), 0), dtype=torch.long)  # [batch, cache_len]
         self.lengths = torch.zeros(len(token_ids), dtype=torch.long)  # real tokens in the cache per row
         self.next_logits: torch.Tensor | None = None  # [batch, vocab] once nothing is pending
+        # one random stream per row once a seed is given, so a row's samples do not depend on its batch-mates
+        self.rngs: list[torch.Generator] | None = None
+
+    def seed(self, seed: int) -> None:
+        """Give every row its own random stream derived from ``seed``."""
+        self.rngs = [torch.Generator().manual_seed(seed * 1_000_003 + r) for r in range(len(self))]
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -67,6 +73,16 @@ class Sequences:
         out.mask = self.mask[idx.to(self.mask.device)]
         out.lengths = self.lengths[idx.to(self.lengths.device)]
         out.next_logits = self.next_logits[idx.to(self.next_logits.device)] if self.next_logits is not None else None
+        out.rngs = None
+        if self.rngs is not None:
+            # a row's first copy continues its stream; further copies (forks) branch off it
+            out.rngs, seen = [], set()
+            for r in rows:
+                g = torch.Generator().set_state(self.rngs[r].get_state())
+                if r in seen:
+                    g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.rngs[r])))
+                seen.add(r)
+                out.rngs.append(g)
         return out
 
     def fork(self, row: int, n: int) -> Sequences:
@@ -97,6 +113,8 @@ class Sequences:
             if any(c is None for c in caches):
                 raise InputError("cannot concat a batch that has not started with one that has: step both first")
             out.cache = kv.concat(caches, [len(b) for b in batches], width)
+        rngs = [b.rngs for b in batches]
+        out.rngs = [g for b in rngs for g in b] if all(x is not None for x in rngs) else None
         logits = [b.next_logits for b in batches]
         out.next_logits = torch.cat(logits) if all(x is not None for x in logits) else None
         if out.next_logits is None and any(x is not None for x in logits):
@@ -254,13 +272,14 @@ class LocalGenerator:
         params: SamplingParams,
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
-        generator: torch.Generator | None = None,
     ) -> StepOutput:
         """Extend every unfinished row until a stop string, EOS or ``max_tokens``.
 
         ``stop`` and ``max_tokens`` default to ``params.stop`` and
         ``params.max_new_tokens``. The new text of a row includes its stop string
         (later steps continue after it). Finished rows (EOS) are left alone.
+        ``params.seed`` seeds the rows' own random streams the first time a
+        batch is sampled; later steps continue those streams.
         """
         stop = tuple(params.stop if stop is None else stop)
         if any(not s for s in stop):
@@ -268,8 +287,8 @@ class LocalGenerator:
         max_tokens = params.max_new_tokens if max_tokens is None else max_tokens
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1 (got {max_tokens})")
-        if generator is None and params.seed is not None:
-            generator = torch.Generator(device="cpu").manual_seed(params.seed)
+        if seqs.rngs is None and params.seed is not None and not params.greedy:
+            seqs.seed(params.seed)
         t0 = time.perf_counter()
         before = self.usage
         batch = len(seqs)
@@ -289,7 +308,8 @@ class LocalGenerator:
                 logits = self._feed(seqs, rows)
             seqs.next_logits = None
             idx = torch.tensor(rows)
-            chosen, logp = _sample(logits[idx.to(logits.device)], params, generator)
+            rngs = [seqs.rngs[r] for r in rows] if seqs.rngs is not None else None
+            chosen, logp = _sample(logits[idx.to(logits.device)], params, rngs)
             hit_eos = torch.isin(chosen, torch.tensor(self.eos_ids, dtype=chosen.dtype)) if self.eos_ids else None
             hit_stop = torch.isin(chosen, stop_tokens) if stop_tokens is not None else None
             for j, r in enumerate(rows):
@@ -369,8 +389,9 @@ class LocalGenerator:
         if not stop:
             return None
         if stop not in self._stop_token_cache:
-            vocab = self.tokenizer.get_vocab()
-            ids = [i for i in vocab.values() if any(s in self.tokenizer.decode([i]) for s in stop)]
+            special = set(self.tokenizer.all_special_ids)
+            ids = [i for i in self.tokenizer.get_vocab().values()
+                   if i not in special and any(s in self.tokenizer.decode([i]) for s in stop)]
             self._stop_token_cache[stop] = torch.tensor(sorted(set(ids)), dtype=torch.long)
         return self._stop_token_cache[stop]
 
@@ -390,8 +411,11 @@ def _tail_has_stop(tokenizer, toks: list[int], stops: list[str]) -> bool:
     return any(s in tail for s in stops)
 
 
-def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None):
-    """``(token ids, logprobs)`` for a ``[rows, vocab]`` block; logprobs under the unscaled model."""
+def _sample(logits: torch.Tensor, params: SamplingParams, rngs: list[torch.Generator] | None):
+    """``(token ids, logprobs)`` for a ``[rows, vocab]`` block; logprobs under the unscaled model.
+
+    With ``rngs`` each row draws from its own generator; without, from torch's global one.
+    """
     logp = torch.log_softmax(logits.float(), dim=-1)
     if params.greedy:
         chosen = logits.argmax(dim=-1)
@@ -406,6 +430,10 @@ def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Gener
             drop = cum - torch.softmax(sorted_scores, dim=-1) >= params.top_p  # keep the token that crosses top_p
             sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
             scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
-        probs = torch.softmax(scores, dim=-1)
-        chosen = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+        probs = torch.softmax(scores, dim=-1).cpu()
+        if rngs is None:
+            chosen = torch.multinomial(probs, 1).squeeze(-1)
+        else:
+            chosen = torch.cat([torch.multinomial(probs[j], 1, generator=g) for j, g in enumerate(rngs)])
+        chosen = chosen.to(logits.device)
     return chosen.cpu(), logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).cpu()
