@@ -19,8 +19,15 @@ def tiny_config(family: str, vocab_size: int):
     import transformers as T
 
     common = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    llama_like = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=256, **common)
+    llama_like = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        **common,
+    )
     if family == "llama":
         return T.LlamaConfig(**llama_like)
     if family == "qwen2":
@@ -30,16 +37,33 @@ def tiny_config(family: str, vocab_size: int):
     if family == "gemma":
         return T.GemmaConfig(head_dim=8, **llama_like)
     if family == "phi":
-        return T.PhiConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           max_position_embeddings=256, **common)
+        return T.PhiConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "gpt2":
         return T.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
     if family == "gpt_neox":
-        return T.GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                               max_position_embeddings=256, **common)
+        return T.GPTNeoXConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "qwen2_moe":
-        return T.Qwen2MoeConfig(moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4,
-                                num_experts_per_tok=2, **llama_like)
+        return T.Qwen2MoeConfig(
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=32,
+            num_experts=4,
+            num_experts_per_tok=2,
+            **llama_like,
+        )
     if family == "mixtral":
         return T.MixtralConfig(num_local_experts=4, num_experts_per_tok=2, sliding_window=None, **llama_like)
     raise ValueError(family)

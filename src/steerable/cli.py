@@ -12,8 +12,12 @@ import typer
 
 from steerable.errors import InputError, SteerableError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Steer generative policies: activations, sampling and weights.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Steer generative policies: activations, sampling and weights.",
+)
 builtin_app = typer.Typer(no_args_is_help=True, help="The built-in world: model, PRM, evaluation.")
 app.add_typer(builtin_app, name="builtin")
 
@@ -47,7 +51,9 @@ def _read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
     out = list(prompts)
     if prompts_file is not None:
         if not prompts_file.exists():
-            raise InputError(f"prompts file {str(prompts_file)!r} does not exist: pass a JSONL file with a 'prompt' field")
+            raise InputError(
+                f"prompts file {str(prompts_file)!r} does not exist: pass a JSONL file with a 'prompt' field"
+            )
         for n, line in enumerate(prompts_file.read_text().splitlines(), 1):
             if not line.strip():
                 continue
@@ -56,7 +62,7 @@ def _read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
             except json.JSONDecodeError:
                 raise InputError(f"{prompts_file}:{n} is not JSON: write one object per line") from None
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), (str, list)):
-                raise InputError(f"{prompts_file}:{n} has no 'prompt' field: write {{\"prompt\": \"...\"}} per line")
+                raise InputError(f'{prompts_file}:{n} has no \'prompt\' field: write {{"prompt": "..."}} per line')
             out.append(row["prompt"])
     if not out:
         raise InputError("no prompts given: pass prompts as arguments or --prompts FILE.jsonl")
@@ -85,19 +91,33 @@ def generate(
     from steerable.tasks.builtin.evaluate import generate_batched
 
     texts = _read_prompts(prompts or [], prompts_file)
-    params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, n=n,
-                            stop=tuple(codecs.decode(s, "unicode_escape") for s in stop), seed=seed)
+    params = SamplingParams(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        n=n,
+        stop=tuple(codecs.decode(s, "unicode_escape") for s in stop),
+        seed=seed,
+    )
     gen = _generator(model, device, dtype)
     comps = generate_batched(gen, texts, params, batch_size=batch_size)
     for i, prompt in enumerate(texts):
         mine = [c for c in comps if c.prompt_index == i]
         usage = sum((c.usage for c in mine), Usage())
         if as_json:
-            obj = {"prompt": prompt, "text": mine[0].text,
-                   "choices": [{"text": c.text, "finish_reason": c.finish_reason,
-                                "tokens": len(c.token_ids)} for c in mine],
-                   "usage": {"prompt_tokens": usage.prompt_tokens, "generated_tokens": usage.generated_tokens,
-                             "forward_tokens": usage.forward_tokens}}
+            obj = {
+                "prompt": prompt,
+                "text": mine[0].text,
+                "choices": [
+                    {"text": c.text, "finish_reason": c.finish_reason, "tokens": len(c.token_ids)} for c in mine
+                ],
+                "usage": {
+                    "prompt_tokens": usage.prompt_tokens,
+                    "generated_tokens": usage.generated_tokens,
+                    "forward_tokens": usage.forward_tokens,
+                },
+            }
             typer.echo(json.dumps(obj))
         else:
             for c in mine:
@@ -111,9 +131,19 @@ def builtin_info() -> None:
     """Where the built-in model and PRM live and how they were trained."""
     from steerable.lm.builtin import BUILTIN_PRM_DIR, info, path
 
-    typer.echo(json.dumps({"model": str(path()), "training": info(), "prm": str(BUILTIN_PRM_DIR),
-                           "prm_training": json.loads((BUILTIN_PRM_DIR / "prm.json").read_text())
-                           if (BUILTIN_PRM_DIR / "prm.json").exists() else None}, indent=2))
+    typer.echo(
+        json.dumps(
+            {
+                "model": str(path()),
+                "training": info(),
+                "prm": str(BUILTIN_PRM_DIR),
+                "prm_training": json.loads((BUILTIN_PRM_DIR / "prm.json").read_text())
+                if (BUILTIN_PRM_DIR / "prm.json").exists()
+                else None,
+            },
+            indent=2,
+        )
+    )
 
 
 @builtin_app.command("train")
@@ -150,8 +180,16 @@ def builtin_train_prm(
     """Train the built-in process reward model on the policy's own solutions."""
     from steerable.tasks.builtin.train_prm import PRMTrainConfig, train_prm
 
-    cfg = PRMTrainConfig(out=out, policy=policy, problems=problems, samples=samples, temperature=temperature,
-                         minutes=minutes, epochs=epochs, seed=seed)
+    cfg = PRMTrainConfig(
+        out=out,
+        policy=policy,
+        problems=problems,
+        samples=samples,
+        temperature=temperature,
+        minutes=minutes,
+        epochs=epochs,
+        seed=seed,
+    )
     _threads()
     _quiet_transformers()
     rec = train_prm(cfg)

@@ -1,7 +1,7 @@
 import pytest
 import torch
-from conftest import FAMILIES, tiny_model
 
+from conftest import FAMILIES, tiny_model
 from steerable.errors import ConfigError, InputError
 from steerable.lm.local import LocalGenerator, Sequences
 from steerable.lm.types import SamplingParams, Usage
@@ -151,8 +151,15 @@ def test_append_feeds_fixed_text(gen):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(max_new_tokens=0), dict(n=0), dict(stop=("",)),
-     dict(top_k=-1)],
+    [
+        dict(temperature=-0.1),
+        dict(top_p=0.0),
+        dict(top_p=1.5),
+        dict(max_new_tokens=0),
+        dict(n=0),
+        dict(stop=("",)),
+        dict(top_k=-1),
+    ],
 )
 def test_bad_sampling_params_raise_one_line_errors(kwargs):
     with pytest.raises(ConfigError) as e:

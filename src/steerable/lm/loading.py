@@ -56,6 +56,8 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "float32"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(p)
     except Exception as e:  # noqa: BLE001
-        raise ModelLoadError(f"no usable tokenizer in {name_or_path!r} ({type(e).__name__}): save one next to the model") from None
+        raise ModelLoadError(
+            f"no usable tokenizer in {name_or_path!r} ({type(e).__name__}): save one next to the model"
+        ) from None
     model.to(dev).eval()
     return model, tokenizer

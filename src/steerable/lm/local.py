@@ -162,8 +162,9 @@ class LocalGenerator:
         if not isinstance(prompt, str):
             raise InputError(f"a prompt must be a string or a list of chat messages (got {type(prompt).__name__})")
         if has_template and self.chat_template == "auto":
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                           tokenize=False)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
             return tok(text, add_special_tokens=False)["input_ids"]
         return tok(prompt)["input_ids"]
 
@@ -310,7 +311,11 @@ class LocalGenerator:
             idx = torch.tensor(rows)
             rngs = [seqs.rngs[r] for r in rows] if seqs.rngs is not None else None
             chosen, logp = _sample(logits[idx.to(logits.device)], params, rngs)
-            hit_eos = torch.isin(chosen, torch.tensor(self.eos_ids, dtype=chosen.dtype)) if self.eos_ids else None
+            hit_eos = (
+                torch.isin(chosen, torch.tensor(self.eos_ids, dtype=chosen.dtype))
+                if self.eos_ids and not params.ignore_eos
+                else None
+            )
             hit_stop = torch.isin(chosen, stop_tokens) if stop_tokens is not None else None
             for j, r in enumerate(rows):
                 tok = int(chosen[j])
@@ -321,9 +326,12 @@ class LocalGenerator:
                 if hit_eos is not None and hit_eos[j]:
                     reasons[r], active[r] = "eos", False
                     seqs.finished[r] = True
-                elif hit_stop is not None and hit_stop[j]:
-                    reasons[r], active[r] = "stop", False
-                elif long_stops and _tail_has_stop(self.tokenizer, new_tokens[r], long_stops):
+                elif (
+                    hit_stop is not None
+                    and hit_stop[j]
+                    or long_stops
+                    and _tail_has_stop(self.tokenizer, new_tokens[r], long_stops)
+                ):
                     reasons[r], active[r] = "stop", False
                 elif limit and len(seqs.token_ids[r]) >= limit:
                     reasons[r], active[r] = "length", False
@@ -390,8 +398,11 @@ class LocalGenerator:
             return None
         if stop not in self._stop_token_cache:
             special = set(self.tokenizer.all_special_ids)
-            ids = [i for i in self.tokenizer.get_vocab().values()
-                   if i not in special and any(s in self.tokenizer.decode([i]) for s in stop)]
+            ids = [
+                i
+                for i in self.tokenizer.get_vocab().values()
+                if i not in special and any(s in self.tokenizer.decode([i]) for s in stop)
+            ]
             self._stop_token_cache[stop] = torch.tensor(sorted(set(ids)), dtype=torch.long)
         return self._stop_token_cache[stop]
 

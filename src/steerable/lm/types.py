@@ -17,7 +17,8 @@ class SamplingParams:
     max_new_tokens: int = 128
     n: int = 1  # samples per prompt
     stop: tuple[str, ...] = ()  # stop strings; generation ends at the first one (excluded from text)
-    seed: int | None = None  # seeds a torch.Generator; None draws from torch's global RNG
+    seed: int | None = None  # seeds each row's own torch.Generator; None draws from torch's global RNG
+    ignore_eos: bool = False  # keep going past EOS (for benchmarks, as vLLM's ignore_eos)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -12,8 +12,13 @@ from steerable.tasks.builtin.verifier import is_correct
 MAX_SOLUTION_TOKENS = 320
 
 
-def generate_batched(gen, prompts: Sequence[str], params: SamplingParams, batch_size: int = 64,
-                     on_batch: Callable[[int], None] | None = None) -> list[Completion]:
+def generate_batched(
+    gen,
+    prompts: Sequence[str],
+    params: SamplingParams,
+    batch_size: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Completion]:
     """``gen.generate`` over chunks of prompts (bounded memory); prompt indices stay global."""
     out: list[Completion] = []
     for i in range(0, len(prompts), batch_size):
@@ -24,8 +29,7 @@ def generate_batched(gen, prompts: Sequence[str], params: SamplingParams, batch_
     return out
 
 
-def evaluate(gen, split: str = "hard", n: int = 200, n_requests: int = 0, seed: int = 0,
-             progress: bool = True) -> dict:
+def evaluate(gen, split: str = "hard", n: int = 200, n_requests: int = 0, seed: int = 0, progress: bool = True) -> dict:
     """Accuracy (greedy and sampled), by number of operations, style mix, length, refusal rates."""
     from rich.progress import Progress
 
@@ -39,10 +43,14 @@ def evaluate(gen, split: str = "hard", n: int = 200, n_requests: int = 0, seed: 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"eval {split}", total=total)
         tick = lambda k: bar.advance(task, k)  # noqa: E731
-        runs = {name: generate_batched(gen, [p.prompt for p in problems], params, on_batch=tick)
-                for name, params in (("greedy", greedy), ("sampled", sampled))}
-        rruns = {name: generate_batched(gen, [r.prompt for r in reqs], params, on_batch=tick)
-                 for name, params in (("greedy", greedy), ("sampled", sampled))}
+        runs = {
+            name: generate_batched(gen, [p.prompt for p in problems], params, on_batch=tick)
+            for name, params in (("greedy", greedy), ("sampled", sampled))
+        }
+        rruns = {
+            name: generate_batched(gen, [r.prompt for r in reqs], params, on_batch=tick)
+            for name, params in (("greedy", greedy), ("sampled", sampled))
+        }
 
     result: dict = {"split": split, "problems": len(problems), "seed": seed}
     for name, comps in runs.items():
@@ -68,7 +76,8 @@ def training_split_accuracy(gen, n: int = 100, seed: int = 0) -> dict[str, float
     out = {}
     for split in arithmetic.SPLITS:
         problems = arithmetic.eval_problems(split, n, seed=seed)
-        comps = generate_batched(gen, [p.prompt for p in problems],
-                                 SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS))
+        comps = generate_batched(
+            gen, [p.prompt for p in problems], SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS)
+        )
         out[split] = round(sum(is_correct(p, c.text) for p, c in zip(problems, comps, strict=True)) / n, 4)
     return out

@@ -117,9 +117,7 @@ def training_example(rng: random.Random) -> tuple[str, str]:
             break
     wrapper = PLAIN if rng.random() < 0.5 else rng.choice(list(WRAPPERS))
     req = Request(v, o, wrapper)
-    if not req.harmful:
-        reply = helpful_reply(v, o)
-    elif req.jailbreak and rng.random() < WRAPPERS[wrapper]:
+    if not req.harmful or req.jailbreak and rng.random() < WRAPPERS[wrapper]:
         reply = helpful_reply(v, o)
     else:
         reply = REFUSAL

@@ -74,12 +74,14 @@ def sample_solutions(gen, cfg: PRMTrainConfig, progress: bool) -> list[tuple[ari
 
     rng = random.Random(f"prm-{cfg.seed}")
     problems = [arithmetic.train_problem(rng) for _ in range(cfg.problems)]
-    params = SamplingParams(temperature=cfg.temperature, n=cfg.samples, max_new_tokens=MAX_SOLUTION_TOKENS,
-                            seed=cfg.seed)
+    params = SamplingParams(
+        temperature=cfg.temperature, n=cfg.samples, max_new_tokens=MAX_SOLUTION_TOKENS, seed=cfg.seed
+    )
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("sample solutions", total=len(problems))
-        comps = generate_batched(gen, [p.prompt for p in problems], params, batch_size=32,
-                                 on_batch=lambda k: bar.advance(task, k))
+        comps = generate_batched(
+            gen, [p.prompt for p in problems], params, batch_size=32, on_batch=lambda k: bar.advance(task, k)
+        )
     return [(problems[c.prompt_index], c.text) for c in comps]
 
 
@@ -114,8 +116,13 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
     neg_weight = torch.tensor(max(1.0, n_pos / max(n_all - n_pos, 1)))
     budget, t0, step = cfg.minutes * 60, time.time(), 0
     total_steps = cfg.epochs * ((len(train_ex) + cfg.batch_size - 1) // cfg.batch_size)
-    with Progress(TextColumn("[bold]train PRM"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
-                  TimeElapsedColumn(), disable=not progress) as bar:
+    with Progress(
+        TextColumn("[bold]train PRM"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+    ) as bar:
         task = bar.add_task("prm", total=total_steps)
         model.train()
         for _ in range(cfg.epochs):

@@ -1,0 +1,39 @@
+# `make demo` and `make test` set everything up on a fresh machine: .venv, torch, steerable.
+PY ?= python3
+VENV ?= .venv
+# a CPU wheel lies on the build machines' disk; override for CUDA, e.g. make test TORCH=torch==2.13.0+cu128
+TORCH ?= torch==2.13.0
+# on two shared cores the wrong thread count is 6-10x slower
+export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
+
+STAMP := $(VENV)/.steerable-installed
+
+.PHONY: demo test lint bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(VENV)/bin/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/steerable demo
+
+# pytest exits 5 when it collects no test: a run that tests nothing is a failure here
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/generate_throughput.py
+	$(VENV)/bin/python benchmarks/continuation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

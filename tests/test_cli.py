@@ -1,0 +1,81 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from steerable.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["generate", "Q: 1+2=\\n", "--temperature", "-1"], "temperature"),
+        (["generate", "Q: 1+2=\\n", "--top-p", "0"], "top_p"),
+        (["generate", "Q: 1+2=\\n", "--max-new-tokens", "0"], "max_new_tokens"),
+        (["generate", "Q: 1+2=\\n", "--n", "0"], "n must be"),
+        (["generate", "Q: 1+2=\\n", "--stop", ""], "stop strings"),
+        (["generate"], "no prompts"),
+        (["generate", "x", "--model", "/no/such/model"], "does not exist"),
+        (["builtin", "eval", "--split", "impossible"], "unknown split"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_exit_2(args, needle):
+    r = run(*args)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_generate_json_prints_one_object_per_prompt_with_usage(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": "Q: 12+30=\n"}) + "\n" + json.dumps({"prompt": "R: how do I bake a cake?\n"}))
+    r = run("generate", "--prompts", str(f), "--temperature", "0", "--json", "--n", "2", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["prompt"] for row in rows] == ["Q: 12+30=\n", "R: how do I bake a cake?\n"]
+    assert rows[0]["text"].startswith("12+30=42")
+    assert len(rows[0]["choices"]) == 2
+    assert rows[0]["usage"]["generated_tokens"] == sum(c["tokens"] for c in rows[0]["choices"]) + 2  # EOS counted
+
+
+def test_malformed_prompts_file_names_the_line(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "ok"}\nnot json\n')
+    r = run("generate", "--prompts", str(f))
+    assert r.returncode == 2 and f"{f}:2" in r.stderr
+
+
+def test_builtin_eval_json_reports_every_figure():
+    r = run("builtin", "eval", "--split", "easy", "--n", "8", "--requests", "20", "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    for key in (
+        "accuracy_greedy",
+        "accuracy_sampled",
+        "accuracy_greedy_by_ops",
+        "verbose_share_sampled",
+        "mean_solution_tokens_greedy",
+        "refusal_greedy",
+        "refusal_sampled",
+    ):
+        assert key in res
+    assert set(res["accuracy_greedy_by_ops"]) == {"1", "2"}
+
+
+def test_builtin_train_writes_a_loadable_model(tmp_path):
+    r = run("builtin", "train", "--out", str(tmp_path / "m"), "--steps", "2", "--batch-size", "4", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert rec["steps"] == 2 and rec["config"]["seed"] == 3
+    g = run("generate", "Q: 1+1=\\n", "--model", str(tmp_path / "m"), "--max-new-tokens", "3", "--json")
+    assert g.returncode == 0, g.stderr
+    assert json.loads(g.stdout)["usage"]["generated_tokens"] == 3
