@@ -206,19 +206,19 @@ class LocalGenerator:
         batch = len(seqs)
         if width == 0:
             return torch.zeros((batch, 1), device=self.device)
-        ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        block_mask = torch.zeros((batch, width), dtype=torch.long)
-        pos = torch.zeros((batch, width), dtype=torch.long)
+        # one tensor per field built from plain lists: per-row tensor writes cost more than the model at batch 64
         lengths = seqs.lengths.tolist()
-        real = 0
-        for r, toks in feed.items():
-            k = len(toks)
-            if k == 0:
-                continue
-            ids[r, width - k :] = torch.tensor(toks)
-            block_mask[r, width - k :] = 1
-            pos[r, width - k :] = torch.arange(lengths[r], lengths[r] + k)
-            real += k
+        ids_rows, mask_rows, pos_rows = [], [], []
+        for r in range(batch):
+            toks = feed.get(r, ())
+            pad = width - len(toks)
+            ids_rows.append([self.pad_id] * pad + list(toks))
+            mask_rows.append([0] * pad + [1] * len(toks))
+            pos_rows.append([0] * pad + list(range(lengths[r], lengths[r] + len(toks))))
+        ids = torch.tensor(ids_rows, dtype=torch.long)
+        block_mask = torch.tensor(mask_rows, dtype=torch.long)
+        pos = torch.tensor(pos_rows, dtype=torch.long)
+        real = sum(len(t) for t in feed.values())
         dev = self.device
         mask = torch.cat([seqs.mask, block_mask.to(seqs.mask.device)], dim=1)
         past = seqs.mask.shape[1]
