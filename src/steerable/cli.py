@@ -155,13 +155,24 @@ def builtin_train(
     batch_size: int = typer.Option(64, help="Sequences per step."),
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
     threads: int | None = typer.Option(None, help="torch threads (default: OMP_NUM_THREADS or all cores)."),
+    eval_every: int = typer.Option(250, help="Steps between dev-accuracy checks, logged in training.json (0: none)."),
 ) -> None:
     """Train the built-in model from scratch on the built-in world."""
     from steerable.tasks.builtin.train import TrainConfig, train
 
-    cfg = TrainConfig(out=out, minutes=minutes, steps=steps, seed=seed, batch_size=batch_size, lr=lr, threads=threads)
+    cfg = TrainConfig(
+        out=out,
+        minutes=minutes,
+        steps=steps,
+        seed=seed,
+        batch_size=batch_size,
+        lr=lr,
+        threads=threads,
+        eval_every=eval_every,
+    )
     if not threads:
         _threads()
+    _quiet_transformers()
     rec = train(cfg)
     typer.echo(f"wrote {out}: {rec['steps']} steps in {rec['wall_seconds']}s, loss {rec['final_loss_ema']}")
 

@@ -36,6 +36,7 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.1
     threads: int | None = None
+    eval_every: int = 250  # steps between dev-accuracy checks (0: never); they are logged in training.json
 
     def __post_init__(self) -> None:
         if self.minutes <= 0 and self.steps is None:
@@ -81,6 +82,23 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[t
     return ids, mask, lab
 
 
+def dev_accuracy(model, tokenizer, n: int = 32) -> dict[str, float]:
+    """Greedy accuracy on ``n`` dev problems per split (held-out problems, seeds apart from the test set's)."""
+    from steerable.lm.local import LocalGenerator
+    from steerable.lm.types import SamplingParams
+    from steerable.tasks.builtin.arithmetic import SPLITS, eval_problems
+    from steerable.tasks.builtin.verifier import is_correct
+
+    model.eval()
+    gen = LocalGenerator(model, tokenizer)
+    out = {}
+    for split in SPLITS:
+        problems = eval_problems(split, n, seed=1000)
+        comps = gen.generate([p.prompt for p in problems], SamplingParams(temperature=0.0, max_new_tokens=320))
+        out[f"dev_{split}"] = round(sum(is_correct(p, c.text) for p, c in zip(problems, comps, strict=True)) / n, 3)
+    return out
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from transformers import LlamaForCausalLM
@@ -105,6 +123,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     data = batches(rng, tok, cfg.batch_size)
     progress_visible = progress and sys.stderr.isatty()
     start, step, ema = time.time(), 0, None
+    history: list[dict] = []
 
     def progress_fraction() -> float:
         if cfg.steps is not None:
@@ -137,6 +156,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             bar.update(task, completed=min(frac, 1.0), step=step, loss=f"{ema:.4f}")
             if not progress_visible and step % 100 == 0:
                 print(f"step {step} loss {ema:.4f} lr {lr:.2e} {time.time() - start:.0f}s", file=sys.stderr, flush=True)
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                history.append(
+                    {
+                        "step": step,
+                        "seconds": round(time.time() - start),
+                        "loss": round(ema, 4),
+                        **dev_accuracy(model, tok),
+                    }
+                )
+                if progress_visible:
+                    bar.console.print(history[-1])
+                else:
+                    print(history[-1], file=sys.stderr, flush=True)
+                model.train()
 
     wall = time.time() - start
     out = Path(cfg.out)
@@ -150,6 +183,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "steps": step,
         "wall_seconds": round(wall, 1),
         "final_loss_ema": round(ema or float("nan"), 5),
+        "final_dev_accuracy": dev_accuracy(model, tok) if cfg.eval_every else None,
+        "history": history,
         "parameters": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
