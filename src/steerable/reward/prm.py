@@ -21,6 +21,8 @@ from steerable.tasks.builtin.verifier import prefix_correct
 class TokenClassifierPRM:
     """Score = sigmoid(logit) at the last token of ``prompt + partial``."""
 
+    range = (0.0, 1.0)
+
     def __init__(self, model, tokenizer, batch_size: int = 64):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -68,6 +70,8 @@ class TokenClassifierPRM:
 
 class OraclePRM:
     """The exact step checker as a PRM: 1 if every line so far is correct, else 0."""
+
+    range = (0.0, 1.0)
 
     def __init__(self) -> None:
         self.calls = 0

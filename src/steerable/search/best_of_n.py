@@ -1,0 +1,119 @@
+"""Sample N, then choose: greedy, best-of-N, weighted best-of-N, self-consistency.
+
+- Best-of-N: the sample with the highest (aggregated) score.
+- Weighted best-of-N: scores summed per distinct answer; the heaviest answer
+  wins (search-and-learn's convention).
+- Self-consistency (Wang et al., "Self-Consistency Improves Chain of Thought
+  Reasoning"): majority vote over extracted answers, no scorer; optionally an
+  adaptive early stop once one answer's lead can no longer be overturned.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from steerable.errors import ConfigError
+from steerable.reward.scorer import Scorer, checked_scores
+from steerable.search.base import Extract, Meter, builtin_extract, run_to_end
+from steerable.search.process import Process
+from steerable.search.result import Candidate, Result
+
+
+def _sample(process: Process, prompt: str, n: int, seed: int | None) -> list[str]:
+    state = run_to_end(process, process.init(prompt, n, seed))
+    return process.preview(state)
+
+
+@dataclass(frozen=True)
+class Greedy:
+    """One sample at the process's own settings (use temperature 0 for true greedy decoding)."""
+
+    extract: Extract = builtin_extract
+    name = "greedy"
+
+    def run(self, process: Process, scorer: Scorer | None, budget: int, prompt: str, seed: int | None = None):
+        meter = Meter(process, None)
+        text = _sample(process, prompt, 1, seed)[0]
+        ans = self.extract(text)
+        return Result(self.name, 1, text, ans, (Candidate(text, ans, float("nan"), 1.0),), meter.cost())
+
+
+@dataclass(frozen=True)
+class BestOfN:
+    extract: Extract = builtin_extract
+    name = "bon"
+
+    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None):
+        _check(budget, scorer, self.name)
+        meter = Meter(process, scorer)
+        texts = _sample(process, prompt, budget, seed)
+        scores = checked_scores(scorer, [prompt] * len(texts), texts)
+        best = max(range(len(texts)), key=lambda i: scores[i])
+        cands = tuple(Candidate(t, self.extract(t), s, float(i == best)) for i, (t, s) in
+                      enumerate(zip(texts, scores, strict=True)))
+        return Result(self.name, budget, texts[best], cands[best].answer, cands, meter.cost())
+
+
+@dataclass(frozen=True)
+class WeightedBestOfN:
+    extract: Extract = builtin_extract
+    name = "wbon"
+
+    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None):
+        _check(budget, scorer, self.name)
+        meter = Meter(process, scorer)
+        texts = _sample(process, prompt, budget, seed)
+        scores = checked_scores(scorer, [prompt] * len(texts), texts)
+        answers = [self.extract(t) for t in texts]
+        totals: dict[str | None, float] = defaultdict(float)
+        for a, s in zip(answers, scores, strict=True):
+            if a is not None:
+                totals[a] += s
+        winner = max(totals, key=totals.get) if totals else None
+        pick = max((i for i in range(len(texts)) if answers[i] == winner), key=lambda i: scores[i],
+                   default=max(range(len(texts)), key=lambda i: scores[i]))
+        total = sum(totals.values()) or 1.0
+        cands = tuple(Candidate(t, a, s, totals.get(a, 0.0) / total) for t, a, s in
+                      zip(texts, answers, scores, strict=True))
+        return Result(self.name, budget, texts[pick], answers[pick], cands, meter.cost())
+
+
+@dataclass(frozen=True)
+class SelfConsistency:
+    """Majority vote. ``early_stop`` samples in rounds of ``round_size`` and stops once the leader cannot lose."""
+
+    extract: Extract = builtin_extract
+    early_stop: bool = False
+    round_size: int = 4
+    name = "sc"
+
+    def run(self, process: Process, scorer: Scorer | None, budget: int, prompt: str, seed: int | None = None):
+        if budget < 1:
+            raise ConfigError(f"budget must be >= 1 (got {budget})")
+        meter = Meter(process, None)
+        texts: list[str] = []
+        rounds = 0
+        while len(texts) < budget:
+            k = min(self.round_size if self.early_stop else budget, budget - len(texts))
+            texts += _sample(process, prompt, k, None if seed is None else seed + 7919 * rounds)
+            rounds += 1
+            votes = Counter(a for a in map(self.extract, texts) if a is not None)
+            if self.early_stop and votes:
+                (lead, n1), *rest = votes.most_common(2) + [(None, 0)]
+                if n1 - rest[0][1] > budget - len(texts):
+                    break
+        answers = [self.extract(t) for t in texts]
+        votes = Counter(a for a in answers if a is not None)
+        winner = votes.most_common(1)[0][0] if votes else None
+        pick = next((i for i, a in enumerate(answers) if a == winner), 0)
+        cands = tuple(Candidate(t, a, float("nan"), votes.get(a, 0) / max(len(texts), 1)) for t, a in
+                      zip(texts, answers, strict=True))
+        return Result(self.name, budget, texts[pick], winner, cands, meter.cost(), {"samples": len(texts)})
+
+
+def _check(budget: int, scorer: Scorer | None, name: str) -> None:
+    if budget < 1:
+        raise ConfigError(f"budget must be >= 1 (got {budget})")
+    if scorer is None:
+        raise ConfigError(f"{name} needs a scorer: pass --scorer builtin-prm (or another)")

@@ -1,0 +1,119 @@
+"""Particle filtering over reasoning steps, and its entropic variant (ePF).
+
+Puri et al., "A Probabilistic Inference Approach to Inference-Time Scaling of
+LLMs using Particle-Based Monte Carlo Methods": every particle's partial
+solution is scored by a PRM, r in (0, 1); its log-weight is logit(r) of the
+current prefix (not accumulated over steps); w = softmax(logit(r) / T);
+particles are resampled at every step and finished particles stay in the pool
+with their final score. The answer is the particle with the highest final
+score (or one sampled by weight).
+
+Entropic annealing ("Mitigating Premature Exploitation in Particle-based Monte
+Carlo for Inference-Time Scaling"): with p = softmax(logit r) and
+ESS = 1 / sum(p^2), when ESS/N < ``ess_threshold`` in the first
+``anneal_until`` of the run, T = max(1, (N / ESS)(1 - t / t_max)), which
+flattens the resampling distribution while diversity is low.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from steerable.errors import ConfigError
+from steerable.reward.scorer import Scorer, checked_scores
+from steerable.search.base import Extract, Meter, builtin_extract, logit
+from steerable.search.process import Process
+from steerable.search.result import Candidate, Result
+
+
+def multinomial_resample(weights: torch.Tensor, n: int, g: torch.Generator) -> list[int]:
+    return torch.multinomial(weights, n, replacement=True, generator=g).tolist()
+
+
+def systematic_resample(weights: torch.Tensor, n: int, g: torch.Generator) -> list[int]:
+    """One uniform offset, n evenly spaced pointers into the CDF: lower variance than multinomial."""
+    u = (torch.rand(1, generator=g).item() + torch.arange(n, dtype=torch.float64)) / n
+    cdf = torch.cumsum(weights.double(), 0)
+    cdf[-1] = 1.0
+    return torch.searchsorted(cdf, u).clamp(max=len(weights) - 1).tolist()
+
+
+@dataclass(frozen=True)
+class ParticleFilter:
+    temperature: float = 1.0  # T in softmax(logit(r) / T)
+    resampling: Literal["multinomial", "systematic"] = "multinomial"  # the paper's; systematic has lower variance
+    ess_threshold: float = 0.0  # resample only when ESS/N falls below this (0: the paper's "every step" = 1.0)
+    final: Literal["argmax", "sample"] = "argmax"
+    entropic: bool = False  # ePF's entropic annealing
+    anneal_threshold: float = 0.5  # ePF: anneal when ESS/N is below this ...
+    anneal_until: float = 0.5  # ... and t / t_max is below this
+    t_max: int = 20  # ePF: expected number of steps
+    extract: Extract = builtin_extract
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 (got {self.temperature})")
+        if self.resampling not in ("multinomial", "systematic"):
+            raise ConfigError(f"resampling must be multinomial or systematic (got {self.resampling!r})")
+        if self.final not in ("argmax", "sample"):
+            raise ConfigError(f"final must be argmax or sample (got {self.final!r})")
+
+    @property
+    def name(self) -> str:
+        return "epf" if self.entropic else "pf"
+
+    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+        if budget < 1:
+            raise ConfigError(f"budget must be >= 1 (got {budget})")
+        if scorer is None:
+            raise ConfigError(f"{self.name} needs a scorer: pass --scorer builtin-prm (or another)")
+        meter = Meter(process, scorer)
+        g = torch.Generator().manual_seed(0 if seed is None else seed)
+        resample = systematic_resample if self.resampling == "systematic" else multinomial_resample
+        state = process.init(prompt, budget, seed)
+        scores = [0.5] * budget
+        t, temps, ess_log = 0, [], []
+        while not all(process.is_terminal(state)):
+            was_terminal = process.is_terminal(state)
+            process.propose(state)
+            texts = process.preview(state)
+            live = [i for i in range(budget) if not was_terminal[i]]
+            new = checked_scores(scorer, [prompt] * len(live), [texts[i] for i in live])
+            for i, s in zip(live, new, strict=True):
+                scores[i] = s  # finished particles keep their final score
+            t += 1
+            logits = torch.tensor([logit(s) for s in scores], dtype=torch.float64)
+            p = torch.softmax(logits, 0)
+            ess = float(1.0 / (p**2).sum())
+            ess_log.append(round(ess, 3))
+            temp = self.temperature
+            if self.entropic and ess / budget < self.anneal_threshold and t / self.t_max < self.anneal_until:
+                temp = max(temp, (budget / ess) * (1 - t / self.t_max))
+            temps.append(round(temp, 3))
+            if all(process.is_terminal(state)):
+                break
+            if self.ess_threshold and ess / budget >= self.ess_threshold:
+                continue
+            idx = resample(torch.softmax(logits / temp, 0), budget, g)
+            state = process.select(state, idx)
+            scores = [scores[i] for i in idx]
+        texts = process.preview(state)
+        logits = torch.tensor([logit(s) for s in scores], dtype=torch.float64)
+        w = torch.softmax(logits, 0)
+        if self.final == "argmax":
+            pick = int(torch.argmax(logits))
+        else:
+            pick = int(torch.multinomial(w.float(), 1, generator=g))
+        cands = tuple(Candidate(x, self.extract(x), s, float(wi)) for x, s, wi in
+                      zip(texts, scores, w.tolist(), strict=True))
+        info = {"steps": t, "ess": ess_log, "temperatures": temps}
+        return Result(self.name, budget, texts[pick], cands[pick].answer, cands, meter.cost(), info)
+
+
+def entropic_particle_filter(**kw) -> ParticleFilter:
+    """ePF with its defaults: entropic annealing and systematic resampling."""
+    return ParticleFilter(entropic=True, resampling=kw.pop("resampling", "systematic"), **kw)
+

@@ -1,0 +1,125 @@
+"""A process produces samples step by step; strategies decide which partial samples live on.
+
+A language model appends a reasoning step; a diffusion sampler would take one
+denoising step; a control policy one action chunk. Strategies only see this
+interface, so a new model family is a new :class:`Process`, not a new strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from steerable.errors import ConfigError
+from steerable.lm.local import LocalGenerator, Sequences
+from steerable.lm.types import SamplingParams, Usage
+
+
+class Process(Protocol):
+    """Rows of a state are particles (beams, samples); every call works on the whole batch."""
+
+    def init(self, prompt: str, n: int, seed: int | None = None) -> Any: ...
+
+    def propose(self, state: Any) -> None:
+        """Extend every live row by one step."""
+
+    def select(self, state: Any, rows: Sequence[int]) -> Any:
+        """A new state of ``rows`` (repeats fork); ``state`` stays valid."""
+
+    def concat(self, states: Sequence[Any]) -> Any: ...
+
+    def preview(self, state: Any) -> list[str]:
+        """The sample so far of each row (for scorers and answer extraction)."""
+
+    def is_terminal(self, state: Any) -> list[bool]: ...
+
+    def size(self, state: Any) -> int: ...
+
+    @property
+    def usage(self) -> Usage: ...
+
+
+@dataclass
+class LMState:
+    seqs: Sequences
+    prompt: str
+    steps: list[int] = field(default_factory=list)  # steps taken per row
+    capped: list[bool] = field(default_factory=list)  # row ran into max_steps / max_tokens
+
+
+@dataclass
+class LMProcess:
+    """Language-model process: a step is the text up to ``delimiter`` (or ``max_step_tokens`` tokens).
+
+    ``delimiter`` is ``"\\n"`` for the built-in world, ``"\\n\\n"`` for chat
+    models by default. ``step_tokens`` (if set) makes every step a fixed
+    number of tokens instead. ``max_step_tokens`` caps a step so a missing
+    delimiter cannot run away; ``max_steps`` and ``max_tokens`` cap a sample.
+    """
+
+    generator: LocalGenerator
+    delimiter: str = "\n\n"
+    params: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.8))
+    step_tokens: int | None = None
+    max_step_tokens: int = 256
+    max_steps: int = 40
+    max_tokens: int = 2048
+
+    def __post_init__(self) -> None:
+        if not self.delimiter and self.step_tokens is None:
+            raise ConfigError("an LM process needs a non-empty delimiter or step_tokens")
+        if self.max_step_tokens < 1 or self.max_steps < 1 or self.max_tokens < 1:
+            raise ConfigError("max_step_tokens, max_steps and max_tokens must be >= 1")
+
+    @property
+    def usage(self) -> Usage:
+        return self.generator.usage
+
+    def init(self, prompt: str, n: int, seed: int | None = None) -> LMState:
+        seqs = self.generator.start([prompt], n=n)
+        if seed is not None and not self.params.greedy:
+            seqs.seed(seed)
+        return LMState(seqs, prompt, [0] * n, [False] * n)
+
+    def size(self, state: LMState) -> int:
+        return len(state.seqs)
+
+    def is_terminal(self, state: LMState) -> list[bool]:
+        return [f or c for f, c in zip(state.seqs.finished, state.capped, strict=True)]
+
+    def propose(self, state: LMState) -> None:
+        live = [r for r, t in enumerate(self.is_terminal(state)) if not t]
+        if not live:
+            return
+        # terminal rows must not grow: step only the live ones, in place, through the shared batch
+        done = [r for r in range(len(state.seqs)) if r not in live]
+        frozen = [state.seqs.finished[r] for r in done]
+        for r in done:
+            state.seqs.finished[r] = True
+        stop = () if self.step_tokens else (self.delimiter,)
+        self.generator.step(state.seqs, self.params, stop=stop, max_tokens=self.step_tokens or self.max_step_tokens)
+        for r, f in zip(done, frozen, strict=True):
+            state.seqs.finished[r] = f
+        for r in live:
+            state.steps[r] += 1
+            n_gen = len(state.seqs.generated(r))
+            if state.steps[r] >= self.max_steps or n_gen >= self.max_tokens:
+                state.capped[r] = True
+
+    def select(self, state: LMState, rows: Sequence[int]) -> LMState:
+        rows = list(rows)
+        return LMState(state.seqs.select(rows), state.prompt, [state.steps[r] for r in rows],
+                       [state.capped[r] for r in rows])
+
+    def concat(self, states: Sequence[LMState]) -> LMState:
+        return LMState(
+            Sequences.concat([s.seqs for s in states]),
+            states[0].prompt,
+            [x for s in states for x in s.steps],
+            [x for s in states for x in s.capped],
+        )
+
+    def preview(self, state: LMState) -> list[str]:
+        tok = self.generator.tokenizer
+        return [tok.decode(state.seqs.generated(r), skip_special_tokens=True) for r in range(len(state.seqs))]
