@@ -1,0 +1,75 @@
+"""Iterative refinement with a verifier (IAD, "Review, Refine, Repeat").
+
+Each round samples ``per_round`` candidates, scores them, and feeds the best
+one back:
+
+- ``feedback="prompt"`` (the paper's form, for instruction-following models):
+  the next round's prompt carries the best candidate and its score through
+  ``template``.
+- ``feedback="prefix"`` (for models that were never taught to read feedback,
+  such as the built-in one): the next round continues from the best
+  candidate's steps up to, not including, the first step whose PRM score falls
+  below ``keep_threshold`` — the verifier's review decides what is kept.
+
+Rounds continue until ``budget`` candidates have been sampled; the best-scored
+candidate of all rounds is the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from steerable.errors import ConfigError
+from steerable.reward.scorer import Scorer, checked_scores
+from steerable.search.base import Extract, Meter, builtin_extract, run_to_end
+from steerable.search.process import Process
+from steerable.search.result import Candidate, Result
+
+TEMPLATE = "{prompt}\nA previous attempt (verifier score {score:.2f}):\n{attempt}\n\nWrite an improved answer.\n"
+
+
+@dataclass(frozen=True)
+class IterativeRefine:
+    per_round: int = 4
+    feedback: Literal["prompt", "prefix"] = "prefix"
+    keep_threshold: float = 0.5
+    delimiter: str = "\n"  # how steps are split when keeping a prefix
+    template: str = TEMPLATE
+    extract: Extract = builtin_extract
+    name = "refine"
+
+    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+        if budget < 1:
+            raise ConfigError(f"budget must be >= 1 (got {budget})")
+        if scorer is None:
+            raise ConfigError("refine needs a scorer: pass --scorer builtin-prm (or another)")
+        if self.feedback not in ("prompt", "prefix"):
+            raise ConfigError(f"feedback must be prompt or prefix (got {self.feedback!r})")
+        meter = Meter(process, scorer)
+        pool: list[tuple[str, float]] = []
+        cur_prompt, prefix, rounds = prompt, "", 0
+        while len(pool) < budget:
+            k = min(self.per_round, budget - len(pool))
+            state = process.init(cur_prompt + prefix, k, None if seed is None else seed + 104729 * rounds)
+            texts = [prefix + t for t in process.preview(run_to_end(process, state))]
+            scores = checked_scores(scorer, [prompt] * k, texts)
+            pool += list(zip(texts, scores, strict=True))
+            rounds += 1
+            best_text, best_score = max(pool, key=lambda x: x[1])
+            if self.feedback == "prompt":
+                cur_prompt = self.template.format(prompt=prompt, score=best_score, attempt=best_text)
+            else:
+                prefix = self._kept_prefix(scorer, prompt, best_text)
+        pick = max(range(len(pool)), key=lambda i: pool[i][1])
+        cands = tuple(Candidate(t, self.extract(t), s, float(i == pick)) for i, (t, s) in enumerate(pool))
+        return Result(self.name, budget, pool[pick][0], cands[pick].answer, cands, meter.cost(), {"rounds": rounds})
+
+    def _kept_prefix(self, scorer: Scorer, prompt: str, text: str) -> str:
+        steps = [s + self.delimiter for s in text.split(self.delimiter)[:-1]]
+        if not steps:
+            return ""
+        prefixes = ["".join(steps[: i + 1]) for i in range(len(steps))]
+        scores = checked_scores(scorer, [prompt] * len(prefixes), prefixes)
+        keep = next((i for i, s in enumerate(scores) if s < self.keep_threshold), len(steps))
+        return "".join(steps[:keep])
