@@ -126,6 +126,118 @@ def generate(
                     typer.echo("---")
 
 
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--{name} takes comma-separated numbers (got {text!r})") from None
+
+
+@app.command()
+def scale(
+    task: str = typer.Option("builtin:hard", help="builtin:easy|medium|hard|all, or a JSONL file (prompt, answer)."),
+    methods: str = typer.Option("greedy,sc,bon,wbon,beam,pf,epf", help="Comma-separated strategies."),
+    budgets: str = typer.Option("1,4,16", help="Comma-separated budgets (samples / particles / simulations)."),
+    scorer: str = typer.Option("builtin-prm", help="builtin-prm, oracle, none, or a PRM directory."),
+    out: Path = typer.Option(..., help="Output directory (results.jsonl, summary.json, plot); reruns resume."),
+    model: str = typer.Option("builtin", help="Model directory, or 'builtin'."),
+    limit: int | None = typer.Option(None, help="Items to use (default: all; 200 for built-in splits)."),
+    temperature: str = typer.Option("0.8", help="Sampling temperature; a comma list sweeps it."),
+    top_p: float = typer.Option(1.0, help="Nucleus mass."),
+    delimiter: str = typer.Option("auto", help="Step delimiter (auto: \\n for builtin, \\n\\n otherwise)."),
+    max_step_tokens: int = typer.Option(64, help="Token cap per step."),
+    max_tokens: int = typer.Option(320, help="Token cap per sample."),
+    answer_format: str = typer.Option("builtin", help="builtin (A: n) or boxed (math-verify)."),
+    answer_regex: str | None = typer.Option(None, help="Regex whose first group is the answer."),
+    seed: int = typer.Option(0, help="Same seed, same results."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+) -> None:
+    """Inference-time scaling: accuracy against compute for each method and budget."""
+    from steerable.bench.scale import run_scale
+    from steerable.lm.types import SamplingParams
+    from steerable.search.process import LMProcess
+    from steerable.search.registry import make_scorer, make_strategy
+    from steerable.tasks.answers import make_checker
+    from steerable.tasks.loader import load_task
+
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    checker = make_checker(answer_format, answer_regex)
+    for m in method_list:
+        make_strategy(m, checker.extract)
+    budget_list = [int(b) for b in _floats(budgets, "budgets")]
+    if not budget_list or min(budget_list) < 1:
+        raise InputError(f"--budgets must all be >= 1 (got {budgets!r})")
+    temps = _floats(temperature, "temperature")
+    items = load_task(task, limit=limit, seed=seed)
+    gen = _generator(model, device, dtype)
+    scorer_obj = make_scorer(scorer, device="cpu" if device == "auto" else device)
+    delim = (
+        ("\n" if model == "builtin" else "\n\n") if delimiter == "auto" else codecs.decode(delimiter, "unicode_escape")
+    )
+    for t in temps:
+
+        def make_process(method: str, t: float = t) -> LMProcess:
+            params = SamplingParams(temperature=0.0 if method == "greedy" else t, top_p=top_p)
+            return LMProcess(
+                gen,
+                delimiter=delim,
+                params=params,
+                max_step_tokens=max_step_tokens,
+                max_steps=64,
+                max_tokens=max_tokens,
+            )
+
+        where = out if len(temps) == 1 else out / f"temperature-{t:g}"
+        summary = run_scale(
+            items,
+            method_list,
+            budget_list,
+            make_process,
+            scorer_obj,
+            checker,
+            where,
+            seed=seed,
+            progress=sys.stderr.isatty(),
+        )
+        if as_json:
+            typer.echo(json.dumps({"temperature": t, **summary}))
+            continue
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{task}, temperature {t:g}, {len(items)} items ({where})")
+        for col in (
+            "method",
+            "budget",
+            "accuracy",
+            "generated_tokens",
+            "forward_tokens",
+            "scorer_calls",
+            "seconds",
+            "errors",
+        ):
+            table.add_column(col)
+        for r in summary["rows"]:
+            table.add_row(
+                *(
+                    str(r[c])
+                    for c in (
+                        "method",
+                        "budget",
+                        "accuracy",
+                        "generated_tokens",
+                        "forward_tokens",
+                        "scorer_calls",
+                        "seconds",
+                        "errors",
+                    )
+                )
+            )
+        Console().print(table)
+
+
 @builtin_app.command("info")
 def builtin_info() -> None:
     """Where the built-in model and PRM live and how they were trained."""

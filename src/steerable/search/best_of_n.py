@@ -50,8 +50,10 @@ class BestOfN:
         texts = _sample(process, prompt, budget, seed)
         scores = checked_scores(scorer, [prompt] * len(texts), texts)
         best = max(range(len(texts)), key=lambda i: scores[i])
-        cands = tuple(Candidate(t, self.extract(t), s, float(i == best)) for i, (t, s) in
-                      enumerate(zip(texts, scores, strict=True)))
+        cands = tuple(
+            Candidate(t, self.extract(t), s, float(i == best))
+            for i, (t, s) in enumerate(zip(texts, scores, strict=True))
+        )
         return Result(self.name, budget, texts[best], cands[best].answer, cands, meter.cost())
 
 
@@ -71,11 +73,15 @@ class WeightedBestOfN:
             if a is not None:
                 totals[a] += s
         winner = max(totals, key=totals.get) if totals else None
-        pick = max((i for i in range(len(texts)) if answers[i] == winner), key=lambda i: scores[i],
-                   default=max(range(len(texts)), key=lambda i: scores[i]))
+        pick = max(
+            (i for i in range(len(texts)) if answers[i] == winner),
+            key=lambda i: scores[i],
+            default=max(range(len(texts)), key=lambda i: scores[i]),
+        )
         total = sum(totals.values()) or 1.0
-        cands = tuple(Candidate(t, a, s, totals.get(a, 0.0) / total) for t, a, s in
-                      zip(texts, answers, scores, strict=True))
+        cands = tuple(
+            Candidate(t, a, s, totals.get(a, 0.0) / total) for t, a, s in zip(texts, answers, scores, strict=True)
+        )
         return Result(self.name, budget, texts[pick], answers[pick], cands, meter.cost())
 
 
@@ -107,8 +113,10 @@ class SelfConsistency:
         votes = Counter(a for a in answers if a is not None)
         winner = votes.most_common(1)[0][0] if votes else None
         pick = next((i for i, a in enumerate(answers) if a == winner), 0)
-        cands = tuple(Candidate(t, a, float("nan"), votes.get(a, 0) / max(len(texts), 1)) for t, a in
-                      zip(texts, answers, strict=True))
+        cands = tuple(
+            Candidate(t, a, float("nan"), votes.get(a, 0) / max(len(texts), 1))
+            for t, a in zip(texts, answers, strict=True)
+        )
         return Result(self.name, budget, texts[pick], winner, cands, meter.cost(), {"samples": len(texts)})
 
 

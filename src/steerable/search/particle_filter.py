@@ -107,8 +107,9 @@ class ParticleFilter:
             pick = int(torch.argmax(logits))
         else:
             pick = int(torch.multinomial(w.float(), 1, generator=g))
-        cands = tuple(Candidate(x, self.extract(x), s, float(wi)) for x, s, wi in
-                      zip(texts, scores, w.tolist(), strict=True))
+        cands = tuple(
+            Candidate(x, self.extract(x), s, float(wi)) for x, s, wi in zip(texts, scores, w.tolist(), strict=True)
+        )
         info = {"steps": t, "ess": ess_log, "temperatures": temps}
         return Result(self.name, budget, texts[pick], cands[pick].answer, cands, meter.cost(), info)
 
@@ -116,4 +117,3 @@ class ParticleFilter:
 def entropic_particle_filter(**kw) -> ParticleFilter:
     """ePF with its defaults: entropic annealing and systematic resampling."""
     return ParticleFilter(entropic=True, resampling=kw.pop("resampling", "systematic"), **kw)
-

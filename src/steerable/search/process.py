@@ -109,8 +109,9 @@ class LMProcess:
 
     def select(self, state: LMState, rows: Sequence[int]) -> LMState:
         rows = list(rows)
-        return LMState(state.seqs.select(rows), state.prompt, [state.steps[r] for r in rows],
-                       [state.capped[r] for r in rows])
+        return LMState(
+            state.seqs.select(rows), state.prompt, [state.steps[r] for r in rows], [state.capped[r] for r in rows]
+        )
 
     def concat(self, states: Sequence[LMState]) -> LMState:
         return LMState(

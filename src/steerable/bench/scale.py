@@ -1,0 +1,158 @@
+"""Accuracy against compute: every (item, method, budget) once, written as it goes, resumable.
+
+``results.jsonl`` gets one line per (item, method, budget) the moment it is
+done; a rerun with the same ``--out`` skips the lines already there. At the end
+``summary.json`` holds accuracy and mean cost per method and budget, and
+``accuracy_vs_tokens.png`` plots accuracy against tokens generated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from steerable.errors import SteerableError
+from steerable.search.registry import UNSCORED, make_strategy
+from steerable.tasks.answers import AnswerChecker
+from steerable.tasks.loader import Item
+
+
+def _key(item_id: str, method: str, budget: int) -> str:
+    return f"{item_id}\t{method}\t{budget}"
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by an interruption is redone
+    return rows
+
+
+def run_scale(
+    items: Sequence[Item],
+    methods: Sequence[str],
+    budgets: Sequence[int],
+    make_process: Callable[[str], object],
+    scorer,
+    checker: AnswerChecker,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.jsonl"
+    done = {_key(r["item"], r["method"], r["budget"]) for r in read_results(path)}
+    strategies = {m: make_strategy(m, checker.extract) for m in methods}
+    jobs = [
+        (i, it, m, b)
+        for i, it in enumerate(items)
+        for m in methods
+        for b in budgets
+        if not (m == "greedy" and b != budgets[0])
+    ]
+    todo = [j for j in jobs if _key(j[1].id, j[2], j[3]) not in done]
+    with (
+        path.open("a") as f,
+        Progress(
+            TextColumn("[bold]scale"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[what]}"),
+            TimeElapsedColumn(),
+            disable=not progress,
+        ) as bar,
+    ):
+        task = bar.add_task("scale", total=len(jobs), completed=len(jobs) - len(todo), what="")
+        for i, item, method, budget in todo:
+            bar.update(task, what=f"{method}@{budget}")
+            row = {"item": item.id, "method": method, "budget": budget, "gold": item.answer}
+            t0 = time.perf_counter()
+            try:
+                res = strategies[method].run(
+                    make_process(method),
+                    None if method in UNSCORED else scorer,
+                    budget,
+                    item.prompt,
+                    seed=seed * 1_000_003 + i,
+                )
+                row.update(
+                    answer=res.answer,
+                    correct=checker.correct(res.text, item.answer),
+                    generated_tokens=res.cost.generated_tokens,
+                    forward_tokens=res.cost.forward_tokens,
+                    scorer_calls=res.cost.scorer_calls,
+                    seconds=res.cost.seconds,
+                    candidates=len(res.candidates),
+                )
+            except SteerableError as e:  # one bad item is recorded and the run goes on
+                row.update(error=str(e), correct=False, seconds=round(time.perf_counter() - t0, 4))
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            bar.advance(task)
+    summary = summarise(read_results(path), methods, budgets)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(summary, out / "accuracy_vs_tokens.png")
+    return summary
+
+
+def summarise(rows: list[dict], methods: Sequence[str], budgets: Sequence[int]) -> dict:
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["method"] in methods and r["budget"] in budgets:
+            groups[(r["method"], r["budget"])].append(r)
+    table = []
+    for (method, budget), rs in sorted(groups.items(), key=lambda kv: (methods.index(kv[0][0]), kv[0][1])):
+        n = len(rs)
+        ok = [r for r in rs if "error" not in r]
+        mean = lambda k, ok=ok: round(sum(r.get(k, 0) for r in ok) / max(len(ok), 1), 2)  # noqa: E731
+        table.append(
+            {
+                "method": method,
+                "budget": budget,
+                "items": n,
+                "errors": n - len(ok),
+                "accuracy": round(sum(bool(r["correct"]) for r in rs) / n, 4),
+                "generated_tokens": mean("generated_tokens"),
+                "forward_tokens": mean("forward_tokens"),
+                "scorer_calls": mean("scorer_calls"),
+                "seconds": mean("seconds"),
+            }
+        )
+    return {"rows": table}
+
+
+def plot(summary: dict, path: Path) -> bool:
+    """Accuracy against mean tokens generated, one line per method; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for r in summary["rows"]:
+        by_method[r["method"]].append(r)
+    for method, rs in by_method.items():
+        rs = sorted(rs, key=lambda r: r["generated_tokens"])
+        ax.plot([r["generated_tokens"] for r in rs], [r["accuracy"] for r in rs], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens generated per item (mean)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
