@@ -72,7 +72,20 @@ def test_builtin_eval_json_reports_every_figure():
 
 
 def test_builtin_train_writes_a_loadable_model(tmp_path):
-    r = run("builtin", "train", "--out", str(tmp_path / "m"), "--steps", "2", "--batch-size", "4", "--seed", "3", "--eval-every", "0")
+    r = run(
+        "builtin",
+        "train",
+        "--out",
+        str(tmp_path / "m"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--seed",
+        "3",
+        "--eval-every",
+        "0",
+    )
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "m" / "training.json").read_text())
     assert rec["steps"] == 2 and rec["config"]["seed"] == 3

@@ -1,6 +1,6 @@
 import pytest
-from conftest import tiny_model
 
+from conftest import tiny_model
 from steerable.errors import ConfigError
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams

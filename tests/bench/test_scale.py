@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from conftest import tiny_model
+from steerable.bench.scale import read_results, run_scale
+from steerable.lm.local import LocalGenerator
+from steerable.lm.types import SamplingParams
+from steerable.reward.prm import OraclePRM
+from steerable.search.process import LMProcess
+from steerable.tasks.answers import make_checker
+from steerable.tasks.loader import load_task
+
+
+@pytest.fixture(scope="module")
+def make_process(char_tokenizer):
+    gen = LocalGenerator(tiny_model("llama", char_tokenizer), char_tokenizer)
+    return lambda method: LMProcess(
+        gen, delimiter="\n", params=SamplingParams(temperature=1.0), max_step_tokens=4, max_steps=2, max_tokens=8
+    )
+
+
+def test_scale_writes_as_it_goes_and_resumes_without_redoing(tmp_path, make_process):
+    items = load_task("builtin:easy", limit=3)
+    args = (items, ["greedy", "sc", "pf"], [1, 2], make_process, OraclePRM(), make_checker("builtin"), tmp_path)
+    summary = run_scale(*args, seed=1, progress=False)
+    rows = read_results(tmp_path / "results.jsonl")
+    assert len(rows) == 3 * (1 + 2 + 2)  # greedy runs at the first budget only
+    assert {(r["method"], r["budget"]) for r in summary["rows"]} == {
+        ("greedy", 1),
+        ("sc", 1),
+        ("sc", 2),
+        ("pf", 1),
+        ("pf", 2),
+    }
+    assert (tmp_path / "accuracy_vs_tokens.png").stat().st_size > 1000
+    # an interrupted run: drop the last two lines and cut a third in half
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    (tmp_path / "results.jsonl").write_text("\n".join(lines[:-3]) + "\n" + lines[-3][:10] + "\n")
+    run_scale(*args, seed=1, progress=False)
+    again = read_results(tmp_path / "results.jsonl")
+    keys = [(r["item"], r["method"], r["budget"]) for r in again]
+    assert len(set(keys)) == len(rows) and len(keys) == len(rows)
+    redone = {k: r for k, r in zip(keys, again, strict=True)}
+    for r in rows:  # same seed, same results, resumed or not
+        assert redone[(r["item"], r["method"], r["budget"])]["answer"] == r["answer"]
+    untimed = lambda s: [{k: v for k, v in r.items() if k != "seconds"} for r in s["rows"]]  # noqa: E731
+    assert untimed(json.loads((tmp_path / "summary.json").read_text())) == untimed(summary)
+
+
+def test_a_failing_item_is_recorded_and_the_run_goes_on(tmp_path, make_process):
+    class Broken(OraclePRM):
+        def score(self, prompts, partials):
+            return [2.0] * len(partials)
+
+    items = load_task("builtin:easy", limit=2)
+    summary = run_scale(
+        items, ["bon", "sc"], [2], make_process, Broken(), make_checker("builtin"), tmp_path, progress=False
+    )
+    rows = read_results(tmp_path / "results.jsonl")
+    assert all("outside its range" in r["error"] for r in rows if r["method"] == "bon")
+    assert all("error" not in r for r in rows if r["method"] == "sc")
+    assert {r["method"]: r["errors"] for r in summary["rows"]} == {"bon": 2, "sc": 0}
