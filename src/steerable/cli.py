@@ -138,7 +138,9 @@ def scale(
     task: str = typer.Option("builtin:hard", help="builtin:easy|medium|hard|all, or a JSONL file (prompt, answer)."),
     methods: str = typer.Option("greedy,sc,bon,wbon,beam,pf,epf", help="Comma-separated strategies."),
     budgets: str = typer.Option("1,4,16", help="Comma-separated budgets (samples / particles / simulations)."),
-    scorer: str = typer.Option("builtin-prm", help="builtin-prm, oracle, none, or a PRM directory."),
+    scorer: str = typer.Option(
+        "builtin-prm", help="builtin-prm, oracle, none, judge, genrm, prm:PATH, orm:PATH, or a PRM directory."
+    ),
     out: Path = typer.Option(..., help="Output directory (results.jsonl, summary.json, plot); reruns resume."),
     model: str = typer.Option("builtin", help="Model directory, or 'builtin'."),
     limit: int | None = typer.Option(None, help="Items to use (default: all; 200 for built-in splits)."),
@@ -172,7 +174,7 @@ def scale(
     temps = _floats(temperature, "temperature")
     items = load_task(task, limit=limit, seed=seed)
     gen = _generator(model, device, dtype)
-    scorer_obj = make_scorer(scorer, device="cpu" if device == "auto" else device)
+    scorer_obj = make_scorer(scorer, device="cpu" if device == "auto" else device, generator=gen)
     delim = (
         ("\n" if model == "builtin" else "\n\n") if delimiter == "auto" else codecs.decode(delimiter, "unicode_escape")
     )

@@ -37,8 +37,17 @@ def make_strategy(name: str, extract: Extract):
     return METHODS[name](extract)
 
 
-def make_scorer(name: str, device: str = "cpu"):
-    """``builtin-prm``, ``oracle`` (the built-in exact checker), ``none``, or a PRM directory."""
+def make_scorer(name: str, device: str = "cpu", generator=None):
+    """A scorer by name.
+
+    ``builtin-prm``; ``oracle`` (the built-in exact checker); ``none``;
+    ``prm:PATH`` (a causal LM PRM with the step-tag convention);
+    ``orm:PATH`` (a sequence classifier); ``judge`` / ``genrm`` (the policy
+    itself as an LLM judge, or as a generative RM voting over 4 critiques);
+    or a directory holding a token-classification PRM like the built-in one.
+    """
+    from pathlib import Path
+
     from steerable.reward.prm import OraclePRM, TokenClassifierPRM
 
     if name in ("none", ""):
@@ -47,8 +56,29 @@ def make_scorer(name: str, device: str = "cpu"):
         return OraclePRM()
     if name == "builtin-prm":
         return TokenClassifierPRM.from_pretrained("builtin", device=device)
-    from pathlib import Path
+    if name in ("judge", "genrm"):
+        if generator is None:
+            raise ConfigError(f"scorer {name!r} needs a generator to judge with")
+        from steerable.reward.judge import GenerativeRewardModel, LLMJudge
 
+        return LLMJudge(generator) if name == "judge" else GenerativeRewardModel(generator)
+    if name.startswith(("prm:", "orm:")):
+        kind, path = name.split(":", 1)
+        if not Path(path).exists():
+            raise ConfigError(f"scorer path {path!r} does not exist: pass a local model directory")
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+        from steerable.lm.loading import resolve_device
+        from steerable.reward.hf import CausalLMPRM, SequenceClassifierORM
+
+        tok = AutoTokenizer.from_pretrained(path)
+        if kind == "prm":
+            return CausalLMPRM(AutoModelForCausalLM.from_pretrained(path).to(resolve_device(device)), tok)
+        return SequenceClassifierORM(
+            AutoModelForSequenceClassification.from_pretrained(path).to(resolve_device(device)), tok
+        )
     if Path(name).exists():
         return TokenClassifierPRM.from_pretrained(name, device=device)
-    raise ConfigError(f"unknown scorer {name!r}: use builtin-prm, oracle, none or a PRM directory")
+    raise ConfigError(
+        f"unknown scorer {name!r}: use builtin-prm, oracle, none, judge, genrm, prm:PATH, orm:PATH or a PRM directory"
+    )
