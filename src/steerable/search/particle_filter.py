@@ -13,6 +13,18 @@ Carlo for Inference-Time Scaling"): with p = softmax(logit r) and
 ESS = 1 / sum(p^2), when ESS/N < ``ess_threshold`` in the first
 ``anneal_until`` of the run, T = max(1, (N / ESS)(1 - t / t_max)), which
 flattens the resampling distribution while diversity is low.
+
+Look-ahead modulation (LaM) is described in that paper only as judging "a
+state's potential based on its successors"; no formula is public. Ours: before
+resampling, every live particle i draws ``lookahead`` = k next steps (one batch)
+scored r_i1..r_ik, and its potential is
+
+    phi_i = logit(r_i) + beta * (mean_j logit(r_ij) - logit(r_i))
+
+Resampling uses softmax(phi / T); the c-th surviving copy of particle i goes on
+from its successor c mod k, so look-ahead tokens become the next step instead
+of being thrown away. beta = 0 is plain PF on one-step-older scores;
+``benchmarks`` ablates it.
 """
 
 from __future__ import annotations
@@ -51,6 +63,8 @@ class ParticleFilter:
     anneal_threshold: float = 0.5  # ePF: anneal when ESS/N is below this ...
     anneal_until: float = 0.5  # ... and t / t_max is below this
     t_max: int = 20  # ePF: expected number of steps
+    lookahead: int = 0  # look-ahead modulation: successors sampled per particle before resampling (0: off)
+    lookahead_weight: float = 0.5  # beta: how far the potential moves from logit(r) toward the successors' mean
     extract: Extract = builtin_extract
 
     def __post_init__(self) -> None:
@@ -63,7 +77,7 @@ class ParticleFilter:
 
     @property
     def name(self) -> str:
-        return "epf" if self.entropic else "pf"
+        return ("epf" if self.entropic else "pf") + ("-lam" if self.lookahead else "")
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
         if budget < 1:
@@ -76,16 +90,26 @@ class ParticleFilter:
         state = process.init(prompt, budget, seed)
         scores = [0.5] * budget
         t, temps, ess_log = 0, [], []
-        while not all(process.is_terminal(state)):
-            was_terminal = process.is_terminal(state)
-            process.propose(state)
-            texts = process.preview(state)
-            live = [i for i in range(budget) if not was_terminal[i]]
-            new = checked_scores(scorer, [prompt] * len(live), [texts[i] for i in live])
-            for i, s in zip(live, new, strict=True):
-                scores[i] = s  # finished particles keep their final score
-            t += 1
-            logits = torch.tensor([logit(s) for s in scores], dtype=torch.float64)
+        while True:
+            if not self.lookahead or t == 0:
+                was_terminal = process.is_terminal(state)
+                process.propose(state)
+                texts = process.preview(state)
+                live = [i for i in range(budget) if not was_terminal[i]]
+                new = checked_scores(scorer, [prompt] * len(live), [texts[i] for i in live])
+                for i, s in zip(live, new, strict=True):
+                    scores[i] = s  # finished particles keep their final score
+                t += 1
+            if all(process.is_terminal(state)):
+                break
+            potentials = [logit(s) for s in scores]
+            if self.lookahead:
+                succ, succ_scores, rows_of = self._look_ahead(process, scorer, state, prompt, scores)
+                for i, rows in enumerate(rows_of):
+                    if len(rows) > 1:
+                        mean = sum(logit(succ_scores[r]) for r in rows) / len(rows)
+                        potentials[i] += self.lookahead_weight * (mean - potentials[i])
+            logits = torch.tensor(potentials, dtype=torch.float64)
             p = torch.softmax(logits, 0)
             ess = float(1.0 / (p**2).sum())
             ess_log.append(round(ess, 3))
@@ -93,13 +117,21 @@ class ParticleFilter:
             if self.entropic and ess / budget < self.anneal_threshold and t / self.t_max < self.anneal_until:
                 temp = max(temp, (budget / ess) * (1 - t / self.t_max))
             temps.append(round(temp, 3))
-            if all(process.is_terminal(state)):
-                break
-            if self.ess_threshold and ess / budget >= self.ess_threshold:
+            if self.ess_threshold and ess / budget >= self.ess_threshold and not self.lookahead:
                 continue
             idx = resample(torch.softmax(logits / temp, 0), budget, g)
-            state = process.select(state, idx)
-            scores = [scores[i] for i in idx]
+            if self.lookahead:
+                copies: dict[int, int] = {}
+                rows = []
+                for i in idx:
+                    rows.append(rows_of[i][copies.get(i, 0) % len(rows_of[i])])
+                    copies[i] = copies.get(i, 0) + 1
+                state = process.select(succ, rows)
+                scores = [succ_scores[r] for r in rows]
+                t += 1
+            else:
+                state = process.select(state, idx)
+                scores = [scores[i] for i in idx]
         texts = process.preview(state)
         logits = torch.tensor([logit(s) for s in scores], dtype=torch.float64)
         w = torch.softmax(logits, 0)
@@ -112,6 +144,26 @@ class ParticleFilter:
         )
         info = {"steps": t, "ess": ess_log, "temperatures": temps}
         return Result(self.name, budget, texts[pick], cands[pick].answer, cands, meter.cost(), info)
+
+    def _look_ahead(self, process: Process, scorer: Scorer, state, prompt: str, scores: list[float]):
+        """Successors of every particle in one batch: (batch, their scores, rows of each particle).
+
+        A finished particle is its own single successor, with its final score.
+        """
+        term = process.is_terminal(state)
+        rows_of, order = [], []
+        for i in range(process.size(state)):
+            start = len(order)
+            order += [i] * (1 if term[i] else self.lookahead)
+            rows_of.append(list(range(start, len(order))))
+        succ = process.select(state, order)
+        process.propose(succ)
+        texts = process.preview(succ)
+        live = [r for r in range(len(order)) if not term[order[r]]]
+        succ_scores = [scores[order[r]] for r in range(len(order))]
+        for r, sc in zip(live, checked_scores(scorer, [prompt] * len(live), [texts[r] for r in live]), strict=True):
+            succ_scores[r] = sc
+        return succ, succ_scores, rows_of
 
 
 def entropic_particle_filter(**kw) -> ParticleFilter:

@@ -23,6 +23,7 @@ METHODS: dict[str, Callable[[Extract], object]] = {
     "dvts": lambda ex: BeamSearch(diverse=True, extract=ex),
     "pf": lambda ex: ParticleFilter(extract=ex),
     "epf": lambda ex: ParticleFilter(entropic=True, resampling="systematic", extract=ex),
+    "epf-lam": lambda ex: ParticleFilter(entropic=True, resampling="systematic", lookahead=2, extract=ex),
     "astar": lambda ex: AStar(extract=ex),
     "mcts": lambda ex: MCTS(extract=ex),
     "refine": lambda ex: IterativeRefine(extract=ex),
