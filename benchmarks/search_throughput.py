@@ -1,0 +1,98 @@
+"""Generated tokens per second of PF and beam search against raw batched generation of as many tokens.
+
+For each method: run it on hard built-in items at ``--particles``, count the
+tokens it generated and the time it spent (with and without the PRM's time),
+then have ``model.generate`` produce the same number of tokens as one batch of
+``--particles`` rows. Prints tokens/s of both and the ratio (target >= 0.8x).
+
+    python benchmarks/search_throughput.py [--items 10] [--particles 16] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=10)
+    ap.add_argument("--particles", type=int, default=16)
+    ap.add_argument("--methods", default="pf,beam")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    from steerable.lm.local import LocalGenerator
+    from steerable.lm.types import SamplingParams
+    from steerable.search.process import LMProcess
+    from steerable.search.registry import make_scorer, make_strategy
+    from steerable.tasks.answers import make_checker
+    from steerable.tasks.loader import load_task
+
+    gen = LocalGenerator.from_pretrained("builtin", device=args.device)
+    prm = make_scorer("builtin-prm")
+
+    class Timed:
+        range = prm.range
+
+        def __init__(self):
+            self.seconds, self.calls = 0.0, 0
+
+        def score(self, prompts, partials):
+            t0 = time.perf_counter()
+            out = prm.score(prompts, partials)
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+            return out
+
+    items = load_task("builtin:hard", limit=args.items)
+    process = LMProcess(
+        gen, delimiter="\n", params=SamplingParams(temperature=0.8), max_step_tokens=48, max_steps=40, max_tokens=320
+    )
+    model, tok = gen.model, gen.tokenizer
+    dev = next(model.parameters()).device
+    print(f"{args.items} hard items, {args.particles} particles, threads {torch.get_num_threads()}, device {dev}")
+    print(
+        f"{'method':<6} {'tokens':>7} {'tok/s':>7} {'tok/s no PRM':>13} {'raw tok/s':>10} "
+        f"{'ratio':>6} {'ratio no PRM':>13}"
+    )
+    for method in args.methods.split(","):
+        strategy = make_strategy(method, make_checker("builtin").extract)
+        scorer = Timed()
+        n_tok, t0 = 0, time.perf_counter()
+        for i, item in enumerate(items):
+            n_tok += strategy.run(process, scorer, args.particles, item.prompt, seed=i).cost.generated_tokens
+        wall = time.perf_counter() - t0
+        per_row = max(1, n_tok // (args.particles * len(items)))
+        enc = tok([items[0].prompt] * args.particles, return_tensors="pt", padding=True).to(dev)
+        t1 = time.perf_counter()
+        raw_tokens = 0
+        with torch.inference_mode():
+            for _ in items:
+                out = model.generate(
+                    **enc,
+                    do_sample=True,
+                    temperature=0.8,
+                    top_k=0,
+                    max_new_tokens=per_row,
+                    min_new_tokens=per_row,
+                    pad_token_id=tok.pad_token_id,
+                )
+                raw_tokens += (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
+        raw = raw_tokens / (time.perf_counter() - t1)
+        ours, ours_np = n_tok / wall, n_tok / (wall - scorer.seconds)
+        print(
+            f"{method:<6} {n_tok:>7} {ours:>7.0f} {ours_np:>13.0f} {raw:>10.0f} {ours / raw:>6.2f} "
+            f"{ours_np / raw:>13.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
