@@ -40,7 +40,7 @@ def test_every_strategy_returns_its_choice_candidates_and_cost(method, process):
     strategy = make_strategy(method, lambda t: t[:3] or None)
     scorer = None if method in UNSCORED else Spy()
     res = strategy.run(process, scorer, 4, PROMPT, seed=3)
-    assert res.method == method.replace("sc-early", "sc")
+    assert res.method == method.replace("sc-early", "sc").replace("sc-short", "sc")
     assert res.candidates and res.text in [c.text for c in res.candidates]
     assert res.cost.generated_tokens > 0 and res.cost.forward_tokens > 0 and res.cost.seconds > 0
     if scorer is not None:
@@ -80,3 +80,36 @@ def test_unknown_methods_scorers_and_bad_budgets_are_clear_errors(process):
         make_strategy("pf", lambda t: t).run(process, OraclePRM(), 0, PROMPT)
     with pytest.raises(ConfigError, match="needs a scorer"):
         make_strategy("pf", lambda t: t).run(process, None, 2, PROMPT)
+
+
+class Fixed:
+    """A process stand-in whose samples are given texts (for vote arithmetic)."""
+
+    def __init__(self, texts):
+        from steerable.lm.types import Usage
+
+        self.texts, self.usage = texts, Usage()
+
+    def init(self, prompt, n, seed=None):
+        return list(self.texts[:n])
+
+    def is_terminal(self, state):
+        return [True] * len(state)
+
+    def preview(self, state):
+        return state
+
+
+def test_votes_majority_ties_and_length_weighting():
+    from steerable.search.best_of_n import SelfConsistency
+
+    texts = ["A: 1", "long long A: 2", "long long long A: 2", "A: 1 ok", "A: 3"]
+    ex = lambda t: t.split("A: ")[1].split()[0]  # noqa: E731
+    assert SelfConsistency(extract=ex).run(Fixed(texts), None, 5, "q").answer == "1"  # tie: first seen
+    assert SelfConsistency(extract=ex, prefer_shorter=True).run(Fixed(texts), None, 5, "q").answer == "1"
+    plain = ["long long A: 2", "long long long A: 2", "A: 1", "A: 1 ok"]
+    assert SelfConsistency(extract=ex).run(Fixed(plain), None, 4, "q").answer == "2"
+    assert SelfConsistency(extract=ex, prefer_shorter=True).run(Fixed(plain), None, 4, "q").answer == "1"
+    weighted = ["long long A: 2", "long long long A: 2", "long long long long A: 2", "A: 1", "A: 1"]
+    assert SelfConsistency(extract=ex).run(Fixed(weighted), None, 5, "q").answer == "2"
+    assert SelfConsistency(extract=ex, length_power=2.0).run(Fixed(weighted), None, 5, "q").answer == "1"

@@ -87,11 +87,19 @@ class WeightedBestOfN:
 
 @dataclass(frozen=True)
 class SelfConsistency:
-    """Majority vote. ``early_stop`` samples in rounds of ``round_size`` and stops once the leader cannot lose."""
+    """Majority vote. ``early_stop`` samples in rounds of ``round_size`` and stops once the leader cannot lose.
+
+    Length-aware voting ("Think Deep, Think Fast" finds correct answers are
+    shorter): ``prefer_shorter`` breaks ties toward the answer whose samples
+    are shorter on average; ``length_power`` p > 0 weights each vote by
+    (mean length / its length)^p.
+    """
 
     extract: Extract = builtin_extract
     early_stop: bool = False
     round_size: int = 4
+    prefer_shorter: bool = False
+    length_power: float = 0.0
     name = "sc"
 
     def run(self, process: Process, scorer: Scorer | None, budget: int, prompt: str, seed: int | None = None):
@@ -110,12 +118,23 @@ class SelfConsistency:
                 if n1 - rest[0][1] > budget - len(texts):
                     break
         answers = [self.extract(t) for t in texts]
-        votes = Counter(a for a in answers if a is not None)
-        winner = votes.most_common(1)[0][0] if votes else None
-        pick = next((i for i, a in enumerate(answers) if a == winner), 0)
+        mean_len = sum(map(len, texts)) / len(texts) or 1.0
+        weight: dict[str, float] = defaultdict(float)
+        lengths: dict[str, list[int]] = defaultdict(list)
+        for t, a in zip(texts, answers, strict=True):
+            if a is not None:
+                weight[a] += (mean_len / max(len(t), 1)) ** self.length_power
+                lengths[a].append(len(t))
+        order = sorted(
+            weight,
+            key=lambda a: (-weight[a], sum(lengths[a]) / len(lengths[a]) if self.prefer_shorter else answers.index(a)),
+        )
+        winner = order[0] if order else None
+        mine = [i for i, a in enumerate(answers) if a == winner]
+        pick = min(mine, key=lambda i: len(texts[i])) if mine and self.prefer_shorter else (mine or [0])[0]
+        total = sum(weight.values()) or 1.0
         cands = tuple(
-            Candidate(t, a, float("nan"), votes.get(a, 0) / max(len(texts), 1))
-            for t, a in zip(texts, answers, strict=True)
+            Candidate(t, a, float("nan"), weight.get(a, 0.0) / total) for t, a in zip(texts, answers, strict=True)
         )
         return Result(self.name, budget, texts[pick], winner, cands, meter.cost(), {"samples": len(texts)})
 

@@ -17,6 +17,7 @@ METHODS: dict[str, Callable[[Extract], object]] = {
     "greedy": lambda ex: Greedy(extract=ex),
     "sc": lambda ex: SelfConsistency(extract=ex),
     "sc-early": lambda ex: SelfConsistency(extract=ex, early_stop=True),
+    "sc-short": lambda ex: SelfConsistency(extract=ex, prefer_shorter=True, length_power=1.0),
     "bon": lambda ex: BestOfN(extract=ex),
     "wbon": lambda ex: WeightedBestOfN(extract=ex),
     "beam": lambda ex: BeamSearch(extract=ex),
@@ -29,7 +30,7 @@ METHODS: dict[str, Callable[[Extract], object]] = {
     "refine": lambda ex: IterativeRefine(extract=ex),
 }
 #: methods that use no scorer
-UNSCORED = {"greedy", "sc", "sc-early"}
+UNSCORED = {"greedy", "sc", "sc-early", "sc-short"}
 
 
 def make_strategy(name: str, extract: Extract):
