@@ -113,3 +113,12 @@ def test_votes_majority_ties_and_length_weighting():
     weighted = ["long long A: 2", "long long long A: 2", "long long long long A: 2", "A: 1", "A: 1"]
     assert SelfConsistency(extract=ex).run(Fixed(weighted), None, 5, "q").answer == "2"
     assert SelfConsistency(extract=ex, length_power=2.0).run(Fixed(weighted), None, 5, "q").answer == "1"
+
+
+def test_particle_gibbs_keeps_the_reference_trajectory_at_row_zero(process):
+    from steerable.search.particle_filter import ParticleFilter
+    from steerable.search.particle_gibbs import ParticleGibbs
+
+    first = ParticleFilter(extract=lambda t: t).run(process, OraclePRM(), 4, PROMPT, seed=2)
+    res = ParticleGibbs(sweeps=2, extract=lambda t: t).run(process, OraclePRM(), 4, PROMPT, seed=2)
+    assert res.candidates[0].text == first.text

@@ -88,8 +88,9 @@ class LMProcess:
     def is_terminal(self, state: LMState) -> list[bool]:
         return [f or c for f, c in zip(state.seqs.finished, state.capped, strict=True)]
 
-    def propose(self, state: LMState) -> None:
-        live = [r for r, t in enumerate(self.is_terminal(state)) if not t]
+    def propose(self, state: LMState, skip: Sequence[int] = ()) -> None:
+        """One step for every live row except those in ``skip``."""
+        live = [r for r, t in enumerate(self.is_terminal(state)) if not t and r not in skip]
         if not live:
             return
         # terminal rows must not grow: step only the live ones, in place, through the shared batch
@@ -106,6 +107,13 @@ class LMProcess:
             n_gen = len(state.seqs.generated(r))
             if state.steps[r] >= self.max_steps or n_gen >= self.max_tokens:
                 state.capped[r] = True
+
+    def force(self, state: LMState, row: int, text: str, final: bool = False) -> None:
+        """Make ``row`` take ``text`` as its next step (a reference trajectory); ``final`` ends the row."""
+        self.generator.append(state.seqs, [text if r == row else "" for r in range(len(state.seqs))])
+        state.steps[row] += 1
+        if final:
+            state.capped[row] = True
 
     def select(self, state: LMState, rows: Sequence[int]) -> LMState:
         rows = list(rows)

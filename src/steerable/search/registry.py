@@ -11,6 +11,7 @@ from steerable.search.beam import BeamSearch
 from steerable.search.best_of_n import BestOfN, Greedy, SelfConsistency, WeightedBestOfN
 from steerable.search.mcts import MCTS
 from steerable.search.particle_filter import ParticleFilter
+from steerable.search.particle_gibbs import ParticleGibbs
 from steerable.search.refine import IterativeRefine
 
 METHODS: dict[str, Callable[[Extract], object]] = {
@@ -25,6 +26,7 @@ METHODS: dict[str, Callable[[Extract], object]] = {
     "pf": lambda ex: ParticleFilter(extract=ex),
     "epf": lambda ex: ParticleFilter(entropic=True, resampling="systematic", extract=ex),
     "epf-lam": lambda ex: ParticleFilter(entropic=True, resampling="systematic", lookahead=2, extract=ex),
+    "pgibbs": lambda ex: ParticleGibbs(extract=ex),
     "astar": lambda ex: AStar(extract=ex),
     "mcts": lambda ex: MCTS(extract=ex),
     "refine": lambda ex: IterativeRefine(extract=ex),
