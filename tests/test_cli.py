@@ -92,3 +92,50 @@ def test_builtin_train_writes_a_loadable_model(tmp_path):
     g = run("generate", "Q: 1+1=\\n", "--model", str(tmp_path / "m"), "--max-new-tokens", "3", "--json")
     assert g.returncode == 0, g.stderr
     assert json.loads(g.stdout)["usage"]["generated_tokens"] == 3
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--methods", "greedy,nope"], "unknown method"),
+        (["--budgets", "0"], "budgets"),
+        (["--scorer", "nope"], "unknown scorer"),
+        (["--answer-regex", "("], "does not compile"),
+        (["--task", "missing.jsonl"], "neither"),
+    ],
+)
+def test_scale_bad_input_is_one_line(args, needle, tmp_path):
+    r = run("scale", "--out", str(tmp_path / "o"), "--limit", "1", *args)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_scale_runs_and_resumes(tmp_path):
+    args = (
+        "scale",
+        "--task",
+        "builtin:easy",
+        "--limit",
+        "3",
+        "--methods",
+        "greedy,sc,pf",
+        "--budgets",
+        "2",
+        "--scorer",
+        "oracle",
+        "--out",
+        str(tmp_path / "o"),
+        "--json",
+        "--device",
+        "cpu",
+    )
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert [(x["method"], x["budget"]) for x in summary["rows"]] == [("greedy", 2), ("sc", 2), ("pf", 2)]
+    assert all(x["items"] == 3 and x["errors"] == 0 for x in summary["rows"])
+    lines = (tmp_path / "o" / "results.jsonl").read_text().splitlines()
+    again = run(*args)
+    assert again.returncode == 0
+    assert (tmp_path / "o" / "results.jsonl").read_text().splitlines() == lines  # nothing redone
+    assert (tmp_path / "o" / "accuracy_vs_tokens.png").exists()
