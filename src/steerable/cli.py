@@ -270,6 +270,10 @@ def builtin_train(
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
     threads: int | None = typer.Option(None, help="torch threads (default: OMP_NUM_THREADS or all cores)."),
     eval_every: int = typer.Option(250, help="Steps between dev-accuracy checks, logged in training.json (0: none)."),
+    stop_at_hard: float | None = typer.Option(
+        None, help="Stop at the first dev check with hard accuracy >= this (and easy >= --min-easy)."
+    ),
+    min_easy: float = typer.Option(0.9, help="Easy accuracy the early stop also needs."),
 ) -> None:
     """Train the built-in model from scratch on the built-in world."""
     from steerable.tasks.builtin.train import TrainConfig, train
@@ -283,6 +287,8 @@ def builtin_train(
         lr=lr,
         threads=threads,
         eval_every=eval_every,
+        stop_at_hard=stop_at_hard,
+        min_easy=min_easy,
     )
     if not threads:
         _threads()

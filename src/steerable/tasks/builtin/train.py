@@ -19,9 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from steerable.errors import ConfigError
 from steerable.tasks.builtin.data import training_pair
+
+#: A typical completion length of the mixture, the loss's fixed normaliser.
+TOKENS_PER_EXAMPLE = 64
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,11 @@ class TrainConfig:
     weight_decay: float = 0.1
     threads: int | None = None
     eval_every: int = 250  # steps between dev-accuracy checks (0: never); they are logged in training.json
+    # Stop at the first dev check where hard accuracy reaches this and easy accuracy is at least `min_easy`:
+    # the built-in model is meant to be imperfect on hard problems so that search has room to help.
+    stop_at_hard: float | None = None
+    min_easy: float = 0.9
+    dev_size: int = 64  # dev problems per split
 
     def __post_init__(self) -> None:
         if self.minutes <= 0 and self.steps is None:
@@ -124,6 +133,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     progress_visible = progress and sys.stderr.isatty()
     start, step, ema = time.time(), 0, None
     history: list[dict] = []
+    stopped_at = None
 
     def progress_fraction() -> float:
         if cfg.steps is not None:
@@ -146,7 +156,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             for group in opt.param_groups:
                 group["lr"] = lr
             ids, mask, labels = next(data)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            # summed over tokens and divided by a fixed count, not by this batch's token count: batches are
+            # grouped by length, and a per-batch mean would give tokens of long examples less weight
+            # (the model then under-learns choices made once per example, such as the solution style)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+            ) / (cfg.batch_size * TOKENS_PER_EXAMPLE)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -162,7 +178,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                         "step": step,
                         "seconds": round(time.time() - start),
                         "loss": round(ema, 4),
-                        **dev_accuracy(model, tok),
+                        **dev_accuracy(model, tok, cfg.dev_size),
                     }
                 )
                 if progress_visible:
@@ -170,6 +186,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 else:
                     print(history[-1], file=sys.stderr, flush=True)
                 model.train()
+                dev = history[-1]
+                if (
+                    cfg.stop_at_hard is not None
+                    and dev["dev_hard"] >= cfg.stop_at_hard
+                    and dev["dev_easy"] >= cfg.min_easy
+                ):
+                    stopped_at = step
+                    break
 
     wall = time.time() - start
     out = Path(cfg.out)
@@ -183,7 +207,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "steps": step,
         "wall_seconds": round(wall, 1),
         "final_loss_ema": round(ema or float("nan"), 5),
-        "final_dev_accuracy": dev_accuracy(model, tok) if cfg.eval_every else None,
+        "stopped_early_at_step": stopped_at,
+        "final_dev_accuracy": (history[-1] if stopped_at else dev_accuracy(model, tok, cfg.dev_size))
+        if cfg.eval_every
+        else None,
         "history": history,
         "parameters": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,
