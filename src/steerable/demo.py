@@ -83,4 +83,48 @@ def run_demo(gen, n: int = 100) -> None:
     for r, c in zip(reqs, comps, strict=True):
         rates.setdefault(r.kind, []).append(requests.is_refusal(c.text))
     con.print("  greedy refusal rate: " + ", ".join(f"{k} {sum(v) / len(v):.0%}" for k, v in sorted(rates.items())))
+    prm_demo(con, gen, items=20, budget=8)
     con.print(f"[dim]demo took {time.time() - t0:.0f}s[/]")
+
+
+def prm_demo(con: Console, gen, items: int, budget: int) -> None:
+    """Inference-time scaling in miniature: voting and PRM-guided search against greedy decoding."""
+    from steerable.lm.builtin import BUILTIN_PRM_DIR
+    from steerable.reward.prm import TokenClassifierPRM
+    from steerable.search.process import LMProcess
+    from steerable.search.registry import make_strategy
+    from steerable.tasks.answers import make_checker
+    from steerable.tasks.loader import load_task
+
+    if not (BUILTIN_PRM_DIR / "config.json").exists():
+        con.print("[yellow]no built-in PRM shipped: skipping the search demo[/]")
+        return
+    con.rule(f"inference-time scaling: {items} hard problems, budget {budget}, built-in PRM")
+    prm = TokenClassifierPRM.from_pretrained("builtin")
+    checker = make_checker("builtin")
+    table = Table()
+    for col in ("method", "accuracy", "tokens generated / item", "PRM calls / item", "seconds"):
+        table.add_column(col)
+    for method in ("greedy", "sc", "bon", "pf", "epf"):
+        temp = 0.0 if method == "greedy" else 0.8
+        process = LMProcess(
+            gen, delimiter="\n", params=SamplingParams(temperature=temp), max_step_tokens=48, max_tokens=320
+        )
+        strategy = make_strategy(method, checker.extract)
+        ok = tokens = calls = 0
+        t0 = time.time()
+        for i, item in enumerate(load_task("builtin:hard", limit=items)):
+            res = strategy.run(
+                process,
+                None if method in ("greedy", "sc") else prm,
+                1 if method == "greedy" else budget,
+                item.prompt,
+                seed=i,
+            )
+            ok += checker.correct(res.text, item.answer)
+            tokens += res.cost.generated_tokens
+            calls += res.cost.scorer_calls
+        table.add_row(
+            method, f"{ok / items:.0%}", f"{tokens / items:.0f}", f"{calls / items:.1f}", f"{time.time() - t0:.1f}"
+        )
+    con.print(table)
