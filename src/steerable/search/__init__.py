@@ -1,0 +1,30 @@
+"""Strategies over a step-wise process, guided by scorers, under a budget."""
+
+from steerable.search.astar import AStar
+from steerable.search.beam import BeamSearch
+from steerable.search.best_of_n import BestOfN, Greedy, SelfConsistency, WeightedBestOfN
+from steerable.search.mcts import MCTS
+from steerable.search.particle_filter import ParticleFilter, entropic_particle_filter
+from steerable.search.particle_gibbs import ParticleGibbs
+from steerable.search.process import LMProcess, Process
+from steerable.search.refine import IterativeRefine
+from steerable.search.result import Candidate, Cost, Result
+
+__all__ = [
+    "AStar",
+    "BeamSearch",
+    "BestOfN",
+    "Candidate",
+    "Cost",
+    "Greedy",
+    "IterativeRefine",
+    "LMProcess",
+    "MCTS",
+    "ParticleFilter",
+    "ParticleGibbs",
+    "Process",
+    "Result",
+    "SelfConsistency",
+    "WeightedBestOfN",
+    "entropic_particle_filter",
+]
