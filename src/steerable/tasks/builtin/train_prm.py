@@ -115,6 +115,7 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
     # wrong steps are rare; weight them up so the head does not learn "always fine"
     neg_weight = torch.tensor(max(1.0, n_pos / max(n_all - n_pos, 1)))
     budget, t0, step = cfg.minutes * 60, time.time(), 0
+    history: list[dict] = []
     total_steps = cfg.epochs * ((len(train_ex) + cfg.batch_size - 1) // cfg.batch_size)
     with Progress(
         TextColumn("[bold]train PRM"),
@@ -140,6 +141,10 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
                 opt.step()
                 step += 1
                 bar.update(task, completed=step)
+            model.eval()
+            sc, lb = _evaluate(model, eval_ex, tok.pad_token_id)
+            history.append({"step": step, "step_auroc": round(auroc(sc, lb), 4)})
+            model.train()
     model.eval()
     # weighting negatives by w shifts the optimal logit by -log(w); undo it so scores stay calibrated
     with torch.no_grad():
@@ -159,6 +164,7 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
         "step_auroc": round(auroc(scores, labels), 4),
         "ece": round(expected_calibration_error(scores, labels), 4),
         "optimizer_steps": step,
+        "history": history,
         "sample_seconds": round(sample_seconds, 1),
         "train_seconds": round(time.time() - t0, 1),
     }
