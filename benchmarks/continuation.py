@@ -12,10 +12,11 @@ both (target: forward / generated <= 1.05 with reuse).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
+
+from _common import setup
 
 
 def main() -> None:
@@ -24,11 +25,7 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=16)
     ap.add_argument("--steps", type=int, default=8)
     args = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    setup()
 
     from steerable.lm.local import LocalGenerator
     from steerable.lm.types import SamplingParams

@@ -11,10 +11,11 @@ new tokens (EOS ignored by both so every row generates exactly
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
+
+from _common import setup
 
 
 def main() -> None:
@@ -24,11 +25,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    setup()
 
     from steerable.lm.local import LocalGenerator
     from steerable.lm.types import SamplingParams

@@ -12,10 +12,11 @@ with reuse, prompt prefill excluded) and the wall-time ratio.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
+
+from _common import setup
 
 
 def main() -> None:
@@ -25,11 +26,7 @@ def main() -> None:
     ap.add_argument("--methods", default="pf,beam,mcts")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    setup()
     from steerable.lm.local import LocalGenerator, Sequences
     from steerable.lm.types import SamplingParams
     from steerable.search.process import LMProcess

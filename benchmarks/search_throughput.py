@@ -11,10 +11,11 @@ then have ``model.generate`` produce the same number of tokens as one batch of
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
+
+from _common import setup
 
 
 def main() -> None:
@@ -24,11 +25,7 @@ def main() -> None:
     ap.add_argument("--methods", default="pf,beam")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    setup()
     from steerable.lm.local import LocalGenerator
     from steerable.lm.types import SamplingParams
     from steerable.search.process import LMProcess

@@ -50,18 +50,10 @@ def _generator(model: str, device: str, dtype: str):
 def _read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
     out = list(prompts)
     if prompts_file is not None:
-        if not prompts_file.exists():
-            raise InputError(
-                f"prompts file {str(prompts_file)!r} does not exist: pass a JSONL file with a 'prompt' field"
-            )
-        for n, line in enumerate(prompts_file.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError(f"{prompts_file}:{n} is not JSON: write one object per line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), (str, list)):
+        from steerable.tasks.loader import read_jsonl
+
+        for n, row in read_jsonl(prompts_file, "a 'prompt' field"):
+            if not isinstance(row.get("prompt"), (str, list)):
                 raise InputError(f'{prompts_file}:{n} has no \'prompt\' field: write {{"prompt": "..."}} per line')
             out.append(row["prompt"])
     if not out:

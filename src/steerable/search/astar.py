@@ -15,9 +15,8 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
-from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract
+from steerable.search.base import Extract, Meter, builtin_extract, require
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -32,10 +31,7 @@ class AStar:
     name = "astar"
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
-        if budget < 1:
-            raise ConfigError(f"budget must be >= 1 (got {budget})")
-        if scorer is None:
-            raise ConfigError("astar needs a scorer: pass --scorer builtin-prm (or another)")
+        require(budget, scorer, "astar")
         meter = Meter(process, scorer)
         tie = itertools.count()
         root = process.init(prompt, 1, seed)

@@ -21,6 +21,16 @@ def builtin_extract(text: str) -> str | None:
     return None if a is None else str(a)
 
 
+def require(budget: int, scorer: Scorer | None, name: str, min_budget: int = 1) -> None:
+    """The checks every strategy makes before spending anything."""
+    from steerable.errors import ConfigError
+
+    if budget < min_budget:
+        raise ConfigError(f"{name}: budget must be >= {min_budget} (got {budget})")
+    if scorer is None:
+        raise ConfigError(f"{name} needs a scorer: pass --scorer builtin-prm (or another)")
+
+
 def run_to_end(process: Process, state):
     """Propose until every row is terminal."""
     while not all(process.is_terminal(state)):

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract
+from steerable.search.base import Extract, Meter, builtin_extract, require
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -33,10 +32,7 @@ class BeamSearch:
         return "dvts" if self.diverse else "beam"
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
-        if budget < 1:
-            raise ConfigError(f"budget must be >= 1 (got {budget})")
-        if scorer is None:
-            raise ConfigError(f"{self.name} needs a scorer: pass --scorer builtin-prm (or another)")
+        require(budget, scorer, self.name)
         m = max(1, min(self.expansions, budget))
         width = max(1, budget // m)
         meter = Meter(process, scorer)

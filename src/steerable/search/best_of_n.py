@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, run_to_end
+from steerable.search.base import Extract, Meter, builtin_extract, require, run_to_end
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -45,7 +45,7 @@ class BestOfN:
     name = "bon"
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None):
-        _check(budget, scorer, self.name)
+        require(budget, scorer, self.name)
         meter = Meter(process, scorer)
         texts = _sample(process, prompt, budget, seed)
         scores = checked_scores(scorer, [prompt] * len(texts), texts)
@@ -63,7 +63,7 @@ class WeightedBestOfN:
     name = "wbon"
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None):
-        _check(budget, scorer, self.name)
+        require(budget, scorer, self.name)
         meter = Meter(process, scorer)
         texts = _sample(process, prompt, budget, seed)
         scores = checked_scores(scorer, [prompt] * len(texts), texts)
@@ -137,10 +137,3 @@ class SelfConsistency:
             Candidate(t, a, float("nan"), weight.get(a, 0.0) / total) for t, a in zip(texts, answers, strict=True)
         )
         return Result(self.name, budget, texts[pick], winner, cands, meter.cost(), {"samples": len(texts)})
-
-
-def _check(budget: int, scorer: Scorer | None, name: str) -> None:
-    if budget < 1:
-        raise ConfigError(f"budget must be >= 1 (got {budget})")
-    if scorer is None:
-        raise ConfigError(f"{name} needs a scorer: pass --scorer builtin-prm (or another)")

@@ -14,9 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract
+from steerable.search.base import Extract, Meter, builtin_extract, require
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -39,10 +38,7 @@ class MCTS:
     name = "mcts"
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
-        if budget < 1:
-            raise ConfigError(f"budget must be >= 1 (got {budget})")
-        if scorer is None:
-            raise ConfigError("mcts needs a scorer: pass --scorer builtin-prm (or another)")
+        require(budget, scorer, "mcts")
         meter = Meter(process, scorer)
         root = _Node(process.init(prompt, 1, seed), "")
         finished: list[_Node] = []

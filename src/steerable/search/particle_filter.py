@@ -36,7 +36,7 @@ import torch
 
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, logit
+from steerable.search.base import Extract, Meter, builtin_extract, logit, require
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -80,10 +80,7 @@ class ParticleFilter:
         return ("epf" if self.entropic else "pf") + ("-lam" if self.lookahead else "")
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
-        if budget < 1:
-            raise ConfigError(f"budget must be >= 1 (got {budget})")
-        if scorer is None:
-            raise ConfigError(f"{self.name} needs a scorer: pass --scorer builtin-prm (or another)")
+        require(budget, scorer, self.name)
         meter = Meter(process, scorer)
         g = torch.Generator().manual_seed(0 if seed is None else seed)
         resample = systematic_resample if self.resampling == "systematic" else multinomial_resample

@@ -18,7 +18,7 @@ import torch
 
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, logit
+from steerable.search.base import Extract, Meter, builtin_extract, logit, require
 from steerable.search.particle_filter import ParticleFilter
 from steerable.search.result import Candidate, Result
 
@@ -31,10 +31,9 @@ class ParticleGibbs:
     name = "pgibbs"
 
     def run(self, process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
-        if budget < 2:
-            raise ConfigError(f"particle Gibbs needs a budget >= 2 (got {budget})")
-        if scorer is None or self.sweeps < 1:
-            raise ConfigError("pgibbs needs a scorer and sweeps >= 1")
+        require(budget, scorer, self.name, min_budget=2)
+        if self.sweeps < 1:
+            raise ConfigError(f"pgibbs: sweeps must be >= 1 (got {self.sweeps})")
         meter = Meter(process, scorer)
         first = ParticleFilter(extract=self.extract).run(process, scorer, budget, prompt, seed)
         ref_text, ref_score = first.text, max(c.score for c in first.candidates)

@@ -22,7 +22,7 @@ from typing import Literal
 
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, run_to_end
+from steerable.search.base import Extract, Meter, builtin_extract, require, run_to_end
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -40,10 +40,7 @@ class IterativeRefine:
     name = "refine"
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
-        if budget < 1:
-            raise ConfigError(f"budget must be >= 1 (got {budget})")
-        if scorer is None:
-            raise ConfigError("refine needs a scorer: pass --scorer builtin-prm (or another)")
+        require(budget, scorer, "refine")
         if self.feedback not in ("prompt", "prefix"):
             raise ConfigError(f"feedback must be prompt or prefix (got {self.feedback!r})")
         meter = Meter(process, scorer)

@@ -20,6 +20,24 @@ class Item:
     answer: str
 
 
+def read_jsonl(path: Path, fields: str) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-empty line; ``fields`` names what a line needs, for errors."""
+    if not path.exists():
+        raise InputError(f"{str(path)!r} does not exist: pass a JSONL file with {fields} per line")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(f"{path}:{n} is not JSON: write one object with {fields} per line") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{n} is not a JSON object: write one object with {fields} per line")
+        rows.append((n, row))
+    return rows
+
+
 def load_task(spec: str, limit: int | None = None, seed: int = 0) -> list[Item]:
     """``builtin:easy|medium|hard|all`` or a path to a JSONL file."""
     if spec.startswith("builtin:"):
@@ -33,14 +51,8 @@ def load_task(spec: str, limit: int | None = None, seed: int = 0) -> list[Item]:
     if not path.exists():
         raise InputError(f"task {spec!r} is neither builtin:SPLIT nor an existing JSONL file")
     items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"{path}:{n} is not JSON: write one object per line") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or "answer" not in row:
+    for n, row in read_jsonl(path, "'prompt' and 'answer'"):
+        if not isinstance(row.get("prompt"), str) or "answer" not in row:
             raise InputError(f"{path}:{n} needs a string 'prompt' and an 'answer' field")
         items.append(Item(str(row.get("id", n)), row["prompt"], str(row["answer"])))
         if limit and len(items) >= limit:
