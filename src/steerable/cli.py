@@ -299,6 +299,7 @@ def builtin_train_prm(
     minutes: float = typer.Option(5.0, help="Training time budget."),
     epochs: int = typer.Option(3, help="Passes over the data at most."),
     seed: int = typer.Option(0, help="Seed."),
+    device: str = DEVICE,
 ) -> None:
     """Train the built-in process reward model on the policy's own solutions."""
     from steerable.tasks.builtin.train_prm import PRMTrainConfig, train_prm
@@ -312,6 +313,7 @@ def builtin_train_prm(
         minutes=minutes,
         epochs=epochs,
         seed=seed,
+        device=device,
     )
     _threads()
     _quiet_transformers()
@@ -356,12 +358,13 @@ def builtin_eval(
 @app.command()
 def demo(
     device: str = DEVICE,
+    dtype: str = DTYPE,
     n: int = typer.Option(100, help="Problems per split for the accuracy table."),
 ) -> None:
     """A short tour of the built-in world: what the model does, and how well."""
     from steerable.demo import run_demo
 
-    run_demo(_generator("builtin", device, "float32"), n=n)
+    run_demo(_generator("builtin", device, dtype), n=n)
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ class PRMTrainConfig:
     batch_size: int = 32
     eval_share: float = 0.2  # share of problems whose solutions are held out for AUROC
     seed: int = 0
+    device: str = "auto"  # sampling and training device (cpu, cuda, auto)
 
     def __post_init__(self) -> None:
         if self.problems < 10:
@@ -93,7 +94,8 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
 
     torch.manual_seed(cfg.seed)
     t_start = time.time()
-    gen = LocalGenerator.from_pretrained(cfg.policy, device="cpu")
+    gen = LocalGenerator.from_pretrained(cfg.policy, device=cfg.device)
+    dev = gen.device
     data = sample_solutions(gen, cfg, progress)
     tok = gen.tokenizer
     examples = [line_end_labels(tok, p.prompt, s) for p, s in data]
@@ -107,13 +109,13 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
     sample_seconds = time.time() - t_start
 
     policy_dir = gen.model.config._name_or_path
-    model = AutoModelForTokenClassification.from_pretrained(policy_dir, num_labels=1)
+    model = AutoModelForTokenClassification.from_pretrained(policy_dir, num_labels=1).to(dev)
     model.config.id2label, model.config.label2id = {0: "on_correct_path"}, {"on_correct_path": 0}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     n_pos = sum(sum(e[2]) for e in train_ex)
     n_all = sum(len(e[2]) for e in train_ex)
     # wrong steps are rare; weight them up so the head does not learn "always fine"
-    neg_weight = torch.tensor(max(1.0, n_pos / max(n_all - n_pos, 1)))
+    neg_weight = torch.tensor(max(1.0, n_pos / max(n_all - n_pos, 1)), device=dev)
     budget, t0, step = cfg.minutes * 60, time.time(), 0
     history: list[dict] = []
     total_steps = cfg.epochs * ((len(train_ex) + cfg.batch_size - 1) // cfg.batch_size)
@@ -131,7 +133,7 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
             for i in range(0, len(train_ex), cfg.batch_size):
                 if time.time() - t0 > budget:
                     break
-                ids, mask, pos, lab = _collate(train_ex[i : i + cfg.batch_size], tok.pad_token_id)
+                ids, mask, pos, lab = (t.to(dev) for t in _collate(train_ex[i : i + cfg.batch_size], tok.pad_token_id))
                 logits = model(input_ids=ids, attention_mask=mask).logits[..., 0]
                 picked = logits[pos[:, 0], pos[:, 1]]
                 weight = torch.where(lab > 0.5, torch.ones_like(lab), neg_weight.expand_as(lab))
@@ -190,7 +192,8 @@ def _collate(batch, pad_id: int):
 def _evaluate(model, examples, pad_id: int) -> tuple[list[float], list[bool]]:
     scores, labels = [], []
     for i in range(0, len(examples), 64):
-        ids, mask, pos, lab = _collate(examples[i : i + 64], pad_id)
+        dev = next(model.parameters()).device
+        ids, mask, pos, lab = (t.to(dev) for t in _collate(examples[i : i + 64], pad_id))
         logits = model(input_ids=ids, attention_mask=mask).logits[..., 0]
         scores.extend(torch.sigmoid(logits[pos[:, 0], pos[:, 1]]).tolist())
         labels.extend(bool(x) for x in lab.tolist())
