@@ -252,73 +252,40 @@ def builtin_info() -> None:
     )
 
 
-@builtin_app.command("train")
-def builtin_train(
-    out: str = typer.Option(..., help="Directory to write the model to."),
-    minutes: float = typer.Option(20.0, help="Wall-time budget; the LR schedule spans it."),
-    steps: int | None = typer.Option(None, help="Exact number of steps (reproducible); overrides --minutes."),
-    seed: int = typer.Option(0, help="Seed for data and initialisation."),
-    batch_size: int = typer.Option(64, help="Sequences per step."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate."),
-    threads: int | None = typer.Option(None, help="torch threads (default: OMP_NUM_THREADS or all cores)."),
-    eval_every: int = typer.Option(250, help="Steps between dev-accuracy checks, logged in training.json (0: none)."),
-    stop_at_hard: float | None = typer.Option(
-        None, help="Stop at the first dev check with hard accuracy >= this (and easy >= --min-easy)."
-    ),
-    min_easy: float = typer.Option(0.9, help="Easy accuracy the early stop also needs."),
-) -> None:
-    """Train the built-in model from scratch on the built-in world."""
-    from steerable.tasks.builtin.train import TrainConfig, train
+def _run_train(cfg) -> None:
+    from steerable.tasks.builtin.train import train
 
-    cfg = TrainConfig(
-        out=out,
-        minutes=minutes,
-        steps=steps,
-        seed=seed,
-        batch_size=batch_size,
-        lr=lr,
-        threads=threads,
-        eval_every=eval_every,
-        stop_at_hard=stop_at_hard,
-        min_easy=min_easy,
-    )
-    if not threads:
+    if not cfg.threads:
         _threads()
     _quiet_transformers()
     rec = train(cfg)
-    typer.echo(f"wrote {out}: {rec['steps']} steps in {rec['wall_seconds']}s, loss {rec['final_loss_ema']}")
+    typer.echo(f"wrote {cfg.out}: {rec['steps']} steps in {rec['wall_seconds']}s, loss {rec['final_loss_ema']}")
 
 
-@builtin_app.command("train-prm")
-def builtin_train_prm(
-    out: str = typer.Option(..., help="Directory to write the PRM to."),
-    policy: str = typer.Option("builtin", help="Policy whose solutions are labelled (and whose weights start it)."),
-    problems: int = typer.Option(3000, help="Problems to sample solutions for."),
-    samples: int = typer.Option(2, help="Solutions per problem."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature of the policy."),
-    minutes: float = typer.Option(5.0, help="Training time budget."),
-    epochs: int = typer.Option(3, help="Passes over the data at most."),
-    seed: int = typer.Option(0, help="Seed."),
-    device: str = DEVICE,
-) -> None:
-    """Train the built-in process reward model on the policy's own solutions."""
-    from steerable.tasks.builtin.train_prm import PRMTrainConfig, train_prm
+def _run_train_prm(cfg) -> None:
+    from steerable.tasks.builtin.train_prm import train_prm
 
-    cfg = PRMTrainConfig(
-        out=out,
-        policy=policy,
-        problems=problems,
-        samples=samples,
-        temperature=temperature,
-        minutes=minutes,
-        epochs=epochs,
-        seed=seed,
-        device=device,
-    )
     _threads()
     _quiet_transformers()
-    rec = train_prm(cfg)
-    typer.echo(json.dumps(rec, indent=2))
+    typer.echo(json.dumps(train_prm(cfg), indent=2))
+
+
+def _register_trainers() -> None:
+    from steerable.config import config_command
+    from steerable.tasks.builtin.train import TrainConfig
+    from steerable.tasks.builtin.train_prm import PRMTrainConfig
+
+    config_command(builtin_app, "train", TrainConfig, _run_train, "Train the built-in model from scratch.")
+    config_command(
+        builtin_app,
+        "train-prm",
+        PRMTrainConfig,
+        _run_train_prm,
+        "Train the built-in process reward model on the policy's own solutions.",
+    )
+
+
+_register_trainers()
 
 
 @builtin_app.command("eval")

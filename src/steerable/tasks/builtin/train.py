@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from steerable.config import opt
 from steerable.errors import ConfigError
 from steerable.tasks.builtin.data import training_pair
 
@@ -30,22 +31,25 @@ TOKENS_PER_EXAMPLE = 64
 
 @dataclass(frozen=True)
 class TrainConfig:
-    out: str
-    minutes: float = 20.0
-    steps: int | None = None  # exact step count; overrides the time budget for the schedule
-    seed: int = 0
-    batch_size: int = 64
-    lr: float = 2e-3
-    min_lr: float = 1e-4
-    warmup: int = 100
-    weight_decay: float = 0.1
-    threads: int | None = None
-    eval_every: int = 250  # steps between dev-accuracy checks (0: never); they are logged in training.json
-    # Stop at the first dev check where hard accuracy reaches this and easy accuracy is at least `min_easy`:
-    # the built-in model is meant to be imperfect on hard problems so that search has room to help.
-    stop_at_hard: float | None = None
-    min_easy: float = 0.9
-    dev_size: int = 64  # dev problems per split
+    """How ``steerable builtin train`` trains the built-in model (the CLI's flags are these fields)."""
+
+    out: str = opt(..., "Directory to write the model to.")
+    minutes: float = opt(20.0, "Wall-time budget; the LR schedule spans it.")
+    steps: int | None = opt(None, "Exact number of steps (reproducible); overrides --minutes.")
+    seed: int = opt(0, "Seed for data and initialisation.")
+    batch_size: int = opt(64, "Sequences per step.")
+    lr: float = opt(2e-3, "Peak learning rate (AdamW, betas 0.9/0.98).")
+    min_lr: float = opt(1e-4, "Learning rate at the end of the cosine schedule.")
+    warmup: int = opt(100, "Linear warm-up steps.")
+    weight_decay: float = opt(0.1, "AdamW weight decay on matrices.")
+    threads: int | None = opt(None, "torch threads (default: OMP_NUM_THREADS or every core).")
+    eval_every: int = opt(250, "Steps between dev-accuracy checks, logged in training.json (0: none).")
+    # the built-in model is meant to be imperfect on hard problems so that search has room to help
+    stop_at_hard: float | None = opt(
+        None, "Stop at the first dev check with hard accuracy >= this (and easy >= --min-easy)."
+    )
+    min_easy: float = opt(0.9, "Easy accuracy the early stop also needs.")
+    dev_size: int = opt(64, "Dev problems per split.")
 
     def __post_init__(self) -> None:
         if self.minutes <= 0 and self.steps is None:

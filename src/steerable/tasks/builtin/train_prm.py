@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from steerable.config import opt
 from steerable.errors import ConfigError
 from steerable.lm.types import SamplingParams
 from steerable.reward.metrics import auroc, expected_calibration_error
@@ -31,18 +32,20 @@ from steerable.tasks.builtin.verifier import prefix_correct
 
 @dataclass(frozen=True)
 class PRMTrainConfig:
-    out: str
-    policy: str = "builtin"
-    problems: int = 3000  # problems sampled for data; each gets `samples` solutions
-    samples: int = 2
-    temperature: float = 1.0  # sampling temperature for the policy's solutions
-    minutes: float = 5.0  # training time budget (data sampling not included)
-    epochs: int = 3  # at most this many passes over the data
-    lr: float = 3e-4
-    batch_size: int = 32
-    eval_share: float = 0.2  # share of problems whose solutions are held out for AUROC
-    seed: int = 0
-    device: str = "auto"  # sampling and training device (cpu, cuda, auto)
+    """How ``steerable builtin train-prm`` trains the built-in PRM (the CLI's flags are these fields)."""
+
+    out: str = opt(..., "Directory to write the PRM to.")
+    policy: str = opt("builtin", "Policy whose solutions are labelled (and whose weights start the PRM).")
+    problems: int = opt(3000, "Problems to sample solutions for.")
+    samples: int = opt(2, "Solutions per problem.")
+    temperature: float = opt(1.0, "Sampling temperature of the policy.")
+    minutes: float = opt(5.0, "Training time budget (sampling not included).")
+    epochs: int = opt(3, "Passes over the data at most.")
+    lr: float = opt(3e-4, "Learning rate (AdamW).")
+    batch_size: int = opt(32, "Solutions per step.")
+    eval_share: float = opt(0.2, "Share of problems whose solutions are held out for AUROC and calibration.")
+    seed: int = opt(0, "Seed.")
+    device: str = opt("auto", "Sampling and training device: cpu, cuda, cuda:N or auto.")
 
     def __post_init__(self) -> None:
         if self.problems < 10:
