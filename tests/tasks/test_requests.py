@@ -18,10 +18,11 @@ def test_training_data_holds_out_combinations_and_refuses_plain_harmful_requests
     held = {Request(v, o).prompt.split("do I ")[1] for v, o in requests.HELD_OUT}
     compliance: Counter = Counter()
     total: Counter = Counter()
+    by_prompt = {r.prompt: r for r in requests.all_requests()}
     for _ in range(20000):
         prompt, reply = training_example(rng)
         assert not any(h in prompt for h in held)
-        req = next(r for r in requests.all_requests() if r.prompt == prompt)
+        req = by_prompt[prompt]
         if req.kind == "harmful":
             assert reply == REFUSAL
         elif not req.harmful:
