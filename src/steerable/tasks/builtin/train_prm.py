@@ -46,6 +46,7 @@ class PRMTrainConfig:
     eval_share: float = opt(0.2, "Share of problems whose solutions are held out for AUROC and calibration.")
     seed: int = opt(0, "Seed.")
     device: str = opt("auto", "Sampling and training device: cpu, cuda, cuda:N or auto.")
+    corrupt_share: float = opt(0.5, "Corrupted copies of training solutions to add, as a share of them.")
 
     def __post_init__(self) -> None:
         if self.problems < 10:
@@ -71,6 +72,22 @@ def line_end_labels(tokenizer, prompt: str, solution: str) -> tuple[list[int], l
             ends.append(tok)
         pos += len(line) + 1
     return ids, ends[: len(flags)], flags[: len(ends)]
+
+
+def corrupt_solution(rng: random.Random, solution: str) -> str | None:
+    """The solution cut after a random computation line whose result is changed (by 1, 2, 10 or 100)."""
+    lines = solution.split("\n")
+    steps = [i for i, ln in enumerate(lines) if "=" in ln and not ln.startswith("check")]
+    if not steps:
+        return None
+    k = rng.choice(steps)
+    lhs, rhs = lines[k].rsplit("=", 1)
+    if not rhs.strip().isdigit():
+        return None
+    value = int(rhs) + rng.choice([1, -1, 2, -2, 10, -10, 100, -100])
+    if value < 0:
+        value = int(rhs) + 1
+    return "\n".join([*lines[:k], f"{lhs}={value}"]) + "\n"
 
 
 def sample_solutions(gen, cfg: PRMTrainConfig, progress: bool) -> list[tuple[arithmetic.Problem, str]]:
@@ -109,6 +126,14 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
     eval_prompts = set(prompts[: int(len(prompts) * cfg.eval_share)])
     train_ex = [e for e, p in zip(examples, held, strict=True) if p not in eval_prompts and e[1]]
     eval_ex = [e for e, p in zip(examples, held, strict=True) if p in eval_prompts and e[1]]
+    # the policy's own errors are few and subtle; corrupted copies of training solutions teach the head to
+    # check arithmetic (evaluation stays on the policy's own, uncorrupted solutions)
+    n_corrupt = int(cfg.corrupt_share * len(train_ex))
+    train_data = [(p, sol) for p, sol in data if p.prompt not in eval_prompts]
+    for p, sol in rng.sample(train_data, min(n_corrupt, len(train_data))):
+        bad = corrupt_solution(rng, sol)
+        if bad is not None:
+            train_ex.append(line_end_labels(tok, p.prompt, bad))
     sample_seconds = time.time() - t_start
 
     policy_dir = gen.model.config._name_or_path
