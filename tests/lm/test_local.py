@@ -105,7 +105,7 @@ def test_eos_finishes_a_row_for_good(char_tokenizer):
 
 def test_usage_adds_up_and_n_samples_prefill_the_prompt_once(gen):
     before = gen.usage
-    comps = gen.generate(PROMPTS, SamplingParams(max_new_tokens=6, n=4, seed=0))
+    comps = gen.generate(PROMPTS, SamplingParams(max_new_tokens=6, n=4, seed=0, ignore_eos=True))
     total = sum((c.usage for c in comps), Usage())
     spent = gen.usage - before
     assert total.forward_tokens == spent.forward_tokens
@@ -189,3 +189,17 @@ def test_chat_template_is_applied_when_the_tokenizer_has_one(char_tokenizer):
     assert tok.decode(raw.encode("hi"), skip_special_tokens=True) == "hi"
     with pytest.raises(InputError):
         LocalGenerator(g.model, char_tokenizer).encode([{"role": "user", "content": "hi"}])
+
+
+def test_seeded_sampling_draws_from_the_filtered_distribution():
+    from steerable.lm.local import _sample
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    streams = torch.stack([torch.arange(4000) * 7919 + 3, torch.full((4000,), 5)], dim=1)
+    chosen, _ = _sample(logits, SamplingParams(temperature=1.0), streams)
+    share = torch.bincount(chosen, minlength=4) / 4000
+    assert (share - torch.tensor([0.5, 0.3, 0.15, 0.05])).abs().max() < 0.03
+    top2, _ = _sample(logits, SamplingParams(temperature=1.0, top_k=2), streams)
+    assert set(top2.tolist()) == {0, 1} and abs((top2 == 0).float().mean() - 0.625) < 0.03
+    again, _ = _sample(logits, SamplingParams(temperature=1.0), streams)
+    assert torch.equal(chosen, again)

@@ -44,11 +44,11 @@ class Sequences:
         self.lengths = torch.zeros(len(token_ids), dtype=torch.long)  # real tokens in the cache per row
         self.next_logits: torch.Tensor | None = None  # [batch, vocab] once nothing is pending
         # one random stream per row once a seed is given, so a row's samples do not depend on its batch-mates
-        self.rngs: list[torch.Generator] | None = None
+        self.rngs: list[int] | None = None
 
     def seed(self, seed: int) -> None:
         """Give every row its own random stream derived from ``seed``."""
-        self.rngs = [torch.Generator().manual_seed(seed * 1_000_003 + r) for r in range(len(self))]
+        self.rngs = [_mix(seed, r) for r in range(len(self))]
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -76,13 +76,11 @@ class Sequences:
         out.rngs = None
         if self.rngs is not None:
             # a row's first copy continues its stream; further copies (forks) branch off it
-            out.rngs, seen = [], set()
+            out.rngs, copies = [], {}
             for r in rows:
-                g = torch.Generator().set_state(self.rngs[r].get_state())
-                if r in seen:
-                    g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.rngs[r])))
-                seen.add(r)
-                out.rngs.append(g)
+                k = copies.get(r, 0)
+                copies[r] = k + 1
+                out.rngs.append(self.rngs[r] if k == 0 else _mix(self.rngs[r], k, len(self.token_ids[r])))
         return out
 
     def fork(self, row: int, n: int) -> Sequences:
@@ -309,8 +307,10 @@ class LocalGenerator:
                 logits = self._feed(seqs, rows)
             seqs.next_logits = None
             idx = torch.tensor(rows)
-            rngs = [seqs.rngs[r] for r in rows] if seqs.rngs is not None else None
-            chosen, logp = _sample(logits[idx.to(logits.device)], params, rngs)
+            streams = None
+            if seqs.rngs is not None:  # (row seed, tokens so far): a row's draw depends on nothing else
+                streams = torch.tensor([[seqs.rngs[r], len(seqs.token_ids[r])] for r in rows], dtype=torch.long)
+            chosen, logp = _sample(logits[idx.to(logits.device)], params, streams)
             hit_eos = (
                 torch.isin(chosen, torch.tensor(self.eos_ids, dtype=chosen.dtype))
                 if self.eos_ids and not params.ignore_eos
@@ -422,10 +422,51 @@ def _tail_has_stop(tokenizer, toks: list[int], stops: list[str]) -> bool:
     return any(s in tail for s in stops)
 
 
-def _sample(logits: torch.Tensor, params: SamplingParams, rngs: list[torch.Generator] | None):
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix64 over their sum chain)."""
+    z = 0
+    for v in values:
+        z = (z * 0x9E3779B97F4A7C15 + v + 0x632BE59BD9B4E019) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+    return z >> 1
+
+
+def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _signed(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN, _M1, _M2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _uniform(streams: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Counter-based uniforms ``[rows, vocab]`` in (0, 1) from (row seed, position): splitmix64, vectorised.
+
+    One generator call per row and token cost more than the model at batch 64; this draws the whole
+    block at once, and a row's numbers still depend only on its own seed and position.
+    """
+    z = streams[:, :1] * _GOLDEN + streams[:, 1:2] * _M1 + torch.arange(vocab, dtype=torch.long) * _M2
+    z = z + _GOLDEN
+    z = (z ^ _srl(z, 30)) * _M1
+    z = (z ^ _srl(z, 27)) * _M2
+    z = z ^ _srl(z, 31)
+    return (_srl(z, 11).double() + 0.5) / float(1 << 53)
+
+
+def _sample(logits: torch.Tensor, params: SamplingParams, streams: torch.Tensor | None):
     """``(token ids, logprobs)`` for a ``[rows, vocab]`` block; logprobs under the unscaled model.
 
-    With ``rngs`` each row draws from its own generator; without, from torch's global one.
+    With ``streams`` (row seed, position) each row draws by Gumbel-max from its own counter-based
+    noise; without, from torch's global generator.
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
     if params.greedy:
@@ -441,10 +482,9 @@ def _sample(logits: torch.Tensor, params: SamplingParams, rngs: list[torch.Gener
             drop = cum - torch.softmax(sorted_scores, dim=-1) >= params.top_p  # keep the token that crosses top_p
             sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
             scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
-        probs = torch.softmax(scores, dim=-1).cpu()
-        if rngs is None:
-            chosen = torch.multinomial(probs, 1).squeeze(-1)
+        if streams is None:
+            chosen = torch.multinomial(torch.softmax(scores, dim=-1).cpu(), 1).squeeze(-1).to(logits.device)
         else:
-            chosen = torch.cat([torch.multinomial(probs[j], 1, generator=g) for j, g in enumerate(rngs)])
-        chosen = chosen.to(logits.device)
+            gumbel = -torch.log(-torch.log(_uniform(streams, scores.shape[-1])))
+            chosen = (scores.cpu().double() + gumbel).argmax(dim=-1).to(logits.device)
     return chosen.cpu(), logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).cpu()
