@@ -46,7 +46,9 @@ class PRMTrainConfig:
     eval_share: float = opt(0.2, "Share of problems whose solutions are held out for AUROC and calibration.")
     seed: int = opt(0, "Seed.")
     device: str = opt("auto", "Sampling and training device: cpu, cuda, cuda:N or auto.")
-    corrupt_share: float = opt(0.5, "Corrupted copies of training solutions to add, as a share of them.")
+    corrupt_share: float = opt(
+        0.0, "Corrupted copies of training solutions to add, as a share of them (0.5 gave AUROC 0.78 vs 0.82)."
+    )
 
     def __post_init__(self) -> None:
         if self.problems < 10:
