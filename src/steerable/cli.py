@@ -202,7 +202,7 @@ def scale(
         from rich.table import Table
 
         table = Table(title=f"{task}, temperature {t:g}, {len(items)} items ({where})")
-        for col in (
+        columns = (
             "method",
             "budget",
             "accuracy",
@@ -211,24 +211,11 @@ def scale(
             "scorer_calls",
             "seconds",
             "errors",
-        ):
+        )
+        for col in columns:
             table.add_column(col)
         for r in summary["rows"]:
-            table.add_row(
-                *(
-                    str(r[c])
-                    for c in (
-                        "method",
-                        "budget",
-                        "accuracy",
-                        "generated_tokens",
-                        "forward_tokens",
-                        "scorer_calls",
-                        "seconds",
-                        "errors",
-                    )
-                )
-            )
+            table.add_row(*(str(r[c]) for c in columns))
         Console().print(table)
 
 
