@@ -50,14 +50,12 @@ def run_demo(gen, n: int = 100) -> None:
     seqs = gen.start([p.prompt], n=8)
     before = gen.usage
     step_params = SamplingParams(temperature=1.0, seed=0)
-    for _ in range(20):
+    for step in range(20):
         if all(seqs.finished):
             break
         gen.step(seqs, step_params, stop=("\n",), max_tokens=32)
-        keep = [r for r in range(len(seqs)) if not seqs.finished[r]]
-        done = [r for r in range(len(seqs)) if seqs.finished[r]]
-        if keep and done:  # a toy strategy: duplicate the first live particle into finished slots' places
-            seqs = seqs.select(keep + done)
+        if step == 1:  # fork the first two particles four ways each: the copies share their computed prefix
+            seqs = seqs.select([0] * 4 + [1] * 4)
     used = gen.usage - before
     texts = [gen.tokenizer.decode(seqs.generated(r), skip_special_tokens=True) for r in range(len(seqs))]
     correct = sum(is_correct(p, t) for t in texts)
