@@ -203,3 +203,15 @@ def test_seeded_sampling_draws_from_the_filtered_distribution():
     assert set(top2.tolist()) == {0, 1} and abs((top2 == 0).float().mean() - 0.625) < 0.03
     again, _ = _sample(logits, SamplingParams(temperature=1.0), streams)
     assert torch.equal(chosen, again)
+
+
+def test_step_on_chosen_rows_leaves_the_others_unchanged(gen):
+    seqs = gen.start(PROMPTS)
+    before = [list(t) for t in seqs.token_ids]
+    out = gen.step(seqs, SamplingParams(seed=0), max_tokens=3, rows=[1])
+    assert seqs.token_ids[0] == before[0] and seqs.token_ids[2] == before[2]
+    assert len(seqs.token_ids[1]) == len(before[1]) + 3
+    assert out.finish_reasons[0] is None and out.texts[2] == ""
+    logits = gen.logits(seqs)
+    for r in range(3):
+        torch.testing.assert_close(logits[r], recomputed_logits(gen.model, seqs.token_ids[r]), atol=1e-4, rtol=1e-4)

@@ -271,8 +271,9 @@ class LocalGenerator:
         params: SamplingParams,
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
+        rows: Sequence[int] | None = None,
     ) -> StepOutput:
-        """Extend every unfinished row until a stop string, EOS or ``max_tokens``.
+        """Extend every unfinished row (or only those of ``rows``) until a stop string, EOS or ``max_tokens``.
 
         ``stop`` and ``max_tokens`` default to ``params.stop`` and
         ``params.max_new_tokens``. The new text of a row includes its stop string
@@ -291,7 +292,8 @@ class LocalGenerator:
         t0 = time.perf_counter()
         before = self.usage
         batch = len(seqs)
-        active = [not f for f in seqs.finished]
+        wanted = set(range(batch) if rows is None else rows)
+        active = [not f and r in wanted for r, f in enumerate(seqs.finished)]
         new_tokens: list[list[int]] = [[] for _ in range(batch)]
         new_logprobs: list[list[float]] = [[] for _ in range(batch)]
         reasons: list[str | None] = [None] * batch

@@ -93,15 +93,10 @@ class LMProcess:
         live = [r for r, t in enumerate(self.is_terminal(state)) if not t and r not in skip]
         if not live:
             return
-        # terminal rows must not grow: step only the live ones, in place, through the shared batch
-        done = [r for r in range(len(state.seqs)) if r not in live]
-        frozen = [state.seqs.finished[r] for r in done]
-        for r in done:
-            state.seqs.finished[r] = True
         stop = () if self.step_tokens else (self.delimiter,)
-        self.generator.step(state.seqs, self.params, stop=stop, max_tokens=self.step_tokens or self.max_step_tokens)
-        for r, f in zip(done, frozen, strict=True):
-            state.seqs.finished[r] = f
+        self.generator.step(
+            state.seqs, self.params, stop=stop, max_tokens=self.step_tokens or self.max_step_tokens, rows=live
+        )
         for r in live:
             state.steps[r] += 1
             n_gen = len(state.seqs.generated(r))

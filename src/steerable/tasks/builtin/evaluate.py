@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -23,7 +24,7 @@ def generate_batched(
     out: list[Completion] = []
     for i in range(0, len(prompts), batch_size):
         chunk = gen.generate(list(prompts[i : i + batch_size]), params)
-        out.extend(c.__class__(**{**c.__dict__, "prompt_index": c.prompt_index + i}) for c in chunk)
+        out.extend(dataclasses.replace(c, prompt_index=c.prompt_index + i) for c in chunk)
         if on_batch:
             on_batch(len(prompts[i : i + batch_size]))
     return out
