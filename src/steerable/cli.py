@@ -209,6 +209,7 @@ def scale(
             "generated_tokens",
             "forward_tokens",
             "scorer_calls",
+            "scorer_tokens",
             "seconds",
             "errors",
         )

@@ -53,3 +53,16 @@ def test_oracle_prm_is_the_exact_checker():
     sol = p.solution()
     oracle = OraclePRM()
     assert oracle.score([p.prompt, p.prompt, p.prompt], ["", sol, corrupt(sol)]) == [1.0, 1.0, 0.0]
+
+
+def test_prm_scores_each_step_once_and_matches_a_fresh_prm(prm):
+    """After scoring a partial, scoring its children runs only their new tokens, with equal scores."""
+    p = eval_problems("hard", 1, seed=3)[0]
+    lines = p.solution().split("\n")
+    partials = ["\n".join(lines[: k + 1]) + "\n" for k in range(len(lines) - 1)]
+    before = prm.forward_tokens
+    stepwise = [prm.score([p.prompt], [s])[0] for s in partials]
+    ran = prm.forward_tokens - before
+    assert ran == len(prm.tokenizer(p.prompt + partials[-1])["input_ids"])  # each token once
+    fresh = TokenClassifierPRM(prm.model, prm.tokenizer, cache_mb=0)
+    assert fresh.score([p.prompt] * len(partials), partials) == pytest.approx(stepwise, abs=1e-5)

@@ -91,6 +91,7 @@ def run_scale(
                     generated_tokens=res.cost.generated_tokens,
                     forward_tokens=res.cost.forward_tokens,
                     scorer_calls=res.cost.scorer_calls,
+                    scorer_tokens=res.cost.scorer_tokens,
                     seconds=res.cost.seconds,
                     candidates=len(res.candidates),
                 )
@@ -125,6 +126,7 @@ def summarise(rows: list[dict], methods: Sequence[str], budgets: Sequence[int]) 
                 "generated_tokens": mean("generated_tokens"),
                 "forward_tokens": mean("forward_tokens"),
                 "scorer_calls": mean("scorer_calls"),
+                "scorer_tokens": mean("scorer_tokens"),
                 "seconds": mean("seconds"),
             }
         )

@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 
 from steerable.errors import ConfigError
+from steerable.lm.prefix_cache import PrefixCache
 
 Aggregation = Literal["last", "min", "product", "mean"]
 
@@ -49,6 +50,7 @@ class CausalLMPRM:
         delimiter: str = "\n\n",
         aggregation: Aggregation = "last",
         batch_size: int = 16,
+        cache_mb: float = 256.0,
     ):
         aggregate([1.0], aggregation)
         self.model, self.tokenizer = model.eval(), tokenizer
@@ -62,8 +64,18 @@ class CausalLMPRM:
                 f"({good_token!r}, {bad_token!r}) to one token each in this tokenizer"
             )
         self.good, self.bad = good[0], bad[0]
-        self.device = next(model.parameters()).device
-        self.calls = 0
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pair = [self.good, self.bad]
+        # each partial is its parent plus a step: only the new step runs through the model
+        self.cache = PrefixCache(model, lambda logits: logits[..., pair], cache_mb, batch_size, pad)
+
+    @property
+    def calls(self) -> int:
+        return self.cache.calls
+
+    @property
+    def forward_tokens(self) -> int:
+        return self.cache.forward_tokens
 
     def step_scores(self, prompt: str, partial: str) -> list[float]:
         return self._score_many([prompt], [partial])[0]
@@ -82,19 +94,8 @@ class CausalLMPRM:
                 positions.append(len(ids) - 1)  # the last tag token predicts good/bad
             rows.append(ids)
             tag_positions.append(positions)
-        out: list[list[float]] = []
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        for i in range(0, len(rows), self.batch_size):
-            chunk = rows[i : i + self.batch_size]
-            width = max(map(len, chunk))
-            ids = torch.tensor([r + [pad] * (width - len(r)) for r in chunk], device=self.device)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk], device=self.device)
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-            self.calls += 1
-            for j, positions in enumerate(tag_positions[i : i + self.batch_size]):
-                pair = logits[j, positions][:, [self.good, self.bad]]  # [steps, 2]
-                out.append(torch.softmax(pair, -1)[:, 0].tolist())
-        return out
+        outs = self.cache(rows)
+        return [torch.softmax(o[p], -1)[:, 0].tolist() for o, p in zip(outs, tag_positions, strict=True)]
 
 
 class SequenceClassifierORM:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from steerable.errors import ModelLoadError
+from steerable.lm.prefix_cache import PrefixCache
 from steerable.tasks.builtin.verifier import prefix_correct
 
 
@@ -23,13 +24,21 @@ class TokenClassifierPRM:
 
     range = (0.0, 1.0)
 
-    def __init__(self, model, tokenizer, batch_size: int = 64):
+    def __init__(self, model, tokenizer, batch_size: int = 64, cache_mb: float = 256.0):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
         self.device = next(model.parameters()).device
-        self.calls = 0
-        self.forward_tokens = 0
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # a partial is scored after every step and each is its parent plus a step: reuse the parent's KV cache
+        self.cache = PrefixCache(model, lambda logits: logits[..., :1], cache_mb, batch_size, pad)
+
+    @property
+    def calls(self) -> int:
+        return self.cache.calls
+
+    @property
+    def forward_tokens(self) -> int:
+        return self.cache.forward_tokens
 
     @classmethod
     def from_pretrained(cls, path: str = "builtin", device: str = "cpu") -> TokenClassifierPRM:
@@ -51,21 +60,11 @@ class TokenClassifierPRM:
         rec = Path(getattr(self.model.config, "_name_or_path", "")) / "prm.json"
         return json.loads(rec.read_text()) if rec.exists() else {}
 
-    @torch.inference_mode()
     def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
         """One score per (prompt, partial solution) pair."""
         texts = [p + s for p, s in zip(prompts, partials, strict=True)]
-        out: list[float] = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True)
-            enc = {k: v.to(self.device) for k, v in enc.items()}
-            mask = enc["attention_mask"]
-            last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)  # either padding side
-            logits = self.model(**enc).logits[torch.arange(len(last)), last, 0]
-            out.extend(torch.sigmoid(logits.float()).tolist())
-            self.calls += 1
-            self.forward_tokens += int(enc["attention_mask"].sum())
-        return out
+        rows = self.tokenizer(texts)["input_ids"]
+        return [float(torch.sigmoid(out[-1, 0])) for out in self.cache(rows)]
 
 
 class OraclePRM:

@@ -54,8 +54,10 @@ class Meter:
         self.t0 = time.perf_counter()
         self.u0 = self.process.usage
         self.c0 = self.scorer.calls if self.scorer is not None else 0
+        self.s0 = getattr(self.scorer, "forward_tokens", 0)
 
     def cost(self) -> Cost:
         u = self.process.usage - self.u0
         calls = (self.scorer.calls - self.c0) if self.scorer is not None else 0
-        return Cost(u.generated_tokens, u.forward_tokens, calls, round(time.perf_counter() - self.t0, 4))
+        tokens = getattr(self.scorer, "forward_tokens", 0) - self.s0
+        return Cost(u.generated_tokens, u.forward_tokens, calls, tokens, round(time.perf_counter() - self.t0, 4))

@@ -10,6 +10,7 @@ class Cost:
     generated_tokens: int = 0
     forward_tokens: int = 0
     scorer_calls: int = 0
+    scorer_tokens: int = 0  # tokens the scorer's own model ran (0 for scorers without one)
     seconds: float = 0.0
 
 

@@ -1,0 +1,172 @@
+"""Token-prefix KV caching for models that score text (PRMs, ORMs, judges read by logits).
+
+Search scores a partial solution after every step, and each partial is its
+parent plus one step. Re-running the whole text each time makes scoring
+quadratic in the solution length and, with a learned PRM, dominates the run.
+:class:`PrefixCache` remembers the KV cache (and a small per-position output)
+of every row it ran, keyed by the exact token ids; a later row that starts
+with a remembered row's ids runs only its new tokens. This is the idea of
+vLLM's automatic prefix caching and SGLang's RadixAttention, done at row
+granularity because our rows grow one step at a time.
+
+Keys are exact token-id sequences (a 64-bit rolling hash finds candidates, the
+ids are then compared), so a hit is always correct whatever the tokenizer
+does. Memory is bounded: least recently used rows are dropped past
+``max_mb``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from steerable.errors import InputError
+from steerable.lm import cache as kv
+
+
+@dataclass
+class _Entry:
+    ids: tuple[int, ...]
+    keys: list[torch.Tensor]  # per layer [heads, len, dim]
+    values: list[torch.Tensor]
+    out: torch.Tensor  # [len, k] reduced outputs
+    nbytes: int
+
+
+def _prefix_hashes(ids: Sequence[int]) -> list[int]:
+    """``h[i]`` identifies ``ids[:i + 1]``."""
+    out, h = [], 0
+    for t in ids:
+        h = hash((h, t))
+        out.append(h)
+    return out
+
+
+class PrefixCache:
+    """Run token rows through ``model``, reusing the KV cache of any earlier row that is a prefix.
+
+    ``reduce`` maps the model's output logits ``[batch, time, n]`` to the small
+    ``[batch, time, k]`` tensor a scorer needs at every position (for a one-label
+    PRM, the label logit; for a causal-LM PRM, two token logits), so the cache
+    keeps ``k`` numbers per position instead of a vocabulary.
+    """
+
+    def __init__(
+        self,
+        model,
+        reduce: Callable[[torch.Tensor], torch.Tensor],
+        max_mb: float = 256.0,
+        batch_size: int = 64,
+        pad_id: int = 0,
+    ):
+        self.model, self.reduce, self.batch_size, self.pad_id = model, reduce, batch_size, pad_id
+        self.max_bytes = int(max_mb * 2**20)
+        self.device = next(model.parameters()).device
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._bytes = 0
+        self.calls = 0  # model calls
+        self.forward_tokens = 0  # tokens actually run through the model
+        self.reused_tokens = 0  # tokens served from the cache
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+    def _lookup(self, ids: list[int]) -> _Entry | None:
+        if not self._entries:
+            return None
+        hashes = _prefix_hashes(ids)
+        for n in range(len(ids), 0, -1):
+            e = self._entries.get(hashes[n - 1])
+            if e is not None and len(e.ids) == n and e.ids == tuple(ids[:n]):
+                self._entries.move_to_end(hashes[n - 1])
+                return e
+        return None
+
+    def _store(self, ids: list[int], keys, values, out: torch.Tensor) -> None:
+        if self.max_bytes <= 0:
+            return
+        nbytes = sum(t.numel() * t.element_size() for t in (*keys, *values)) + out.numel() * out.element_size()
+        if nbytes > self.max_bytes:
+            return
+        h = _prefix_hashes(ids)[-1]
+        old = self._entries.pop(h, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+        self._entries[h] = _Entry(tuple(ids), keys, values, out, nbytes)
+        self._bytes += nbytes
+        while self._bytes > self.max_bytes:
+            _, e = self._entries.popitem(last=False)
+            self._bytes -= e.nbytes
+
+    @torch.inference_mode()
+    def __call__(self, rows: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Reduced outputs ``[len(row), k]`` for every position of every row."""
+        results: list[torch.Tensor | None] = [None] * len(rows)
+        todo: list[tuple[int, list[int], _Entry | None]] = []
+        for i, row in enumerate(rows):
+            row = list(row)
+            if not row:
+                raise InputError("a text to score encodes to no tokens: pass non-empty prompts")
+            hit = self._lookup(row)
+            if hit is not None and len(hit.ids) == len(row):
+                results[i] = hit.out
+                self.reused_tokens += len(row)
+            else:
+                todo.append((i, row, hit))
+        for start in range(0, len(todo), self.batch_size):
+            self._run(todo[start : start + self.batch_size], results)
+        return results  # type: ignore[return-value]
+
+    def _run(self, chunk: list[tuple[int, list[int], _Entry | None]], results: list) -> None:
+        pre = [len(e.ids) if e is not None else 0 for _, _, e in chunk]
+        new = [len(row) - p for (_, row, _), p in zip(chunk, pre, strict=True)]
+        pmax, smax, batch = max(pre), max(new), len(chunk)
+        cache = kv.new_cache(self.model)
+        kv._layers(cache)  # a sliding-window or recurrent cache cannot be sliced per row: say so up front
+        if pmax:
+            n_layers = len(next(e for _, _, e in chunk if e is not None).keys)
+            for layer in range(n_layers):
+                ks, vs = [], []
+                for (_, _, e), p in zip(chunk, pre, strict=True):
+                    if e is None:
+                        ref = next(x for _, _, x in chunk if x is not None)
+                        shape = (ref.keys[layer].shape[0], pmax, ref.keys[layer].shape[-1])
+                        ks.append(ref.keys[layer].new_zeros(shape))
+                        vs.append(ref.values[layer].new_zeros(shape))
+                    else:
+                        ks.append(torch.nn.functional.pad(e.keys[layer], (0, 0, pmax - p, 0)))
+                        vs.append(torch.nn.functional.pad(e.values[layer], (0, 0, pmax - p, 0)))
+                cache.update(torch.stack(ks), torch.stack(vs), layer)
+        ids, mask, pos = [], [], []
+        for (_, row, _), p, s in zip(chunk, pre, new, strict=True):
+            ids.append(row[p:] + [self.pad_id] * (smax - s))  # right padding: causal attention never sees it
+            mask.append([0] * (pmax - p) + [1] * (p + s) + [0] * (smax - s))
+            pos.append(list(range(p, p + smax)))
+        dev = self.device
+        out = self.model(
+            input_ids=torch.tensor(ids, device=dev),
+            attention_mask=torch.tensor(mask, device=dev),
+            position_ids=torch.tensor(pos, device=dev),
+            use_cache=True,
+            **{kv.CACHE_KWARG: cache},
+        )
+        reduced = self.reduce(out.logits).float()
+        self.calls += 1
+        self.forward_tokens += sum(new)
+        self.reused_tokens += sum(pre)
+        layers = [(layer.keys, layer.values) for layer in kv._layers(cache)]
+        for b, ((i, row, e), p, s) in enumerate(zip(chunk, pre, new, strict=True)):
+            tail = reduced[b, :s]
+            full = torch.cat([e.out, tail]) if e is not None else tail.clone()
+            results[i] = full
+            lo, hi = pmax - p, pmax + s
+            self._store(
+                row,
+                [k[b, :, lo:hi].clone() for k, _ in layers],
+                [v[b, :, lo:hi].clone() for _, v in layers],
+                full,
+            )
