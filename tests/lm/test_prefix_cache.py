@@ -1,9 +1,9 @@
 import pytest
 import torch
+from tests.conftest import FAMILIES, tiny_model
 
 from steerable.errors import InputError
 from steerable.lm.prefix_cache import PrefixCache
-from tests.conftest import FAMILIES, tiny_model
 
 
 def _reference(model, row):

@@ -124,7 +124,7 @@ class PrefixCache:
     def _run(self, chunk: list[tuple[int, list[int], _Entry | None]], results: list) -> None:
         pre = [len(e.ids) if e is not None else 0 for _, _, e in chunk]
         new = [len(row) - p for (_, row, _), p in zip(chunk, pre, strict=True)]
-        pmax, smax, batch = max(pre), max(new), len(chunk)
+        pmax, smax = max(pre), max(new)
         cache = kv.new_cache(self.model)
         kv._layers(cache)  # a sliding-window or recurrent cache cannot be sliced per row: say so up front
         if pmax:
