@@ -1,7 +1,7 @@
 import pytest
 import torch
-from tests.conftest import FAMILIES, tiny_model
 
+from conftest import FAMILIES, tiny_model
 from steerable.errors import InputError
 from steerable.lm.prefix_cache import PrefixCache
 
