@@ -66,3 +66,7 @@ def test_prm_scores_each_step_once_and_matches_a_fresh_prm(prm):
     assert ran == len(prm.tokenizer(p.prompt + partials[-1])["input_ids"])  # each token once
     fresh = TokenClassifierPRM(prm.model, prm.tokenizer, cache_mb=0)
     assert fresh.score([p.prompt] * len(partials), partials) == pytest.approx(stepwise, abs=1e-5)
+
+
+def test_scoring_nothing_returns_nothing(prm):
+    assert prm.score([], []) == []

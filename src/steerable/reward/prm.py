@@ -63,6 +63,8 @@ class TokenClassifierPRM:
     def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
         """One score per (prompt, partial solution) pair."""
         texts = [p + s for p, s in zip(prompts, partials, strict=True)]
+        if not texts:
+            return []
         rows = self.tokenizer(texts)["input_ids"]
         return [float(torch.sigmoid(out[-1, 0])) for out in self.cache(rows)]
 
