@@ -99,6 +99,7 @@ def test_builtin_train_writes_a_loadable_model(tmp_path):
     [
         (["--methods", "greedy,nope"], "unknown method"),
         (["--budgets", "0"], "budgets"),
+        (["--budget-unit", "flops"], "budget-unit"),
         (["--scorer", "nope"], "unknown scorer"),
         (["--answer-regex", "("], "does not compile"),
         (["--task", "missing.jsonl"], "neither"),

@@ -130,6 +130,12 @@ def scale(
     task: str = typer.Option("builtin:hard", help="builtin:easy|medium|hard|all, or a JSONL file (prompt, answer)."),
     methods: str = typer.Option("greedy,sc,bon,wbon,beam,pf,epf", help="Comma-separated strategies."),
     budgets: str = typer.Option("1,4,16", help="Comma-separated budgets (samples / particles / simulations)."),
+    budget_unit: str = typer.Option(
+        "samples", help="samples, or tokens: each budget caps the tokens a run may generate."
+    ),
+    tokens_per_sample: float | None = typer.Option(
+        None, help="With token budgets, width = budget // this (default: measured from greedy solutions)."
+    ),
     scorer: str = typer.Option(
         "builtin-prm", help="builtin-prm, oracle, none, judge, genrm, prm:PATH, orm:PATH, or a PRM directory."
     ),
@@ -160,6 +166,8 @@ def scale(
     checker = make_checker(answer_format, answer_regex)
     for m in method_list:
         make_strategy(m, checker.extract)
+    if budget_unit not in ("samples", "tokens"):
+        raise InputError(f"--budget-unit must be samples or tokens (got {budget_unit!r})")
     budget_list = [int(b) for b in _floats(budgets, "budgets")]
     if not budget_list or min(budget_list) < 1:
         raise InputError(f"--budgets must all be >= 1 (got {budgets!r})")
@@ -194,6 +202,8 @@ def scale(
             where,
             seed=seed,
             progress=sys.stderr.isatty(),
+            unit=budget_unit,
+            tokens_per_sample=tokens_per_sample,
         )
         if as_json:
             typer.echo(json.dumps({"temperature": t, **summary}))
@@ -201,7 +211,10 @@ def scale(
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"{task}, temperature {t:g}, {len(items)} items ({where})")
+        unit_note = (
+            f", budgets in tokens ({summary['tokens_per_sample']:g} per sample)" if budget_unit == "tokens" else ""
+        )
+        table = Table(title=f"{task}, temperature {t:g}, {len(items)} items{unit_note} ({where})")
         columns = (
             "method",
             "budget",

@@ -4,6 +4,7 @@ import pytest
 
 from conftest import tiny_model
 from steerable.bench.scale import read_results, run_scale
+from steerable.errors import ConfigError
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams
 from steerable.reward.prm import OraclePRM
@@ -61,3 +62,21 @@ def test_a_failing_item_is_recorded_and_the_run_goes_on(tmp_path, make_process):
     assert all("outside its range" in r["error"] for r in rows if r["method"] == "bon")
     assert all("error" not in r for r in rows if r["method"] == "sc")
     assert {r["method"]: r["errors"] for r in summary["rows"]} == {"bon": 2, "sc": 0}
+
+
+def test_token_budgets_cap_every_run_and_set_widths_from_a_recorded_calibration(tmp_path, make_process):
+    items = load_task("builtin:easy", limit=2)
+    args = (items, ["greedy", "sc", "pf"], [8, 24], make_process, OraclePRM(), make_checker("builtin"), tmp_path)
+    summary = run_scale(*args, seed=1, progress=False, unit="tokens")
+    per_sample = json.loads((tmp_path / "calibration.json").read_text())["tokens_per_sample"]
+    assert summary["unit"] == "tokens" and summary["tokens_per_sample"] == per_sample > 0
+    rows = read_results(tmp_path / "results.jsonl")
+    assert len(rows) == 2 * 3 * 2  # in tokens, greedy runs at every budget
+    for r in rows:
+        assert "error" not in r and 0 < r["generated_tokens"] <= r["budget"]
+        assert r["width"] == max(1, int(r["budget"] // per_sample))
+    fixed = run_scale(*args[:-1], tmp_path / "fixed", seed=1, progress=False, unit="tokens", tokens_per_sample=4)
+    assert fixed["tokens_per_sample"] == 4.0
+    assert {r["width"] for r in read_results(tmp_path / "fixed" / "results.jsonl")} == {2, 6}
+    with pytest.raises(ConfigError, match="unit"):
+        run_scale(*args, unit="flops")

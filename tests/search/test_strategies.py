@@ -122,3 +122,25 @@ def test_particle_gibbs_keeps_the_reference_trajectory_at_row_zero(process):
     first = ParticleFilter(extract=lambda t: t).run(process, OraclePRM(), 4, PROMPT, seed=2)
     res = ParticleGibbs(sweeps=2, extract=lambda t: t).run(process, OraclePRM(), 4, PROMPT, seed=2)
     assert res.candidates[0].text == first.text
+
+
+@pytest.mark.parametrize("method", ["sc", "bon", "beam", "pf", "pgibbs", "astar", "mcts", "refine"])
+def test_a_token_budget_is_never_exceeded_and_restarts_with_each_run(method, process, char_tokenizer):
+    capped = LMProcess(
+        process.generator,
+        delimiter="\n",
+        params=SamplingParams(temperature=1.0),
+        max_step_tokens=6,
+        max_steps=3,
+        max_tokens=18,
+        token_budget=25,
+    )
+    strategy = make_strategy(method, lambda t: t[:3] or None)
+    scorer = None if method in UNSCORED else OraclePRM()
+    for seed in (0, 1):  # the second run gets its own 25 tokens
+        res = strategy.run(capped, scorer, 8, PROMPT, seed=seed)
+        assert 0 < res.cost.generated_tokens <= 25
+    uncapped = strategy.run(process, scorer, 8, PROMPT, seed=0)
+    assert uncapped.cost.generated_tokens > 25  # the cap is what held the others back
+    with pytest.raises(ConfigError, match="token_budget"):
+        LMProcess(process.generator, token_budget=0)

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from steerable.errors import SteerableError
+from steerable.errors import ConfigError, SteerableError
 from steerable.search.registry import UNSCORED, make_strategy
 from steerable.tasks.answers import AnswerChecker
 from steerable.tasks.loader import Item
@@ -46,11 +46,26 @@ def run_scale(
     out: Path,
     seed: int = 0,
     progress: bool = True,
+    unit: str = "samples",
+    tokens_per_sample: float | None = None,
 ) -> dict:
+    """Run every (item, method, budget); ``unit="tokens"`` makes each budget a cap on generated tokens.
+
+    With token budgets every run of every method may generate at most ``budget``
+    tokens (the process enforces it exactly), and the width of a method (samples,
+    particles, beams, simulations) is ``budget // tokens_per_sample``. Unless
+    given, ``tokens_per_sample`` is measured once per run directory as the mean
+    length of sampled solutions of the first 8 items and recorded in
+    ``summary.json``, so reruns use the same widths.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if unit not in ("samples", "tokens"):
+        raise ConfigError(f"unknown budget unit {unit!r}: use samples or tokens")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
+    if unit == "tokens":
+        tokens_per_sample = _tokens_per_sample(out, items, make_process, tokens_per_sample)
     done = {_key(r["item"], r["method"], r["budget"]) for r in read_results(path)}
     strategies = {m: make_strategy(m, checker.extract) for m in methods}
     jobs = [
@@ -58,7 +73,7 @@ def run_scale(
         for i, it in enumerate(items)
         for m in methods
         for b in budgets
-        if not (m == "greedy" and b != budgets[0])
+        if not (m == "greedy" and b != budgets[0] and unit == "samples")
     ]
     todo = [j for j in jobs if _key(j[1].id, j[2], j[3]) not in done]
     with (
@@ -78,10 +93,16 @@ def run_scale(
             row = {"item": item.id, "method": method, "budget": budget, "gold": item.answer}
             t0 = time.perf_counter()
             try:
+                process = make_process(method)
+                width = budget
+                if unit == "tokens":
+                    process.token_budget = budget
+                    width = max(1, int(budget // tokens_per_sample))
+                    row["width"] = width
                 res = strategies[method].run(
-                    make_process(method),
+                    process,
                     None if method in UNSCORED else scorer,
-                    budget,
+                    width,
                     item.prompt,
                     seed=seed * 1_000_003 + i,
                 )
@@ -101,9 +122,38 @@ def run_scale(
             f.flush()
             bar.advance(task)
     summary = summarise(read_results(path), methods, budgets)
+    summary["unit"] = unit
+    if unit == "tokens":
+        summary["tokens_per_sample"] = tokens_per_sample
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(summary, out / "accuracy_vs_tokens.png")
     return summary
+
+
+def _tokens_per_sample(out: Path, items: Sequence[Item], make_process, given: float | None) -> float:
+    """Mean sampled solution length (4 samples of each of the first 8 items), measured once per directory.
+
+    Kept in ``calibration.json`` so a resumed run uses the same widths.
+    """
+    from steerable.search.base import run_to_end
+
+    rec = out / "calibration.json"
+    if given is not None:
+        if given <= 0:
+            raise ConfigError(f"tokens per sample must be > 0 (got {given})")
+        value = float(given)
+    elif rec.exists():
+        return float(json.loads(rec.read_text())["tokens_per_sample"])
+    else:
+        process = make_process("calibration")  # the sampling settings every non-greedy method uses
+        lengths = []
+        for i, item in enumerate(items[:8]):
+            u0 = process.usage.generated_tokens
+            run_to_end(process, process.init(item.prompt, 4, seed=i))
+            lengths.append((process.usage.generated_tokens - u0) / 4)
+        value = round(sum(lengths) / len(lengths), 2)
+    rec.write_text(json.dumps({"tokens_per_sample": value}) + "\n")
+    return value
 
 
 def summarise(rows: list[dict], methods: Sequence[str], budgets: Sequence[int]) -> dict:

@@ -49,8 +49,11 @@ class Meter:
 
     process: Process
     scorer: Scorer | None
+    new_run: bool = True  # False for a strategy run inside another (its budget is the outer run's)
 
     def __post_init__(self) -> None:
+        if self.new_run and hasattr(self.process, "start_run"):
+            self.process.start_run()
         self.t0 = time.perf_counter()
         self.u0 = self.process.usage
         self.c0 = self.scorer.calls if self.scorer is not None else 0

@@ -112,6 +112,8 @@ class SelfConsistency:
             k = min(self.round_size if self.early_stop else budget, budget - len(texts))
             texts += _sample(process, prompt, k, None if seed is None else seed + 7919 * rounds)
             rounds += 1
+            if getattr(process, "tokens_left", None) == 0:
+                break  # the run's token budget is spent
             votes = Counter(a for a in map(self.extract, texts) if a is not None)
             if self.early_stop and votes:
                 (lead, n1), *rest = votes.most_common(2) + [(None, 0)]

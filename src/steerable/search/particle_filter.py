@@ -79,9 +79,12 @@ class ParticleFilter:
     def name(self) -> str:
         return ("epf" if self.entropic else "pf") + ("-lam" if self.lookahead else "")
 
-    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+    def run(
+        self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None, *, new_run=True
+    ) -> Result:
+        """``new_run=False`` when called inside another strategy's run (shares its token budget)."""
         require(budget, scorer, self.name)
-        meter = Meter(process, scorer)
+        meter = Meter(process, scorer, new_run)
         g = torch.Generator().manual_seed(0 if seed is None else seed)
         resample = systematic_resample if self.resampling == "systematic" else multinomial_resample
         state = process.init(prompt, budget, seed)

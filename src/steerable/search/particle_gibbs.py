@@ -35,7 +35,7 @@ class ParticleGibbs:
         if self.sweeps < 1:
             raise ConfigError(f"pgibbs: sweeps must be >= 1 (got {self.sweeps})")
         meter = Meter(process, scorer)
-        first = ParticleFilter(extract=self.extract).run(process, scorer, budget, prompt, seed)
+        first = ParticleFilter(extract=self.extract).run(process, scorer, budget, prompt, seed, new_run=False)
         ref_text, ref_score = first.text, max(c.score for c in first.candidates)
         texts, scores = [c.text for c in first.candidates], [c.score for c in first.candidates]
         g = torch.Generator().manual_seed((seed or 0) + 1)

@@ -34,6 +34,9 @@ class Process(Protocol):
 
     def is_terminal(self, state: Any) -> list[bool]: ...
 
+    def start_run(self) -> None:
+        """A strategy's run begins: a per-run budget (tokens, denoising steps, ...) starts from zero."""
+
     def size(self, state: Any) -> int: ...
 
     @property
@@ -56,6 +59,11 @@ class LMProcess:
     models by default. ``step_tokens`` (if set) makes every step a fixed
     number of tokens instead. ``max_step_tokens`` caps a step so a missing
     delimiter cannot run away; ``max_steps`` and ``max_tokens`` cap a sample.
+
+    ``token_budget`` caps the tokens a whole strategy run may generate, over
+    all rows: a step is cut to what is left shared among the live rows, and
+    when nothing is left every live row ends unfinished (it has no answer, so
+    it loses to any finished one). The cap is exact: a run never generates more.
     """
 
     generator: LocalGenerator
@@ -65,16 +73,30 @@ class LMProcess:
     max_step_tokens: int = 256
     max_steps: int = 40
     max_tokens: int = 2048
+    token_budget: int | None = None
 
     def __post_init__(self) -> None:
+        self._run_origin = 0
         if not self.delimiter and self.step_tokens is None:
             raise ConfigError("an LM process needs a non-empty delimiter or step_tokens")
         if self.max_step_tokens < 1 or self.max_steps < 1 or self.max_tokens < 1:
             raise ConfigError("max_step_tokens, max_steps and max_tokens must be >= 1")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise ConfigError(f"token_budget must be >= 1 (got {self.token_budget})")
 
     @property
     def usage(self) -> Usage:
         return self.generator.usage
+
+    def start_run(self) -> None:
+        self._run_origin = self.usage.generated_tokens
+
+    @property
+    def tokens_left(self) -> int | None:
+        """Tokens this run may still generate (None: no token budget)."""
+        if self.token_budget is None:
+            return None
+        return max(0, self.token_budget - (self.usage.generated_tokens - self._run_origin))
 
     def init(self, prompt: str, n: int, seed: int | None = None) -> LMState:
         seqs = self.generator.start([prompt], n=n)
@@ -93,10 +115,16 @@ class LMProcess:
         live = [r for r, t in enumerate(self.is_terminal(state)) if not t and r not in skip]
         if not live:
             return
+        cap = self.step_tokens or self.max_step_tokens
+        left = self.tokens_left
+        if left is not None:
+            cap = min(cap, left // len(live))
+            if cap == 0:  # the run's token budget is spent: live rows end where they are
+                for r in live:
+                    state.capped[r] = True
+                return
         stop = () if self.step_tokens else (self.delimiter,)
-        self.generator.step(
-            state.seqs, self.params, stop=stop, max_tokens=self.step_tokens or self.max_step_tokens, rows=live
-        )
+        self.generator.step(state.seqs, self.params, stop=stop, max_tokens=cap, rows=live)
         for r in live:
             state.steps[r] += 1
             n_gen = len(state.seqs.generated(r))
