@@ -62,7 +62,8 @@ def main() -> None:
         f"threads {torch.get_num_threads()}, device {next(gen.model.parameters()).device}"
     )
     print(
-        f"{'method':<6} {'mode':<7} {'generated':>9} {'forward':>8} {'(fwd-prompt)/gen':>17} {'PRM fwd/gen':>12} {'acc':>5} {'wall s':>7}"
+        f"{'method':<6} {'mode':<7} {'generated':>9} {'forward':>8} {'(fwd-prompt)/gen':>17} "
+        f"{'PRM fwd/gen':>12} {'acc':>5} {'wall s':>7}"
     )
     for method in args.methods.split(","):
         strategy = make_strategy(method, checker.extract)
@@ -81,7 +82,8 @@ def main() -> None:
                 correct += checker.correct(res.text, item.answer)
             walls[mode] = time.perf_counter() - t0
             print(
-                f"{method:<6} {mode:<7} {gen_tok:>9} {fwd:>8} {(fwd - prompt_tok) / gen_tok:>17.3f} {prm_tok / gen_tok:>12.3f} "
+                f"{method:<6} {mode:<7} {gen_tok:>9} {fwd:>8} {(fwd - prompt_tok) / gen_tok:>17.3f} "
+                f"{prm_tok / gen_tok:>12.3f} "
                 f"{correct / len(items):>5.2f} {walls[mode]:>7.1f}"
             )
         print(f"{method:<6} naive/reuse wall time {walls['naive'] / walls['reuse']:.2f}x")
