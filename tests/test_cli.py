@@ -100,6 +100,8 @@ def test_builtin_train_writes_a_loadable_model(tmp_path):
         (["--methods", "greedy,nope"], "unknown method"),
         (["--budgets", "0"], "budgets"),
         (["--budget-unit", "flops"], "budget-unit"),
+        (["--top-p", "0.9,0"], "top_p"),
+        (["--temperature", "-1"], "temperature"),
         (["--scorer", "nope"], "unknown scorer"),
         (["--answer-regex", "("], "does not compile"),
         (["--task", "missing.jsonl"], "neither"),
@@ -140,3 +142,16 @@ def test_scale_runs_and_resumes(tmp_path):
     assert again.returncode == 0
     assert (tmp_path / "o" / "results.jsonl").read_text().splitlines() == lines  # nothing redone
     assert (tmp_path / "o" / "accuracy_vs_tokens.png").exists()
+
+
+def test_scale_sweeps_sampling_knobs_into_one_directory_each(tmp_path):
+    r = run(
+        "scale", "--limit", "1", "--methods", "sc", "--budgets", "2", "--scorer", "none", "--temperature", "0.6,1.0",
+        "--top-p", "0.9,1.0", "--out", str(tmp_path), "--json", "--device", "cpu",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(x["temperature"], x["top_p"]) for x in lines] == [(0.6, 0.9), (0.6, 1.0), (1.0, 0.9), (1.0, 1.0)]
+    for t in ("0.6", "1"):
+        for p in ("0.9", "1"):
+            assert (tmp_path / f"temperature-{t}" / f"top-p-{p}" / "summary.json").exists()

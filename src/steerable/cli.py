@@ -143,7 +143,7 @@ def scale(
     model: str = typer.Option("builtin", help="Model directory, or 'builtin'."),
     limit: int | None = typer.Option(None, help="Items to use (default: all; 200 for built-in splits)."),
     temperature: str = typer.Option("0.8", help="Sampling temperature; a comma list sweeps it."),
-    top_p: float = typer.Option(1.0, help="Nucleus mass."),
+    top_p: str = typer.Option("1.0", help="Nucleus mass; a comma list sweeps it (with every temperature)."),
     delimiter: str = typer.Option("auto", help="Step delimiter (auto: \\n for builtin, \\n\\n otherwise)."),
     max_step_tokens: int = typer.Option(64, help="Token cap per step."),
     max_tokens: int = typer.Option(320, help="Token cap per sample."),
@@ -172,16 +172,21 @@ def scale(
     if not budget_list or min(budget_list) < 1:
         raise InputError(f"--budgets must all be >= 1 (got {budgets!r})")
     temps = _floats(temperature, "temperature")
+    top_ps = _floats(top_p, "top-p")
+    for t in temps:
+        SamplingParams(temperature=t)  # a bad value is a one-line error before any model is loaded
+    for p in top_ps:
+        SamplingParams(top_p=p)
     items = load_task(task, limit=limit, seed=seed)
     gen = _generator(model, device, dtype)
     scorer_obj = make_scorer(scorer, device="cpu" if device == "auto" else device, generator=gen)
     delim = (
         ("\n" if model == "builtin" else "\n\n") if delimiter == "auto" else codecs.decode(delimiter, "unicode_escape")
     )
-    for t in temps:
+    for t, p in [(t, p) for t in temps for p in top_ps]:
 
-        def make_process(method: str, t: float = t) -> LMProcess:
-            params = SamplingParams(temperature=0.0 if method == "greedy" else t, top_p=top_p)
+        def make_process(method: str, t: float = t, p: float = p) -> LMProcess:
+            params = SamplingParams(temperature=0.0 if method == "greedy" else t, top_p=p)
             return LMProcess(
                 gen,
                 delimiter=delim,
@@ -191,7 +196,11 @@ def scale(
                 max_tokens=max_tokens,
             )
 
-        where = out if len(temps) == 1 else out / f"temperature-{t:g}"
+        where = out
+        if len(temps) > 1:
+            where = where / f"temperature-{t:g}"
+        if len(top_ps) > 1:
+            where = where / f"top-p-{p:g}"
         summary = run_scale(
             items,
             method_list,
@@ -206,7 +215,7 @@ def scale(
             tokens_per_sample=tokens_per_sample,
         )
         if as_json:
-            typer.echo(json.dumps({"temperature": t, **summary}))
+            typer.echo(json.dumps({"temperature": t, "top_p": p, **summary}))
             continue
         from rich.console import Console
         from rich.table import Table
@@ -214,7 +223,7 @@ def scale(
         unit_note = (
             f", budgets in tokens ({summary['tokens_per_sample']:g} per sample)" if budget_unit == "tokens" else ""
         )
-        table = Table(title=f"{task}, temperature {t:g}, {len(items)} items{unit_note} ({where})")
+        table = Table(title=f"{task}, temperature {t:g}, top-p {p:g}, {len(items)} items{unit_note} ({where})")
         columns = (
             "method",
             "budget",
