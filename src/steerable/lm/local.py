@@ -22,6 +22,7 @@ import torch
 from steerable.errors import ConfigError, InputError
 from steerable.lm import cache as kv
 from steerable.lm.base import Prompt
+from steerable.lm.hooks import publish_prompt_lengths
 from steerable.lm.types import Completion, SamplingParams, StepOutput, Usage
 
 
@@ -220,15 +221,16 @@ class LocalGenerator:
         dev = self.device
         mask = torch.cat([seqs.mask, block_mask.to(seqs.mask.device)], dim=1)
         past = seqs.mask.shape[1]
-        out = self.model(
-            input_ids=ids.to(dev),
-            attention_mask=mask.to(dev),
-            position_ids=pos.to(dev),
-            cache_position=torch.arange(past, past + width, device=dev),
-            use_cache=True,
-            logits_to_keep=1,
-            **{kv.CACHE_KWARG: seqs.cache if seqs.cache is not None else kv.new_cache(self.model)},
-        )
+        with publish_prompt_lengths(torch.tensor(seqs.prompt_lens, device=dev)):  # for steering hooks
+            out = self.model(
+                input_ids=ids.to(dev),
+                attention_mask=mask.to(dev),
+                position_ids=pos.to(dev),
+                cache_position=torch.arange(past, past + width, device=dev),
+                use_cache=True,
+                logits_to_keep=1,
+                **{kv.CACHE_KWARG: seqs.cache if seqs.cache is not None else kv.new_cache(self.model)},
+            )
         seqs.cache = kv.output_cache(out)
         seqs.mask = mask
         seqs.lengths = seqs.lengths + block_mask.sum(1).to(seqs.lengths.device)
