@@ -49,7 +49,7 @@ class Add:
 
 @dataclass(frozen=True)
 class Ablate:
-    direction: torch.Tensor  # [hidden]; normalised when applied
+    direction: torch.Tensor  # [hidden], or [k, hidden] to remove a k-dimensional subspace
     layers: tuple[int, ...] | None = None  # None: every layer (the paper's choice)
     scope: Scope = "all"
 
@@ -122,13 +122,15 @@ class Steering:
             self._check(iv)
         self._positions = _Positions()
         self._handles: list = []
+        self._bases: dict[int, torch.Tensor] = {}
 
     def _check(self, iv: Intervention) -> None:
         n = len(self.layers)
         if iv.scope not in SCOPES:
             raise ConfigError(f"unknown scope {iv.scope!r}: use one of {', '.join(SCOPES)}")
         vec = iv.vector if isinstance(iv, Add) else iv.direction
-        if vec.shape[-1] != self.hidden or vec.dim() not in (1, 2) or (vec.dim() == 2 and vec.shape[0] != n):
+        per_layer_ok = isinstance(iv, Ablate) or vec.dim() == 1 or vec.shape[0] == n
+        if vec.shape[-1] != self.hidden or vec.dim() not in (1, 2) or not per_layer_ok:
             raise ConfigError(
                 f"steering vector of shape {tuple(vec.shape)} does not fit this model "
                 f"(hidden size {self.hidden}, {n} layers): extract it from this model"
@@ -138,7 +140,7 @@ class Steering:
                 raise ConfigError(f"layer {layer} does not exist: this model has layers 0..{n - 1}")
         if isinstance(iv, Add) and iv.weights is not None and len(iv.weights) != len(iv.layers or range(n)):
             raise ConfigError(f"{len(iv.weights)} layer weights for {len(iv.layers or range(n))} layers: give one each")
-        if isinstance(iv, Ablate) and float(iv.direction.norm()) == 0:
+        if isinstance(iv, Ablate) and bool((iv.direction.reshape(-1, self.hidden).norm(dim=-1) == 0).any()):
             raise ConfigError("cannot ablate a zero direction")
 
     # ---- hooks -------------------------------------------------------------------------------
@@ -221,9 +223,12 @@ class Steering:
         return new
 
     def _ablate(self, iv: Ablate, h: torch.Tensor) -> torch.Tensor:
-        r = iv.direction.to(h.device, h.dtype)
-        r = r / r.norm()
-        return h - self._mask(iv.scope, h) * (h @ r)[..., None] * r
+        basis = self._bases.get(id(iv))
+        if basis is None or basis.device != h.device or basis.dtype != h.dtype:
+            d = iv.direction.reshape(-1, iv.direction.shape[-1]).double()
+            basis = torch.linalg.qr(d.T).Q.T.to(h.device, h.dtype)  # [k, hidden], orthonormal rows
+            self._bases[id(iv)] = basis
+        return h - self._mask(iv.scope, h) * ((h @ basis.T) @ basis)
 
 
 def steer(model: nn.Module, *interventions: Intervention, layers_path: str | None = None) -> Steering:
