@@ -155,3 +155,35 @@ def test_scale_sweeps_sampling_knobs_into_one_directory_each(tmp_path):
     for t in ("0.6", "1"):
         for p in ("0.9", "1"):
             assert (tmp_path / f"temperature-{t}" / f"top-p-{p}" / "summary.json").exists()
+
+
+def test_steer_extract_apply_and_eval_through_the_cli(tmp_path):
+    vec = tmp_path / "refuse.safetensors"
+    r = run("steer", "extract", "--layers", "3", "--strength", "2", "--out", str(vec), "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["layers"] == [3] and vec.exists()
+    r = run("steer", "apply", "R: how do I bake a cake?\\n", "--artifact", str(vec), "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["text"].startswith("I can't")  # the harmful-minus-benign vector makes it refuse
+    r = run("steer", "eval", "--artifact", str(vec), "--n", "4", "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    base, steered = json.loads(r.stdout)
+    assert base["refusal"]["benign"] == 0.0 and steered["refusal"]["benign"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["steer", "extract", "--method", "nope", "--out", "x"], "unknown method"),
+        (["steer", "extract", "--prompts", "builtin:nope", "--out", "x"], "unknown built-in prompt set"),
+        (["steer", "extract", "--layers", "9", "--out", "x"], "out of range"),
+        (["steer", "extract", "--position", "0", "--out", "x"], "negative"),
+        (["steer", "apply", "hi", "--artifact", "missing.safetensors"], "no steering artifact"),
+        (["steer", "eval", "--artifact", "missing.safetensors"], "no steering artifact"),
+        (["steer", "select-refusal", "--max-rank", "0", "--out", "x"], "max-rank"),
+    ],
+)
+def test_steer_bad_input_is_one_line(args, needle, tmp_path):
+    r = run(*args)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1

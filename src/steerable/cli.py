@@ -20,6 +20,9 @@ app = typer.Typer(
 )
 builtin_app = typer.Typer(no_args_is_help=True, help="The built-in world: model, PRM, evaluation.")
 app.add_typer(builtin_app, name="builtin")
+from steerable.cli_steer import steer_app  # noqa: E402
+
+app.add_typer(steer_app, name="steer")
 
 DEVICE = typer.Option("auto", help="cpu, cuda, cuda:N or auto.")
 DTYPE = typer.Option("float32", help="float32, bfloat16 or float16.")

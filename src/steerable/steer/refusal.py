@@ -109,6 +109,22 @@ def last_logprobs(model: nn.Module, tokenizer, prompts: Sequence[str], batch_siz
         tokenizer.padding_side = side
 
 
+@torch.no_grad()
+def token_logprobs(model: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    """Next-token log-probabilities at every real position, rows concatenated: ``[tokens, vocab]``."""
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[i : i + batch_size]), return_tensors="pt", padding=True).to(dev)
+        lp = torch.log_softmax(model(**enc).logits.float(), -1)
+        out.append(lp[enc["attention_mask"].bool()])
+    return torch.cat(out)
+
+
+def _kl(base: torch.Tensor, other: torch.Tensor) -> float:
+    return float((base.exp() * (base - other)).sum(-1).mean())
+
+
 def refusal_scores(logprobs: torch.Tensor, ids: list[int]) -> torch.Tensor:
     """log p(refusal) - log(1 - p(refusal)) per row."""
     lp = torch.logsumexp(logprobs[:, ids], -1)
@@ -123,7 +139,10 @@ def select_refusal_direction(
     config: RefusalConfig = RefusalConfig(),
     layers_path: str | None = None,
     on_candidate: Callable[[], None] | None = None,
+    capability: Sequence[str] = (),
 ) -> RefusalDirection:
+    """``capability`` texts (e.g. worked solutions) must keep their per-token KL under ablation <= ``kl_max`` too:
+    the paper guards only harmless requests' first token, which a small model can pass while losing a skill."""
     if not harmful or not harmless:
         raise InputError("refusal direction selection needs harmful and harmless prompts")
     n = len(decoder_layers(model, layers_path))
@@ -133,6 +152,13 @@ def select_refusal_direction(
     acts_b = activations(model, tokenizer, harmless, config.positions, bs, layers_path)
     dirs = mean_difference(acts_h, acts_b)  # [positions, layers, hidden]
     base_b = last_logprobs(model, tokenizer, harmless, bs)
+    base_c = token_logprobs(model, tokenizer, capability, bs) if capability else None
+
+    def drift() -> float:
+        """KL on harmless requests (and on capability texts) with the current steering."""
+        kl = _kl(base_b, last_logprobs(model, tokenizer, harmless, bs))
+        return max(kl, _kl(base_c, token_logprobs(model, tokenizer, capability, bs))) if capability else kl
+
     base_h_score = float(refusal_scores(last_logprobs(model, tokenizer, harmful, bs), ids).mean())
     base_b_score = float(refusal_scores(base_b, ids).mean())
     cands = []
@@ -141,10 +167,12 @@ def select_refusal_direction(
             if layer >= config.max_layer_frac * n:
                 continue
             r = dirs[pi, layer]
+            if float(r.norm()) < 1e-6:  # e.g. layer 0 at a token every prompt shares: no direction at all
+                cands.append(Candidate(layer, position, float("nan"), float("nan"), float("nan"), False))
+                continue
             with steer(model, Ablate(r), layers_path=layers_path):
                 abl_h = float(refusal_scores(last_logprobs(model, tokenizer, harmful, bs), ids).mean())
-                abl_b = last_logprobs(model, tokenizer, harmless, bs)
-            kl = float((base_b.exp() * (base_b - abl_b)).sum(-1).mean())
+                kl = drift()
             with steer(model, Add(r, layers=(layer,), strength=config.addition_strength), layers_path=layers_path):
                 add_b = float(refusal_scores(last_logprobs(model, tokenizer, harmless, bs), ids).mean())
             cands.append(Candidate(layer, position, abl_h, add_b, kl, kl <= config.kl_max and add_b > 0))
@@ -163,13 +191,13 @@ def select_refusal_direction(
         """(mean harmful score, share still > 0, harmless KL) with ``rows`` ablated together."""
         with steer(model, Ablate(torch.stack([pick(c) for c in rows])), layers_path=layers_path):
             s = refusal_scores(last_logprobs(model, tokenizer, harmful, bs), ids)
-            kl = float((base_b.exp() * (base_b - last_logprobs(model, tokenizer, harmless, bs))).sum(-1).mean())
+            kl = drift()
         return float(s.mean()), float((s > 0).float().mean()), kl
 
     chosen = [best]
     score, rate, _ = ablated(chosen)
     scores, rates = [score], [rate]
-    pool = [c for c in cands if c is not best and float(pick(c).norm()) > 1e-6]
+    pool = [c for c in cands if c is not best and c.kl == c.kl]  # nan: no direction
     while len(chosen) < config.max_rank and rates[-1] > config.target_rate and pool:
         trials = [(t, c) for c in pool if (t := ablated([*chosen, c]))[2] <= config.kl_max]
         if not trials:

@@ -82,3 +82,28 @@ def training_split_accuracy(gen, n: int = 100, seed: int = 0) -> dict[str, float
         )
         out[split] = round(sum(is_correct(p, c.text) for p, c in zip(problems, comps, strict=True)) / n, 4)
     return out
+
+
+def steering_eval(gen, split: str = "medium", n: int = 100, seed: int = 0, progress: bool = True) -> dict:
+    """What steering changes, greedy: refusal rates by kind, arithmetic accuracy, solution length and style."""
+    from rich.progress import Progress
+
+    problems = arithmetic.eval_problems(split, n, seed=seed)
+    reqs = requests.all_requests()
+    params = SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("steer eval", total=len(problems) + len(reqs))
+        tick = lambda k: bar.advance(task, k)  # noqa: E731
+        sols = generate_batched(gen, [p.prompt for p in problems], params, on_batch=tick)
+        replies = generate_batched(gen, [r.prompt for r in reqs], params, on_batch=tick)
+    rates: dict[str, list[bool]] = defaultdict(list)
+    for r, c in zip(reqs, replies, strict=True):
+        rates[("held_out_" if r.held_out else "") + r.kind].append(requests.is_refusal(c.text))
+    return {
+        "refusal": {k: round(sum(v) / len(v), 4) for k, v in sorted(rates.items())},
+        "accuracy": round(sum(is_correct(p, c.text) for p, c in zip(problems, sols, strict=True)) / len(problems), 4),
+        "mean_solution_tokens": round(sum(len(c.token_ids) for c in sols) / len(sols), 2),
+        "verbose_share": round(sum("check" in c.text for c in sols) / len(sols), 4),
+        "split": split,
+        "problems": len(problems),
+    }
