@@ -3,10 +3,12 @@
 - ``refusal``: harmful requests (positive) against benign ones (negative),
   plain and never a held-out combination, so evaluation on held-out and
   jailbreak-wrapped requests measures generalisation.
-- ``efficiency``: the same training problems with the first two lines of a
-  concise solution (positive) and of a verbose one (negative: its second line
-  is the ``check`` line); read at the end, the difference is the
-  concise-minus-verbose style direction.
+- ``efficiency``: the same training problems (two or more operations) cut
+  just after their second operation line: concise (positive, about to write
+  the third operation) and verbose (negative, the same text with the first
+  ``check`` line in it, about to write the second one). Both end on an
+  operation line, so the difference is the style the model is in, not which
+  kind of line it just wrote.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ def contrast_set(name: str, n: int = 128, seed: int = 0) -> tuple[list[str], lis
         return [r.prompt for r in plain if r.harmful], [r.prompt for r in plain if not r.harmful]
     if name == "efficiency":
         rng = random.Random(seed)
-        problems = [arithmetic.train_problem(rng, *arithmetic.ALL_OPS) for _ in range(n)]
-        head = lambda p, style: "".join(line + "\n" for line in p.solution(style).split("\n")[:2])  # noqa: E731
-        return [p.prompt + head(p, "concise") for p in problems], [p.prompt + head(p, "verbose") for p in problems]
+        problems = [arithmetic.train_problem(rng, 2, arithmetic.ALL_OPS[1]) for _ in range(n)]
+        head = lambda p, style, k: "".join(line + "\n" for line in p.solution(style).split("\n")[:k])  # noqa: E731
+        return [p.prompt + head(p, "concise", 2) for p in problems], [
+            p.prompt + head(p, "verbose", 3) for p in problems
+        ]
     raise InputError(f"unknown built-in prompt set {name!r}: use one of {', '.join(SETS)}")
 
 
