@@ -169,6 +169,10 @@ def test_steer_extract_apply_and_eval_through_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     base, steered = json.loads(r.stdout)
     assert base["refusal"]["benign"] == 0.0 and steered["refusal"]["benign"] > 0.5
+    gguf = tmp_path / "refuse.gguf"
+    assert run("steer", "export-gguf", "--artifact", str(vec), "--out", str(gguf)).returncode == 0
+    r = run("steer", "import-gguf", str(gguf), "--out", str(tmp_path / "back"), "--device", "cpu")
+    assert r.returncode == 0 and "layers [3]" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize(

@@ -290,3 +290,31 @@ def eval_(
     t.add_row("mean solution tokens", *(f"{r['mean_solution_tokens']:.1f}" for r in results))
     t.add_row("verbose share", *(f"{r['verbose_share']:.2f}" for r in results))
     Console().print(t)
+
+
+@steer_app.command("export-gguf")
+def export_gguf_cmd(
+    artifact: Path = typer.Option(..., help="Steering artifact (.safetensors) holding a vector."),
+    out: Path = typer.Option(..., help="Where to write the llama.cpp control vector (.gguf)."),
+) -> None:
+    """Write a vector as a llama.cpp control vector (repeng's format); our layer l is its direction.(l-1)."""
+    from steerable.steer.artifact import SteeringVector
+    from steerable.steer.gguf_io import export_gguf
+
+    typer.echo(f"wrote {export_gguf(SteeringVector.load(artifact), out)}")
+
+
+@steer_app.command("import-gguf")
+def import_gguf_cmd(
+    gguf_file: Path = typer.Argument(..., help="A llama.cpp control vector (.gguf)."),
+    out: Path = OUT,
+    model: str = MODEL,
+    layers_path: str | None = LAYERS_PATH,
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """Read a llama.cpp control vector into a steering artifact for --model."""
+    from steerable.steer.gguf_io import import_gguf
+
+    gen = _gen(model, device, "float32")
+    art = import_gguf(gguf_file, gen.model, gen.tokenizer, layers_path)
+    typer.echo(f"wrote {art.save(out)} (layers {list(art.layers)})")
