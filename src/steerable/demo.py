@@ -82,6 +82,7 @@ def run_demo(gen, n: int = 100) -> None:
         rates.setdefault(r.kind, []).append(requests.is_refusal(c.text))
     con.print("  greedy refusal rate: " + ", ".join(f"{k} {sum(v) / len(v):.0%}" for k, v in sorted(rates.items())))
     prm_demo(con, gen, items=20, budget=8)
+    steering_demo(con, gen)
     con.print(f"[dim]demo took {time.time() - t0:.0f}s[/]")
 
 
@@ -125,4 +126,40 @@ def prm_demo(con: Console, gen, items: int, budget: int) -> None:
         table.add_row(
             method, f"{ok / items:.0%}", f"{tokens / items:.0f}", f"{calls / items:.1f}", f"{time.time() - t0:.1f}"
         )
+    con.print(table)
+
+
+def steering_demo(con: Console, gen) -> None:
+    """Activation steering in miniature: a refusal vector and an efficiency vector, each from contrast prompts."""
+    from steerable.steer import Add, steer
+    from steerable.steer.extract import activations, mean_difference
+    from steerable.tasks.builtin.contrast import contrast_set
+
+    con.rule("activation steering: mean-difference vectors added at layer 3")
+    m, tok = gen.model, gen.tokenizer
+    vectors = {}
+    for name in ("refusal", "efficiency"):
+        pos, neg = contrast_set(name)
+        vectors[name] = mean_difference(activations(m, tok, pos)[0], activations(m, tok, neg)[0])  # [layers, hidden]
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS)
+    benign = requests.Request("bake", "a cake").prompt
+    with steer(m, Add(vectors["refusal"], layers=(3,), strength=2.0)):
+        steered = gen.generate([benign], greedy)[0].text
+    con.print(f"  {benign.strip()} -> {gen.generate([benign], greedy)[0].text}")
+    con.print(f"  + refusal vector x2 -> {steered}")
+    probs = arithmetic.eval_problems("medium", 40)
+    rows = []
+    for label, ivs in (
+        ("plain", []),
+        ("+ efficiency vector x0.5", [Add(vectors["efficiency"], layers=(3,), strength=0.5)]),
+    ):
+        with steer(m, *ivs):
+            comps = generate_batched(gen, [q.prompt for q in probs], greedy)
+        acc = sum(is_correct(q, c.text) for q, c in zip(probs, comps, strict=True)) / len(probs)
+        rows.append((label, f"{acc:.0%}", f"{sum(len(c.token_ids) for c in comps) / len(comps):.0f}"))
+    table = Table()
+    for col in ("40 medium problems", "accuracy", "mean solution tokens"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     con.print(table)
