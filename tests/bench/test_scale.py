@@ -80,3 +80,16 @@ def test_token_budgets_cap_every_run_and_set_widths_from_a_recorded_calibration(
     assert {r["width"] for r in read_results(tmp_path / "fixed" / "results.jsonl")} == {2, 6}
     with pytest.raises(ConfigError, match="unit"):
         run_scale(*args, unit="flops")
+
+
+def test_every_run_starts_with_a_cold_scorer_cache(tmp_path, make_process):
+    class Cached(OraclePRM):
+        clears = 0
+
+        def clear_cache(self):
+            self.clears += 1
+
+    scorer = Cached()
+    items = load_task("builtin:easy", limit=2)
+    run_scale(items, ["pf", "bon"], [1, 2], make_process, scorer, make_checker("builtin"), tmp_path, progress=False)
+    assert scorer.clears == 2 * 2 * 2  # items x methods x budgets: no run reuses another's cached prefixes

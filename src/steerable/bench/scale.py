@@ -93,6 +93,8 @@ def run_scale(
             row = {"item": item.id, "method": method, "budget": budget, "gold": item.answer}
             t0 = time.perf_counter()
             try:
+                if hasattr(scorer, "clear_cache"):
+                    scorer.clear_cache()  # each run pays for its own scoring: no prefixes cached by another method
                 process = make_process(method)
                 width = budget
                 if unit == "tokens":

@@ -77,6 +77,10 @@ class CausalLMPRM:
     def forward_tokens(self) -> int:
         return self.cache.forward_tokens
 
+    def clear_cache(self) -> None:
+        """Forget cached prefixes, so the next run pays for its own (fair cost accounting between runs)."""
+        self.cache.clear()
+
     def step_scores(self, prompt: str, partial: str) -> list[float]:
         return self._score_many([prompt], [partial])[0]
 

@@ -40,6 +40,10 @@ class TokenClassifierPRM:
     def forward_tokens(self) -> int:
         return self.cache.forward_tokens
 
+    def clear_cache(self) -> None:
+        """Forget cached prefixes, so the next run pays for its own (fair cost accounting between runs)."""
+        self.cache.clear()
+
     @classmethod
     def from_pretrained(cls, path: str = "builtin", device: str = "cpu") -> TokenClassifierPRM:
         from transformers import AutoModelForTokenClassification, AutoTokenizer

@@ -1,0 +1,82 @@
+"""Read `steerable scale` result directories and answer the PF paper's questions, side by side.
+
+    python benchmarks/scaling_report.py runs/sweep-a [runs/sweep-b ...]
+
+Prints accuracy (± one standard error) and mean cost per method and budget
+over the items every method in a directory finished, then paired comparisons
+on the same items: PF at N against self-consistency at 4N (the paper's claim
+that PF beats voting per budget) and ePF against PF at each N, each with the
+items only one side solved (a sign test's inputs) and the tokens each spent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def load(dirs: list[str]) -> dict[tuple[str, int], dict[str, dict]]:
+    """(method, budget) -> item -> row; the first directory that has a row wins."""
+    runs: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
+    for d in dirs:
+        for line in (Path(d) / "results.jsonl").read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            runs[(r["method"], r["budget"])].setdefault(r["item"], r)
+    return runs
+
+
+def sign_test(a_only: int, b_only: int) -> float:
+    """Two-sided exact binomial p-value of a_only vs b_only discordant items."""
+    n, k = a_only + b_only, min(a_only, b_only)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def compare(runs, a: tuple[str, int], b: tuple[str, int]) -> str | None:
+    if a not in runs or b not in runs:
+        return None
+    items = sorted(set(runs[a]) & set(runs[b]))
+    if not items:
+        return None
+    ra, rb = runs[a], runs[b]
+    acc = lambda r: sum(bool(r[i]["correct"]) for i in items) / len(items)  # noqa: E731
+    tok = lambda r: sum(r[i].get("generated_tokens", 0) for i in items) / len(items)  # noqa: E731
+    a_only = sum(bool(ra[i]["correct"]) and not rb[i]["correct"] for i in items)
+    b_only = sum(bool(rb[i]["correct"]) and not ra[i]["correct"] for i in items)
+    return (
+        f"{a[0]}@{a[1]} {acc(ra):.1%} ({tok(ra):.0f} tok) vs {b[0]}@{b[1]} {acc(rb):.1%} ({tok(rb):.0f} tok) "
+        f"on {len(items)} items: only {a[0]} {a_only}, only {b[0]} {b_only}, "
+        f"sign test p = {sign_test(a_only, b_only):.2f}"
+    )
+
+
+def main() -> None:
+    dirs = sys.argv[1:] or ["runs/scale"]
+    runs = load(dirs)
+    print(f"{'method':<8} {'budget':>6} {'items':>5} {'accuracy':>14} {'gen tok':>8} {'PRM tok':>8} {'sec':>6}")
+    for (method, budget), rows in sorted(runs.items()):
+        n = len(rows)
+        p = sum(bool(r["correct"]) for r in rows.values()) / n
+        se = math.sqrt(p * (1 - p) / n)
+        mean = lambda k, rows=rows: sum(r.get(k, 0) for r in rows.values()) / len(rows)  # noqa: E731
+        print(
+            f"{method:<8} {budget:>6} {n:>5} {p:>8.1%} ±{se:>4.1%} {mean('generated_tokens'):>8.0f} "
+            f"{mean('scorer_tokens'):>8.0f} {mean('seconds'):>6.2f}"
+        )
+    print()
+    budgets = sorted({b for _, b in runs})
+    for n in budgets:
+        for line in (compare(runs, ("pf", n), ("sc", 4 * n)), compare(runs, ("epf", n), ("pf", n))):
+            if line:
+                print(line)
+
+
+if __name__ == "__main__":
+    main()
