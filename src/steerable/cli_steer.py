@@ -204,12 +204,13 @@ def select_refusal(
 
 
 def _artifacts(paths: list[Path], gen, layers_path, mode, strength):
-    from steerable.steer.artifact import SteeringVector
+    """(path, context manager) per artifact: vectors, directions or controllers."""
+    from steerable.steer.artifact import load_steering, steering_context
 
     out = []
     for p in paths:
-        art = SteeringVector.load(p, gen.model, gen.tokenizer, layers_path)
-        out.append((p, art.interventions(mode, strength)))
+        art = load_steering(p, gen.model, gen.tokenizer, layers_path)
+        out.append((p, steering_context(art, gen.model, layers_path, mode, strength)))
     return out
 
 
@@ -231,16 +232,17 @@ def apply(
 ) -> None:
     """Generate with steering applied."""
     import codecs
+    from contextlib import ExitStack
 
     from steerable.cli import _read_prompts
     from steerable.lm.types import SamplingParams
-    from steerable.steer.interventions import Steering
 
     texts = [codecs.decode(p, "unicode_escape") for p in _read_prompts(prompts or [], prompts_file)]
     params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     gen = _gen(model, device, dtype)
-    interventions = [iv for _, ivs in _artifacts(artifact, gen, layers_path, mode, strength) for iv in ivs]
-    with Steering(gen.model, interventions, layers_path):
+    with ExitStack() as stack:
+        for _, ctx in _artifacts(artifact, gen, layers_path, mode, strength):
+            stack.enter_context(ctx)
         comps = gen.generate(texts, params)
     for c in comps:
         typer.echo(json.dumps({"prompt": texts[c.prompt_index], "text": c.text}) if as_json else c.text)
@@ -260,7 +262,8 @@ def eval_(
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
 ) -> None:
     """Refusal rates (harmful, benign, jailbreak, held-out), accuracy and solution length: base vs each artifact."""
-    from steerable.steer.interventions import Steering
+    from contextlib import nullcontext
+
     from steerable.tasks.builtin.arithmetic import split_range
     from steerable.tasks.builtin.evaluate import steering_eval
 
@@ -268,10 +271,10 @@ def eval_(
     if n < 1:
         raise InputError(f"--n must be >= 1 (got {n})")
     gen = _gen(model, device, dtype)
-    rows = [("base", [])] + [(str(p), ivs) for p, ivs in _artifacts(artifact, gen, layers_path, mode, strength)]
+    rows = [("base", nullcontext())] + [(str(p), c) for p, c in _artifacts(artifact, gen, layers_path, mode, strength)]
     results = []
-    for name, ivs in rows:
-        with Steering(gen.model, ivs, layers_path):
+    for name, ctx in rows:
+        with ctx:
             results.append({"steering": name, **steering_eval(gen, split, n, progress=sys.stderr.isatty())})
     if as_json:
         typer.echo(json.dumps(results))
@@ -318,3 +321,52 @@ def import_gguf_cmd(
     gen = _gen(model, device, "float32")
     art = import_gguf(gguf_file, gen.model, gen.tokenizer, layers_path)
     typer.echo(f"wrote {art.save(out)} (layers {list(art.layers)})")
+
+
+@steer_app.command("train-controller")
+def train_controller_cmd(
+    prompts: str = typer.Option("builtin:jailbreak", help="builtin:jailbreak or JSONL (prompt, label 1 = harmful)."),
+    vector: Path | None = typer.Option(
+        None, help="Vector artifact to steer along (default: per-layer mean difference of builtin:refusal)."
+    ),
+    alpha: float = typer.Option(4.0, help="Patch size at full scale (the paper's 4; 3 suits the built-in model)."),
+    epochs: int = typer.Option(10, help="Training epochs (paper: 10)."),
+    lr: float = typer.Option(5e-5, help="AdamW learning rate (paper: 5e-5)."),
+    read_layers: int = typer.Option(4, help="Last layers whose last-token outputs the controller reads."),
+    seed: int = typer.Option(0, help="Seed for initialisation and batch order."),
+    out: Path = OUT,
+    model: str = MODEL,
+    layers_path: str | None = LAYERS_PATH,
+    as_json: bool = AS_JSON,
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """Train a weighted-steering controller (Guiding Giants): steer hard on harmful input, leave benign alone."""
+    from steerable.steer.artifact import SteeringVector
+    from steerable.steer.controller import ControllerConfig, train_controller
+    from steerable.steer.extract import activations, mean_difference
+
+    if epochs < 1 or lr <= 0 or alpha <= 0:
+        raise InputError("--epochs must be >= 1 and --lr, --alpha > 0")
+    harmful, benign = contrast_prompts(prompts)
+    gen = _gen(model, device, "float32")
+    if vector is not None:
+        art = SteeringVector.load(vector, gen.model, gen.tokenizer, layers_path)
+        if art.vector is None:
+            raise InputError(f"{vector} holds no vector to steer along")
+        direction = art.vector
+    else:
+        pos, neg = contrast_prompts("builtin:refusal") if model == "builtin" else (harmful, benign)
+        direction = mean_difference(
+            activations(gen.model, gen.tokenizer, pos, layers_path=layers_path)[0],
+            activations(gen.model, gen.tokenizer, neg, layers_path=layers_path)[0],
+        )  # [layers, hidden]
+    cfg = ControllerConfig(read_layers=read_layers, alpha=alpha, lr=lr, epochs=epochs, seed=seed)
+    log = []
+    ctl = train_controller(
+        gen.model, gen.tokenizer, harmful, benign, direction, cfg, layers_path,
+        on_epoch=lambda e, loss, acc: log.append({"epoch": e, "loss": round(loss, 4), "accuracy": round(acc, 4)}),
+    )  # fmt: skip
+    ctl.info.update(prompts=prompts, log=log)
+    path = ctl.save(out)
+    res = {"artifact": str(path), "train_accuracy": ctl.info["train_accuracy"], "final_loss": log[-1]["loss"]}
+    typer.echo(json.dumps(res) if as_json else f"wrote {path}: " + json.dumps(res))

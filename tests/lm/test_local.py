@@ -112,8 +112,8 @@ def test_usage_adds_up_and_n_samples_prefill_the_prompt_once(gen):
     assert total.generated_tokens == spent.generated_tokens == 4 * 3 * 6
     prompt_tokens = sum(len(gen.tokenizer(p)["input_ids"]) for p in PROMPTS)
     assert total.prompt_tokens == prompt_tokens
-    # each prompt once (minus its last token) + every sampled token except each row's last
-    assert total.forward_tokens == prompt_tokens - 3 + 4 * 3 * 6
+    # each prompt once + every sampled token except each row's last (nothing reads its successor)
+    assert total.forward_tokens == prompt_tokens + 4 * 3 * 5
 
 
 def test_stepping_never_reruns_a_prefix(gen):
@@ -147,6 +147,16 @@ def test_append_feeds_fixed_text(gen):
     logits = gen.logits(seqs)
     assert gen.tokenizer.decode(seqs.token_ids[0]).endswith("A: 3\n")
     torch.testing.assert_close(logits[0], recomputed_logits(gen.model, seqs.token_ids[0]), atol=1e-4, rtol=1e-4)
+
+
+def test_appending_to_some_rows_of_a_fresh_fork_refreshes_only_their_logits(gen):
+    seqs = gen.start(["Q: 1+2=\n"], n=3)  # prefilled once, next-token logits shared by the forks
+    gen.append(seqs, ["", "1+2=3\n", ""])
+    logits = gen.logits(seqs)
+    for r in range(3):
+        torch.testing.assert_close(logits[r], recomputed_logits(gen.model, seqs.token_ids[r]), atol=1e-4, rtol=1e-4)
+    out = gen.step(seqs, SamplingParams(temperature=0.0), max_tokens=2)
+    assert out.texts[0] == out.texts[2] and len(out.token_ids[1]) > 0
 
 
 @pytest.mark.parametrize(

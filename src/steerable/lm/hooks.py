@@ -16,18 +16,28 @@ from contextvars import ContextVar
 
 import torch
 
-_PROMPT_LENS: ContextVar[torch.Tensor | None] = ContextVar("steerable_prompt_lens", default=None)
+_CALL: ContextVar[tuple[torch.Tensor, torch.Tensor] | None] = ContextVar("steerable_call", default=None)
 
 
 @contextmanager
-def publish_prompt_lengths(lengths: torch.Tensor) -> Iterator[None]:
-    """Within the block, :func:`prompt_lengths` returns ``lengths`` (``[batch]``, tokens of each row's prompt)."""
-    token = _PROMPT_LENS.set(lengths)
+def publish_call(prompt_lens: torch.Tensor, prompt_index: torch.Tensor) -> Iterator[None]:
+    """Within the block, hooks can read each row's prompt length and which input prompt it came from.
+
+    ``prompt_index`` survives forks and selections: a row copied from another
+    carries the same index, so per-prompt state (a controller's decision) follows it.
+    """
+    token = _CALL.set((prompt_lens, prompt_index))
     try:
         yield
     finally:
-        _PROMPT_LENS.reset(token)
+        _CALL.reset(token)
 
 
 def prompt_lengths() -> torch.Tensor | None:
-    return _PROMPT_LENS.get()
+    call = _CALL.get()
+    return None if call is None else call[0]
+
+
+def prompt_indices() -> torch.Tensor | None:
+    call = _CALL.get()
+    return None if call is None else call[1]

@@ -22,7 +22,7 @@ import torch
 from steerable.errors import ConfigError, InputError
 from steerable.lm import cache as kv
 from steerable.lm.base import Prompt
-from steerable.lm.hooks import publish_prompt_lengths
+from steerable.lm.hooks import publish_call
 from steerable.lm.types import Completion, SamplingParams, StepOutput, Usage
 
 
@@ -185,10 +185,9 @@ class LocalGenerator:
         seqs = Sequences(ids, [len(x) for x in ids], list(range(len(ids))))
         if n == 1:
             return seqs
-        # prefill all but the last prompt token once, then fork: n samples cost one prompt pass
-        for r, x in enumerate(ids):
-            seqs.pending[r] = list(x)
-        self._feed(seqs, rows=list(range(len(seqs))), keep_last=True)
+        # prefill each prompt once, next-token logits included, then fork: n samples cost one prompt pass,
+        # and hooks (steering) see every prompt whole in one call
+        seqs.next_logits = self._feed(seqs, rows=list(range(len(seqs))))
         return seqs.select([r for r in range(len(ids)) for _ in range(n)])
 
     # ---- the model call ------------------------------------------------------------------------
@@ -221,7 +220,8 @@ class LocalGenerator:
         dev = self.device
         mask = torch.cat([seqs.mask, block_mask.to(seqs.mask.device)], dim=1)
         past = seqs.mask.shape[1]
-        with publish_prompt_lengths(torch.tensor(seqs.prompt_lens, device=dev)):  # for steering hooks
+        # for steering hooks: prompt/generated positions, and which prompt each row came from
+        with publish_call(torch.tensor(seqs.prompt_lens, device=dev), torch.tensor(seqs.prompt_index, device=dev)):
             out = self.model(
                 input_ids=ids.to(dev),
                 attention_mask=mask.to(dev),
@@ -245,9 +245,13 @@ class LocalGenerator:
         rows = [r for r in range(len(seqs)) if seqs.pending[r]]
         if not rows and seqs.next_logits is not None:
             return seqs.next_logits
-        if len(rows) < len(seqs):
+        if len(rows) < len(seqs) and seqs.next_logits is None:
             raise InputError("some rows have nothing pending and no logits: take logits of the whole batch at once")
-        seqs.next_logits = self._feed(seqs, rows)
+        new = self._feed(seqs, rows)
+        if len(rows) < len(seqs):  # rows with nothing new keep the logits they had
+            idx = torch.tensor(rows, device=new.device)
+            new = seqs.next_logits.to(new.device).index_copy(0, idx, new[idx])
+        seqs.next_logits = new
         return seqs.next_logits
 
     def append(self, seqs: Sequences, texts: Sequence[str]) -> None:
@@ -258,9 +262,7 @@ class LocalGenerator:
             if not text:
                 continue
             toks = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            if seqs.next_logits is not None and not seqs.pending[r]:
-                # logits already taken for this row are stale now; re-feed from its last token
-                raise InputError("append after logits(): take logits after appending instead")
+            # the row's next-token logits are stale now: the appended tokens are fed on the next call
             seqs.token_ids[r].extend(toks)
             seqs.pending[r].extend(toks)
             seqs.finished[r] = False
@@ -307,8 +309,13 @@ class LocalGenerator:
             rows = [r for r in range(batch) if active[r]]
             if not rows:
                 break
-            if logits is None or any(seqs.pending[r] for r in rows):
+            pend = [r for r in rows if seqs.pending[r]]
+            if logits is None or len(pend) == len(rows):
                 logits = self._feed(seqs, rows)
+            elif pend:  # some rows had text appended since their logits were taken: refresh only those
+                fresh = self._feed(seqs, pend)
+                at = torch.tensor(pend, device=fresh.device)
+                logits = logits.to(fresh.device).index_copy(0, at, fresh[at])
             seqs.next_logits = None
             idx = torch.tensor(rows)
             streams = None
@@ -371,7 +378,7 @@ class LocalGenerator:
 
         A prompt's prefill is charged to its first sample. Each sample's last
         token is never fed back, so a prompt of p tokens with samples of
-        lengths l_j costs ``p - 1 + sum(l_j)`` forward tokens.
+        lengths l_j costs ``p + sum(l_j - 1)`` forward tokens.
         """
         self.last_usage = usage
         comps, seen = [], set()
@@ -384,7 +391,7 @@ class LocalGenerator:
             row_usage = Usage(
                 prompt_tokens=p if first else 0,
                 generated_tokens=len(toks),
-                forward_tokens=len(toks) + (p - 1 if first else 0),
+                forward_tokens=max(len(toks) - 1, 0) + (p if first else 0),
             )
             if reason == "eos":
                 reason = "stop"

@@ -133,3 +133,37 @@ class SteeringVector:
             raise IncompatibleArtifactError(
                 f"{where} was made for another model ({'; '.join(diff)}): extract it again on this model"
             )
+
+
+def load_steering(path: str | Path, model, tokenizer, layers_path: str | None = None):
+    """A vector artifact or a trained controller, checked against ``model``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no steering artifact at {str(path)!r}: create one with `steerable steer extract`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = json.loads((f.metadata() or {}).get("steerable", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors raises its own error types for a corrupt file
+        raise InputError(f"{path} is not a safetensors file ({e}): pass a steering artifact") from None
+    if header.get("method") == "controller":
+        from steerable.steer.controller import Controller
+
+        ctl = Controller.from_file(tensors, header)
+        SteeringVector("controller", "add", ctl.model).check(model, tokenizer, layers_path, path)
+        return ctl
+    return SteeringVector.load(path, model, tokenizer, layers_path)
+
+
+def steering_context(art, model, layers_path: str | None = None, mode: str | None = None, strength=None):
+    """The context manager that applies a loaded artifact (``strength`` is alpha for a controller)."""
+    from steerable.steer.controller import Controller
+    from steerable.steer.interventions import Steering
+
+    if isinstance(art, Controller):
+        if mode not in (None, "add"):
+            raise InputError("a controller only adds its direction: drop --mode")
+        return art.steering(model, layers_path, alpha=strength)
+    return Steering(model, art.interventions(mode, strength), layers_path)

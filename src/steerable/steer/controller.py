@@ -1,0 +1,291 @@
+"""A learned controller for weighted activation steering ("Guiding Giants: Lightweight Controllers for
+Weighted Activation Steering in LLMs").
+
+The controller reads the last-token outputs of the model's last ``read_layers``
+layers, concatenated, and returns a global scale logit ``s`` and per-layer
+weights ``w = σ(logits)`` (``Linear(read·d → 1024) → ReLU → Linear(1024 → 1 + L)``).
+The patch at layer ``l`` is ``σ(s) · w_l · α · r̂`` on the residual stream entering
+the layer, at the last prompt token and every generated token.
+
+What we change, and why:
+
+- **Scale.** The paper trains ``s`` with BCE-with-logits (harmful 1, benign 0);
+  a logit is not a strength (a negative one would push benign prompts *away*
+  from refusal), so we patch with ``σ(s)``, the probability the loss trains.
+- **When it decides.** The paper recomputes the patch at every decoding step
+  from the current activations, which needs the layers' outputs before the
+  layers run: a second forward pass per token. We decide once per prompt, from
+  an unsteered read of the prompt (one extra prefill pass, no extra decode
+  pass), and keep the decision for every token generated from that prompt,
+  across forks and selections of our generator (rows carry their prompt
+  index). The signal the paper's controller discriminates on, harmful or
+  benign intent, is in the prompt.
+- **Per-layer vectors.** The paper patches one unit direction ``r̂`` at every
+  layer. Residual norms grow with depth, so a push that matters at the last
+  layers swamps the token embeddings at the first (in the built-in model even
+  ``α = 2`` at layer 0 turns refusals into noise). Given a ``[layers, hidden]``
+  stack (the mean-difference vector of each layer), we patch
+  ``σ(s) · w_l · α · v_l``: each layer gets its own direction at its own scale.
+  A single ``[hidden]`` direction is normalised and used at every layer, as in
+  the paper.
+- **Layer weights.** In the paper ``w`` gets gradient only from the
+  regulariser ``0.1 · (mean|w − 0.5| + 0.01 · mean w)`` on harmful batches; we
+  keep that (it pulls ``w`` toward 0.5 with a small preference for fewer
+  layers), so the learned part that matters is ``s``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from steerable.errors import ConfigError, InputError
+from steerable.lm.hooks import prompt_indices
+from steerable.steer.interventions import _Positions
+from steerable.steer.layers import decoder_layers, hidden_size
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    read_layers: int = 4  # last-token outputs of the last this-many layers are the input
+    hidden: int = 1024
+    alpha: float = 4.0  # patch size at σ(s) = w_l = 1, in units of the unit direction
+    lr: float = 5e-5
+    epochs: int = 10
+    batch_size: int = 8
+    reg: float = 0.1  # weight of the layer-weight regulariser on harmful batches
+    seed: int = 0
+
+
+class WeightedController(nn.Module):
+    def __init__(self, hidden_size: int, n_layers: int, read_layers: int, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(read_layers * hidden_size, width), nn.ReLU(), nn.Linear(width, 1 + n_layers))
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[batch, read·hidden]`` -> scale logits ``[batch]`` and layer weights ``[batch, layers]``."""
+        out = self.net(feats)
+        return out[:, 0], torch.sigmoid(out[:, 1:])
+
+
+class _Reader:
+    """Catches the outputs of the last ``k`` layers at the last position of every row."""
+
+    def __init__(self, layers: nn.ModuleList, k: int):
+        if not 1 <= k <= len(layers):
+            raise ConfigError(f"read_layers must be in 1..{len(layers)} (got {k})")
+        self.layers, self.k = layers, k
+        self.caught: list[torch.Tensor] = []
+
+    def __enter__(self) -> _Reader:
+        self.caught = []
+        self.handles = [layer.register_forward_hook(self._catch) for layer in list(self.layers)[-self.k :]]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def _catch(self, module, args, output) -> None:
+        h = output[0] if isinstance(output, tuple) else output  # [batch, time, hidden]
+        self.caught.append(h[:, -1].float())
+
+    def features(self) -> torch.Tensor:
+        return torch.cat(self.caught, dim=-1)  # [batch, k·hidden]
+
+
+@torch.no_grad()
+def read_features(model, tokenizer, prompts: Sequence[str], read_layers: int, batch_size: int = 32, layers_path=None):
+    layers = decoder_layers(model, layers_path)
+    dev = next(model.parameters()).device
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    out = []
+    try:
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(dev)
+            with _Reader(layers, read_layers) as reader:
+                model(**enc)
+            out.append(reader.features())
+    finally:
+        tokenizer.padding_side = side
+    return torch.cat(out)
+
+
+@dataclass
+class Controller:
+    """A trained controller with its direction: what ``steerable steer train-controller`` saves."""
+
+    net: WeightedController
+    direction: torch.Tensor  # [hidden] unit (the paper), or [layers, hidden] per-layer vectors
+    config: ControllerConfig
+    model: dict  # fingerprint
+    info: dict
+
+    def steering(self, model, layers_path: str | None = None, alpha: float | None = None) -> ControllerSteering:
+        return ControllerSteering(model, self, layers_path, alpha)
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path).with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"net.{k}": v.detach().float().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        tensors["direction"] = self.direction.detach().float().cpu().clone()
+        header = {
+            "format": "steerable.controller/1",
+            "method": "controller",
+            "model": self.model,
+            "config": asdict(self.config),
+            "info": self.info,
+        }
+        save_file(tensors, str(path), metadata={"steerable": json.dumps(header)})
+        return path
+
+    @classmethod
+    def from_file(cls, tensors: dict, header: dict) -> Controller:
+        cfg = ControllerConfig(**header["config"])
+        fp = header["model"]
+        net = WeightedController(fp["hidden_size"], fp["n_layers"], cfg.read_layers, cfg.hidden)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        return cls(net.eval(), tensors["direction"], cfg, fp, header.get("info", {}))
+
+
+def train_controller(
+    model,
+    tokenizer,
+    harmful: Sequence[str],
+    benign: Sequence[str],
+    direction: torch.Tensor,
+    config: ControllerConfig = ControllerConfig(),
+    layers_path: str | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> Controller:
+    """BCE on the scale (harmful 1, benign 0) plus the paper's layer-weight regulariser on harmful rows."""
+    from steerable.steer.artifact import fingerprint
+
+    if not harmful or not benign:
+        raise InputError("training a controller needs harmful and benign prompts")
+    if float(direction.norm()) == 0:
+        raise ConfigError("the steering direction is zero: extract a refusal direction first")
+    if direction.dim() == 2 and direction.shape[0] != len(decoder_layers(model, layers_path)):
+        raise ConfigError(f"{direction.shape[0]} per-layer vectors for a model with another layer count")
+    n = len(decoder_layers(model, layers_path))
+    feats = torch.cat(
+        [
+            read_features(model, tokenizer, harmful, config.read_layers, layers_path=layers_path),
+            read_features(model, tokenizer, benign, config.read_layers, layers_path=layers_path),
+        ]
+    ).cpu()
+    labels = torch.cat([torch.ones(len(harmful)), torch.zeros(len(benign))])
+    g = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    net = WeightedController(hidden_size(model), n, config.read_layers, config.hidden)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr)
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(labels), generator=g)
+        total = correct = 0.0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            s, w = net(feats[idx])
+            y = labels[idx]
+            loss = nn.functional.binary_cross_entropy_with_logits(s, y)
+            harm = y > 0.5
+            if bool(harm.any()):
+                wh = w[harm]
+                loss = loss + config.reg * ((wh - 0.5).abs().mean() + 0.01 * wh.mean())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            correct += float(((s > 0).float() == y).sum())
+        if on_epoch:
+            on_epoch(epoch, total / len(labels), correct / len(labels))
+    info = {"harmful": len(harmful), "benign": len(benign), "train_accuracy": correct / len(labels)}
+    vec = (direction / direction.norm() if direction.dim() == 1 else direction).float().cpu()
+    return Controller(net.eval(), vec, config, fingerprint(model, tokenizer, layers_path), info)
+
+
+class ControllerSteering:
+    """Context manager: decide per prompt from an unsteered read, patch the last prompt token and every new one."""
+
+    def __init__(self, model, controller: Controller, layers_path: str | None = None, alpha: float | None = None):
+        self.model, self.c = model, controller
+        self.layers = decoder_layers(model, layers_path)
+        if len(self.layers) != controller.model["n_layers"] or hidden_size(model) != controller.model["hidden_size"]:
+            raise ConfigError("this controller was trained for a model of another shape: train it on this model")
+        self.alpha = controller.config.alpha if alpha is None else alpha
+        self._positions = _Positions()
+        self._coef: torch.Tensor | None = None  # [batch, layers]: σ(s)·w·α of each row
+        self._by_prompt: dict[int, torch.Tensor] = {}  # prompt index -> [layers], within our generator
+        self._reading = False
+        self._handles: list = []
+        self.last_scales: torch.Tensor | None = None  # σ(s) of the latest decided prompts, for inspection
+
+    def __enter__(self) -> ControllerSteering:
+        base = next(m for m in self.model.modules() if any(ch is self.layers for ch in m.children()))
+        self._base = base
+        self._handles.append(base.register_forward_pre_hook(self._on_call, with_kwargs=True))
+        for i, layer in enumerate(self.layers):
+            self._handles.append(layer.register_forward_pre_hook(self._patch(i), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _decide(self, kwargs: dict) -> torch.Tensor:
+        """σ(s)·w·α per row from an unsteered pass over this call's tokens (no cache touched)."""
+        read = {k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values", "cache_position")}
+        read["use_cache"] = False
+        self._reading = True
+        try:
+            with torch.no_grad(), _Reader(self.layers, self.c.config.read_layers) as reader:
+                self._base(**read)
+        finally:
+            self._reading = False
+        net = self.c.net.to(reader.features().device)
+        s, w = net(reader.features())
+        self.last_scales = torch.sigmoid(s)
+        return torch.sigmoid(s)[:, None] * w * self.alpha  # [batch, layers]
+
+    def _on_call(self, module, args, kwargs):
+        if self._reading:
+            return
+        if args:
+            kwargs = {**kwargs, "input_ids": args[0]}
+        self._positions.update((), kwargs)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        index = prompt_indices()
+        if past == 0:  # a prefill: decide for these prompts
+            self._coef = self._decide(kwargs)
+            if index is not None:
+                self._by_prompt = {int(p): c for p, c in zip(index.tolist(), self._coef, strict=True)}
+        elif index is not None and self._by_prompt:
+            missing = [int(p) for p in index.tolist() if int(p) not in self._by_prompt]
+            if missing:
+                raise ConfigError(
+                    f"controller has no decision for prompts {missing}: start generation inside the block"
+                )
+            self._coef = torch.stack([self._by_prompt[int(p)] for p in index.tolist()])
+        if self._coef is None:
+            raise ConfigError("the controller saw no prompt: enter the steering block before generating")
+
+    def _patch(self, layer: int):
+        def hook(module, args, kwargs):
+            if self._reading:
+                return None
+            h = args[0] if args else kwargs["hidden_states"]  # [batch, time, hidden]
+            mask = self._positions.masks["last"][..., None].to(h.dtype)
+            d = self.c.direction
+            r = (d[layer] if d.dim() == 2 else d).to(h.device, h.dtype)
+            new = h + mask * self._coef[:, layer, None, None].to(h.dtype) * r
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+
+        return hook
