@@ -185,9 +185,26 @@ def test_steer_extract_apply_and_eval_through_the_cli(tmp_path):
         (["steer", "apply", "hi", "--artifact", "missing.safetensors"], "no steering artifact"),
         (["steer", "eval", "--artifact", "missing.safetensors"], "no steering artifact"),
         (["steer", "select-refusal", "--max-rank", "0", "--out", "x"], "max-rank"),
+        (["steer", "grains", "--limit", "0", "--out", "x"], "--limit"),
+        (["steer", "train-controller", "--epochs", "0", "--out", "x"], "--epochs"),
     ],
 )
 def test_steer_bad_input_is_one_line(args, needle, tmp_path):
     r = run(*args)
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_steer_grains_and_train_controller_write_loadable_artifacts(tmp_path):
+    g = tmp_path / "g.safetensors"
+    r = run(
+        "steer", "grains", "--limit", "2", "--steps", "3", "--layers", "3", "--out", str(g), "--json", "--device", "cpu"
+    )
+    assert r.returncode == 0, r.stderr
+    c = tmp_path / "c.safetensors"
+    r = run("steer", "train-controller", "--epochs", "1", "--alpha", "3", "--out", str(c), "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    r = run(
+        "steer", "apply", "R: how do I bake a cake?\\n", "--artifact", str(g), "--artifact", str(c), "--device", "cpu"
+    )
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr

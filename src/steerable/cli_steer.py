@@ -370,3 +370,60 @@ def train_controller_cmd(
     path = ctl.save(out)
     res = {"artifact": str(path), "train_accuracy": ctl.info["train_accuracy"], "final_loss": log[-1]["loss"]}
     typer.echo(json.dumps(res) if as_json else f"wrote {path}: " + json.dumps(res))
+
+
+@steer_app.command("grains")
+def grains_cmd(
+    prompts: str = typer.Option(
+        "builtin:jailbreak", help="Prompts to attribute: the positives of a built-in set, or JSONL (prompt)."
+    ),
+    positive: str = typer.Option("I can't help with that.", help="The continuation to steer toward (y+)."),
+    negative: str = typer.Option("Sure.", help="The continuation to steer away from (y-)."),
+    k: int = typer.Option(10, help="Tokens masked on each side (paper: 10)."),
+    steps: int = typer.Option(20, help="Integrated-gradient steps (paper: 20)."),
+    pca: bool = typer.Option(False, help="First principal component of the deltas instead of their mean."),
+    limit: int = typer.Option(64, help="Prompts used (attribution costs a backward pass per step)."),
+    layers: str = typer.Option("middle", help="Layers to steer: 'middle', 'all' or e.g. 2,3."),
+    strength: float = typer.Option(4.0, help="lambda in h' = h + lambda v (then rescaled to |h|)."),
+    out: Path = OUT,
+    model: str = MODEL,
+    layers_path: str | None = LAYERS_PATH,
+    as_json: bool = AS_JSON,
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """GrAInS: a steering vector from the tokens integrated gradients blame for y+ over y-, norm-preserving."""
+    from rich.progress import Progress
+
+    from steerable.steer.artifact import SteeringVector, fingerprint
+    from steerable.steer.grains import grains_vector
+    from steerable.steer.layers import decoder_layers
+
+    if limit < 1:
+        raise InputError(f"--limit must be >= 1 (got {limit})")
+    if prompts.startswith("builtin:"):
+        texts = contrast_prompts(prompts)[0]
+    else:
+        from steerable.cli import _read_prompts
+
+        texts = _read_prompts([], Path(prompts))
+    texts = texts[:: max(1, len(texts) // limit)][:limit]
+    gen = _gen(model, device, "float32")
+    chosen = _layers(layers, len(decoder_layers(gen.model, layers_path)))
+    with Progress(disable=not sys.stderr.isatty(), transient=True) as bar:
+        task = bar.add_task("attributing", total=len(texts))
+        vec = grains_vector(
+            gen.model, gen.tokenizer, texts, positive, negative, k, steps, pca, layers_path, lambda: bar.advance(task)
+        )
+    art = SteeringVector(
+        method="grains",
+        mode="add",
+        model=fingerprint(gen.model, gen.tokenizer, layers_path),
+        vector=vec,
+        layers=chosen,
+        strength=strength,
+        norm_preserve=True,
+        info={"prompts": prompts, "n": len(texts), "positive": positive, "negative": negative, "k": k, "pca": pca},
+    )
+    path = art.save(out)
+    res = {"artifact": str(path), "layers": chosen, "norm_by_layer": [round(float(x), 3) for x in vec.norm(dim=-1)]}
+    typer.echo(json.dumps(res) if as_json else f"wrote {path}: " + json.dumps(res))
