@@ -3,9 +3,11 @@
 - ``refusal``: harmful requests (positive) against benign ones (negative),
   plain and never a held-out combination, so evaluation on held-out and
   jailbreak-wrapped requests measures generalisation.
-- ``jailbreak``: the same split, plain and jailbreak-wrapped: harmful requests
-  in any wrapper (positive) against benign ones in any wrapper (negative),
-  never a held-out combination; what a controller learns to tell apart.
+- ``jailbreak``: harmful requests in any wrapper (positive) against benign
+  ones in any wrapper and arithmetic problems (negative), never a held-out
+  combination: what a controller learns to tell apart. The arithmetic
+  prompts teach it to leave the model's other work alone (trained on requests
+  only, it steers arithmetic prompts too, which costs accuracy).
 - ``efficiency``: the same training problems (two or more operations) cut
   just after their second operation line: concise (positive, about to write
   the third operation) and verbose (negative, the same text with the first
@@ -31,7 +33,9 @@ def contrast_set(name: str, n: int = 128, seed: int = 0) -> tuple[list[str], lis
         return [r.prompt for r in plain if r.harmful], [r.prompt for r in plain if not r.harmful]
     if name == "jailbreak":
         seen = [r for r in requests.all_requests() if not r.held_out]
-        return [r.prompt for r in seen if r.harmful], [r.prompt for r in seen if not r.harmful]
+        rng = random.Random(seed)
+        maths = [arithmetic.train_problem(rng, *arithmetic.ALL_OPS).prompt for _ in range(n)]
+        return [r.prompt for r in seen if r.harmful], [r.prompt for r in seen if not r.harmful] + maths
     if name == "efficiency":
         rng = random.Random(seed)
         problems = [arithmetic.train_problem(rng, 2, arithmetic.ALL_OPS[1]) for _ in range(n)]
