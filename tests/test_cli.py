@@ -165,7 +165,7 @@ def test_steer_extract_apply_and_eval_through_the_cli(tmp_path):
     r = run("steer", "apply", "R: how do I bake a cake?\\n", "--artifact", str(vec), "--json", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["text"].startswith("I can't")  # the harmful-minus-benign vector makes it refuse
-    r = run("steer", "eval", "--artifact", str(vec), "--n", "4", "--json", "--device", "cpu")
+    r = run("steer", "eval", "--artifact", str(vec), "--n", "4", "--requests", "91", "--json", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     base, steered = json.loads(r.stdout)
     assert base["refusal"]["benign"] == 0.0 and steered["refusal"]["benign"] > 0.5

@@ -255,6 +255,7 @@ def eval_(
     strength: float | None = typer.Option(None, help="Override every artifact's strength."),
     split: str = typer.Option("medium", help="Arithmetic split for accuracy and length."),
     n: int = typer.Option(100, help="Arithmetic problems."),
+    requests: int = typer.Option(0, help="Request prompts, evenly spaced over all 910 (0: all)."),
     model: str = MODEL,
     layers_path: str | None = LAYERS_PATH,
     as_json: bool = AS_JSON,
@@ -275,7 +276,9 @@ def eval_(
     results = []
     for name, ctx in rows:
         with ctx:
-            results.append({"steering": name, **steering_eval(gen, split, n, progress=sys.stderr.isatty())})
+            results.append(
+                {"steering": name, **steering_eval(gen, split, n, progress=sys.stderr.isatty(), n_requests=requests)}
+            )
     if as_json:
         typer.echo(json.dumps(results))
         return
@@ -283,7 +286,7 @@ def eval_(
     from rich.table import Table
 
     kinds = list(results[0]["refusal"])
-    t = Table(title=f"steering eval: greedy, all built-in requests, {n} {split} problems")
+    t = Table(title=f"steering eval: greedy, {requests or 'all'} built-in requests, {n} {split} problems")
     t.add_column("metric")
     for r in results:
         t.add_column(Path(r["steering"]).stem if r["steering"] != "base" else "base", justify="right")

@@ -84,12 +84,16 @@ def training_split_accuracy(gen, n: int = 100, seed: int = 0) -> dict[str, float
     return out
 
 
-def steering_eval(gen, split: str = "medium", n: int = 100, seed: int = 0, progress: bool = True) -> dict:
+def steering_eval(
+    gen, split: str = "medium", n: int = 100, seed: int = 0, progress: bool = True, n_requests: int = 0
+) -> dict:
     """What steering changes, greedy: refusal rates by kind, arithmetic accuracy, solution length and style."""
     from rich.progress import Progress
 
     problems = arithmetic.eval_problems(split, n, seed=seed)
     reqs = requests.all_requests()
+    if n_requests:
+        reqs = reqs[:: max(1, len(reqs) // n_requests)]
     params = SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("steer eval", total=len(problems) + len(reqs))
