@@ -259,7 +259,7 @@ class ControllerSteering:
             return
         if args:
             kwargs = {**kwargs, "input_ids": args[0]}
-        self._positions.update((), kwargs)
+        self._positions.update((), kwargs, frozenset({"last"}))
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
         index = prompt_indices()
@@ -282,7 +282,7 @@ class ControllerSteering:
             if self._reading:
                 return None
             h = args[0] if args else kwargs["hidden_states"]  # [batch, time, hidden]
-            mask = self._positions.masks["last"][..., None].to(h.dtype)
+            mask = self._positions.as_weights("last", h)
             d = self.c.direction
             r = (d[layer] if d.dim() == 2 else d).to(h.device, h.dtype)
             new = h + mask * self._coef[:, layer, None, None].to(h.dtype) * r

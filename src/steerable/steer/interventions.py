@@ -63,8 +63,20 @@ class _Positions:
     def __init__(self) -> None:
         self.masks: dict[str, torch.Tensor] = {}
         self.prompt_lens: torch.Tensor | None = None  # remembered from a prefill, for calls outside our generator
+        self._as: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
-    def update(self, args: tuple, kwargs: dict) -> None:
+    def as_weights(self, scope: str, h: torch.Tensor) -> torch.Tensor:
+        """The scope's mask as ``[batch, time, 1]`` in ``h``'s dtype, made once per call."""
+        key = (scope, h.dtype)
+        w = self._as.get(key)
+        if w is None:
+            m = self.masks.get(scope)
+            if m is None or m.shape != h.shape[:2]:
+                raise ConfigError("steering hooks ran outside a model call they could read: call the model itself")
+            w = self._as[key] = m[..., None].to(h.dtype)
+        return w
+
+    def update(self, args: tuple, kwargs: dict, scopes: frozenset[str] = frozenset(SCOPES)) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         ref = ids if ids is not None else embeds
@@ -73,6 +85,10 @@ class _Positions:
         mask2d = kwargs.get("attention_mask")
         mask2d = mask2d if isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2 else None
         real = mask2d[:, -time:].bool() if mask2d is not None else torch.ones(batch, time, dtype=torch.bool, device=dev)
+        self._as = {}
+        if scopes <= {"all"}:  # the common case needs no positions: keep the per-call cost small
+            self.masks = {"all": real}
+            return
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
         pos = kwargs.get("position_ids")
@@ -121,6 +137,7 @@ class Steering:
         for iv in self.interventions:
             self._check(iv)
         self._positions = _Positions()
+        self._scopes = frozenset(iv.scope for iv in self.interventions)
         self._handles: list = []
         self._bases: dict[int, torch.Tensor] = {}
 
@@ -184,7 +201,7 @@ class Steering:
         return self.model
 
     def _on_call(self, module, args, kwargs):
-        self._positions.update(args, kwargs)
+        self._positions.update(args, kwargs, self._scopes)
 
     def _layer_hook(self, index: int, plan: list[Intervention]):
         def hook(module, args, kwargs):
@@ -205,10 +222,7 @@ class Steering:
         return hook
 
     def _mask(self, scope: str, h: torch.Tensor) -> torch.Tensor:
-        m = self._positions.masks.get(scope)
-        if m is None or m.shape != h.shape[:2]:
-            raise ConfigError("steering hooks ran outside a model call they could read: call the model itself")
-        return m[..., None].to(h.dtype)  # [batch, time, 1]
+        return self._positions.as_weights(scope, h)  # [batch, time, 1]
 
     def _apply(self, iv: Intervention, h: torch.Tensor, index: int) -> torch.Tensor:
         if isinstance(iv, Ablate):
