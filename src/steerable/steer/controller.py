@@ -221,7 +221,8 @@ class ControllerSteering:
         self.alpha = controller.config.alpha if alpha is None else alpha
         self._positions = _Positions()
         self._coef: torch.Tensor | None = None  # [batch, layers]: σ(s)·w·α of each row
-        self._by_prompt: dict[int, torch.Tensor] = {}  # prompt index -> [layers], within our generator
+        self._table: torch.Tensor | None = None  # [prompt index, layers] decisions, within our generator
+        self._patch_all: torch.Tensor | None = None
         self._reading = False
         self._handles: list = []
         self.last_scales: torch.Tensor | None = None  # σ(s) of the latest decided prompts, for inspection
@@ -265,27 +266,28 @@ class ControllerSteering:
         index = prompt_indices()
         if past == 0:  # a prefill: decide for these prompts
             self._coef = self._decide(kwargs)
-            if index is not None:
-                self._by_prompt = {int(p): c for p, c in zip(index.tolist(), self._coef, strict=True)}
-        elif index is not None and self._by_prompt:
-            missing = [int(p) for p in index.tolist() if int(p) not in self._by_prompt]
-            if missing:
-                raise ConfigError(
-                    f"controller has no decision for prompts {missing}: start generation inside the block"
-                )
-            self._coef = torch.stack([self._by_prompt[int(p)] for p in index.tolist()])
+            if index is not None:  # a table by prompt index, so forks and selections find their prompt's decision
+                table = self._coef.new_full((int(index.max()) + 1, self._coef.shape[1]), float("nan"))
+                self._table = table.index_copy(0, index.to(table.device), self._coef)
+        elif index is not None and self._table is not None:
+            at = index.to(self._table.device)
+            if int(at.max()) >= len(self._table) or bool(self._table[at, 0].isnan().any()):
+                raise ConfigError("the controller has no decision for some prompts: start generation inside the block")
+            self._coef = self._table[at]
         if self._coef is None:
             raise ConfigError("the controller saw no prompt: enter the steering block before generating")
+        # every layer's patch for this call at once: [batch, time, layers, hidden]
+        mask = self._positions.masks["last"][:, :, None, None].to(self._coef.dtype)
+        d = self.c.direction.to(self._coef.device)
+        d = d if d.dim() == 2 else d.expand(len(self.layers), -1)
+        self._patch_all = mask * self._coef[:, None, :, None] * d[None, None]
 
     def _patch(self, layer: int):
         def hook(module, args, kwargs):
             if self._reading:
                 return None
             h = args[0] if args else kwargs["hidden_states"]  # [batch, time, hidden]
-            mask = self._positions.as_weights("last", h)
-            d = self.c.direction
-            r = (d[layer] if d.dim() == 2 else d).to(h.device, h.dtype)
-            new = h + mask * self._coef[:, layer, None, None].to(h.dtype) * r
+            new = h + self._patch_all[:, :, layer].to(h.device, h.dtype)
             return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
 
         return hook
