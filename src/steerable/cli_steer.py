@@ -16,6 +16,8 @@ MODEL = typer.Option("builtin", help="Model directory, or 'builtin'.")
 LAYERS_PATH = typer.Option(None, help="Dotted path of the decoder layers when they cannot be found.")
 OUT = typer.Option(..., help="Where to write the artifact (.safetensors).")
 AS_JSON = typer.Option(False, "--json", help="Print one JSON object.")
+DEVICE = typer.Option("auto", help="cpu, cuda, cuda:N or auto.")
+DTYPE = typer.Option("float32", help="float32, bfloat16 or float16.")
 
 
 def _gen(model: str, device: str, dtype: str):
@@ -92,8 +94,8 @@ def extract(
     model: str = MODEL,
     layers_path: str | None = LAYERS_PATH,
     as_json: bool = AS_JSON,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
 ) -> None:
     """A steering vector from contrastive prompts (positive minus negative), one per layer."""
     from steerable.steer.artifact import SteeringVector, fingerprint
@@ -149,8 +151,8 @@ def select_refusal(
     model: str = MODEL,
     layers_path: str | None = LAYERS_PATH,
     as_json: bool = AS_JSON,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
 ) -> None:
     """The refusal direction (Arditi et al. 2024): ablate it to stop refusals, add it to cause them."""
     from rich.progress import Progress
@@ -227,8 +229,8 @@ def apply(
     model: str = MODEL,
     layers_path: str | None = LAYERS_PATH,
     as_json: bool = AS_JSON,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
 ) -> None:
     """Generate with steering applied."""
     import codecs
@@ -259,8 +261,8 @@ def eval_(
     model: str = MODEL,
     layers_path: str | None = LAYERS_PATH,
     as_json: bool = AS_JSON,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
 ) -> None:
     """Refusal rates (harmful, benign, jailbreak, held-out), accuracy and solution length: base vs each artifact."""
     from contextlib import nullcontext
@@ -316,7 +318,7 @@ def import_gguf_cmd(
     out: Path = OUT,
     model: str = MODEL,
     layers_path: str | None = LAYERS_PATH,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    device: str = DEVICE,
 ) -> None:
     """Read a llama.cpp control vector into a steering artifact for --model."""
     from steerable.steer.gguf_io import import_gguf
@@ -341,7 +343,7 @@ def train_controller_cmd(
     model: str = MODEL,
     layers_path: str | None = LAYERS_PATH,
     as_json: bool = AS_JSON,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    device: str = DEVICE,
 ) -> None:
     """Train a weighted-steering controller (Guiding Giants): steer hard on harmful input, leave benign alone."""
     from steerable.steer.artifact import SteeringVector
@@ -392,7 +394,7 @@ def grains_cmd(
     model: str = MODEL,
     layers_path: str | None = LAYERS_PATH,
     as_json: bool = AS_JSON,
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    device: str = DEVICE,
 ) -> None:
     """GrAInS: a steering vector from the tokens integrated gradients blame for y+ over y-, norm-preserving."""
     from rich.progress import Progress

@@ -170,3 +170,21 @@ class PrefixCache:
                 [v[b, :, lo:hi].clone() for _, v in layers],
                 full,
             )
+
+
+class PrefixCachedScorer:
+    """What a scorer built on a :class:`PrefixCache` (``self.cache``) reports: model calls, tokens run, a reset."""
+
+    cache: PrefixCache
+
+    @property
+    def calls(self) -> int:
+        return self.cache.calls
+
+    @property
+    def forward_tokens(self) -> int:
+        return self.cache.forward_tokens
+
+    def clear_cache(self) -> None:
+        """Forget cached prefixes, so the next run pays for its own (fair cost accounting between runs)."""
+        self.cache.clear()

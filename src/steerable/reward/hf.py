@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from steerable.errors import ConfigError
-from steerable.lm.prefix_cache import PrefixCache
+from steerable.lm.prefix_cache import PrefixCache, PrefixCachedScorer
 
 Aggregation = Literal["last", "min", "product", "mean"]
 
@@ -37,7 +37,7 @@ def aggregate(step_scores: Sequence[float], how: Aggregation = "last") -> float:
     raise ConfigError(f"unknown aggregation {how!r}: use last, min, product or mean")
 
 
-class CausalLMPRM:
+class CausalLMPRM(PrefixCachedScorer):
     range = (0.0, 1.0)
 
     def __init__(
@@ -68,18 +68,6 @@ class CausalLMPRM:
         pair = [self.good, self.bad]
         # each partial is its parent plus a step: only the new step runs through the model
         self.cache = PrefixCache(model, lambda logits: logits[..., pair], cache_mb, batch_size, pad)
-
-    @property
-    def calls(self) -> int:
-        return self.cache.calls
-
-    @property
-    def forward_tokens(self) -> int:
-        return self.cache.forward_tokens
-
-    def clear_cache(self) -> None:
-        """Forget cached prefixes, so the next run pays for its own (fair cost accounting between runs)."""
-        self.cache.clear()
 
     def step_scores(self, prompt: str, partial: str) -> list[float]:
         return self._score_many([prompt], [partial])[0]

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from steerable.errors import ModelLoadError
-from steerable.lm.prefix_cache import PrefixCache
+from steerable.lm.prefix_cache import PrefixCache, PrefixCachedScorer
 from steerable.tasks.builtin.verifier import prefix_correct
 
 
-class TokenClassifierPRM:
+class TokenClassifierPRM(PrefixCachedScorer):
     """Score = sigmoid(logit) at the last token of ``prompt + partial``."""
 
     range = (0.0, 1.0)
@@ -31,18 +31,6 @@ class TokenClassifierPRM:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # a partial is scored after every step and each is its parent plus a step: reuse the parent's KV cache
         self.cache = PrefixCache(model, lambda logits: logits[..., :1], cache_mb, batch_size, pad)
-
-    @property
-    def calls(self) -> int:
-        return self.cache.calls
-
-    @property
-    def forward_tokens(self) -> int:
-        return self.cache.forward_tokens
-
-    def clear_cache(self) -> None:
-        """Forget cached prefixes, so the next run pays for its own (fair cost accounting between runs)."""
-        self.cache.clear()
 
     @classmethod
     def from_pretrained(cls, path: str = "builtin", device: str = "cpu") -> TokenClassifierPRM:
