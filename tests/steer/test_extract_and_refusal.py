@@ -17,8 +17,9 @@ def builtin():
     return load()
 
 
-def test_activations_of_a_padded_batch_equal_each_prompt_alone(char_tokenizer):
-    model = tiny_model("gpt_neox", char_tokenizer)
+@pytest.mark.parametrize("family", ["gpt_neox", "gpt2"])  # gpt2: absolute positions must skip the padding
+def test_activations_of_a_padded_batch_equal_each_prompt_alone(family, char_tokenizer):
+    model = tiny_model(family, char_tokenizer)
     acts = activations(model, char_tokenizer, PROMPTS, positions=(-1, -2), batch_size=2)
     assert acts.shape == (2, 2, 3, 32)  # [positions, layers, prompts, hidden]
     for i, p in enumerate(PROMPTS):

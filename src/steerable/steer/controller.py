@@ -46,6 +46,7 @@ from torch import nn
 
 from steerable.errors import ConfigError, InputError
 from steerable.lm.hooks import prompt_indices
+from steerable.steer.extract import left_padded
 from steerable.steer.interventions import _Positions
 from steerable.steer.layers import decoder_layers, hidden_size
 
@@ -103,16 +104,11 @@ class _Reader:
 def read_features(model, tokenizer, prompts: Sequence[str], read_layers: int, batch_size: int = 32, layers_path=None):
     layers = decoder_layers(model, layers_path)
     dev = next(model.parameters()).device
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     out = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(dev)
-            with _Reader(layers, read_layers) as reader:
-                model(**enc)
-            out.append(reader.features())
-    finally:
-        tokenizer.padding_side = side
+    for i in range(0, len(prompts), batch_size):
+        with _Reader(layers, read_layers) as reader:
+            model(**left_padded(tokenizer, prompts[i : i + batch_size], dev))
+        out.append(reader.features())
     return torch.cat(out)
 
 

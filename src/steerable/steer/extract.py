@@ -24,16 +24,40 @@ from steerable.errors import InputError
 from steerable.steer.layers import decoder_layers
 
 
+def left_padded(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]], device) -> dict[str, torch.Tensor]:
+    """Prompts (texts, or token id rows) as one left-padded batch with position ids counted from each row's start.
+
+    Left padding puts every prompt's last tokens in the last columns; explicit
+    position ids keep absolute-position models (GPT-2) from seeing the padding.
+    """
+    rows = [list(p) for p in prompts] if prompts and not isinstance(prompts[0], str) else None
+    if rows is None:
+        rows = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+    width = max(map(len, rows))
+    ids = [[pad] * (width - len(r)) + r for r in rows]
+    mask = [[0] * (width - len(r)) + [1] * len(r) for r in rows]
+    pos = [[0] * (width - len(r)) + list(range(len(r))) for r in rows]
+    return {
+        "input_ids": torch.tensor(ids, device=device),
+        "attention_mask": torch.tensor(mask, device=device),
+        "position_ids": torch.tensor(pos, device=device),
+    }
+
+
 @torch.no_grad()  # not inference_mode: probes train on what this returns
 def activations(
     model: nn.Module,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Sequence[int]],
     positions: Sequence[int] = (-1,),
     batch_size: int = 32,
     layers_path: str | None = None,
 ) -> torch.Tensor:
-    """Layer inputs at ``positions`` (negative, from the prompt's end): ``[positions, layers, prompts, hidden]``."""
+    """Layer inputs at ``positions`` (negative, from the prompt's end): ``[positions, layers, prompts, hidden]``.
+
+    ``prompts`` are texts or token id rows.
+    """
     if not prompts:
         raise InputError("no prompts to read activations from: pass at least one")
     if any(p >= 0 for p in positions):
@@ -51,12 +75,10 @@ def activations(
         return hook
 
     handles = [layer.register_forward_pre_hook(catch(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # the prompt's last tokens sit in the last columns of every row
     out = []
     try:
         for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(dev)
+            enc = left_padded(tokenizer, prompts[start : start + batch_size], dev)
             if int(enc["attention_mask"].sum(1).min()) < -min(positions):
                 raise InputError(f"a prompt is shorter than position {min(positions)}: use positions nearer the end")
             model(**enc)
@@ -64,7 +86,6 @@ def activations(
     finally:
         for h in handles:
             h.remove()
-        tokenizer.padding_side = side
     return torch.cat(out, dim=2)
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from steerable.errors import ConfigError, InputError
+from steerable.steer.extract import activations
 
 
 def _mask_id(tokenizer) -> int:
@@ -88,9 +89,10 @@ def grains_vector(
         if on_prompt:
             on_prompt()
     # masked prompts are read as token ids (decoding and re-encoding could merge tokens differently)
-    h = _last_inputs(model, tokenizer, originals, layers_path)
-    d_pos = h - _last_inputs(model, tokenizer, masked_pos, layers_path)  # [layers, n, hidden]
-    d_neg = h - _last_inputs(model, tokenizer, masked_neg, layers_path)
+    last = lambda rows: activations(model, tokenizer, rows, (-1,), layers_path=layers_path)[0]  # noqa: E731
+    h = last(originals)  # [layers, n, hidden]
+    d_pos = h - last(masked_pos)
+    d_neg = h - last(masked_neg)
 
     def summary(d: torch.Tensor) -> torch.Tensor:
         if not pca:
@@ -102,41 +104,3 @@ def grains_vector(
         return pc * torch.where(sign == 0, torch.ones_like(sign), sign) * mean[:, 0].norm(dim=-1, keepdim=True)
 
     return summary(d_pos) - summary(d_neg)
-
-
-@torch.no_grad()
-def _last_inputs(model, tokenizer, rows: list[list[int]], layers_path: str | None) -> torch.Tensor:
-    """Layer inputs at the last token of each id row: ``[layers, rows, hidden]`` (rows run one length at a time)."""
-    out: list[torch.Tensor | None] = [None] * len(rows)
-    by_len: dict[int, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_len.setdefault(len(r), []).append(i)
-    dev = next(model.parameters()).device
-    for _, idx in by_len.items():  # equal-length rows need no padding
-        batch = torch.tensor([rows[i] for i in idx], device=dev)
-        acts = _acts_from_ids(model, batch, layers_path)  # [layers, b, hidden]
-        for j, i in enumerate(idx):
-            out[i] = acts[:, j]
-    return torch.stack(out, dim=1)
-
-
-def _acts_from_ids(model, ids: torch.Tensor, layers_path: str | None) -> torch.Tensor:
-    from steerable.steer.layers import decoder_layers
-
-    layers = decoder_layers(model, layers_path)
-    caught: list[torch.Tensor | None] = [None] * len(layers)
-
-    def catch(i: int):
-        def hook(module, args, kwargs):
-            h = args[0] if args else kwargs["hidden_states"]
-            caught[i] = h[:, -1].float()
-
-        return hook
-
-    handles = [layer.register_forward_pre_hook(catch(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
-        model(input_ids=ids)
-    finally:
-        for h in handles:
-            h.remove()
-    return torch.stack(caught)  # [layers, batch, hidden]

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from steerable.errors import ConfigError, InputError
-from steerable.steer.extract import activations, mean_difference
+from steerable.steer.extract import activations, left_padded, mean_difference
 from steerable.steer.interventions import Ablate, Add, steer
 from steerable.steer.layers import decoder_layers
 
@@ -98,15 +98,11 @@ def refusal_token_ids(tokenizer, tokens: Sequence[str]) -> list[int]:
 def last_logprobs(model: nn.Module, tokenizer, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
     """Next-token log-probabilities after each prompt: ``[prompts, vocab]``."""
     dev = next(model.parameters()).device
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        out = []
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(dev)
-            out.append(torch.log_softmax(model(**enc).logits[:, -1].float(), -1))
-        return torch.cat(out)
-    finally:
-        tokenizer.padding_side = side
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        enc = left_padded(tokenizer, prompts[i : i + batch_size], dev)
+        out.append(torch.log_softmax(model(**enc).logits[:, -1].float(), -1))
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -115,7 +111,7 @@ def token_logprobs(model: nn.Module, tokenizer, texts: Sequence[str], batch_size
     dev = next(model.parameters()).device
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i : i + batch_size]), return_tensors="pt", padding=True).to(dev)
+        enc = left_padded(tokenizer, texts[i : i + batch_size], dev)
         lp = torch.log_softmax(model(**enc).logits.float(), -1)
         out.append(lp[enc["attention_mask"].bool()])
     return torch.cat(out)
