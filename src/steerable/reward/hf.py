@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 
 from steerable.errors import ConfigError
+from steerable.lm.padding import left_padded
 from steerable.lm.prefix_cache import PrefixCache, PrefixCachedScorer
 
 Aggregation = Literal["last", "min", "product", "mean"]
@@ -107,7 +108,8 @@ class SequenceClassifierORM:
         texts = [p + s for p, s in zip(prompts, partials, strict=True)]
         out: list[float] = []
         for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True).to(self.device)
+            # left-padded with explicit positions; the classifier reads the last column, a real token in every row
+            enc = left_padded(self.tokenizer, texts[i : i + self.batch_size], self.device)
             logits = self.model(**enc).logits.float()
             self.calls += 1
             probs = torch.sigmoid(logits[:, 0]) if logits.shape[-1] == 1 else torch.softmax(logits, -1)[:, 1]

@@ -46,7 +46,7 @@ from torch import nn
 
 from steerable.errors import ConfigError, InputError
 from steerable.lm.hooks import prompt_indices
-from steerable.steer.extract import left_padded
+from steerable.lm.padding import left_padded
 from steerable.steer.interventions import _Positions
 from steerable.steer.layers import decoder_layers, hidden_size
 

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from steerable.errors import ConfigError, InputError
-from steerable.steer.extract import activations, left_padded, mean_difference
+from steerable.lm.padding import left_padded
+from steerable.steer.extract import activations, mean_difference
 from steerable.steer.interventions import Ablate, Add, steer
 from steerable.steer.layers import decoder_layers
 
