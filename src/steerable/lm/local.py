@@ -193,13 +193,12 @@ class LocalGenerator:
     # ---- the model call ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _feed(self, seqs: Sequences, rows: list[int], keep_last: bool = False) -> torch.Tensor:
+    def _feed(self, seqs: Sequences, rows: list[int]) -> torch.Tensor:
         """Run the pending tokens of ``rows`` through the model; other rows get padding slots.
 
         Returns next-token logits ``[batch, vocab]`` (rows not fed hold garbage).
-        With ``keep_last`` the last pending token of each row stays pending.
         """
-        feed = {r: (seqs.pending[r][:-1] if keep_last else seqs.pending[r]) for r in rows}
+        feed = {r: seqs.pending[r] for r in rows}
         width = max((len(v) for v in feed.values()), default=0)
         batch = len(seqs)
         if width == 0:
