@@ -96,26 +96,29 @@ def refusal_token_ids(tokenizer, tokens: Sequence[str]) -> list[int]:
 
 
 @torch.no_grad()
-def last_logprobs(model: nn.Module, tokenizer, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-    """Next-token log-probabilities after each prompt: ``[prompts, vocab]``."""
-    dev = next(model.parameters()).device
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        enc = left_padded(tokenizer, prompts[i : i + batch_size], dev)
-        out.append(torch.log_softmax(model(**enc).logits[:, -1].float(), -1))
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def token_logprobs(model: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-    """Next-token log-probabilities at every real position, rows concatenated: ``[tokens, vocab]``."""
+def _logprobs(model: nn.Module, tokenizer, texts: Sequence[str], batch_size: int, last_only: bool) -> torch.Tensor:
+    """Next-token log-probabilities of left-padded batches: at the last position, or at every real one."""
     dev = next(model.parameters()).device
     out = []
     for i in range(0, len(texts), batch_size):
         enc = left_padded(tokenizer, texts[i : i + batch_size], dev)
-        lp = torch.log_softmax(model(**enc).logits.float(), -1)
-        out.append(lp[enc["attention_mask"].bool()])
+        logits = model(**enc).logits.float()
+        out.append(
+            torch.log_softmax(logits[:, -1], -1)
+            if last_only
+            else torch.log_softmax(logits, -1)[enc["attention_mask"].bool()]
+        )
     return torch.cat(out)
+
+
+def last_logprobs(model: nn.Module, tokenizer, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    """Next-token log-probabilities after each prompt: ``[prompts, vocab]``."""
+    return _logprobs(model, tokenizer, prompts, batch_size, last_only=True)
+
+
+def token_logprobs(model: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    """Next-token log-probabilities at every real position, rows concatenated: ``[tokens, vocab]``."""
+    return _logprobs(model, tokenizer, texts, batch_size, last_only=False)
 
 
 def _kl(base: torch.Tensor, other: torch.Tensor) -> float:
