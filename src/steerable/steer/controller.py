@@ -218,7 +218,8 @@ class ControllerSteering:
         self._positions = _Positions()
         self._coef: torch.Tensor | None = None  # [batch, layers]: σ(s)·w·α of each row
         self._table: torch.Tensor | None = None  # [prompt index, layers] decisions, within our generator
-        self._patch_all: torch.Tensor | None = None
+        self._per_layer: list[torch.Tensor] = []
+        self._index: torch.Tensor | None = None  # prompt indices the decode-step patch was built for
         self._reading = False
         self._handles: list = []
         self.last_scales: torch.Tensor | None = None  # σ(s) of the latest decided prompts, for inspection
@@ -256,34 +257,53 @@ class ControllerSteering:
             return
         if args:
             kwargs = {**kwargs, "input_ids": args[0]}
-        self._positions.update((), kwargs, frozenset({"last"}))
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
         index = prompt_indices()
+        ref = kwargs.get("input_ids")
+        ref = ref if ref is not None else kwargs.get("inputs_embeds")
+        if past > 0 and ref.shape[1] == 1 and index is not None and self._table is not None:
+            # a decode step in our generator: every row's one position is a new token, all in scope; the
+            # patch changes only when forks or selections change which prompt each row belongs to
+            if self._index is None or self._index.shape != index.shape or not torch.equal(self._index, index):
+                self._set_patch(self._lookup(index), None)
+                self._index = index
+            return
+        self._index = None
+        self._positions.update((), kwargs, frozenset({"last"}))
         if past == 0:  # a prefill: decide for these prompts
             self._coef = self._decide(kwargs)
             if index is not None:  # a table by prompt index, so forks and selections find their prompt's decision
                 table = self._coef.new_full((int(index.max()) + 1, self._coef.shape[1]), float("nan"))
                 self._table = table.index_copy(0, index.to(table.device), self._coef)
         elif index is not None and self._table is not None:
-            at = index.to(self._table.device)
-            if int(at.max()) >= len(self._table) or bool(self._table[at, 0].isnan().any()):
-                raise ConfigError("the controller has no decision for some prompts: start generation inside the block")
-            self._coef = self._table[at]
+            self._coef = self._lookup(index)
         if self._coef is None:
             raise ConfigError("the controller saw no prompt: enter the steering block before generating")
-        # every layer's patch for this call at once: [batch, time, layers, hidden]
-        mask = self._positions.masks["last"][:, :, None, None].to(self._coef.dtype)
-        d = self.c.direction.to(self._coef.device)
+        self._set_patch(self._coef, self._positions.masks["last"])
+
+    def _lookup(self, index: torch.Tensor) -> torch.Tensor:
+        at = index.to(self._table.device)
+        if int(at.max()) >= len(self._table) or bool(self._table[at, 0].isnan().any()):
+            raise ConfigError("the controller has no decision for some prompts: start generation inside the block")
+        return self._table[at]
+
+    def _set_patch(self, coef: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Every layer's patch for this call at once, split per layer: ``[batch, time or 1, hidden]`` each."""
+        d = self.c.direction.to(coef.device)
         d = d if d.dim() == 2 else d.expand(len(self.layers), -1)
-        self._patch_all = mask * self._coef[:, None, :, None] * d[None, None]
+        patch = coef[:, None, :, None] * d[None, None]  # [batch, 1, layers, hidden]
+        if mask is not None:
+            patch = mask[:, :, None, None].to(coef.dtype) * patch
+        self._per_layer = [patch[:, :, i].contiguous() for i in range(len(self.layers))]
 
     def _patch(self, layer: int):
         def hook(module, args, kwargs):
             if self._reading:
                 return None
             h = args[0] if args else kwargs["hidden_states"]  # [batch, time, hidden]
-            new = h + self._patch_all[:, :, layer].to(h.device, h.dtype)
+            p = self._per_layer[layer]
+            new = h + (p if p.dtype == h.dtype and p.device == h.device else p.to(h.device, h.dtype))
             return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
 
         return hook
