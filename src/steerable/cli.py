@@ -347,6 +347,48 @@ def demo(
     run_demo(_generator("builtin", device, dtype), n=n)
 
 
+@app.command()
+def serve(
+    model: str = typer.Option("builtin", help="Model directory, or 'builtin'."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8000, help="Port."),
+    steer: list[str] = typer.Option([], "--steer", help="NAME=PATH: a steering artifact requests can name."),
+    prm: str | None = typer.Option(None, help="A PRM for scaling requests and /v1/score: builtin, or a directory."),
+    api_key: str | None = typer.Option(
+        None, envvar="STEERABLE_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 routes."
+    ),
+    served_model_name: str | None = typer.Option(None, help="The name clients use (default: --model)."),
+    max_n: int = typer.Option(64, help="Most samples (n x prompts) per request."),
+    max_tokens: int = typer.Option(4096, help="Most max_tokens a request may ask for."),
+    max_body_mb: float = typer.Option(1.0, help="Request bodies over this get 413."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+) -> None:
+    """An OpenAI-compatible server: /v1/completions, /v1/chat/completions, /v1/score, /metrics."""
+    from steerable.serve import build
+
+    _threads()
+    _quiet_transformers()
+    if not 0 < port < 65536:
+        raise InputError(f"--port must be in 1..65535 (got {port})")
+    engine, api = build(
+        model,
+        steer,
+        prm,
+        device,
+        dtype,
+        model_name=served_model_name,
+        api_key=api_key,
+        max_n=max_n,
+        max_tokens=max_tokens,
+        max_body_bytes=int(max_body_mb * (1 << 20)),
+    )
+    import uvicorn
+
+    typer.echo(f"serving {served_model_name or model} on http://{host}:{port}/v1", err=True)
+    uvicorn.run(api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
 def main() -> None:
     try:
         app()

@@ -35,10 +35,23 @@ METHODS: dict[str, Callable[[Extract], object]] = {
 UNSCORED = {"greedy", "sc", "sc-early", "sc-short"}
 
 
-def make_strategy(name: str, extract: Extract):
+def make_strategy(name: str, extract: Extract, options: dict | None = None):
+    """A strategy by name; ``options`` override its fields (``{"temperature": 0.5}`` for PF)."""
+    import dataclasses
+
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
-    return METHODS[name](extract)
+    strategy = METHODS[name](extract)
+    if options:
+        known = {f.name for f in dataclasses.fields(strategy)} - {"extract"}
+        bad = sorted(set(options) - known)
+        if bad:
+            raise ConfigError(f"{name} has no option {', '.join(bad)}: use {', '.join(sorted(known)) or 'none'}")
+        try:
+            strategy = dataclasses.replace(strategy, **options)
+        except TypeError as e:
+            raise ConfigError(f"bad option for {name}: {e}") from None
+    return strategy
 
 
 def make_scorer(name: str, device: str = "cpu", generator=None):

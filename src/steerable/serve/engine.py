@@ -1,0 +1,381 @@
+"""The serving engine: one worker thread owns the model; requests queue, and compatible ones decode together.
+
+Continuous batching on our step-wise generator. Requests that sample alike
+(temperature, top-p, top-k, steering) form a *group* with one running batch of
+rows. Every loop turn the worker
+
+1. takes what has queued: jobs (scaling runs, PRM scoring) run at once, between
+   decode steps; new generation requests are prefilled and sampled one token
+   as a batch of their own, then concatenated into their group's running batch
+   (``Sequences.concat`` left-pads the KV caches to a common length);
+2. decodes one token for every live row of every group (inside that group's
+   steering context), hands each request its new text, and drops rows that hit
+   EOS, a stop string, their ``max_tokens`` or the context length.
+
+So a request that arrives while others decode joins them at the next token;
+throughput grows with concurrency. Every row samples from its own random
+stream (``seed`` given, or drawn at random when not), so a seeded request gives
+the same text whatever it was batched with.
+
+Streaming text never shows a stop string or part of one: text that could be
+the start of a stop string is held back until it is resolved.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from steerable.errors import ConfigError, InputError
+from steerable.lm.local import LocalGenerator, Sequences, _mix
+from steerable.lm.types import SamplingParams
+
+Emit = Callable[[str, Any], None]  # ("delta", RowDelta) | ("done", RequestResult) | ("error", Exception)
+
+
+@dataclass
+class GenRequest:
+    prompts: list[list[int]]  # token ids of each prompt (the HTTP layer applies chat templates)
+    params: SamplingParams  # n, max_new_tokens, stop, seed, temperature, top_p, top_k
+    emit: Emit
+    steering: str | None = None  # a loaded artifact's name
+    strength: float | None = None
+    include_stop: bool = False  # vLLM's include_stop_str_in_output
+    want_logprobs: bool = False
+    cancelled: bool = False
+    arrived: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class RowDelta:
+    row: int  # index among the request's rows (prompt-major, n per prompt)
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+
+
+@dataclass
+class RowResult:
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # stop | length
+    stop_reason: str | None  # the stop string matched (None: EOS or length)
+
+
+@dataclass
+class RequestResult:
+    rows: list[RowResult]
+    prompt_tokens: int
+    completion_tokens: int
+    forward_tokens: int  # tokens the model ran for this request (prefill + fed-back samples)
+    seconds: float
+
+
+@dataclass
+class _Row:
+    req: GenRequest
+    k: int
+    stop: tuple[str, ...]
+    max_tokens: int
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    text: str = ""
+    sent: int = 0  # characters of ``text`` already streamed
+    sent_tokens: int = 0
+    done: RowResult | None = None
+
+
+@dataclass
+class _Tracker:
+    req: GenRequest
+    rows: list[_Row]
+    prompt_tokens: int
+    forward_tokens: int = 0
+    left: int = 0
+
+    def finish_if_done(self) -> bool:
+        if self.left > 0:
+            return False
+        results = [r.done for r in self.rows]
+        gen = sum(len(r.ids) for r in self.rows)
+        self.req.emit(
+            "done",
+            RequestResult(
+                results,  # type: ignore[arg-type]
+                self.prompt_tokens,
+                gen,
+                self.forward_tokens + gen,
+                time.perf_counter() - self.req.arrived,
+            ),
+        )
+        return True
+
+
+@dataclass
+class _Group:
+    key: tuple
+    params: SamplingParams
+    steering: Callable[[], Any]
+    seqs: Sequences | None = None
+    rows: list[_Row] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    """Work that needs the model but is not token streaming: a scaling run, PRM scores."""
+
+    fn: Callable[[], Any]
+    emit: Emit
+
+
+class Engine:
+    """Owns ``generator`` (and anything else that touches the model) on one worker thread."""
+
+    def __init__(
+        self,
+        generator: LocalGenerator,
+        steering: dict[str, Any] | None = None,
+        max_batch: int = 256,
+        on_step: Callable[[int, int], None] | None = None,
+    ):
+        self.gen = generator
+        self.steering = steering or {}  # name -> loaded artifact (vector or controller)
+        self.max_batch = max_batch
+        self.on_step = on_step  # (rows decoded, queue depth) after each decode step, for metrics
+        self._queue: queue.Queue = queue.Queue()
+        self._groups: dict[tuple, _Group] = {}
+        self._trackers: dict[int, _Tracker] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._next_prompt = 0  # prompt indices unique across requests: per-prompt steering state follows rows
+
+    # ---- the outside ---------------------------------------------------------------------------
+
+    def start(self) -> Engine:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="steerable-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued and running, then end the worker."""
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def submit(self, item: GenRequest | Job) -> None:
+        if self._stop.is_set():
+            raise ConfigError("the server is shutting down: retry on another replica")
+        self._queue.put(item)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def running_rows(self) -> int:
+        return sum(len(g.rows) for g in self._groups.values())
+
+    # ---- the worker ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            busy = any(g.rows for g in self._groups.values())
+            try:
+                item = self._queue.get(timeout=None if not busy and not self._stop.is_set() else 0.0)
+            except queue.Empty:
+                item = None
+            admitted: list[GenRequest] = []
+            while item is not None or not self._queue.empty():
+                if item is None:
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        continue
+                if isinstance(item, Job):
+                    self._run_job(item)
+                else:
+                    admitted.append(item)
+                item = None
+                if self.running_rows + sum(r.params.n * len(r.prompts) for r in admitted) >= self.max_batch:
+                    break
+            for req in admitted:
+                self._admit(req)
+            if any(g.rows for g in self._groups.values()):
+                self._decode_all()
+            elif self._stop.is_set() and self._queue.empty():
+                return
+
+    def _run_job(self, job: Job) -> None:
+        try:
+            job.emit("done", job.fn())
+        except Exception as e:  # the request fails; the worker lives on
+            job.emit("error", e)
+
+    def _group(self, req: GenRequest) -> _Group:
+        p = req.params
+        key = (p.temperature, p.top_p, p.top_k, p.ignore_eos, req.steering, req.strength)
+        g = self._groups.get(key)
+        if g is None:
+            if req.steering is None:
+                from contextlib import nullcontext
+
+                ctx: Callable[[], Any] = nullcontext
+            else:
+                from steerable.steer.artifact import steering_context
+
+                art = self.steering[req.steering]
+                model = self.gen.model
+                strength = req.strength
+                ctx = lambda: steering_context(art, model, strength=strength)  # noqa: E731
+            params = SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, ignore_eos=p.ignore_eos)
+            g = self._groups[key] = _Group(key, params, ctx)
+        return g
+
+    def _admit(self, req: GenRequest) -> None:
+        """Prefill the request's prompts, sample their first token, and join the group's running batch."""
+        if req.cancelled:
+            return
+        try:
+            g = self._group(req)
+            n = req.params.n
+            with g.steering():
+                ids = [list(p) for p in req.prompts]
+                if not ids or any(not x for x in ids):
+                    raise InputError("a prompt encodes to no tokens: send a non-empty prompt")
+                base = self._next_prompt
+                seqs = Sequences(ids, [len(x) for x in ids], [base + i for i in range(len(ids))])
+                if n > 1:  # prefill each prompt once, then fork (steering sees each prompt whole)
+                    seqs.next_logits = self.gen._feed(seqs, list(range(len(seqs))))
+                    seqs = seqs.select([r for r in range(len(ids)) for _ in range(n)])
+                self._next_prompt += len(req.prompts)
+                seed = req.params.seed if req.params.seed is not None else random.getrandbits(62)
+                seqs.rngs = [_mix(seed, r) for r in range(len(seqs))]
+                limit = getattr(self.gen.model.config, "max_position_embeddings", None)
+                rows = [_Row(req, k, req.params.stop, req.params.max_new_tokens) for k in range(len(seqs))]
+                prompt_tokens = sum(seqs.prompt_lens[r] for r in range(0, len(seqs), n))
+                if limit:
+                    for r in range(len(seqs)):
+                        if seqs.prompt_lens[r] >= limit:
+                            raise InputError(
+                                f"the prompt has {seqs.prompt_lens[r]} tokens, over the model's context of {limit}"
+                            )
+                tracker = _Tracker(req, rows, prompt_tokens, forward_tokens=prompt_tokens, left=len(rows))
+                self._trackers[id(req)] = tracker
+                out = self.gen.step(seqs, g.params, stop=(), max_tokens=1)
+        except Exception as e:
+            self._trackers.pop(id(req), None)
+            req.emit("error", e)
+            return
+        keep = self._absorb(seqs, rows, out)
+        if not keep:
+            return
+        sub = seqs.select(keep) if len(keep) < len(seqs) else seqs
+        live = [rows[i] for i in keep]
+        g.seqs = sub if g.seqs is None or not g.rows else Sequences.concat([g.seqs, sub])
+        g.rows = g.rows + live if g.rows else live
+
+    def _decode_all(self) -> None:
+        decoded = 0
+        for g in list(self._groups.values()):
+            if not g.rows:
+                continue
+            # drop rows of requests the client gave up on
+            alive = [i for i, r in enumerate(g.rows) if not r.req.cancelled]
+            if len(alive) < len(g.rows):
+                for i, r in enumerate(g.rows):
+                    if r.req.cancelled:
+                        self._trackers.pop(id(r.req), None)
+                if not alive:
+                    g.rows, g.seqs = [], None
+                    continue
+                g.seqs = g.seqs.select(alive)
+                g.rows = [g.rows[i] for i in alive]
+            try:
+                with g.steering():
+                    out = self.gen.step(g.seqs, g.params, stop=(), max_tokens=1)
+            except Exception as e:  # a failing batch fails its requests, not the server
+                for r in g.rows:
+                    t = self._trackers.pop(id(r.req), None)
+                    if t is not None:
+                        r.req.emit("error", e)
+                g.rows, g.seqs = [], None
+                continue
+            decoded += len(g.rows)
+            keep = self._absorb(g.seqs, g.rows, out)
+            if not keep:
+                g.rows, g.seqs = [], None
+            elif len(keep) < len(g.rows):
+                g.seqs = g.seqs.select(keep)
+                g.rows = [g.rows[i] for i in keep]
+        if self.on_step is not None:
+            self.on_step(decoded, self._queue.qsize())
+
+    def _absorb(self, seqs: Sequences, rows: list[_Row], out) -> list[int]:
+        """Take one step's tokens into the rows; returns the indices of rows that go on."""
+        tok = self.gen.tokenizer
+        keep = []
+        for i, row in enumerate(rows):
+            new = out.token_ids[i]
+            if not new:
+                continue
+            row.ids.extend(new)
+            row.logprobs.extend(out.logprobs[i])
+            text = tok.decode(row.ids, skip_special_tokens=True)
+            reason, stop_hit = out.finish_reasons[i], None
+            cut = len(text)
+            for s in row.stop:
+                at = text.find(s, max(0, len(row.text) - len(s)))
+                if at >= 0 and at < cut:
+                    cut, stop_hit = at, s
+            row.text = text
+            finish = None
+            if stop_hit is not None:
+                finish = "stop"
+                row.text = text[: cut + (len(stop_hit) if row.req.include_stop else 0)]
+            elif reason == "eos":
+                finish = "stop"
+            elif len(row.ids) >= row.max_tokens or (reason == "length" and seqs.finished[i]):  # cap or context
+                finish = "length"
+            self._stream(row, final=finish is not None)
+            if finish is None:
+                keep.append(i)
+                continue
+            row.done = RowResult(row.text, row.ids, row.logprobs, finish, stop_hit)
+            t = self._trackers.get(id(row.req))
+            if t is not None:
+                t.left -= 1
+                if t.finish_if_done():
+                    del self._trackers[id(row.req)]
+        return keep
+
+    def _stream(self, row: _Row, final: bool) -> None:
+        """Send the row's new text, holding back what could still turn into a stop string."""
+        text = row.text
+        upto = len(text)
+        if not final:
+            while upto > row.sent and text[upto - 1] == "\ufffd":  # a character cut between tokens
+                upto -= 1
+            for s in row.stop:
+                for k in range(min(len(s) - 1, upto - row.sent), 0, -1):
+                    if text[upto - k : upto] == s[:k]:
+                        upto = min(upto, len(text) - k)
+                        break
+        if upto <= row.sent and not (final and row.req.want_logprobs and row.sent_tokens < len(row.ids)):
+            return
+        delta = RowDelta(row.k, text[row.sent : upto], row.ids[row.sent_tokens :], row.logprobs[row.sent_tokens :])
+        row.sent, row.sent_tokens = max(row.sent, upto), len(row.ids)
+        row.req.emit("delta", delta)
+
+
+def device_of(gen: LocalGenerator) -> torch.device:
+    return next(gen.model.parameters()).device
