@@ -541,7 +541,7 @@ def create_app(engine: Engine, config: ServeConfig):
 
     @app.post("/v1/score")
     async def score(request: Request):
-        """PRM scores: ``{"prompt": P, "partials": [...]}`` (or ``prompts``, one per partial) -> ``{"scores": [...]}``."""
+        """PRM scores: ``{"prompt": P, "partials": [...]}`` (or ``prompts``, one each) -> ``{"scores": [...]}``."""
         data = await read_json(request)
         name = data.get("scorer", next(iter(config.scorers), None))
         if name not in config.scorers:

@@ -292,7 +292,7 @@ class Engine:
             # drop rows of requests the client gave up on
             alive = [i for i, r in enumerate(g.rows) if not r.req.cancelled]
             if len(alive) < len(g.rows):
-                for i, r in enumerate(g.rows):
+                for r in g.rows:
                     if r.req.cancelled:
                         self._trackers.pop(id(r.req), None)
                 if not alive:
