@@ -112,7 +112,7 @@ class _Tracker:
                 results,  # type: ignore[arg-type]
                 self.prompt_tokens,
                 gen,
-                self.forward_tokens + gen,
+                self.forward_tokens + gen - sum(1 for r in self.rows if r.ids),  # a last token is never fed
                 time.perf_counter() - self.req.arrived,
             ),
         )
