@@ -140,10 +140,18 @@ def scale(
         None, help="With token budgets, width = budget // this (default: measured from greedy solutions)."
     ),
     scorer: str = typer.Option(
-        "builtin-prm", help="builtin-prm, oracle, none, judge, genrm, prm:PATH, orm:PATH, or a PRM directory."
+        "builtin-prm",
+        help="builtin-prm, oracle, none, judge, genrm, prm:PATH, orm:PATH, a PRM directory, or remote[:NAME] "
+        "(the server's /v1/score).",
     ),
     out: Path = typer.Option(..., help="Output directory (results.jsonl, summary.json, plot); reruns resume."),
-    model: str = typer.Option("builtin", help="Model directory, or 'builtin'."),
+    model: str = typer.Option("builtin", help="Model directory, 'builtin', or a server URL (http://HOST:PORT/v1)."),
+    model_name: str | None = typer.Option(None, help="With a server URL: the model to ask for (default: its first)."),
+    api_key: str | None = typer.Option(None, envvar="STEERABLE_API_KEY", help="With a server URL: its API key."),
+    http_mode: str = typer.Option(
+        "completions", help="With a server URL: completions, or chat (continue_final_message)."
+    ),
+    concurrency: int = typer.Option(32, help="With a server URL: requests in flight at once."),
     limit: int | None = typer.Option(None, help="Items to use (default: all; 200 for built-in splits)."),
     temperature: str = typer.Option("0.8", help="Sampling temperature; a comma list sweeps it."),
     top_p: str = typer.Option("1.0", help="Nucleus mass; a comma list sweeps it (with every temperature)."),
@@ -181,23 +189,36 @@ def scale(
     for p in top_ps:
         SamplingParams(top_p=p)
     items = load_task(task, limit=limit, seed=seed)
-    gen = _generator(model, device, dtype)
-    scorer_obj = make_scorer(scorer, device="cpu" if device == "auto" else device, generator=gen)
+    remote = model.startswith(("http://", "https://"))
+    if remote:
+        from steerable.lm.http import HTTPClient, HTTPGenerator, HTTPProcess, HTTPScorer
+
+        _threads()
+        client = HTTPClient(model, api_key=api_key, concurrency=concurrency)
+        gen = HTTPGenerator(client, model_name)
+        name = gen.model
+    else:
+        gen = _generator(model, device, dtype)
+        name = model
+    if scorer == "remote" or scorer.startswith("remote:"):
+        if not remote:
+            raise InputError("--scorer remote scores on the server: give --model http://HOST:PORT/v1")
+        scorer_obj = HTTPScorer(client, scorer.partition(":")[2] or None)
+    else:
+        scorer_obj = make_scorer(scorer, device="cpu" if device == "auto" else device, generator=gen)
     delim = (
-        ("\n" if model == "builtin" else "\n\n") if delimiter == "auto" else codecs.decode(delimiter, "unicode_escape")
+        ("\n" if name == "builtin" else "\n\n") if delimiter == "auto" else codecs.decode(delimiter, "unicode_escape")
     )
     for t, p in [(t, p) for t in temps for p in top_ps]:
 
         def make_process(method: str, t: float = t, p: float = p) -> LMProcess:
             params = SamplingParams(temperature=0.0 if method == "greedy" else t, top_p=p)
-            return LMProcess(
-                gen,
-                delimiter=delim,
-                params=params,
-                max_step_tokens=max_step_tokens,
-                max_steps=64,
-                max_tokens=max_tokens,
+            kw = dict(
+                delimiter=delim, params=params, max_step_tokens=max_step_tokens, max_steps=64, max_tokens=max_tokens
             )
+            if remote:
+                return HTTPProcess(gen, mode=http_mode, **kw)
+            return LMProcess(gen, **kw)
 
         where = out
         if len(temps) > 1:

@@ -1,0 +1,331 @@
+"""Generation and scoring over any OpenAI-compatible server (vLLM, SGLang, ``steerable serve``).
+
+- :class:`HTTPClient`: POST with a concurrency limit, retries with exponential
+  backoff on connection errors, timeouts, 429 and 5xx; a 4xx is the caller's
+  mistake and fails at once with the server's message.
+- :class:`HTTPGenerator`: the generator protocol (``generate``), ``n`` per request.
+- :class:`HTTPProcess`: the step-wise :class:`~steerable.search.process.Process`
+  every scaling strategy runs on. A step is one request per live row that
+  continues the row's text up to the delimiter: raw completions (``prompt`` =
+  prompt + text so far), or chat with vLLM's ``continue_final_message``
+  (``mode="chat"``). ``include_stop_str_in_output`` keeps the delimiter, and
+  ``stop_reason`` tells a delimiter from EOS (without it: the text ending in
+  the delimiter). Every row has its own seed stream (forks branch off, as in
+  the local generator), so a run is reproducible on a server that honours
+  ``seed``.
+- :class:`HTTPScorer`: a remote PRM through ``POST /v1/score``.
+
+Usage comes from the server's ``usage``: ``prompt_tokens`` counts every prefix
+sent again (what a server without prefix caching prefills), ``completion_tokens``
+what it generated.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from steerable.errors import ConfigError, InputError, SteerableError
+from steerable.lm.types import Completion, SamplingParams, Usage
+
+
+class RemoteError(SteerableError):
+    """The server could not be reached, or answered with an error."""
+
+
+def _mix(*values: int) -> int:
+    from steerable.lm.local import _mix as mix
+
+    return mix(*values)
+
+
+class HTTPClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        concurrency: int = 32,
+    ):
+        import httpx
+
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"a server URL starts with http:// or https:// (got {base_url!r})")
+        self.base_url = base_url.rstrip("/")
+        self.retries, self.backoff = retries, backoff
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._http = httpx.Client(timeout=timeout, headers=headers, limits=limits)
+        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="steerable-http")
+        self.retried = 0
+
+    def post(self, path: str, body: dict) -> dict:
+        import httpx
+
+        url = self.base_url + path
+        for attempt in range(self.retries + 1):
+            try:
+                r = self._http.post(url, json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                err = f"{type(e).__name__}: {e}"
+            else:
+                if r.status_code < 400:
+                    return r.json()
+                try:
+                    msg = r.json()["error"]["message"]
+                except Exception:
+                    msg = r.text[:200]
+                if r.status_code not in (408, 429) and r.status_code < 500:
+                    raise RemoteError(f"{url} answered {r.status_code}: {msg}")
+                err = f"{r.status_code}: {msg}"
+            if attempt < self.retries:
+                self.retried += 1
+                time.sleep(self.backoff * 2**attempt * (0.5 + random.random()))
+        raise RemoteError(f"{url} failed after {self.retries + 1} tries ({err}): is the server up?")
+
+    def models(self) -> list[str]:
+        import httpx
+
+        try:
+            r = self._http.get(self.base_url + "/models")
+            r.raise_for_status()
+            return [m["id"] for m in r.json()["data"]]
+        except (httpx.HTTPError, KeyError, ValueError) as e:
+            raise RemoteError(f"cannot list models at {self.base_url} ({e}): is the server up?") from None
+
+
+def _params_body(params: SamplingParams) -> dict:
+    body = {"temperature": params.temperature, "top_p": params.top_p}
+    if params.top_k:
+        body["top_k"] = params.top_k
+    if params.ignore_eos:
+        body["ignore_eos"] = True
+    return body
+
+
+class HTTPGenerator:
+    """``generate`` over ``/v1/completions`` (or ``/v1/chat/completions`` for chat messages)."""
+
+    def __init__(self, client: HTTPClient, model: str | None = None):
+        self.client = client
+        self.model = model or client.models()[0]
+        self.usage = Usage()
+        self._lock = threading.Lock()
+        self.tokenizer = None  # the server tokenizes
+
+    def add_usage(self, u: dict) -> Usage:
+        got = Usage(
+            prompt_tokens=int(u.get("prompt_tokens", 0)),
+            generated_tokens=int(u.get("completion_tokens", 0)),
+            forward_tokens=int(u.get("prompt_tokens", 0)) + int(u.get("completion_tokens", 0)),
+        )
+        with self._lock:
+            self.usage = self.usage + got
+        return got
+
+    def _one(self, i: int, prompt, params: SamplingParams) -> list[Completion]:
+        body = {"model": self.model, "n": params.n, "max_tokens": params.max_new_tokens, **_params_body(params)}
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = _mix(params.seed, i)
+        if isinstance(prompt, list):
+            out = self.client.post("/chat/completions", {**body, "messages": prompt, "logprobs": True})
+            texts = [c["message"]["content"] for c in out["choices"]]
+            lps = [[t["logprob"] for t in ((c.get("logprobs") or {}).get("content") or [])] for c in out["choices"]]
+        elif isinstance(prompt, str):
+            out = self.client.post("/completions", {**body, "prompt": prompt, "logprobs": 0})
+            texts = [c["text"] for c in out["choices"]]
+            lps = [list((c.get("logprobs") or {}).get("token_logprobs") or []) for c in out["choices"]]
+        else:
+            raise InputError(f"a prompt must be a string or chat messages (got {type(prompt).__name__})")
+        usage = self.add_usage(out.get("usage") or {})
+        return [
+            Completion(i, t, (), tuple(lp), c.get("finish_reason") or "stop", usage if k == 0 else Usage())
+            for k, (t, lp, c) in enumerate(zip(texts, lps, out["choices"], strict=True))
+        ]
+
+    def generate(self, prompts: Sequence, params: SamplingParams) -> list[Completion]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        futures = [self.client.pool.submit(self._one, i, p, params) for i, p in enumerate(prompts)]
+        return [c for f in futures for c in f.result()]
+
+
+@dataclass
+class HTTPState:
+    prompt: str
+    texts: list[str]
+    seeds: list[int]
+    finished: list[bool] = field(default_factory=list)  # EOS
+    capped: list[bool] = field(default_factory=list)  # max_steps / max_tokens / budget
+    steps: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # generated tokens per row (from usage)
+
+
+@dataclass
+class HTTPProcess:
+    """The language-model process over a server; the same knobs as ``LMProcess``."""
+
+    generator: HTTPGenerator
+    delimiter: str = "\n\n"
+    params: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.8))
+    step_tokens: int | None = None
+    max_step_tokens: int = 256
+    max_steps: int = 40
+    max_tokens: int = 2048
+    token_budget: int | None = None
+    mode: str = "completions"  # or "chat": continue the assistant message (vLLM's continue_final_message)
+
+    def __post_init__(self) -> None:
+        self._run_origin = 0
+        if self.mode not in ("completions", "chat"):
+            raise ConfigError(f"mode must be completions or chat (got {self.mode!r})")
+        if not self.delimiter and self.step_tokens is None:
+            raise ConfigError("an LM process needs a non-empty delimiter or step_tokens")
+
+    @property
+    def usage(self) -> Usage:
+        return self.generator.usage
+
+    def start_run(self) -> None:
+        self._run_origin = self.usage.generated_tokens
+
+    @property
+    def tokens_left(self) -> int | None:
+        if self.token_budget is None:
+            return None
+        return max(0, self.token_budget - (self.usage.generated_tokens - self._run_origin))
+
+    def init(self, prompt: str, n: int, seed: int | None = None) -> HTTPState:
+        base = seed if seed is not None else random.getrandbits(62)
+        return HTTPState(
+            prompt, [""] * n, [_mix(base, r) for r in range(n)], [False] * n, [False] * n, [0] * n, [0] * n
+        )
+
+    def size(self, state: HTTPState) -> int:
+        return len(state.texts)
+
+    def is_terminal(self, state: HTTPState) -> list[bool]:
+        return [f or c for f, c in zip(state.finished, state.capped, strict=True)]
+
+    def _request(self, state: HTTPState, r: int, cap: int) -> tuple[int, dict]:
+        g = self.generator
+        body = {"model": g.model, "max_tokens": cap, "n": 1, **_params_body(self.params)}
+        body["seed"] = _mix(state.seeds[r], len(state.texts[r]))
+        if not self.step_tokens:
+            body["stop"] = [self.delimiter]
+            body["include_stop_str_in_output"] = True
+        text = state.texts[r]
+        if self.mode == "chat":
+            msgs = [{"role": "user", "content": state.prompt}]
+            if text:
+                msgs.append({"role": "assistant", "content": text})
+                body.update(continue_final_message=True, add_generation_prompt=False)
+            out = g.client.post("/chat/completions", {**body, "messages": msgs})
+            c = out["choices"][0]
+            new = c["message"]["content"] or ""
+        else:
+            out = g.client.post("/completions", {**body, "prompt": state.prompt + text})
+            c = out["choices"][0]
+            new = c["text"]
+        return r, {
+            "text": new,
+            "finish": c.get("finish_reason"),
+            "stop_reason": c.get("stop_reason", ""),
+            "usage": out.get("usage") or {},
+        }
+
+    def propose(self, state: HTTPState, skip: Sequence[int] = ()) -> None:
+        live = [r for r, t in enumerate(self.is_terminal(state)) if not t and r not in skip]
+        if not live:
+            return
+        cap = self.step_tokens or self.max_step_tokens
+        left = self.tokens_left
+        if left is not None:
+            cap = min(cap, left // len(live))
+            if cap == 0:
+                for r in live:
+                    state.capped[r] = True
+                return
+        pool = self.generator.client.pool
+        for r, res in [f.result() for f in [pool.submit(self._request, state, r, cap) for r in live]]:
+            used = self.generator.add_usage(res["usage"])
+            new = res["text"]
+            state.texts[r] += new
+            state.tokens[r] += used.generated_tokens
+            state.steps[r] += 1
+            at_delim = bool(self.delimiter) and new.endswith(self.delimiter)
+            # EOS: a "stop" that is not the delimiter (vLLM and our server say which in stop_reason)
+            if res["finish"] == "stop" and not self.step_tokens:
+                eos = res["stop_reason"] is None if res["stop_reason"] != "" else not at_delim
+                if eos:
+                    state.finished[r] = True
+            if state.steps[r] >= self.max_steps or state.tokens[r] >= self.max_tokens:
+                state.capped[r] = True
+
+    def force(self, state: HTTPState, row: int, text: str, final: bool = False) -> None:
+        state.texts[row] += text
+        state.steps[row] += 1
+        if final:
+            state.capped[row] = True
+
+    def select(self, state: HTTPState, rows: Sequence[int]) -> HTTPState:
+        rows = list(rows)
+        if not rows or min(rows) < 0 or max(rows) >= len(state.texts):
+            raise InputError(f"row index out of range for a batch of {len(state.texts)}: {rows}")
+        seeds, copies = [], {}
+        for r in rows:  # a row's first copy continues its stream; further copies branch off it
+            k = copies.get(r, 0)
+            copies[r] = k + 1
+            seeds.append(state.seeds[r] if k == 0 else _mix(state.seeds[r], k, len(state.texts[r])))
+        pick = lambda xs: [xs[r] for r in rows]  # noqa: E731
+        return HTTPState(
+            state.prompt,
+            pick(state.texts),
+            seeds,
+            pick(state.finished),
+            pick(state.capped),
+            pick(state.steps),
+            pick(state.tokens),
+        )
+
+    def concat(self, states: Sequence[HTTPState]) -> HTTPState:
+        return HTTPState(
+            states[0].prompt,
+            [x for s in states for x in s.texts],
+            [x for s in states for x in s.seeds],
+            [x for s in states for x in s.finished],
+            [x for s in states for x in s.capped],
+            [x for s in states for x in s.steps],
+            [x for s in states for x in s.tokens],
+        )
+
+    def preview(self, state: HTTPState) -> list[str]:
+        return list(state.texts)
+
+
+class HTTPScorer:
+    """A PRM behind ``POST /v1/score`` (``steerable serve --prm ...``)."""
+
+    range = (0.0, 1.0)
+
+    def __init__(self, client: HTTPClient, name: str | None = None):
+        self.client, self.name = client, name
+        self.calls = 0
+        self.forward_tokens = 0
+
+    def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
+        self.calls += 1
+        body = {"prompts": list(prompts), "partials": list(partials)}
+        if self.name:
+            body["scorer"] = self.name
+        out = self.client.post("/score", body)
+        self.forward_tokens += int((out.get("usage") or {}).get("scorer_tokens", 0))
+        return [float(s) for s in out["scores"]]
