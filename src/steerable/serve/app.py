@@ -463,6 +463,7 @@ def create_app(engine: Engine, config: ServeConfig):
             strength=steering[1],
             include_stop=bool(data.get("include_stop_str_in_output", False)),
             want_logprobs=want_lp,
+            stream=bool(data.get("stream")),
         )
         q = submit(req)
         if data.get("stream"):

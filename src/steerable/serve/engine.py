@@ -49,6 +49,7 @@ class GenRequest:
     strength: float | None = None
     include_stop: bool = False  # vLLM's include_stop_str_in_output
     want_logprobs: bool = False
+    stream: bool = True  # False: no per-token deltas, only the result (no event-loop wake-up per token)
     cancelled: bool = False
     arrived: float = field(default_factory=time.perf_counter)
 
@@ -208,8 +209,8 @@ class Engine:
                 item = None
                 if self.running_rows + sum(r.params.n * len(r.prompts) for r in admitted) >= self.max_batch:
                     break
-            for req in admitted:
-                self._admit(req)
+            if admitted:
+                self._admit_many(admitted)
             if any(g.rows for g in self._groups.values()):
                 self._decode_all()
             elif self._stop.is_set() and self._queue.empty():
@@ -240,6 +241,80 @@ class Engine:
             params = SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, ignore_eos=p.ignore_eos)
             g = self._groups[key] = _Group(key, params, ctx)
         return g
+
+    def _admit_many(self, reqs: list[GenRequest]) -> None:
+        """Admit requests; those of one group are prefilled together in one model call.
+
+        Each prompt but its last token is run into the KV cache (one call for
+        every new prompt of the group); the last token is left pending, so the
+        group's next decode step feeds it along with the running rows' tokens
+        and samples everyone's next token in the same call. A controller
+        decides from its prefill and must see whole prompts: its groups (and
+        one-token prompts) take :meth:`_admit`, a prefill and a sample per request.
+        """
+        from steerable.steer.controller import Controller
+
+        by_group: dict[tuple, list[GenRequest]] = {}
+        for req in reqs:
+            if req.cancelled:
+                continue
+            try:
+                g = self._group(req)
+            except Exception as e:
+                req.emit("error", e)
+                continue
+            whole = isinstance(self.steering.get(req.steering), Controller) or any(len(p) < 2 for p in req.prompts)
+            if whole:
+                self._admit(req)
+            else:
+                by_group.setdefault(g.key, []).append(req)
+        for key, group_reqs in by_group.items():
+            self._prefill_together(self._groups[key], group_reqs)
+
+    def _prefill_together(self, g: _Group, reqs: list[GenRequest]) -> None:
+        limit = getattr(self.gen.model.config, "max_position_embeddings", None)
+        ok: list[GenRequest] = []
+        for req in reqs:
+            if limit and any(len(p) >= limit for p in req.prompts):
+                worst = max(len(p) for p in req.prompts)
+                req.emit("error", InputError(f"the prompt has {worst} tokens, over the model's context of {limit}"))
+            else:
+                ok.append(req)
+        if not ok:
+            return
+        ids = [list(p) for req in ok for p in req.prompts]
+        base = self._next_prompt
+        self._next_prompt += len(ids)
+        seqs = Sequences(ids, [len(x) for x in ids], [base + i for i in range(len(ids))])
+        seqs.pending = [x[:-1] for x in ids]
+        try:
+            with g.steering():
+                self.gen._feed(seqs, list(range(len(ids))))
+        except Exception as e:
+            for req in ok:
+                req.emit("error", e)
+            return
+        seqs.pending = [x[-1:] for x in ids]
+        order, rows, rngs, at = [], [], [], 0
+        for req in ok:
+            n, k = req.params.n, 0
+            seed = req.params.seed if req.params.seed is not None else random.getrandbits(62)
+            req_rows = []
+            for _ in req.prompts:
+                for _ in range(n):
+                    order.append(at)
+                    req_rows.append(_Row(req, k, req.params.stop, req.params.max_new_tokens))
+                    rngs.append(_mix(seed, k))
+                    k += 1
+                at += 1
+            prompt_tokens = sum(len(p) for p in req.prompts)
+            self._trackers[id(req)] = _Tracker(req, req_rows, prompt_tokens, prompt_tokens, left=len(req_rows))
+            rows.extend(req_rows)
+        if order != list(range(len(ids))):
+            seqs = seqs.select(order)
+        seqs.rngs = rngs
+        g.seqs = seqs if g.seqs is None or not g.rows else Sequences.concat([g.seqs, seqs])
+        g.rows = g.rows + rows if g.rows else rows
 
     def _admit(self, req: GenRequest) -> None:
         """Prefill the request's prompts, sample their first token, and join the group's running batch."""
@@ -360,6 +435,8 @@ class Engine:
 
     def _stream(self, row: _Row, final: bool) -> None:
         """Send the row's new text, holding back what could still turn into a stop string."""
+        if not row.req.stream:
+            return
         text = row.text
         upto = len(text)
         if not final:
