@@ -152,6 +152,9 @@ def scale(
         "completions", help="With a server URL: completions, or chat (continue_final_message)."
     ),
     concurrency: int = typer.Option(32, help="With a server URL: requests in flight at once."),
+    ray: bool = typer.Option(False, "--ray", help="Spread items over Ray workers (extra [ray])."),
+    ray_address: str | None = typer.Option(None, help="A Ray cluster to join (default: start a local one)."),
+    ray_workers: int | None = typer.Option(None, help="Ray workers (default: one per CPU)."),
     limit: int | None = typer.Option(None, help="Items to use (default: all; 200 for built-in splits)."),
     temperature: str = typer.Option("0.8", help="Sampling temperature; a comma list sweeps it."),
     top_p: str = typer.Option("1.0", help="Nucleus mass; a comma list sweeps it (with every temperature)."),
@@ -166,10 +169,10 @@ def scale(
     dtype: str = DTYPE,
 ) -> None:
     """Inference-time scaling: accuracy against compute for each method and budget."""
+    from steerable.bench.distributed import ScaleSetup
     from steerable.bench.scale import run_scale
     from steerable.lm.types import SamplingParams
-    from steerable.search.process import LMProcess
-    from steerable.search.registry import make_scorer, make_strategy
+    from steerable.search.registry import make_strategy
     from steerable.tasks.answers import make_checker
     from steerable.tasks.loader import load_task
 
@@ -189,55 +192,53 @@ def scale(
     for p in top_ps:
         SamplingParams(top_p=p)
     items = load_task(task, limit=limit, seed=seed)
-    remote = model.startswith(("http://", "https://"))
-    if remote:
-        from steerable.lm.http import HTTPClient, HTTPGenerator, HTTPProcess, HTTPScorer
-
-        _threads()
-        client = HTTPClient(model, api_key=api_key, concurrency=concurrency)
-        gen = HTTPGenerator(client, model_name)
-        name = gen.model
-    else:
-        gen = _generator(model, device, dtype)
-        name = model
-    if scorer == "remote" or scorer.startswith("remote:"):
-        if not remote:
-            raise InputError("--scorer remote scores on the server: give --model http://HOST:PORT/v1")
-        scorer_obj = HTTPScorer(client, scorer.partition(":")[2] or None)
-    else:
-        scorer_obj = make_scorer(scorer, device="cpu" if device == "auto" else device, generator=gen)
-    delim = (
-        ("\n" if name == "builtin" else "\n\n") if delimiter == "auto" else codecs.decode(delimiter, "unicode_escape")
+    setup = ScaleSetup(
+        model=model,
+        scorer=scorer,
+        device=device,
+        dtype=dtype,
+        delimiter=delimiter,
+        max_step_tokens=max_step_tokens,
+        max_tokens=max_tokens,
+        answer_format=answer_format,
+        answer_regex=answer_regex,
+        model_name=model_name,
+        api_key=api_key,
+        http_mode=http_mode,
+        concurrency=concurrency,
     )
+    _threads()
+    _quiet_transformers()
+    built = None if ray else setup.build()
     for t, p in [(t, p) for t in temps for p in top_ps]:
+        executor = None
+        if ray:
+            from steerable.bench.distributed import RayExecutor
 
-        def make_process(method: str, t: float = t, p: float = p) -> LMProcess:
-            params = SamplingParams(temperature=0.0 if method == "greedy" else t, top_p=p)
-            kw = dict(
-                delimiter=delim, params=params, max_step_tokens=max_step_tokens, max_steps=64, max_tokens=max_tokens
-            )
-            if remote:
-                return HTTPProcess(gen, mode=http_mode, **kw)
-            return LMProcess(gen, **kw)
-
+            executor = RayExecutor(setup, t, p, address=ray_address, workers=ray_workers)
         where = out
         if len(temps) > 1:
             where = where / f"temperature-{t:g}"
         if len(top_ps) > 1:
             where = where / f"top-p-{p:g}"
-        summary = run_scale(
-            items,
-            method_list,
-            budget_list,
-            make_process,
-            scorer_obj,
-            checker,
-            where,
-            seed=seed,
-            progress=sys.stderr.isatty(),
-            unit=budget_unit,
-            tokens_per_sample=tokens_per_sample,
-        )
+        try:
+            summary = run_scale(
+                items,
+                method_list,
+                budget_list,
+                built.process_factory(t, p) if built else None,
+                built.scorer if built else None,
+                checker,
+                where,
+                seed=seed,
+                progress=sys.stderr.isatty(),
+                unit=budget_unit,
+                tokens_per_sample=tokens_per_sample,
+                executor=executor,
+            )
+        finally:
+            if executor is not None:
+                executor.close()
         if as_json:
             typer.echo(json.dumps({"temperature": t, "top_p": p, **summary}))
             continue

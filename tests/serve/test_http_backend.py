@@ -102,3 +102,19 @@ def test_unreachable_server_is_one_clear_error():
         HTTPGenerator(client, "m").generate(["x"], SamplingParams())
     with pytest.raises(Exception, match="http://"):
         HTTPClient("127.0.0.1:8000")
+
+
+def test_scale_cli_over_http_with_remote_scorer(server, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from steerable.cli import app
+
+    args = ["scale", "--model", server.url + "/v1", "--scorer", "remote", "--task", "builtin:hard", "--limit", "2"]
+    args += ["--methods", "sc,pf", "--budgets", "2", "--max-step-tokens", "32", "--out", str(tmp_path), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output.strip().splitlines()[-1])["rows"]
+    assert {r["method"] for r in rows} == {"sc", "pf"} and all(r["errors"] == 0 for r in rows)
+    assert next(r for r in rows if r["method"] == "pf")["scorer_calls"] > 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from steerable.errors import ConfigError, SteerableError
@@ -36,11 +36,75 @@ def read_results(path: Path) -> list[dict]:
     return rows
 
 
+def run_job(
+    strategies: dict,
+    make_process: Callable[[str], object],
+    scorer,
+    checker: AnswerChecker,
+    i: int,
+    item: Item,
+    method: str,
+    budget: int,
+    seed: int,
+    unit: str,
+    tokens_per_sample: float | None,
+) -> dict:
+    """One (item, method, budget) run: the results.jsonl row. Depends on nothing but its arguments."""
+    row = {"item": item.id, "method": method, "budget": budget, "gold": item.answer}
+    t0 = time.perf_counter()
+    try:
+        if hasattr(scorer, "clear_cache"):
+            scorer.clear_cache()  # each run pays for its own scoring: no prefixes cached by another method
+        process = make_process(method)
+        width = budget
+        if unit == "tokens":
+            process.token_budget = budget
+            width = max(1, int(budget // tokens_per_sample))
+            row["width"] = width
+        res = strategies[method].run(
+            process,
+            None if method in UNSCORED else scorer,
+            width,
+            item.prompt,
+            seed=seed * 1_000_003 + i,
+        )
+        row.update(
+            answer=res.answer,
+            correct=checker.correct(res.text, item.answer),
+            generated_tokens=res.cost.generated_tokens,
+            forward_tokens=res.cost.forward_tokens,
+            scorer_calls=res.cost.scorer_calls,
+            scorer_tokens=res.cost.scorer_tokens,
+            seconds=res.cost.seconds,
+            candidates=len(res.candidates),
+        )
+    except SteerableError as e:  # one bad item is recorded and the run goes on
+        row.update(error=str(e), correct=False, seconds=round(time.perf_counter() - t0, 4))
+    return row
+
+
+class LocalExecutor:
+    """Runs jobs one after another in this process."""
+
+    def __init__(self, make_process: Callable[[str], object], scorer, checker: AnswerChecker):
+        self.make_process, self.scorer, self.checker = make_process, scorer, checker
+
+    def calibrate(self, items: Sequence[Item]) -> float:
+        return measure_tokens_per_sample(self.make_process, items)
+
+    def run(self, jobs: list[tuple], methods: Sequence[str], seed: int, unit: str, tps: float | None) -> Iterator[dict]:
+        strategies = {m: make_strategy(m, self.checker.extract) for m in methods}
+        for i, item, method, budget in jobs:
+            yield run_job(
+                strategies, self.make_process, self.scorer, self.checker, i, item, method, budget, seed, unit, tps
+            )
+
+
 def run_scale(
     items: Sequence[Item],
     methods: Sequence[str],
     budgets: Sequence[int],
-    make_process: Callable[[str], object],
+    make_process: Callable[[str], object] | None,
     scorer,
     checker: AnswerChecker,
     out: Path,
@@ -48,6 +112,7 @@ def run_scale(
     progress: bool = True,
     unit: str = "samples",
     tokens_per_sample: float | None = None,
+    executor=None,
 ) -> dict:
     """Run every (item, method, budget); ``unit="tokens"`` makes each budget a cap on generated tokens.
 
@@ -57,17 +122,24 @@ def run_scale(
     given, ``tokens_per_sample`` is measured once per run directory as the mean
     length of sampled solutions of the first 8 items and recorded in
     ``summary.json``, so reruns use the same widths.
+
+    ``executor`` runs the jobs (default: here, one after another; a
+    :class:`steerable.bench.distributed.RayExecutor` spreads them over Ray
+    workers). Rows are written in the order they finish; every job's seed
+    depends only on its item's index, so the numbers are the same either way.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if unit not in ("samples", "tokens"):
         raise ConfigError(f"unknown budget unit {unit!r}: use samples or tokens")
+    executor = executor or LocalExecutor(make_process, scorer, checker)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     if unit == "tokens":
-        tokens_per_sample = _tokens_per_sample(out, items, make_process, tokens_per_sample)
+        tokens_per_sample = _tokens_per_sample(out, items, executor, tokens_per_sample)
     done = {_key(r["item"], r["method"], r["budget"]) for r in read_results(path)}
-    strategies = {m: make_strategy(m, checker.extract) for m in methods}
+    for m in methods:
+        make_strategy(m, checker.extract)  # an unknown method fails before any work
     jobs = [
         (i, it, m, b)
         for i, it in enumerate(items)
@@ -88,41 +160,10 @@ def run_scale(
         ) as bar,
     ):
         task = bar.add_task("scale", total=len(jobs), completed=len(jobs) - len(todo), what="")
-        for i, item, method, budget in todo:
-            bar.update(task, what=f"{method}@{budget}")
-            row = {"item": item.id, "method": method, "budget": budget, "gold": item.answer}
-            t0 = time.perf_counter()
-            try:
-                if hasattr(scorer, "clear_cache"):
-                    scorer.clear_cache()  # each run pays for its own scoring: no prefixes cached by another method
-                process = make_process(method)
-                width = budget
-                if unit == "tokens":
-                    process.token_budget = budget
-                    width = max(1, int(budget // tokens_per_sample))
-                    row["width"] = width
-                res = strategies[method].run(
-                    process,
-                    None if method in UNSCORED else scorer,
-                    width,
-                    item.prompt,
-                    seed=seed * 1_000_003 + i,
-                )
-                row.update(
-                    answer=res.answer,
-                    correct=checker.correct(res.text, item.answer),
-                    generated_tokens=res.cost.generated_tokens,
-                    forward_tokens=res.cost.forward_tokens,
-                    scorer_calls=res.cost.scorer_calls,
-                    scorer_tokens=res.cost.scorer_tokens,
-                    seconds=res.cost.seconds,
-                    candidates=len(res.candidates),
-                )
-            except SteerableError as e:  # one bad item is recorded and the run goes on
-                row.update(error=str(e), correct=False, seconds=round(time.perf_counter() - t0, 4))
+        for row in executor.run(todo, methods, seed, unit, tokens_per_sample):
             f.write(json.dumps(row) + "\n")
             f.flush()
-            bar.advance(task)
+            bar.update(task, advance=1, what=f"{row['method']}@{row['budget']}")
     summary = summarise(read_results(path), methods, budgets)
     summary["unit"] = unit
     if unit == "tokens":
@@ -132,13 +173,8 @@ def run_scale(
     return summary
 
 
-def _tokens_per_sample(out: Path, items: Sequence[Item], make_process, given: float | None) -> float:
-    """Mean sampled solution length (4 samples of each of the first 8 items), measured once per directory.
-
-    Kept in ``calibration.json`` so a resumed run uses the same widths.
-    """
-    from steerable.search.base import run_to_end
-
+def _tokens_per_sample(out: Path, items: Sequence[Item], executor, given: float | None) -> float:
+    """Mean sampled solution length, measured once per directory and kept in ``calibration.json``."""
     rec = out / "calibration.json"
     if given is not None:
         if given <= 0:
@@ -147,15 +183,22 @@ def _tokens_per_sample(out: Path, items: Sequence[Item], make_process, given: fl
     elif rec.exists():
         return float(json.loads(rec.read_text())["tokens_per_sample"])
     else:
-        process = make_process("calibration")  # the sampling settings every non-greedy method uses
-        lengths = []
-        for i, item in enumerate(items[:8]):
-            u0 = process.usage.generated_tokens
-            run_to_end(process, process.init(item.prompt, 4, seed=i))
-            lengths.append((process.usage.generated_tokens - u0) / 4)
-        value = round(sum(lengths) / len(lengths), 2)
+        value = executor.calibrate(items)
     rec.write_text(json.dumps({"tokens_per_sample": value}) + "\n")
     return value
+
+
+def measure_tokens_per_sample(make_process, items: Sequence[Item]) -> float:
+    """4 samples of each of the first 8 items at the settings every non-greedy method uses."""
+    from steerable.search.base import run_to_end
+
+    process = make_process("calibration")
+    lengths = []
+    for i, item in enumerate(items[:8]):
+        u0 = process.usage.generated_tokens
+        run_to_end(process, process.init(item.prompt, 4, seed=i))
+        lengths.append((process.usage.generated_tokens - u0) / 4)
+    return round(sum(lengths) / len(lengths), 2)
 
 
 def summarise(rows: list[dict], methods: Sequence[str], budgets: Sequence[int]) -> dict:
