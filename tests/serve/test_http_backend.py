@@ -32,14 +32,16 @@ def test_generate_equals_local(remote, local):
 @pytest.mark.parametrize("mode", ["completions", "chat"])
 def test_greedy_steps_over_http_equal_local_steps(remote, local, mode):
     greedy = make_strategy("greedy", lambda t: None)
-    kw = dict(delimiter="\n", params=SamplingParams(temperature=0), max_step_tokens=64, max_steps=64, max_tokens=320)
+    kw = dict(delimiter="\n", params=SamplingParams(temperature=0), max_step_tokens=64, max_steps=64, max_tokens=200)
     got = greedy.run(HTTPProcess(remote, mode=mode, **kw), None, 1, PROMPT)
     want = greedy.run(LMProcess(local, **kw), None, 1, PROMPT)
     assert got.text == want.text and got.text.endswith("A: 66")
     assert got.cost.generated_tokens == want.cost.generated_tokens
 
 
-def test_scaling_strategies_run_unchanged_and_reproduce(remote):
+@pytest.mark.parametrize("kind", ["steerable", "openai"])  # one request per step for all rows, or one per row
+def test_scaling_strategies_run_unchanged_and_reproduce(remote, kind):
+    remote = HTTPGenerator(remote.client, "builtin", server=kind)
     scorer = HTTPScorer(remote.client)
     proc = lambda: HTTPProcess(remote, delimiter="\n", params=SamplingParams(temperature=0.8), max_step_tokens=64)  # noqa: E731
     for method in ("sc", "pf", "beam"):
@@ -87,19 +89,24 @@ def test_retries_on_5xx_and_429_then_succeeds(serve_app):
     s = serve_app(app)
     try:
         client = HTTPClient(s.url + "/v1", retries=3, backoff=0.01)
-        out = HTTPGenerator(client, "m").generate(["x"], SamplingParams())
+        out = HTTPGenerator(client, "m", server="openai").generate(["x"], SamplingParams())
         assert out[0].text == "ok" and len(calls) == 3 and client.retried == 2
         with pytest.raises(RemoteError, match="400: messages must be a list"):
-            HTTPGenerator(client, "m").generate([[{"role": "user", "content": "x"}]], SamplingParams())
+            HTTPGenerator(client, "m", server="openai").generate([[{"role": "user", "content": "x"}]], SamplingParams())
         assert client.retried == 2  # a 4xx is not retried
     finally:
         s.close()
 
 
+def test_unknown_model_is_one_clear_error(server):
+    with pytest.raises(RemoteError, match="does not serve 'gpt-9': it serves builtin"):
+        HTTPGenerator(HTTPClient(server.url + "/v1"), "gpt-9")
+
+
 def test_unreachable_server_is_one_clear_error():
     client = HTTPClient("http://127.0.0.1:9/v1", retries=1, backoff=0.01, timeout=2)
     with pytest.raises(RemoteError, match="failed after 2 tries.*is the server up"):
-        HTTPGenerator(client, "m").generate(["x"], SamplingParams())
+        HTTPGenerator(client, "m", server="openai").generate(["x"], SamplingParams())
     with pytest.raises(Exception, match="http://"):
         HTTPClient("127.0.0.1:8000")
 

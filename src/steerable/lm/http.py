@@ -89,14 +89,15 @@ class HTTPClient:
                 time.sleep(self.backoff * 2**attempt * (0.5 + random.random()))
         raise RemoteError(f"{url} failed after {self.retries + 1} tries ({err}): is the server up?")
 
-    def models(self) -> list[str]:
+    def models(self) -> list[dict]:
+        """The server's ``/models`` entries (``id``, ``owned_by``, ...)."""
         import httpx
 
         try:
             r = self._http.get(self.base_url + "/models")
             r.raise_for_status()
-            return [m["id"] for m in r.json()["data"]]
-        except (httpx.HTTPError, KeyError, ValueError) as e:
+            return [m for m in r.json()["data"] if "id" in m]
+        except (httpx.HTTPError, KeyError, ValueError, TypeError) as e:
             raise RemoteError(f"cannot list models at {self.base_url} ({e}): is the server up?") from None
 
 
@@ -112,9 +113,22 @@ def _params_body(params: SamplingParams) -> dict:
 class HTTPGenerator:
     """``generate`` over ``/v1/completions`` (or ``/v1/chat/completions`` for chat messages)."""
 
-    def __init__(self, client: HTTPClient, model: str | None = None):
+    def __init__(self, client: HTTPClient, model: str | None = None, server: str | None = None):
         self.client = client
-        self.model = model or client.models()[0]
+        if model is None or server is None:
+            entries = client.models()
+            if not entries:
+                raise RemoteError(f"{client.base_url} serves no model")
+            entry = next((m for m in entries if m["id"] == model), entries[0] if model is None else None)
+            if entry is None:
+                have = ", ".join(m["id"] for m in entries)
+                raise RemoteError(f"{client.base_url} does not serve {model!r}: it serves {have}")
+            model = entry["id"]
+            server = server or ("steerable" if entry.get("owned_by") == "steerable" else "openai")
+        self.model = model
+        # our server gives every prompt of a request its own random stream, so a step can go as one request;
+        # vLLM seeds every prompt of a request alike, so forked particles there need a request each
+        self.server = server
         self.usage = Usage()
         self._lock = threading.Lock()
         self.tokenizer = None  # the server tokenizes
@@ -215,11 +229,11 @@ class HTTPProcess:
     def is_terminal(self, state: HTTPState) -> list[bool]:
         return [f or c for f, c in zip(state.finished, state.capped, strict=True)]
 
-    def _request(self, state: HTTPState, r: int, cap: int) -> tuple[int, dict]:
+    def _request(self, state: HTTPState, r: int, cap: int, stop: bool = True) -> tuple[int, dict]:
         g = self.generator
         body = {"model": g.model, "max_tokens": cap, "n": 1, **_params_body(self.params)}
         body["seed"] = _mix(state.seeds[r], len(state.texts[r]))
-        if not self.step_tokens:
+        if stop:
             body["stop"] = [self.delimiter]
             body["include_stop_str_in_output"] = True
         text = state.texts[r]
@@ -242,6 +256,43 @@ class HTTPProcess:
             "usage": out.get("usage") or {},
         }
 
+    def _batch(self) -> bool:
+        return self.mode == "completions" and self.generator.server == "steerable"
+
+    def _request_many(self, state: HTTPState, rows: list[int], cap: int, stop: bool) -> list[tuple[int, dict]]:
+        """One completions request for every row (our server: each prompt samples from its own stream)."""
+        g = self.generator
+        body = {"model": g.model, "max_tokens": cap, "n": 1, "logprobs": 0, **_params_body(self.params)}
+        body["seed"] = _mix(state.seeds[rows[0]], len(state.texts[rows[0]]), len(rows))
+        if stop:
+            body["stop"] = [self.delimiter]
+            body["include_stop_str_in_output"] = True
+        out = g.client.post("/completions", {**body, "prompt": [state.prompt + state.texts[r] for r in rows]})
+        choices = sorted(out["choices"], key=lambda c: c["index"])
+        g.add_usage(out.get("usage") or {})
+        res = []
+        for r, c in zip(rows, choices, strict=True):
+            toks = len((c.get("logprobs") or {}).get("tokens") or [])
+            res.append(
+                (
+                    r,
+                    {
+                        "text": c["text"],
+                        "finish": c.get("finish_reason"),
+                        "stop_reason": c.get("stop_reason", ""),
+                        "tokens": toks,
+                        "usage": None,
+                    },
+                )
+            )
+        return res
+
+    def _results(self, state: HTTPState, live: list[int], cap: int, stop: bool) -> list[tuple[int, dict]]:
+        if self._batch():
+            return self._request_many(state, live, cap, stop)
+        pool = self.generator.client.pool
+        return [f.result() for f in [pool.submit(self._request, state, r, cap, stop) for r in live]]
+
     def propose(self, state: HTTPState, skip: Sequence[int] = ()) -> None:
         live = [r for r, t in enumerate(self.is_terminal(state)) if not t and r not in skip]
         if not live:
@@ -254,12 +305,12 @@ class HTTPProcess:
                 for r in live:
                     state.capped[r] = True
                 return
-        pool = self.generator.client.pool
-        for r, res in [f.result() for f in [pool.submit(self._request, state, r, cap) for r in live]]:
-            used = self.generator.add_usage(res["usage"])
+        for r, res in self._results(state, live, cap, stop=not self.step_tokens):
             new = res["text"]
+            if res["usage"] is not None:
+                res["tokens"] = self.generator.add_usage(res["usage"]).generated_tokens
             state.texts[r] += new
-            state.tokens[r] += used.generated_tokens
+            state.tokens[r] += res["tokens"]
             state.steps[r] += 1
             at_delim = bool(self.delimiter) and new.endswith(self.delimiter)
             # EOS: a "stop" that is not the delimiter (vLLM and our server say which in stop_reason)
@@ -269,6 +320,37 @@ class HTTPProcess:
                     state.finished[r] = True
             if state.steps[r] >= self.max_steps or state.tokens[r] >= self.max_tokens:
                 state.capped[r] = True
+
+    def complete(self, state: HTTPState) -> HTTPState:
+        """Every live row to its end in chunks of ``max_step_tokens``, ignoring the delimiter.
+
+        What ``run_to_end`` uses for strategies that only need finished samples
+        (self-consistency, best-of-N): a few requests per row instead of one per
+        line (one per chunk for all rows on our server). A chunk is not a step:
+        ``max_steps`` does not cap a row here, ``max_tokens`` does.
+        """
+        while True:
+            live = [r for r, t in enumerate(self.is_terminal(state)) if not t]
+            if not live:
+                return state
+            cap = min(self.max_step_tokens, max(1, min(self.max_tokens - state.tokens[r] for r in live)))
+            left = self.tokens_left
+            if left is not None:
+                cap = min(cap, left // len(live))
+                if cap == 0:
+                    for r in live:
+                        state.capped[r] = True
+                    return state
+            for r, res in self._results(state, live, cap, stop=False):
+                if res["usage"] is not None:
+                    res["tokens"] = self.generator.add_usage(res["usage"]).generated_tokens
+                state.texts[r] += res["text"]
+                state.tokens[r] += res["tokens"]
+                if res["finish"] == "stop":
+                    state.finished[r] = True
+                    state.steps[r] += 1
+                elif state.tokens[r] >= self.max_tokens:
+                    state.capped[r] = True
 
     def force(self, state: HTTPState, row: int, text: str, final: bool = False) -> None:
         state.texts[row] += text
