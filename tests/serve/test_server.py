@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -214,3 +215,28 @@ def test_api_key_and_body_limit(serve_app):
         assert httpx.get(s.url + "/health").status_code == 200  # health needs no key
     finally:
         s.close()
+
+
+def test_shutdown_finishes_in_flight_requests(serve_app):
+    from steerable.serve import build
+
+    engine, app = build("builtin", device="cpu")
+    s = serve_app(app)
+    out = {}
+
+    def long_request():
+        body = {"prompt": PROMPT, "max_tokens": 150, "temperature": 0.0, "ignore_eos": True}
+        out["r"] = httpx.post(s.url + "/v1/completions", json=body, timeout=60)
+
+    import threading
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    deadline = time.time() + 10
+    while engine.running_rows == 0 and time.time() < deadline:  # the request is decoding
+        time.sleep(0.005)
+    assert engine.running_rows > 0
+    s.close()  # SIGTERM-like: uvicorn stops accepting, waits for the open request, then the engine drains
+    t.join(30)
+    assert out["r"].status_code == 200
+    assert out["r"].json()["usage"]["completion_tokens"] == 150
