@@ -91,7 +91,8 @@ def test_builtin_train_writes_a_loadable_model(tmp_path):
     assert rec["steps"] == 2 and rec["config"]["seed"] == 3
     g = run("generate", "Q: 1+1=\\n", "--model", str(tmp_path / "m"), "--max-new-tokens", "3", "--json")
     assert g.returncode == 0, g.stderr
-    assert json.loads(g.stdout)["usage"]["generated_tokens"] == 3
+    # a 2-step model may sample EOS early: what matters is that it loads and generates, within the cap
+    assert 1 <= json.loads(g.stdout)["usage"]["generated_tokens"] <= 3
 
 
 @pytest.mark.parametrize(
