@@ -23,6 +23,8 @@ app.add_typer(builtin_app, name="builtin")
 from steerable.cli_steer import steer_app  # noqa: E402
 
 app.add_typer(steer_app, name="steer")
+train_app = typer.Typer(no_args_is_help=True, help="Change weights: reinforcement learning on TRL.")
+app.add_typer(train_app, name="train")
 
 DEVICE = typer.Option("auto", help="cpu, cuda, cuda:N or auto.")
 DTYPE = typer.Option("float32", help="float32, bfloat16 or float16.")
@@ -409,6 +411,63 @@ def serve(
 
     typer.echo(f"serving {served_model_name or model} on http://{host}:{port}/v1", err=True)
     uvicorn.run(api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+@train_app.command("rl")
+def train_rl_cmd(
+    out: Path = typer.Option(..., help="Output directory: the trained model, metrics.jsonl, curves.png, checkpoints/."),
+    model: str = typer.Option("builtin", help="Model directory, or 'builtin'."),
+    task: str = typer.Option("builtin:medium", help="builtin:easy|medium|hard|all, or a JSONL file (prompt, answer)."),
+    algo: str = typer.Option(
+        "grpo", help="grpo, dr_grpo, dapo, clip_cov, kl_cov, mdpo, l_grpo, efficiency, aspo, ttrl, trl_grpo."
+    ),
+    reward: str | None = typer.Option(None, help="exact, format, prm, majority with weights: 'exact:1,format:0.2'."),
+    template: str = typer.Option(
+        "none", help="Prior prompt: none, reasoning, planning, code, knowledge, null_example."
+    ),
+    minutes: float | None = typer.Option(10.0, help="Wall-clock budget (the run stops after the step that spends it)."),
+    steps: int | None = typer.Option(None, help="Step budget (with --minutes: whichever comes first)."),
+    prompts_per_step: int = typer.Option(4, help="Prompts per step."),
+    group: int = typer.Option(8, help="Rollouts per prompt (G)."),
+    max_completion: int = typer.Option(160, help="Token cap per rollout."),
+    temperature: float = typer.Option(1.0, help="Rollout temperature."),
+    lr: float = typer.Option(1e-4, help="Learning rate (constant)."),
+    beta: float = typer.Option(0.0, help="KL weight to the reference model."),
+    eval_every: int = typer.Option(25, help="Steps between held-in greedy evaluations (0: start and end only)."),
+    eval_n: int = typer.Option(100, help="Held-in problems per evaluation."),
+    save_every: int = typer.Option(50, help="Steps between checkpoints (rerun the command to resume)."),
+    seed: int = typer.Option(0, help="Seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    device: str = DEVICE,
+) -> None:
+    """GRPO-family RL from verifiable rewards (TRL), with the papers' advantages and losses."""
+    from steerable.rl.run import RLRunConfig, train_rl
+
+    _threads()
+    _quiet_transformers()
+    cfg = RLRunConfig(
+        out=str(out),
+        model=model,
+        task=task,
+        algo=algo,
+        reward=reward,
+        template=template,
+        minutes=minutes,
+        steps=steps,
+        prompts_per_step=prompts_per_step,
+        group=group,
+        max_completion=max_completion,
+        temperature=temperature,
+        lr=lr,
+        beta=beta,
+        eval_every=eval_every,
+        eval_n=eval_n,
+        save_every=save_every,
+        seed=seed,
+        device=device,
+    )
+    summary = train_rl(cfg, progress=sys.stderr.isatty())
+    typer.echo(json.dumps(summary) if as_json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
 
 
 def main() -> None:

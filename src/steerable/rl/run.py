@@ -1,0 +1,288 @@
+"""``steerable train rl``: a time- or step-budgeted RL run on TRL, with eval, checkpoints, resume and curves.
+
+The output directory holds the trained model (a normal model directory every
+command accepts), ``metrics.jsonl`` (one line per logged step: reward,
+accuracy, entropy, mean length, clipped fraction, covariance statistics, and
+the held-in greedy accuracy when measured), ``curves.png``, ``run.json`` (the
+settings) and ``checkpoints/`` (TRL's, for resume: rerun the same command).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from steerable.errors import ConfigError, InputError
+
+
+@dataclass(frozen=True)
+class RLRunConfig:
+    out: str
+    model: str = "builtin"
+    task: str = "builtin:medium"
+    algo: str = "grpo"
+    reward: str | None = None  # default: the algorithm's (exact; majority for ttrl)
+    template: str = "none"
+    minutes: float | None = 10.0
+    steps: int | None = None
+    prompts_per_step: int = 4
+    group: int = 8  # rollouts per prompt (G)
+    max_completion: int = 160
+    temperature: float = 1.0
+    lr: float = 1e-4
+    beta: float = 0.0  # KL to the reference model (0: none, as DAPO and Dr.GRPO)
+    eval_every: int = 25  # steps between held-in greedy evals (0: only at the end)
+    eval_n: int = 100
+    save_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+
+
+def _items(task: str, n: int, seed: int) -> list[dict]:
+    """Training rows ``{prompt, answer}``; labels may be absent (TTRL)."""
+    if task.startswith("builtin:"):
+        from steerable.tasks.builtin import arithmetic as A
+
+        lo, hi = A.split_range(task.split(":", 1)[1])
+        rng = random.Random(seed)
+        return [{"prompt": p.prompt, "answer": str(p.answer)} for p in (A.train_problem(rng, lo, hi) for _ in range(n))]
+    from steerable.tasks.loader import read_jsonl
+
+    rows = []
+    for line, row in read_jsonl(Path(task), "a 'prompt' field"):
+        if not isinstance(row.get("prompt"), str):
+            raise InputError(f"{task}:{line} needs a string 'prompt'")
+        rows.append({"prompt": row["prompt"], "answer": None if row.get("answer") is None else str(row["answer"])})
+    if not rows:
+        raise InputError(f"{task} has no rows")
+    return rows
+
+
+def _held_in(task: str, n: int, seed: int) -> list[dict]:
+    """A fixed held-in evaluation set: the training distribution, drawn with another seed."""
+    if task.startswith("builtin:"):
+        return _items(task, n, seed + 7919)
+    rows = [r for r in _items(task, 10**9, seed) if r["answer"] is not None]
+    return rows[:n]
+
+
+def greedy_accuracy(model, tokenizer, rows: list[dict], extract, max_new: int) -> float:
+    from steerable.lm.local import LocalGenerator
+    from steerable.lm.types import SamplingParams
+
+    was = model.training
+    model.eval()
+    try:
+        gen = LocalGenerator(model, tokenizer)
+        outs = gen.generate([r["prompt"] for r in rows], SamplingParams(temperature=0, max_new_tokens=max_new))
+    finally:
+        model.train(was)
+    ok = [r["answer"] is not None and str(extract(o.text)) == str(r["answer"]) for o, r in zip(outs, rows, strict=True)]
+    return sum(ok) / max(1, len(ok))
+
+
+def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
+    try:
+        from datasets import Dataset
+        from transformers import TrainerCallback
+        from trl import GRPOConfig
+    except ImportError:
+        raise ConfigError("RL needs TRL: pip install 'steerable[rl]'") from None
+    from steerable.lm.loading import load_model, resolve_device
+    from steerable.rl.rewards import apply_template, parse_rewards
+    from steerable.rl.trainer import ALGOS, make_trainer_class, rl_config_for
+    from steerable.tasks.answers import make_checker
+
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, raised inside TRL
+    if cfg.algo not in ALGOS:
+        raise ConfigError(f"unknown algorithm {cfg.algo!r}: use one of {', '.join(ALGOS)}")
+    if cfg.minutes is None and cfg.steps is None:
+        raise ConfigError("give --minutes or --steps")
+    if cfg.group < 2:
+        raise ConfigError(f"--group must be >= 2 (got {cfg.group}): advantages compare rollouts of a prompt")
+    if cfg.prompts_per_step < 1 or cfg.max_completion < 1 or cfg.lr <= 0:
+        raise ConfigError("--prompts-per-step, --max-completion and --lr must be positive")
+    algo = ALGOS[cfg.algo]
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    checker = make_checker("builtin" if cfg.task.startswith("builtin:") else "boxed")
+    extract = checker.extract
+    device = resolve_device(cfg.device)
+    model, tok = load_model(cfg.model, device=str(device))
+    rows = _items(cfg.task, 20_000 if cfg.task.startswith("builtin:") else 0, cfg.seed)
+    for r in rows:
+        r["prompt"] = apply_template(cfg.template, r["prompt"], tok)
+    if algo.reward == "majority":
+        for r in rows:
+            r["answer"] = None  # TTRL trains without labels
+    held_in = _held_in(cfg.task, cfg.eval_n, cfg.seed)
+    for r in held_in:
+        r["prompt"] = apply_template(cfg.template, r["prompt"], tok)
+    funcs, weights = parse_rewards(cfg.reward or algo.reward, extract, _builtin_prm)
+    if any(f.__name__ == "exact" for f in funcs) and all(r["answer"] is None for r in rows):
+        raise ConfigError("the exact reward needs answers: use --algo ttrl (majority vote) for unlabelled prompts")
+    ds = Dataset.from_list(rows)
+    batch = cfg.prompts_per_step * cfg.group
+    targs = GRPOConfig(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=batch,
+        num_generations=cfg.group,
+        max_completion_length=cfg.max_completion,
+        num_iterations=algo.iterations,
+        learning_rate=cfg.lr,
+        beta=cfg.beta,
+        temperature=cfg.temperature,
+        epsilon=rl_config_for(algo).eps_low,
+        epsilon_high=rl_config_for(algo).eps_high,
+        reward_weights=weights,
+        max_steps=cfg.steps or 10**6,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_every,
+        save_total_limit=2,
+        report_to="none",
+        use_cpu=device.type == "cpu",
+        bf16=False,
+        disable_tqdm=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        lr_scheduler_type="constant",
+    )
+    Trainer = make_trainer_class()
+    trainer = Trainer(
+        model=model,
+        processing_class=tok,
+        reward_funcs=funcs,
+        args=targs,
+        train_dataset=ds,
+        algo=algo,
+        rl_config=rl_config_for(algo, max_completion_length=cfg.max_completion),
+        extract=extract,
+        seed=cfg.seed,
+    )
+    metrics_path = out / "metrics.jsonl"
+    clock = out / "elapsed.json"
+    spent = json.loads(clock.read_text())["seconds"] if clock.exists() else 0.0
+    t0 = time.perf_counter()
+    budget = None if cfg.minutes is None else cfg.minutes * 60
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("[bold]rl {task.fields[algo]}"),
+        BarColumn(),
+        TextColumn("step {task.completed:.0f} {task.fields[info]}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+    )
+
+    class Budget(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs and "reward" not in logs:
+                return
+            row = {"step": state.global_step, "seconds": round(spent + time.perf_counter() - t0, 1)}
+            row.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+            if cfg.eval_every and state.global_step % cfg.eval_every == 0:
+                row["held_in_accuracy"] = greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            info = f"reward {row.get('reward', float('nan')):.3f} entropy {row.get('entropy', float('nan')):.4f}"
+            if "held_in_accuracy" in row:
+                info += f" held-in {row['held_in_accuracy']:.1%}"
+            bar.update(task, completed=state.global_step, info=info)
+
+        def on_step_end(self, args, state, control, **kw):
+            elapsed = spent + time.perf_counter() - t0
+            if budget is not None and elapsed >= budget:
+                control.should_training_stop = True
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kw):
+            clock.write_text(json.dumps({"seconds": spent + time.perf_counter() - t0}))
+
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # our bar and metrics.jsonl report progress; keep stdout for results
+    trainer.add_callback(Budget())
+    resume = any((out / "checkpoints").glob("checkpoint-*"))
+    if budget is not None and spent >= budget:
+        resume = False  # the budget is spent: just evaluate and write out
+    with bar:
+        task = bar.add_task("rl", total=None, algo=cfg.algo, info="")
+        if budget is None or spent < budget:
+            base_acc = None
+            if not resume:
+                base_acc = greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps({"step": 0, "seconds": 0.0, "held_in_accuracy": base_acc}) + "\n")
+            trainer.train(resume_from_checkpoint=True if resume else None)
+    clock.write_text(json.dumps({"seconds": spent + time.perf_counter() - t0}))
+    final = greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    hist = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
+    first = next((h["held_in_accuracy"] for h in hist if "held_in_accuracy" in h), None)
+    summary = {
+        "algo": cfg.algo,
+        "steps": trainer.state.global_step,
+        "seconds": round(json.loads(clock.read_text())["seconds"], 1),
+        "held_in_accuracy_start": first,
+        "held_in_accuracy_end": final,
+        "out": str(out),
+    }
+    with metrics_path.open("a") as f:
+        f.write(json.dumps({"step": trainer.state.global_step, "held_in_accuracy": final, "final": True}) + "\n")
+    plot_curves(metrics_path, out / "curves.png", title=f"{cfg.algo} on {cfg.task}")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _builtin_prm():
+    from steerable.reward.prm import TokenClassifierPRM
+
+    return TokenClassifierPRM.from_pretrained("builtin", device="cpu")
+
+
+def plot_curves(metrics: Path, png: Path, title: str = "", others: dict[str, Path] | None = None) -> bool:
+    """Reward, held-in accuracy, entropy and mean length against steps (several runs: ``others``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    runs = {"": metrics, **(others or {})}
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    keys = [
+        ("reward", "reward"),
+        ("held_in_accuracy", "held-in greedy accuracy"),
+        ("entropy", "entropy"),
+        ("completions/mean_length", "mean completion length"),
+    ]
+    for label, path in runs.items():
+        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        for ax, (key, name) in zip(axes, keys, strict=True):
+            pts = [(r["step"], r[key]) for r in rows if key in r and not r.get("final")]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                if key != "held_in_accuracy" and len(ys) > 10:  # smooth noisy per-step values
+                    k = max(1, len(ys) // 25)
+                    ys = [sum(ys[max(0, i - k) : i + 1]) / len(ys[max(0, i - k) : i + 1]) for i in range(len(ys))]
+                ax.plot(xs, ys, label=label or None, marker="o" if key == "held_in_accuracy" else None)
+            ax.set_title(name)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+    if others:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,148 @@
+"""A thin subclass of TRL's ``GRPOTrainer``: our advantage estimators and policy losses, by name.
+
+TRL samples, scores and trains; we replace two things and leave the rest:
+
+- after TRL has scored a batch, the advantages come from
+  :data:`steerable.rl.algos.ADVANTAGES` (given the weighted rewards, which
+  rollouts are correct, their lengths), grouped per prompt and checked;
+- the loss comes from :data:`steerable.rl.algos.POLICY_LOSSES` on TRL's
+  per-token log-probabilities (``loss="trl"`` keeps TRL's own).
+
+Per step we log reward, accuracy, entropy, mean length, clipped fraction and
+the covariance statistics of Clip-Cov / KL-Cov.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from steerable.errors import ConfigError
+from steerable.rl.algos import ADVANTAGES, POLICY_LOSSES, RLConfig, entropy_stats
+
+
+@dataclass(frozen=True)
+class Algo:
+    advantage: str = "grpo"
+    loss: str = "grpo"  # or "trl": TRL's own loss_type
+    reward: str = "exact"  # default reward spec for the algorithm
+    iterations: int = 1  # optimisation steps per generated batch (MDPO > 1)
+    config: dict = field(default_factory=dict)  # RLConfig overrides
+
+
+ALGOS: dict[str, Algo] = {
+    "grpo": Algo(),
+    "dr_grpo": Algo("dr_grpo", "dr_grpo"),
+    "dapo": Algo("grpo", "dapo", config={"eps_high": 0.28}),
+    "clip_cov": Algo("grpo", "clip_cov"),
+    "kl_cov": Algo("grpo", "kl_cov"),
+    "mdpo": Algo("grpo", "mdpo", iterations=4),
+    "l_grpo": Algo("l_grpo", "grpo"),
+    "efficiency": Algo("efficiency", "grpo"),
+    "aspo": Algo("aspo", "grpo"),
+    "ttrl": Algo("grpo", "grpo", reward="majority"),
+    "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
+}
+
+
+def make_trainer_class():
+    """The subclass, defined when TRL is importable (extra ``[rl]``)."""
+    try:
+        from trl import GRPOTrainer
+    except ImportError:
+        raise ConfigError("RL needs TRL: pip install 'steerable[rl]'") from None
+
+    class SteerableGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args, algo: Algo, rl_config: RLConfig, extract, seed: int = 0, **kwargs):
+            super().__init__(*args, **kwargs)
+            if algo.advantage not in ADVANTAGES:
+                raise ConfigError(f"unknown advantage {algo.advantage!r}: use one of {', '.join(ADVANTAGES)}")
+            if algo.loss != "trl" and algo.loss not in POLICY_LOSSES:
+                raise ConfigError(f"unknown loss {algo.loss!r}: use one of {', '.join(POLICY_LOSSES)}, trl")
+            if self.accelerator.num_processes != 1:
+                raise ConfigError("steerable's RL losses run on one process for now: launch without accelerate")
+            self.algo, self.rl_config, self.extract = algo, rl_config, extract
+            self._rng = torch.Generator().manual_seed(seed)
+            self._stash: dict = {}
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self._last_rewards = rewards  # [N, reward functions]: TRL turns them into advantages, we redo that
+            texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+            self._stash = {
+                "prompts": [p if isinstance(p, str) else repr(p) for p in prompts],
+                "texts": texts,
+                "lengths": torch.tensor([len(c) for c in completion_ids_list], dtype=torch.float32),
+                "answers": [x.get("answer") for x in inputs],
+            }
+            return rewards
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            st = self._stash
+            mode = "train" if self.model.training else "eval"
+            g = self.num_generations if mode == "train" else self.num_generations_eval
+            rewards_per_func = self._last_rewards
+            rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1).cpu()
+            answers = st["answers"]
+            got = [self.extract(t) for t in st["texts"]]
+            if all(a is None for a in answers):  # no labels (TTRL): correctness against the group's majority
+                from steerable.rl.algos import majority_labels
+
+                answers = majority_labels(got, g)
+            correct = torch.tensor([a is not None and str(x) == str(a) for x, a in zip(got, answers, strict=True)])
+            positions = torch.tensor(
+                [float(t.find("A:")) if "A:" in t else float(len(t)) for t in st["texts"]]
+            )  # ASPO's position: where the answer line starts
+            adv, metrics = ADVANTAGES[self.algo.advantage](
+                rewards,
+                g,
+                self.rl_config,
+                prompts=st["prompts"],
+                correct=correct,
+                lengths=st["lengths"],
+                positions=positions,
+            )
+            out["advantages"] = adv.to(out["advantages"].device, out["advantages"].dtype)
+            m = self._metrics[mode]
+            m["accuracy"].append(float(correct.float().mean()))
+            m["mean_length"].append(float(st["lengths"].mean()))
+            for k, v in metrics.items():
+                m[f"adv/{k}"].append(v)
+            return out
+
+        def _compute_loss(self, model, inputs):
+            if self.algo.loss == "trl":
+                return super()._compute_loss(model, inputs)
+            prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+            completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+            attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+            logps, entropies, _ = self._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True
+            )
+            old = inputs.get("old_per_token_logps")
+            old = logps.detach() if old is None else old
+            mask = completion_mask.to(logps.dtype)
+            loss, metrics = POLICY_LOSSES[self.algo.loss](
+                logps, old, inputs["advantages"], mask, self.rl_config, generator=self._rng
+            )
+            if self.beta != 0.0:  # TRL's KL to the reference model, as its own loss adds it
+                ref = inputs["ref_per_token_logps"]
+                kl = torch.exp(ref - logps) - (ref - logps) - 1
+                loss = loss + self.beta * ((kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+            mode = "train" if self.model.training else "eval"
+            m = self._metrics[mode]
+            for k, v in metrics.items():
+                m[f"loss/{k}"].append(v)
+            m["entropy"].append(entropy_stats(entropies, mask)["entropy"])
+            if mode == "train":
+                loss = loss / self.current_gradient_accumulation_steps
+            return loss
+
+    return SteerableGRPOTrainer
+
+
+def rl_config_for(algo: Algo, **overrides) -> RLConfig:
+    return replace(RLConfig(), **{**algo.config, **overrides})
