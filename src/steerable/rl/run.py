@@ -91,12 +91,12 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         from trl import GRPOConfig
     except ImportError:
         raise ConfigError("RL needs TRL: pip install 'steerable[rl]'") from None
+    import warnings
+
     from steerable.lm.loading import load_model, resolve_device
     from steerable.rl.rewards import apply_template, parse_rewards
     from steerable.rl.trainer import ALGOS, make_trainer_class, rl_config_for
     from steerable.tasks.answers import make_checker
-
-    import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, raised inside TRL
     if cfg.algo not in ALGOS:
