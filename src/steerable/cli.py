@@ -431,7 +431,7 @@ def train_rl_cmd(
     group: int = typer.Option(8, help="Rollouts per prompt (G)."),
     max_completion: int = typer.Option(160, help="Token cap per rollout."),
     temperature: float = typer.Option(1.0, help="Rollout temperature."),
-    lr: float = typer.Option(1e-4, help="Learning rate (constant)."),
+    lr: float = typer.Option(1e-5, help="Learning rate (constant)."),
     beta: float = typer.Option(0.0, help="KL weight to the reference model."),
     eval_every: int = typer.Option(25, help="Steps between held-in greedy evaluations (0: start and end only)."),
     eval_n: int = typer.Option(100, help="Held-in problems per evaluation."),
