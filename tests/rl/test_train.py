@@ -48,6 +48,8 @@ def test_every_algorithm_completes_a_step(tmp_path, tiny_dir, algo):
     assert {"accuracy", "mean_length", "entropy"} <= set(step)
     if algo in ("clip_cov", "kl_cov"):
         assert "loss/cov_mean" in step
+    if algo == "icpo":  # one rollout of each group of 2 came from the demo-augmented prompt
+        assert step["loss/off_policy_frac"] == 0.5 and "icpo/demo_accuracy" in step
 
 
 def test_output_is_a_model_every_command_accepts(tmp_path, tiny_dir):

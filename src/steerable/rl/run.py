@@ -154,6 +154,16 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         data_seed=cfg.seed,
         lr_scheduler_type="constant",
     )
+    extra = {}
+    if algo.rollout == "icpo":
+        import os
+
+        from steerable.rl.trainer import icpo_rollout
+
+        if not cfg.task.startswith("builtin:"):
+            raise ConfigError("icpo needs demonstrations: only built-in tasks have them for now")
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        extra["rollout_func"] = icpo_rollout(_demo(cfg.task, cfg.seed))
     Trainer = make_trainer_class()
     trainer = Trainer(
         model=model,
@@ -165,6 +175,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         rl_config=rl_config_for(algo, max_completion_length=cfg.max_completion),
         extract=extract,
         seed=cfg.seed,
+        **extra,
     )
     metrics_path = out / "metrics.jsonl"
     clock = out / "elapsed.json"
@@ -241,6 +252,15 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     plot_curves(metrics_path, out / "curves.png", title=f"{cfg.algo} on {cfg.task}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _demo(task: str, seed: int) -> str:
+    """A one-shot demonstration for ICPO: one solved training problem in the concise style."""
+    from steerable.tasks.builtin import arithmetic as A
+
+    lo, hi = A.split_range(task.split(":", 1)[1])
+    p = A.train_problem(random.Random(seed + 104729), lo, hi)
+    return p.prompt + p.solution("concise") + "\n"
 
 
 def _builtin_prm():

@@ -29,6 +29,7 @@ class Algo:
     reward: str = "exact"  # default reward spec for the algorithm
     iterations: int = 1  # optimisation steps per generated batch (MDPO > 1)
     config: dict = field(default_factory=dict)  # RLConfig overrides
+    rollout: str | None = None  # "icpo": one rollout per group from a demo-augmented prompt
 
 
 ALGOS: dict[str, Algo] = {
@@ -42,6 +43,7 @@ ALGOS: dict[str, Algo] = {
     "efficiency": Algo("efficiency", "grpo"),
     "aspo": Algo("aspo", "grpo"),
     "ttrl": Algo("grpo", "grpo", reward="majority"),
+    "icpo": Algo("grpo", "icpo", rollout="icpo"),
     "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
 }
 
@@ -104,6 +106,16 @@ def make_trainer_class():
                 lengths=st["lengths"],
                 positions=positions,
             )
+            off = getattr(self, "_off_policy", None)
+            if off is not None:  # ICPO: a correct demo-guided rollout earns 1 + max(0, 1 - t/400)
+                bonus = max(0.0, 1.0 - self.state.global_step / 400)
+                rewards = rewards + bonus * (off & correct).float()
+                adv, metrics = ADVANTAGES[self.algo.advantage](
+                    rewards, g, self.rl_config, prompts=st["prompts"], correct=correct, lengths=st["lengths"]
+                )
+                out["off_policy"] = off.to(out["advantages"].device)
+                self._metrics[mode]["icpo/demo_accuracy"].append(float(correct[off].float().mean()))
+                self._off_policy = None
             out["advantages"] = adv.to(out["advantages"].device, out["advantages"].dtype)
             m = self._metrics[mode]
             m["accuracy"].append(float(correct.float().mean()))
@@ -126,7 +138,13 @@ def make_trainer_class():
             old = logps.detach() if old is None else old
             mask = completion_mask.to(logps.dtype)
             loss, metrics = POLICY_LOSSES[self.algo.loss](
-                logps, old, inputs["advantages"], mask, self.rl_config, generator=self._rng
+                logps,
+                old,
+                inputs["advantages"],
+                mask,
+                self.rl_config,
+                generator=self._rng,
+                off_policy=inputs.get("off_policy"),
             )
             if self.beta != 0.0:  # TRL's KL to the reference model, as its own loss adds it
                 ref = inputs["ref_per_token_logps"]
@@ -146,3 +164,48 @@ def make_trainer_class():
 
 def rl_config_for(algo: Algo, **overrides) -> RLConfig:
     return replace(RLConfig(), **{**algo.config, **overrides})
+
+
+def icpo_rollout(demo: str):
+    """ICPO's mixed group ("Think Outside the Policy"): G - 1 rollouts of each prompt on-policy and one
+    sampled after a one-shot demonstration (``demo`` + prompt), then re-attached to the plain prompt and
+    marked off-policy for the shaped loss. Sampled with steerable's generator (TRL's ``rollout_func``)."""
+
+    def rollout(prompts, trainer):
+        from steerable.lm.local import LocalGenerator
+        from steerable.lm.types import SamplingParams
+
+        g = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
+        if len(prompts) % g:
+            raise ConfigError(f"ICPO needs whole groups: {len(prompts)} prompts for groups of {g}")
+        off = [i % g == g - 1 for i in range(len(prompts))]
+        for i in range(0, len(prompts), g):
+            if any(p != prompts[i] for p in prompts[i : i + g]):
+                raise ConfigError("ICPO needs each prompt's rollouts side by side")
+        model = trainer.model
+        was = model.training
+        model.eval()
+        try:
+            gen = LocalGenerator(model, trainer.processing_class, chat_template="never")
+            asks = [demo + p if o else p for p, o in zip(prompts, off, strict=True)]
+            params = SamplingParams(temperature=trainer.temperature, max_new_tokens=trainer.max_completion_length)
+            outs = gen.generate(asks, params)
+        finally:
+            model.train(was)
+        eos = gen.eos_ids[0] if gen.eos_ids else None
+        completion_ids, logprobs = [], []
+        for c in outs:
+            ids, lps = list(c.token_ids), list(c.logprobs)[: len(c.token_ids)]
+            if c.finish_reason == "stop" and eos is not None:  # ended by EOS: train the stop too
+                ids.append(eos)
+                lps.append(0.0)
+            completion_ids.append(ids)
+            logprobs.append(lps)
+        trainer._off_policy = torch.tensor(off)
+        return {
+            "prompt_ids": [gen.encode(p) for p in prompts],  # re-attached: every row is trained on its plain prompt
+            "completion_ids": completion_ids,
+            "logprobs": logprobs,
+        }
+
+    return rollout
