@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.lm.types import Completion, SamplingParams, Usage
+from steerable.search.process import TokenBudgeted
 
 
 class RemoteError(SteerableError):
@@ -184,7 +185,7 @@ class HTTPState:
 
 
 @dataclass
-class HTTPProcess:
+class HTTPProcess(TokenBudgeted):
     """The language-model process over a server; the same knobs as ``LMProcess``."""
 
     generator: HTTPGenerator
@@ -203,19 +204,6 @@ class HTTPProcess:
             raise ConfigError(f"mode must be completions or chat (got {self.mode!r})")
         if not self.delimiter and self.step_tokens is None:
             raise ConfigError("an LM process needs a non-empty delimiter or step_tokens")
-
-    @property
-    def usage(self) -> Usage:
-        return self.generator.usage
-
-    def start_run(self) -> None:
-        self._run_origin = self.usage.generated_tokens
-
-    @property
-    def tokens_left(self) -> int | None:
-        if self.token_budget is None:
-            return None
-        return max(0, self.token_budget - (self.usage.generated_tokens - self._run_origin))
 
     def init(self, prompt: str, n: int, seed: int | None = None) -> HTTPState:
         base = seed if seed is not None else random.getrandbits(62)
@@ -297,14 +285,9 @@ class HTTPProcess:
         live = [r for r, t in enumerate(self.is_terminal(state)) if not t and r not in skip]
         if not live:
             return
-        cap = self.step_tokens or self.max_step_tokens
-        left = self.tokens_left
-        if left is not None:
-            cap = min(cap, left // len(live))
-            if cap == 0:
-                for r in live:
-                    state.capped[r] = True
-                return
+        cap = self._share(self.step_tokens or self.max_step_tokens, live, state.capped)
+        if cap == 0:
+            return
         for r, res in self._results(state, live, cap, stop=not self.step_tokens):
             new = res["text"]
             if res["usage"] is not None:
@@ -334,13 +317,9 @@ class HTTPProcess:
             if not live:
                 return state
             cap = min(self.max_step_tokens, max(1, min(self.max_tokens - state.tokens[r] for r in live)))
-            left = self.tokens_left
-            if left is not None:
-                cap = min(cap, left // len(live))
-                if cap == 0:
-                    for r in live:
-                        state.capped[r] = True
-                    return state
+            cap = self._share(cap, live, state.capped)
+            if cap == 0:
+                return state
             for r, res in self._results(state, live, cap, stop=False):
                 if res["usage"] is not None:
                     res["tokens"] = self.generator.add_usage(res["usage"]).generated_tokens

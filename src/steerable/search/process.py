@@ -43,6 +43,39 @@ class Process(Protocol):
     def usage(self) -> Usage: ...
 
 
+class TokenBudgeted:
+    """What language-model processes share: usage from their generator and a per-run token budget."""
+
+    generator: Any
+    token_budget: int | None
+    _run_origin: int = 0
+
+    @property
+    def usage(self) -> Usage:
+        return self.generator.usage
+
+    def start_run(self) -> None:
+        self._run_origin = self.usage.generated_tokens
+
+    @property
+    def tokens_left(self) -> int | None:
+        """Tokens this run may still generate (None: no token budget)."""
+        if self.token_budget is None:
+            return None
+        return max(0, self.token_budget - (self.usage.generated_tokens - self._run_origin))
+
+    def _share(self, cap: int, live: list[int], capped: list[bool]) -> int:
+        """A step's token cap with the budget left shared among the live rows; 0 ends them (marked capped)."""
+        left = self.tokens_left
+        if left is None:
+            return cap
+        cap = min(cap, left // len(live))
+        if cap == 0:
+            for r in live:
+                capped[r] = True
+        return cap
+
+
 @dataclass
 class LMState:
     seqs: Sequences
@@ -52,7 +85,7 @@ class LMState:
 
 
 @dataclass
-class LMProcess:
+class LMProcess(TokenBudgeted):
     """Language-model process: a step is the text up to ``delimiter`` (or ``max_step_tokens`` tokens).
 
     ``delimiter`` is ``"\\n"`` for the built-in world, ``"\\n\\n"`` for chat
@@ -84,20 +117,6 @@ class LMProcess:
         if self.token_budget is not None and self.token_budget < 1:
             raise ConfigError(f"token_budget must be >= 1 (got {self.token_budget})")
 
-    @property
-    def usage(self) -> Usage:
-        return self.generator.usage
-
-    def start_run(self) -> None:
-        self._run_origin = self.usage.generated_tokens
-
-    @property
-    def tokens_left(self) -> int | None:
-        """Tokens this run may still generate (None: no token budget)."""
-        if self.token_budget is None:
-            return None
-        return max(0, self.token_budget - (self.usage.generated_tokens - self._run_origin))
-
     def init(self, prompt: str, n: int, seed: int | None = None) -> LMState:
         seqs = self.generator.start([prompt], n=n)
         if seed is not None and not self.params.greedy:
@@ -115,14 +134,9 @@ class LMProcess:
         live = [r for r, t in enumerate(self.is_terminal(state)) if not t and r not in skip]
         if not live:
             return
-        cap = self.step_tokens or self.max_step_tokens
-        left = self.tokens_left
-        if left is not None:
-            cap = min(cap, left // len(live))
-            if cap == 0:  # the run's token budget is spent: live rows end where they are
-                for r in live:
-                    state.capped[r] = True
-                return
+        cap = self._share(self.step_tokens or self.max_step_tokens, live, state.capped)
+        if cap == 0:  # the run's token budget is spent: live rows end where they are
+            return
         stop = () if self.step_tokens else (self.delimiter,)
         self.generator.step(state.seqs, self.params, stop=stop, max_tokens=cap, rows=live)
         for r in live:
