@@ -242,7 +242,7 @@ def main() -> None:
             theirs = by[("its_hub", name, budget)]["seconds"]
             http = by[("steerable http", name, budget)]["seconds"]
             loc = by[("steerable local", name, budget)]["seconds"]
-            print(f"  {name}@{budget}: vs steerable over HTTP {theirs / http:.1f}x, vs steerable local {theirs / loc:.1f}x")
+            print(f"  {name}@{budget}: vs steerable over HTTP {theirs / http:.1f}x, vs local {theirs / loc:.1f}x")
 
 
 if __name__ == "__main__":

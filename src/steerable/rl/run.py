@@ -269,7 +269,9 @@ def _builtin_prm():
     return TokenClassifierPRM.from_pretrained("builtin", device="cpu")
 
 
-def plot_curves(metrics: Path, png: Path, title: str = "", others: dict[str, Path] | None = None) -> bool:
+def plot_curves(
+    metrics: Path, png: Path, title: str = "", others: dict[str, Path] | None = None, first_label: str = ""
+) -> bool:
     """Reward, held-in accuracy, entropy and mean length against steps (several runs: ``others``)."""
     try:
         import matplotlib
@@ -278,7 +280,7 @@ def plot_curves(metrics: Path, png: Path, title: str = "", others: dict[str, Pat
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    runs = {"": metrics, **(others or {})}
+    runs = {first_label: metrics, **(others or {})}
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     keys = [
         ("reward", "reward"),
