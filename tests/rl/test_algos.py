@@ -163,3 +163,19 @@ def test_majority_labels_per_group():
 def test_bad_inputs_are_clear():
     with pytest.raises(ConfigError, match="correct and lengths"):
         ADVANTAGES["l_grpo"](torch.ones(4), 2, CFG)
+
+
+def test_brpo_token_advantages_by_hand():
+    adv, m = ADVANTAGES["brpo"](
+        torch.zeros(2),
+        2,
+        CFG,
+        cut_rewards=torch.tensor([[0.0, 1.0], [1.0, 1.0]]),
+        cuts=torch.tensor([[2, 4], [2, 4]]),
+        priors=torch.tensor([0.5, 0.5]),
+        length=5,
+    )
+    # returns R = [[.5, .5], [1, .5]]; baselines = .5 * group mean [.75, .5] + .5 * earlier reward * tail prior
+    want = [[0.125, 0.125, 0.25, 0.25, 0.0], [0.625, 0.625, 0.0, 0.0, 0.0]]
+    assert torch.allclose(adv, torch.tensor(want))
+    assert m["return_mean"] == pytest.approx(0.75)

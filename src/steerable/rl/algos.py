@@ -191,6 +191,48 @@ def aspo_advantage(
     return adv, m
 
 
+@register_advantage("brpo")
+def brpo_advantage(
+    rewards: torch.Tensor,
+    group_size: int,
+    cfg: RLConfig = RLConfig(),
+    prompts=None,
+    cut_rewards: torch.Tensor | None = None,
+    cuts: torch.Tensor | None = None,
+    priors: torch.Tensor | None = None,
+    length: int | None = None,
+    **_,
+):
+    """BRPO ("Optimizing Anytime Reasoning via Budget Relative Policy Optimization"), token-level.
+
+    The thinking is cut at budgets ``b_1 < ... < b_S`` (``cuts[i, s]``: tokens kept) with prior
+    ``p_s``; ``r_s`` scores the answer given after cut ``s`` (``cut_rewards[i, s]``). The return from budget
+    ``s`` on is ``R_s = Σ_{j≥s} p_j r_j``. Tokens between cut ``s−1`` and cut ``s`` get ``A = R_s − B_s``,
+    where the baseline ``B_s`` mixes the group's mean ``R_s`` at the same budget and what this trajectory
+    had already earned: ``Σ_{j≥s} p_j r_{s−1}`` (the return had it stopped improving). Our reading of the
+    paper's mixed baseline: an even mix. Returns ``[B, length]``."""
+    if cut_rewards is None or cuts is None or priors is None or length is None:
+        raise ConfigError("brpo needs cut_rewards, cuts, priors and length")
+    groups(len(cut_rewards), group_size, prompts)
+    n, s_count = cut_rewards.shape
+    p = priors.float().to(cut_rewards.device)
+    tail = p.flip(0).cumsum(0).flip(0)  # Σ_{j≥s} p_j
+    ret = (cut_rewards.float() * p).flip(1).cumsum(1).flip(1)  # R_s
+    group_mean = ret.view(-1, group_size, s_count).mean(1, keepdim=True).expand(-1, group_size, -1).reshape(n, s_count)
+    earlier = torch.cat([torch.zeros(n, 1, device=ret.device), cut_rewards.float()[:, :-1]], dim=1)
+    baseline = 0.5 * group_mean + 0.5 * earlier * tail
+    seg_adv = ret - baseline  # [B, S]
+    adv = torch.zeros(n, length, device=ret.device)
+    start = torch.zeros(n, dtype=torch.long)
+    for s in range(s_count):
+        end = cuts[:, s].long().clamp(max=length)
+        for i in range(n):
+            if end[i] > start[i]:
+                adv[i, start[i] : end[i]] = seg_adv[i, s]
+        start = torch.maximum(start, end)
+    return adv, {"return_mean": float(ret[:, 0].mean()), "cut_reward_mean": float(cut_rewards.float().mean())}
+
+
 # ---- policy losses -------------------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ ALGOS: dict[str, Algo] = {
     "aspo": Algo("aspo", "grpo"),
     "ttrl": Algo("grpo", "grpo", reward="majority"),
     "icpo": Algo("grpo", "icpo", rollout="icpo"),
+    "brpo": Algo("brpo", "grpo"),
     "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
 }
 
@@ -97,6 +98,9 @@ def make_trainer_class():
             positions = torch.tensor(
                 [float(t.find("A:")) if "A:" in t else float(len(t)) for t in st["texts"]]
             )  # ASPO's position: where the answer line starts
+            extra = {}
+            if self.algo.advantage == "brpo":
+                extra = self._budget_cuts(st, answers, out["completion_ids"], correct)
             adv, metrics = ADVANTAGES[self.algo.advantage](
                 rewards,
                 g,
@@ -105,6 +109,7 @@ def make_trainer_class():
                 correct=correct,
                 lengths=st["lengths"],
                 positions=positions,
+                **extra,
             )
             off = getattr(self, "_off_policy", None)
             if off is not None:  # ICPO: a correct demo-guided rollout earns 1 + max(0, 1 - t/400)
@@ -123,6 +128,46 @@ def make_trainer_class():
             for k, v in metrics.items():
                 m[f"adv/{k}"].append(v)
             return out
+
+        def _budget_cuts(self, st, answers, completion_ids, correct, parts: int = 4) -> dict:
+            """BRPO's cuts: at budgets L_max·s/S the thinking so far + an answer prompt, answered greedily."""
+            from steerable.lm.local import LocalGenerator
+            from steerable.lm.types import SamplingParams
+
+            length = completion_ids.shape[1]
+            budgets = [round(self.max_completion_length * (s + 1) / parts) for s in range(parts)]
+            tok = self.processing_class
+            n = len(st["texts"])
+            cut_rewards = torch.zeros(n, parts)
+            cuts = torch.zeros(n, parts, dtype=torch.long)
+            asks, where = [], []
+            for i in range(n):
+                ids = completion_ids[i, : int(st["lengths"][i])].tolist()
+                for s, b in enumerate(budgets):
+                    cuts[i, s] = min(b, len(ids)) if s < parts - 1 else len(ids)
+                    if b >= len(ids):  # the rollout ended before this budget: its own answer counts
+                        cut_rewards[i, s] = float(correct[i])
+                    else:
+                        text = tok.decode(ids[:b], skip_special_tokens=True)
+                        asks.append(st["prompts"][i] + text.rsplit("\n", 1)[0] + "\nA: ")
+                        where.append((i, s))
+            if asks:
+                was = self.model.training
+                self.model.eval()
+                try:
+                    gen = LocalGenerator(self.model, tok, chat_template="never")
+                    outs = gen.generate(asks, SamplingParams(temperature=0, max_new_tokens=8, stop=("\n",)))
+                finally:
+                    self.model.train(was)
+                for (i, s), o in zip(where, outs, strict=True):
+                    got = self.extract("A: " + o.text)
+                    cut_rewards[i, s] = float(answers[i] is not None and str(got) == str(answers[i]))
+            return {
+                "cut_rewards": cut_rewards,
+                "cuts": cuts,
+                "priors": torch.full((parts,), 1.0 / parts),
+                "length": length,
+            }
 
         def _compute_loss(self, model, inputs):
             if self.algo.loss == "trl":
