@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from steerable.errors import ConfigError, InputError
+from steerable.errors import ConfigError, InputError, SteerableError
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,15 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
                 base_acc = greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
                 with metrics_path.open("a") as f:
                     f.write(json.dumps({"step": 0, "seconds": 0.0, "held_in_accuracy": base_acc}) + "\n")
-            trainer.train(resume_from_checkpoint=True if resume else None)
+            try:
+                trainer.train(resume_from_checkpoint=True if resume else None)
+            except KeyboardInterrupt:  # keep the work: a checkpoint to resume from, then stop
+                clock.write_text(json.dumps({"seconds": spent + time.perf_counter() - t0}))
+                trainer._save_checkpoint(trainer.model, trial=None)
+                raise SteerableError(
+                    f"interrupted at step {trainer.state.global_step}: saved a checkpoint in {out / 'checkpoints'}; "
+                    "rerun the same command to resume"
+                ) from None
     clock.write_text(json.dumps({"seconds": spent + time.perf_counter() - t0}))
     final = greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
     model.save_pretrained(str(out))
