@@ -101,3 +101,29 @@ def test_prior_prompt_templates_prefix_the_training_prompts(char_tokenizer):
 
     with pytest.raises(ConfigError, match="vocabulary"):
         apply_template("reasoning", "Q: 1+1=\n", Ascii())
+
+
+def test_an_interrupted_run_keeps_a_checkpoint_and_resumes(tmp_path, tiny_dir, monkeypatch):
+    import steerable.rl.rewards as rewards
+    from steerable.errors import SteerableError
+
+    real = rewards.exact_reward
+    calls = []
+
+    def flaky(extract):
+        inner = real(extract)
+
+        def exact(*a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return inner(*a, **k)
+
+        return exact
+
+    monkeypatch.setattr(rewards, "exact_reward", flaky)
+    with pytest.raises(SteerableError, match="interrupted at step 1.*rerun"):
+        train_rl(_cfg(tmp_path, tiny_dir, steps=5, save_every=100), progress=False)
+    assert any((tmp_path / "checkpoints").glob("checkpoint-1"))
+    monkeypatch.setattr(rewards, "exact_reward", real)
+    assert train_rl(_cfg(tmp_path, tiny_dir, steps=2, save_every=100), progress=False)["steps"] == 2
