@@ -434,6 +434,9 @@ def train_rl_cmd(
     temperature: float = typer.Option(1.0, help="Rollout temperature."),
     lr: float = typer.Option(1e-5, help="Learning rate (constant)."),
     beta: float = typer.Option(0.0, help="KL weight to the reference model."),
+    minibatches: int | None = typer.Option(
+        None, help="Optimiser steps per generated batch (default: 4 for clip_cov/kl_cov, else 1)."
+    ),
     eval_every: int = typer.Option(25, help="Steps between held-in greedy evaluations (0: start and end only)."),
     eval_n: int = typer.Option(100, help="Held-in problems per evaluation."),
     save_every: int = typer.Option(50, help="Steps between checkpoints (rerun the command to resume)."),
@@ -461,6 +464,7 @@ def train_rl_cmd(
         temperature=temperature,
         lr=lr,
         beta=beta,
+        minibatches=minibatches,
         eval_every=eval_every,
         eval_n=eval_n,
         save_every=save_every,

@@ -30,14 +30,18 @@ class Algo:
     iterations: int = 1  # optimisation steps per generated batch (MDPO > 1)
     config: dict = field(default_factory=dict)  # RLConfig overrides
     rollout: str | None = None  # "icpo": one rollout per group from a demo-augmented prompt
+    # optimiser steps per generated batch, one per mini-batch (verl: train batch / PPO mini-batch). Only
+    # then are later updates off-policy, the regime Clip-Cov / KL-Cov act in: on-policy, KL-Cov *is* the
+    # plain policy gradient and Clip-Cov detaches a handful of tokens.
+    minibatches: int = 1
 
 
 ALGOS: dict[str, Algo] = {
     "grpo": Algo(),
     "dr_grpo": Algo("dr_grpo", "dr_grpo"),
     "dapo": Algo("grpo", "dapo", config={"eps_high": 0.28}),
-    "clip_cov": Algo("grpo", "clip_cov"),
-    "kl_cov": Algo("grpo", "kl_cov"),
+    "clip_cov": Algo("grpo", "clip_cov", minibatches=4),
+    "kl_cov": Algo("grpo", "kl_cov", minibatches=4),
     "mdpo": Algo("grpo", "mdpo", iterations=4),
     "l_grpo": Algo("l_grpo", "grpo"),
     "efficiency": Algo("efficiency", "grpo"),
