@@ -179,3 +179,14 @@ def test_brpo_token_advantages_by_hand():
     want = [[0.125, 0.125, 0.25, 0.25, 0.0], [0.625, 0.625, 0.0, 0.0, 0.0]]
     assert torch.allclose(adv, torch.tensor(want))
     assert m["return_mean"] == pytest.approx(0.75)
+
+
+def test_ettrl_reshapes_only_positive_advantages_by_group_entropy():
+    r = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    ent = torch.tensor([0.1, 0.3, 0.2, 0.2])
+    base, _ = ADVANTAGES["grpo"](r, 4, CFG)
+    adv, m = ADVANTAGES["ettrl"](r, 4, RLConfig(ettrl_beta=0.5, ettrl_clip=0.5), entropies=ent)
+    z = (ent - ent.mean()) / ent.std(unbiased=False)
+    assert adv[0].item() == pytest.approx(base[0].item() * max(0.5, 1 + 0.5 * z[0].item()))  # confident: damped
+    assert adv[1] > base[1]  # exploratory: amplified
+    assert adv[2:].tolist() == base[2:].tolist()  # negative advantages untouched

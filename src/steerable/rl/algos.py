@@ -66,6 +66,9 @@ class RLConfig:
     aspo_k: float = 0.7
     # ICPO: off-policy (demo-guided) tokens use −A·π/(π + γ), unclipped
     icpo_gamma: float = 0.1
+    # ETTRL's entropy-based advantage reshaping (our reading, see ettrl_advantage)
+    ettrl_beta: float = 0.5
+    ettrl_clip: float = 0.5
 
 
 # ---- groups --------------------------------------------------------------------------------------
@@ -189,6 +192,31 @@ def aspo_advantage(
         cap = cfg.aspo_k * adv.abs()
         adv = torch.where(ok, adv + torch.maximum(torch.minimum(shift, cap), -cap), adv)
     return adv, m
+
+
+@register_advantage("ettrl")
+def ettrl_advantage(
+    rewards: torch.Tensor,
+    group_size: int,
+    cfg: RLConfig = RLConfig(),
+    prompts=None,
+    entropies: torch.Tensor | None = None,
+    **_,
+):
+    """Entropy-based advantage reshaping for test-time RL (ETTRL, "Balancing Exploration and Exploitation in
+    LLM Test-Time RL via Entropy Mechanism"), as we read it: majority-vote pseudo-labels make early training
+    overconfident, so among rollouts with a positive advantage the confident (low mean token entropy) ones
+    are damped and the exploratory ones amplified: ``A′ = A · clip(1 + β z_H, 1 − c, 1 + c)`` for ``A > 0``,
+    with ``z_H`` the rollout's entropy standardised within its group, ``β = 0.5``, ``c = 0.5``; negative
+    advantages are kept. The paper's exact formula was not available to us: this follows its stated aim."""
+    if entropies is None:
+        raise ConfigError("ettrl needs the mean token entropy of each rollout")
+    adv, m = grpo_advantage(rewards, group_size, cfg, prompts)
+    h = _grouped(entropies.float(), group_size)
+    z = ((h - h.mean(1, keepdim=True)) / (h.std(1, keepdim=True, unbiased=False) + 1e-6)).reshape(-1)
+    factor = (1 + cfg.ettrl_beta * z).clamp(1 - cfg.ettrl_clip, 1 + cfg.ettrl_clip)
+    out = torch.where(adv > 0, adv * factor, adv)
+    return out, {**m, "entropy_factor_mean": float(factor[adv > 0].mean()) if bool((adv > 0).any()) else 1.0}
 
 
 @register_advantage("brpo")

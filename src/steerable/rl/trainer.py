@@ -49,6 +49,7 @@ ALGOS: dict[str, Algo] = {
     "ttrl": Algo("grpo", "grpo", reward="majority"),
     "icpo": Algo("grpo", "icpo", rollout="icpo"),
     "brpo": Algo("brpo", "grpo"),
+    "ettrl": Algo("ettrl", "grpo", reward="majority"),
     "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
 }
 
@@ -105,6 +106,8 @@ def make_trainer_class():
             extra = {}
             if self.algo.advantage == "brpo":
                 extra = self._budget_cuts(st, answers, out["completion_ids"], correct)
+            if self.algo.advantage == "ettrl":
+                extra = {"entropies": self._rollout_entropies(out)}
             adv, metrics = ADVANTAGES[self.algo.advantage](
                 rewards,
                 g,
@@ -132,6 +135,17 @@ def make_trainer_class():
             for k, v in metrics.items():
                 m[f"adv/{k}"].append(v)
             return out
+
+        @torch.no_grad()
+        def _rollout_entropies(self, out) -> torch.Tensor:
+            """Mean token entropy of every rollout under the current policy (one extra forward pass)."""
+            ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+            mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+            _, ent, _ = self._get_per_token_logps_and_entropies(
+                self.model, ids, mask, out["completion_ids"].size(1), compute_entropy=True
+            )
+            cm = out["completion_mask"].to(ent.dtype)
+            return ((ent * cm).sum(1) / cm.sum(1).clamp(min=1)).cpu()
 
         def _budget_cuts(self, st, answers, completion_ids, correct, parts: int = 4) -> dict:
             """BRPO's cuts: at budgets L_max·s/S the thinking so far + an answer prompt, answered greedily."""
