@@ -420,7 +420,8 @@ def train_rl_cmd(
     task: str = typer.Option("builtin:medium", help="builtin:easy|medium|hard|all, or a JSONL file (prompt, answer)."),
     algo: str = typer.Option(
         "grpo",
-        help="grpo, dr_grpo, dapo, clip_cov, kl_cov, mdpo, l_grpo, efficiency, aspo, ttrl, ettrl, icpo, brpo, trl_grpo.",
+        help="grpo, dr_grpo, dapo, clip_cov, kl_cov, mdpo, l_grpo, efficiency, aspo, ttrl, ettrl, icpo, brpo, "
+        "trl_grpo.",
     ),
     reward: str | None = typer.Option(None, help="exact, format, prm, majority with weights: 'exact:1,format:0.2'."),
     template: str = typer.Option(
