@@ -44,12 +44,14 @@ def main() -> None:
         acc = [r["held_in_accuracy"] for r in rows if "held_in_accuracy" in r]
         secs = max((r.get("seconds") or 0) for r in rows)
         ent = [r["entropy"] for r in st]
-        lens = [r.get("completions/mean_length", float("nan")) for r in st]
+        gen_rows = [r for r in st if "completions/mean_length" in r]  # with mini-batches, logged on generation steps
+        qg = max(1, len(gen_rows) // 4)
+        lens = [r["completions/mean_length"] for r in gen_rows]
         same = [r["entropy"] for r in st if r["step"] <= common]
         print(
             f"{run.name:<22} {n:>6} {secs / 60:>5.1f} {acc[0] if acc else float('nan'):>14.1%} "
             f"{acc[-1] if acc else float('nan'):>6.1%} {_mean(ent[:q]):>10.4f} {_mean(ent[-q:]):>9.4f} "
-            f"{_mean(same):>10.4f} {_mean(lens[:q]):>12.1f} {_mean(lens[-q:]):>11.1f}"
+            f"{_mean(same):>10.4f} {_mean(lens[:qg]):>12.1f} {_mean(lens[-qg:]):>11.1f}"
         )
     if args.plot:
         from steerable.rl.run import plot_curves
