@@ -234,7 +234,7 @@ def create_app(engine: Engine, config: ServeConfig):
             raise APIError(400, f"unknown steering artifact {name!r}: loaded are {have}", "steering")
         return name, strength
 
-    def check_context(ids: list[int], params: SamplingParams) -> None:
+    def check_context(ids: list[int]) -> None:
         if limit and len(ids) >= limit:
             raise APIError(
                 400, f"the prompt has {len(ids)} tokens, over the model's context of {limit}: shorten it", "prompt"
@@ -436,7 +436,7 @@ def create_app(engine: Engine, config: ServeConfig):
             default_max = 16
         params = sampling(data, len(prompts), default_max)
         for ids in prompts:
-            check_context(ids, params)
+            check_context(ids)
         steering = steering_of(data)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())

@@ -31,8 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from steerable.errors import ConfigError, InputError
 from steerable.lm.local import LocalGenerator, Sequences, _mix
 from steerable.lm.types import SamplingParams
@@ -452,7 +450,3 @@ class Engine:
         delta = RowDelta(row.k, text[row.sent : upto], row.ids[row.sent_tokens :], row.logprobs[row.sent_tokens :])
         row.sent, row.sent_tokens = max(row.sent, upto), len(row.ids)
         row.req.emit("delta", delta)
-
-
-def device_of(gen: LocalGenerator) -> torch.device:
-    return next(gen.model.parameters()).device
