@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -240,3 +241,25 @@ def test_shutdown_finishes_in_flight_requests(serve_app):
     t.join(30)
     assert out["r"].status_code == 200
     assert out["r"].json()["usage"]["completion_tokens"] == 150
+
+
+def test_a_controller_steers_per_request_like_locally(serve_app, tmp_path, local):
+    from steerable.serve import build
+    from steerable.steer.controller import ControllerConfig, train_controller
+    from steerable.tasks.builtin.contrast import contrast_set
+
+    harmful, benign = contrast_set("jailbreak")
+    v = torch.randn(local.model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    ctl = train_controller(local.model, local.tokenizer, harmful[:16], benign[:16], v, ControllerConfig(epochs=1))
+    path = ctl.save(tmp_path / "ctl")
+    engine, app = build("builtin", [f"ctl={path}"], device="cpu")
+    s = serve_app(app)
+    try:
+        prompts = [harmful[0], PROMPT]
+        body = {"prompt": prompts, "temperature": 0, "max_tokens": 30, "steering": {"name": "ctl", "strength": 8.0}}
+        got = [c["text"] for c in httpx.post(s.url + "/v1/completions", json=body, timeout=60).json()["choices"]]
+    finally:
+        s.close()
+    with ctl.steering(local.model, alpha=8.0):
+        want = [c.text for c in local.generate(prompts, SamplingParams(temperature=0, max_new_tokens=30))]
+    assert got == want

@@ -232,10 +232,10 @@ class Engine:
             else:
                 from steerable.steer.artifact import steering_context
 
-                art = self.steering[req.steering]
-                model = self.gen.model
-                strength = req.strength
-                ctx = lambda: steering_context(art, model, strength=strength)  # noqa: E731
+                # one object per group, entered around every call: a controller keeps its per-prompt
+                # decisions in it from a prompt's prefill to its last token
+                steering = steering_context(self.steering[req.steering], self.gen.model, strength=req.strength)
+                ctx = lambda: steering  # noqa: E731
             params = SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, ignore_eos=p.ignore_eos)
             g = self._groups[key] = _Group(key, params, ctx)
         return g

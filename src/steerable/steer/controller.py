@@ -274,7 +274,12 @@ class ControllerSteering:
         if past == 0:  # a prefill: decide for these prompts
             self._coef = self._decide(kwargs)
             if index is not None:  # a table by prompt index, so forks and selections find their prompt's decision
-                table = self._coef.new_full((int(index.max()) + 1, self._coef.shape[1]), float("nan"))
+                # extended, not replaced: a server admits new prompts while earlier ones still decode
+                old = self._table
+                size = max(int(index.max()) + 1, 0 if old is None else len(old))
+                table = self._coef.new_full((size, self._coef.shape[1]), float("nan"))
+                if old is not None:
+                    table[: len(old)] = old.to(table.device)
                 self._table = table.index_copy(0, index.to(table.device), self._coef)
         elif index is not None and self._table is not None:
             self._coef = self._lookup(index)
