@@ -269,13 +269,28 @@ class Engine:
         for key, group_reqs in by_group.items():
             self._prefill_together(self._groups[key], group_reqs)
 
-    def _prefill_together(self, g: _Group, reqs: list[GenRequest]) -> None:
+    def _too_long(self, req: GenRequest) -> InputError | None:
         limit = getattr(self.gen.model.config, "max_position_embeddings", None)
+        worst = max((len(p) for p in req.prompts), default=0)
+        if limit and worst >= limit:
+            return InputError(f"the prompt has {worst} tokens, over the model's context of {limit}")
+        return None
+
+    def _track(self, req: GenRequest) -> tuple[list[_Row], list[int]]:
+        """The request's rows (prompt-major, ``n`` per prompt) and their random streams; its tracker registered."""
+        seed = req.params.seed if req.params.seed is not None else random.getrandbits(62)
+        count = len(req.prompts) * req.params.n
+        rows = [_Row(req, k, req.params.stop, req.params.max_new_tokens) for k in range(count)]
+        prompt_tokens = sum(len(p) for p in req.prompts)
+        self._trackers[id(req)] = _Tracker(req, rows, prompt_tokens, prompt_tokens, left=count)
+        return rows, [_mix(seed, k) for k in range(count)]
+
+    def _prefill_together(self, g: _Group, reqs: list[GenRequest]) -> None:
         ok: list[GenRequest] = []
         for req in reqs:
-            if limit and any(len(p) >= limit for p in req.prompts):
-                worst = max(len(p) for p in req.prompts)
-                req.emit("error", InputError(f"the prompt has {worst} tokens, over the model's context of {limit}"))
+            err = self._too_long(req)
+            if err is not None:
+                req.emit("error", err)
             else:
                 ok.append(req)
         if not ok:
@@ -295,19 +310,12 @@ class Engine:
         seqs.pending = [x[-1:] for x in ids]
         order, rows, rngs, at = [], [], [], 0
         for req in ok:
-            n, k = req.params.n, 0
-            seed = req.params.seed if req.params.seed is not None else random.getrandbits(62)
-            req_rows = []
-            for _ in req.prompts:
-                for _ in range(n):
-                    order.append(at)
-                    req_rows.append(_Row(req, k, req.params.stop, req.params.max_new_tokens))
-                    rngs.append(_mix(seed, k))
-                    k += 1
-                at += 1
-            prompt_tokens = sum(len(p) for p in req.prompts)
-            self._trackers[id(req)] = _Tracker(req, req_rows, prompt_tokens, prompt_tokens, left=len(req_rows))
+            req_rows, req_rngs = self._track(req)
             rows.extend(req_rows)
+            rngs.extend(req_rngs)
+            for _ in req.prompts:
+                order.extend([at] * req.params.n)
+                at += 1
         if order != list(range(len(ids))):
             seqs = seqs.select(order)
         seqs.rngs = rngs
@@ -321,29 +329,20 @@ class Engine:
         try:
             g = self._group(req)
             n = req.params.n
+            ids = [list(p) for p in req.prompts]
+            if not ids or any(not x for x in ids):
+                raise InputError("a prompt encodes to no tokens: send a non-empty prompt")
+            err = self._too_long(req)
+            if err is not None:
+                raise err
             with g.steering():
-                ids = [list(p) for p in req.prompts]
-                if not ids or any(not x for x in ids):
-                    raise InputError("a prompt encodes to no tokens: send a non-empty prompt")
                 base = self._next_prompt
+                self._next_prompt += len(ids)
                 seqs = Sequences(ids, [len(x) for x in ids], [base + i for i in range(len(ids))])
                 if n > 1:  # prefill each prompt once, then fork (steering sees each prompt whole)
                     seqs.next_logits = self.gen._feed(seqs, list(range(len(seqs))))
                     seqs = seqs.select([r for r in range(len(ids)) for _ in range(n)])
-                self._next_prompt += len(req.prompts)
-                seed = req.params.seed if req.params.seed is not None else random.getrandbits(62)
-                seqs.rngs = [_mix(seed, r) for r in range(len(seqs))]
-                limit = getattr(self.gen.model.config, "max_position_embeddings", None)
-                rows = [_Row(req, k, req.params.stop, req.params.max_new_tokens) for k in range(len(seqs))]
-                prompt_tokens = sum(seqs.prompt_lens[r] for r in range(0, len(seqs), n))
-                if limit:
-                    for r in range(len(seqs)):
-                        if seqs.prompt_lens[r] >= limit:
-                            raise InputError(
-                                f"the prompt has {seqs.prompt_lens[r]} tokens, over the model's context of {limit}"
-                            )
-                tracker = _Tracker(req, rows, prompt_tokens, forward_tokens=prompt_tokens, left=len(rows))
-                self._trackers[id(req)] = tracker
+                rows, seqs.rngs = self._track(req)
                 out = self.gen.step(seqs, g.params, stop=(), max_tokens=1)
         except Exception as e:
             self._trackers.pop(id(req), None)
