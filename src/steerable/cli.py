@@ -438,6 +438,12 @@ def train_rl_cmd(
     minibatches: int | None = typer.Option(
         None, help="Optimiser steps per generated batch (default: 4 for clip_cov/kl_cov, else 1)."
     ),
+    options: list[str] = typer.Option(
+        [],
+        "--set",
+        help="An estimator/loss knob, NAME=VALUE (repeatable): kl_cov_ratio, clip_cov_ratio, eps_high, "
+        "etmr_forks, etmr_branches, ettrl_adv_clip, length_weight, ... (steerable.rl.algos.RLConfig).",
+    ),
     eval_every: int = typer.Option(25, help="Steps between held-in greedy evaluations (0: start and end only)."),
     eval_n: int = typer.Option(100, help="Held-in problems per evaluation."),
     save_every: int = typer.Option(50, help="Steps between checkpoints (rerun the command to resume)."),
@@ -446,7 +452,7 @@ def train_rl_cmd(
     device: str = DEVICE,
 ) -> None:
     """GRPO-family RL from verifiable rewards (TRL), with the papers' advantages and losses."""
-    from steerable.rl.run import RLRunConfig, train_rl
+    from steerable.rl.run import RLRunConfig, parse_options, train_rl
 
     _threads()
     _quiet_transformers()
@@ -466,6 +472,7 @@ def train_rl_cmd(
         lr=lr,
         beta=beta,
         minibatches=minibatches,
+        options=dict(parse_options(options)),
         eval_every=eval_every,
         eval_n=eval_n,
         save_every=save_every,

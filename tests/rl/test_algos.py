@@ -181,12 +181,19 @@ def test_brpo_token_advantages_by_hand():
     assert m["return_mean"] == pytest.approx(0.75)
 
 
-def test_ettrl_reshapes_only_positive_advantages_by_group_entropy():
+def test_ettrl_scales_advantages_by_relative_response_entropy():
     r = torch.tensor([1.0, 1.0, 0.0, 0.0])
-    ent = torch.tensor([0.1, 0.3, 0.2, 0.2])
+    ent = torch.tensor([0.1, 0.3, 0.2, 0.2])  # group mean 0.2
     base, _ = ADVANTAGES["grpo"](r, 4, CFG)
-    adv, m = ADVANTAGES["ettrl"](r, 4, RLConfig(ettrl_beta=0.5, ettrl_clip=0.5), entropies=ent)
-    z = (ent - ent.mean()) / ent.std(unbiased=False)
-    assert adv[0].item() == pytest.approx(base[0].item() * max(0.5, 1 + 0.5 * z[0].item()))  # confident: damped
-    assert adv[1] > base[1]  # exploratory: amplified
-    assert adv[2:].tolist() == base[2:].tolist()  # negative advantages untouched
+    adv, m = ADVANTAGES["ettrl"](r, 4, CFG, entropies=ent)
+    y = [1.5, 0.5, 1.0, 1.0]  # 1 + (0.2 - H) / 0.2
+    assert adv.tolist() == pytest.approx([b * k for b, k in zip(base.tolist(), y, strict=True)])
+    assert m["entropy_scale_max"] == pytest.approx(1.5)
+    # more than twice the group's entropy: the scale stops at 0 instead of flipping the sign
+    adv, _ = ADVANTAGES["ettrl"](r, 4, CFG, entropies=torch.tensor([0.05, 0.9, 0.05, 0.0]))
+    assert adv[1].item() == 0.0 and adv[0] > base[0]
+    one_right = torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0])
+    plain, _ = ADVANTAGES["grpo"](one_right, 8, CFG)
+    clipped, _ = ADVANTAGES["ettrl"](one_right, 8, RLConfig(ettrl_adv_clip=2.0), entropies=torch.ones(8))
+    assert plain.max() > 2.0 and clipped.max().item() == pytest.approx(2.0)
+    assert clipped[1:].tolist() == pytest.approx(plain[1:].tolist())

@@ -40,7 +40,8 @@ def _cfg(out, model, **kw):
 
 @pytest.mark.parametrize("algo", sorted(ALGOS))
 def test_every_algorithm_completes_a_step(tmp_path, tiny_dir, algo):
-    summary = train_rl(_cfg(tmp_path, tiny_dir, algo=algo), progress=False)
+    trees = {"etmr_forks": 1, "etmr_branches": 1} if algo == "ettrl" else {}  # groups of 2: one tree, one fork
+    summary = train_rl(_cfg(tmp_path, tiny_dir, algo=algo, options=trees), progress=False)
     assert summary["steps"] == 1
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "curves.png").exists()
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -50,6 +51,47 @@ def test_every_algorithm_completes_a_step(tmp_path, tiny_dir, algo):
         assert "loss/cov_mean" in step
     if algo == "icpo":  # one rollout of each group of 2 came from the demo-augmented prompt
         assert step["loss/off_policy_frac"] == 0.5 and "icpo/demo_accuracy" in step
+    if algo == "ettrl":  # the branch shares its tree's prefix: fewer tokens sampled than trained
+        assert 0.5 <= step["etmr/token_share"] <= 1.0
+
+
+def test_fork_points_are_the_highest_entropy_tokens():
+    from steerable.rl.trainer import fork_points
+
+    assert fork_points([0.1, 0.9, 0.3, 0.5, 2.0], 2) == [1, 3]  # the last token (EOS) is not a fork point
+    assert fork_points([0.4, 0.2], 3) == [0, 0, 0]  # fewer candidates than forks: repeated
+    assert fork_points([], 2) == [0, 0]
+
+
+def test_etmr_trees_share_prefixes_and_keep_groups_whole(tiny_dir):
+    import torch
+
+    from steerable.lm.loading import load_model
+    from steerable.rl.trainer import etmr_rollout, token_entropies
+
+    model, tok = load_model(tiny_dir, device="cpu")
+
+    class Stub:  # what the rollout reads from TRL's trainer
+        num_generations, temperature, max_completion_length, processing_class = 6, 1.0, 12, tok
+        _metrics = {"train": __import__("collections").defaultdict(list)}
+
+    Stub.model = model
+    model.train()
+    torch.manual_seed(0)
+    prompts = ["Q: 1+2=\n"] * 6 + ["Q: 3*4=\n"] * 6
+    out = etmr_rollout(forks=2, branches=1)(prompts, Stub)  # trees of 1 + 2: two trees per prompt
+    assert model.training  # sampling switched to eval mode and back
+    assert len(out["completion_ids"]) == 12 and out["prompt_ids"][5] == out["prompt_ids"][0] != out["prompt_ids"][6]
+    assert all(len(c) == len(lp) <= 12 for c, lp in zip(out["completion_ids"], out["logprobs"], strict=True))
+    for t in range(0, 12, 3):  # each tree then its two branches, forked at its two highest-entropy tokens
+        tree = out["completion_ids"][t]
+        ent = token_entropies(model, [out["prompt_ids"][t] + tree], [len(out["prompt_ids"][t])], 1.0)[0]
+        want = sorted(range(max(1, len(tree) - 1)), key=lambda j: -ent[j])[:2]
+        for b, j in zip((1, 2), want, strict=True):
+            assert out["completion_ids"][t + b][:j] == tree[:j]
+    assert Stub._metrics["train"]["etmr/token_share"][0] < 1.0
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        etmr_rollout(forks=2, branches=1)(["p"] * 4, type("S", (Stub,), {"num_generations": 4}))
 
 
 def test_output_is_a_model_every_command_accepts(tmp_path, tiny_dir):
@@ -83,6 +125,24 @@ def test_bad_settings_are_clear_errors(tmp_path, tiny_dir):
         train_rl(_cfg(tmp_path, tiny_dir, template="vibes"), progress=False)
     with pytest.raises(ConfigError, match="unknown reward"):
         train_rl(_cfg(tmp_path, tiny_dir, reward="vibes"), progress=False)
+    with pytest.raises(ConfigError, match="unknown option 'kl_ratio'"):
+        train_rl(_cfg(tmp_path, tiny_dir, options={"kl_ratio": 0.1}), progress=False)
+    with pytest.raises(ConfigError, match="multiple of it"):
+        train_rl(_cfg(tmp_path, tiny_dir, algo="ettrl"), progress=False)  # trees of 4, groups of 2
+
+
+def test_options_are_typed_rl_config_overrides():
+    from steerable.rl.run import parse_options
+
+    assert parse_options(["kl_cov_ratio=0.02", "etmr_forks = 2", "scale_std=false"]) == {
+        "kl_cov_ratio": 0.02,
+        "etmr_forks": 2,
+        "scale_std": False,
+    }
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        parse_options(["kl_cov_ratio"])
+    with pytest.raises(ConfigError, match="etmr_forks needs a int"):
+        parse_options(["etmr_forks=two"])
 
 
 def test_prior_prompt_templates_prefix_the_training_prompts(char_tokenizer):

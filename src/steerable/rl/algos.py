@@ -66,9 +66,12 @@ class RLConfig:
     aspo_k: float = 0.7
     # ICPO: off-policy (demo-guided) tokens use −A·π/(π + γ), unclipped
     icpo_gamma: float = 0.1
-    # ETTRL's entropy-based advantage reshaping (our reading, see ettrl_advantage)
-    ettrl_beta: float = 0.5
-    ettrl_clip: float = 0.5
+    # ETTRL: Adv-Res by default; > 0: Adv-Clip at this bound instead (the paper's β = 2)
+    ettrl_adv_clip: float = 0.0
+    # ETTRL's entropy-fork tree rollouts (ETMR): each group is M trees of one full sample plus
+    # `etmr_branches` new branches at each of its `etmr_forks` highest-entropy tokens: G = M (1 + B N)
+    etmr_forks: int = 3
+    etmr_branches: int = 1
 
 
 # ---- groups --------------------------------------------------------------------------------------
@@ -203,20 +206,26 @@ def ettrl_advantage(
     entropies: torch.Tensor | None = None,
     **_,
 ):
-    """Entropy-based advantage reshaping for test-time RL (ETTRL, "Balancing Exploration and Exploitation in
-    LLM Test-Time RL via Entropy Mechanism"), as we read it: majority-vote pseudo-labels make early training
-    overconfident, so among rollouts with a positive advantage the confident (low mean token entropy) ones
-    are damped and the exploratory ones amplified: ``A′ = A · clip(1 + β z_H, 1 − c, 1 + c)`` for ``A > 0``,
-    with ``z_H`` the rollout's entropy standardised within its group, ``β = 0.5``, ``c = 0.5``; negative
-    advantages are kept. The paper's exact formula was not available to us: this follows its stated aim."""
+    """ETTRL's entropy-based advantage reshaping, Adv-Res ("Balancing Exploration and Exploitation in LLM
+    Test-Time RL via Entropy Mechanism", §EAR): each rollout's GRPO advantage is scaled by its response
+    entropy relative to its group,
+
+        Y_i = 1 + (avg_j H(o_j) − H(o_i)) / avg_j H(o_j),      Â_i = Y_i · A_i,
+
+    with ``H(o)`` the mean token entropy of rollout ``o``: confident (low-entropy) rollouts weigh more,
+    uncertain ones less, which damps the early over-confidence of majority-vote pseudo-labels. ``Y`` is
+    floored at 0 (our guard: a rollout with more than twice its group's entropy would otherwise have the
+    sign of its advantage flipped). ``cfg.ettrl_adv_clip`` > 0 switches to the paper's Adv-Clip baseline,
+    ``clip(A, −β, β)`` (β = 2 in the paper)."""
     if entropies is None:
         raise ConfigError("ettrl needs the mean token entropy of each rollout")
     adv, m = grpo_advantage(rewards, group_size, cfg, prompts)
+    if cfg.ettrl_adv_clip > 0:
+        return adv.clamp(-cfg.ettrl_adv_clip, cfg.ettrl_adv_clip), m
     h = _grouped(entropies.float(), group_size)
-    z = ((h - h.mean(1, keepdim=True)) / (h.std(1, keepdim=True, unbiased=False) + 1e-6)).reshape(-1)
-    factor = (1 + cfg.ettrl_beta * z).clamp(1 - cfg.ettrl_clip, 1 + cfg.ettrl_clip)
-    out = torch.where(adv > 0, adv * factor, adv)
-    return out, {**m, "entropy_factor_mean": float(factor[adv > 0].mean()) if bool((adv > 0).any()) else 1.0}
+    avg = h.mean(1, keepdim=True)
+    y = (1 + (avg - h) / avg.clamp(min=1e-8)).clamp(min=0).reshape(-1)
+    return adv * y, {**m, "entropy_scale_min": float(y.min()), "entropy_scale_max": float(y.max())}
 
 
 @register_advantage("brpo")

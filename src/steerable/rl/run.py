@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from steerable.errors import ConfigError, InputError, SteerableError
@@ -35,6 +35,8 @@ class RLRunConfig:
     lr: float = 1e-5  # Adam on the 1.8M built-in model: 1e-4 drifts (92% -> 76% held-in in 75 steps)
     beta: float = 0.0  # KL to the reference model (0: none, as DAPO and Dr.GRPO)
     minibatches: int | None = None  # optimiser steps per generated batch (default: the algorithm's)
+    # overrides of the estimators' and losses' knobs (steerable.rl.algos.RLConfig), e.g. {"kl_cov_ratio": 0.02}
+    options: dict = field(default_factory=dict)
     eval_every: int = 25  # steps between held-in greedy evals (0: only at the end)
     eval_n: int = 100
     save_every: int = 50
@@ -110,6 +112,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         raise ConfigError("--prompts-per-step, --max-completion and --lr must be positive")
     algo = ALGOS[cfg.algo]
     minibatches = cfg.minibatches or algo.minibatches
+    options = parse_options(cfg.options)
     if minibatches < 1:
         raise ConfigError(f"--minibatches must be >= 1 (got {minibatches})")
     out = Path(cfg.out)
@@ -132,6 +135,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     if any(f.__name__ == "exact" for f in funcs) and all(r["answer"] is None for r in rows):
         raise ConfigError("the exact reward needs answers: use --algo ttrl (majority vote) for unlabelled prompts")
     ds = Dataset.from_list(rows)
+    rc = rl_config_for(algo, max_completion_length=cfg.max_completion, **options)
     batch = cfg.prompts_per_step * cfg.group
     targs = GRPOConfig(
         output_dir=str(out / "checkpoints"),
@@ -143,8 +147,8 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         learning_rate=cfg.lr,
         beta=cfg.beta,
         temperature=cfg.temperature,
-        epsilon=rl_config_for(algo).eps_low,
-        epsilon_high=rl_config_for(algo).eps_high,
+        epsilon=rc.eps_low,
+        epsilon_high=rc.eps_high,
         reward_weights=weights,
         max_steps=cfg.steps or 10**6,
         logging_steps=1,
@@ -160,15 +164,25 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         lr_scheduler_type="constant",
     )
     extra = {}
-    if algo.rollout == "icpo":
+    if algo.rollout is not None:
         import os
 
-        from steerable.rl.trainer import icpo_rollout
+        from steerable.rl.trainer import etmr_rollout, icpo_rollout
 
-        if not cfg.task.startswith("builtin:"):
-            raise ConfigError("icpo needs demonstrations: only built-in tasks have them for now")
-        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-        extra["rollout_func"] = icpo_rollout(_demo(cfg.task, cfg.seed))
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL
+        if algo.rollout == "icpo":
+            if not cfg.task.startswith("builtin:"):
+                raise ConfigError("icpo needs demonstrations: only built-in tasks have them for now")
+            extra["rollout_func"] = icpo_rollout(_demo(cfg.task, cfg.seed))
+        else:
+            if rc.etmr_forks < 1 or rc.etmr_branches < 1:
+                raise ConfigError("etmr_forks and etmr_branches must be >= 1")
+            if cfg.group % (1 + rc.etmr_forks * rc.etmr_branches):
+                raise ConfigError(
+                    f"{cfg.algo}'s tree rollouts come in trees of {1 + rc.etmr_forks * rc.etmr_branches} "
+                    f"(1 + {rc.etmr_forks} forks x {rc.etmr_branches} branches): use a --group that is a multiple of it"
+                )
+            extra["rollout_func"] = etmr_rollout(rc.etmr_forks, rc.etmr_branches)
     Trainer = make_trainer_class()
     trainer = Trainer(
         model=model,
@@ -177,7 +191,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         args=targs,
         train_dataset=ds,
         algo=algo,
-        rl_config=rl_config_for(algo, max_completion_length=cfg.max_completion),
+        rl_config=rc,
         extract=extract,
         seed=cfg.seed,
         **extra,
@@ -265,6 +279,35 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     plot_curves(metrics_path, out / "curves.png", title=f"{cfg.algo} on {cfg.task}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def parse_options(options: dict | list[str]) -> dict:
+    """RLConfig overrides from ``{"name": value}`` or ``["name=value", ...]`` (the CLI's ``--set``), each
+    checked against RLConfig's fields and converted to the field's type."""
+    from steerable.rl.algos import RLConfig
+
+    known = {f.name: f for f in fields(RLConfig)}
+    pairs = []
+    for item in options.items() if isinstance(options, dict) else options:
+        if isinstance(item, str):
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: write NAME=VALUE, e.g. --set kl_cov_ratio=0.02")
+            item = tuple(x.strip() for x in item.split("=", 1))
+        pairs.append(item)
+    out = {}
+    for name, value in pairs:
+        if name not in known:
+            raise ConfigError(f"unknown option {name!r}: use one of {', '.join(sorted(known))}")
+        kind = type(known[name].default)
+        try:
+            if kind is bool and isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                value = value.lower() in ("true", "1")
+            out[name] = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"option {name} needs a {kind.__name__} (got {value!r})") from None
+    return out
 
 
 def _demo(task: str, seed: int) -> str:

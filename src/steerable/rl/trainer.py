@@ -14,6 +14,7 @@ the covariance statistics of Clip-Cov / KL-Cov.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -29,7 +30,7 @@ class Algo:
     reward: str = "exact"  # default reward spec for the algorithm
     iterations: int = 1  # optimisation steps per generated batch (MDPO > 1)
     config: dict = field(default_factory=dict)  # RLConfig overrides
-    rollout: str | None = None  # "icpo": one rollout per group from a demo-augmented prompt
+    rollout: str | None = None  # "icpo": one rollout per group from a demo-augmented prompt; "etmr": trees
     # optimiser steps per generated batch, one per mini-batch (verl: train batch / PPO mini-batch). Only
     # then are later updates off-policy, the regime Clip-Cov / KL-Cov act in: on-policy, KL-Cov *is* the
     # plain policy gradient and Clip-Cov detaches a handful of tokens.
@@ -49,7 +50,7 @@ ALGOS: dict[str, Algo] = {
     "ttrl": Algo("grpo", "grpo", reward="majority"),
     "icpo": Algo("grpo", "icpo", rollout="icpo"),
     "brpo": Algo("brpo", "grpo"),
-    "ettrl": Algo("ettrl", "grpo", reward="majority"),
+    "ettrl": Algo("ettrl", "grpo", reward="majority", rollout="etmr"),  # ETMR trees + Adv-Res
     "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
 }
 
@@ -229,6 +230,28 @@ def rl_config_for(algo: Algo, **overrides) -> RLConfig:
     return replace(RLConfig(), **{**algo.config, **overrides})
 
 
+def _check_groups(prompts, g: int, name: str) -> None:
+    if len(prompts) % g:
+        raise ConfigError(f"{name} needs whole groups: {len(prompts)} prompts for groups of {g}")
+    for i in range(0, len(prompts), g):
+        if any(p != prompts[i] for p in prompts[i : i + g]):
+            raise ConfigError(f"{name} needs each prompt's rollouts side by side")
+
+
+class _EvalMode:
+    """The model in eval mode for sampling, back to its former mode afterwards."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)
+
+
 def icpo_rollout(demo: str):
     """ICPO's mixed group ("Think Outside the Policy"): G - 1 rollouts of each prompt on-policy and one
     sampled after a one-shot demonstration (``demo`` + prompt), then re-attached to the plain prompt and
@@ -239,22 +262,13 @@ def icpo_rollout(demo: str):
         from steerable.lm.types import SamplingParams
 
         g = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
-        if len(prompts) % g:
-            raise ConfigError(f"ICPO needs whole groups: {len(prompts)} prompts for groups of {g}")
+        _check_groups(prompts, g, "ICPO")
         off = [i % g == g - 1 for i in range(len(prompts))]
-        for i in range(0, len(prompts), g):
-            if any(p != prompts[i] for p in prompts[i : i + g]):
-                raise ConfigError("ICPO needs each prompt's rollouts side by side")
-        model = trainer.model
-        was = model.training
-        model.eval()
-        try:
-            gen = LocalGenerator(model, trainer.processing_class, chat_template="never")
+        with _EvalMode(trainer.model):
+            gen = LocalGenerator(trainer.model, trainer.processing_class, chat_template="never")
             asks = [demo + p if o else p for p, o in zip(prompts, off, strict=True)]
             params = SamplingParams(temperature=trainer.temperature, max_new_tokens=trainer.max_completion_length)
             outs = gen.generate(asks, params)
-        finally:
-            model.train(was)
         eos = gen.eos_ids[0] if gen.eos_ids else None
         completion_ids, logprobs = [], []
         for c in outs:
@@ -267,6 +281,103 @@ def icpo_rollout(demo: str):
         trainer._off_policy = torch.tensor(off)
         return {
             "prompt_ids": [gen.encode(p) for p in prompts],  # re-attached: every row is trained on its plain prompt
+            "completion_ids": completion_ids,
+            "logprobs": logprobs,
+        }
+
+    return rollout
+
+
+def fork_points(entropies: Sequence[float], n: int) -> list[int]:
+    """ETMR's fork points: the ``n`` positions of highest token entropy (the last token, usually EOS,
+    excluded when there is a choice), highest first; repeated cyclically when a rollout has fewer."""
+    cands = list(range(len(entropies) - 1)) or [0]
+    top = sorted(cands, key=lambda j: -entropies[j] if j < len(entropies) else 0.0)[:n]
+    return [top[k % len(top)] for k in range(n)]
+
+
+@torch.no_grad()
+def token_entropies(model, rows: list[list[int]], starts: list[int], temperature: float) -> list[list[float]]:
+    """Entropy of the sampling distribution (logits / T) at every generated token of each row:
+    ``rows[i]`` is prompt + completion, the completion beginning at ``starts[i]``."""
+    width = max(len(r) for r in rows)
+    dev = next(model.parameters()).device
+    ids = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, device=dev)
+        mask[i, : len(r)] = 1
+    logits = model(input_ids=ids, attention_mask=mask).logits.float() / max(temperature, 1e-6)
+    logp = torch.log_softmax(logits, -1)
+    ent = -(logp.exp() * logp).sum(-1)  # [rows, width]: position t predicts token t + 1
+    return [ent[i, s - 1 : len(r) - 1].tolist() for i, (r, s) in enumerate(zip(rows, starts, strict=True))]
+
+
+def etmr_rollout(forks: int, branches: int):
+    """ETTRL's Entropy-fork Tree Majority Rollout (ETMR): each group of G rollouts is M = G / (1 + B N)
+    trees. A tree is one full sample; at its N highest-entropy tokens it forks B new branches, each
+    sampled from that point to the end (the forked token is resampled) and sharing the tree's prefix, so a
+    group costs about (1 + B N / 2) / (1 + B N) of the tokens of G independent samples. All leaves vote
+    (TTRL's majority label) and all are trained. Sampled with steerable's generator (TRL's
+    ``rollout_func``)."""
+    if forks < 1 or branches < 1:
+        raise ConfigError(f"ETMR needs forks >= 1 and branches >= 1 (got {forks}, {branches})")
+    per_tree = 1 + forks * branches
+
+    def rollout(prompts, trainer):
+        from steerable.lm.local import LocalGenerator, Sequences
+        from steerable.lm.types import SamplingParams
+
+        g = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
+        _check_groups(prompts, g, "ETMR")
+        if g % per_tree:
+            raise ConfigError(
+                f"ETMR with {forks} forks x {branches} branches makes trees of {per_tree} rollouts: "
+                f"--group {g} is not a multiple of {per_tree}"
+            )
+        trees = g // per_tree
+        cap = trainer.max_completion_length
+        params = SamplingParams(temperature=trainer.temperature, max_new_tokens=cap)
+        model = trainer.model
+        with _EvalMode(model):
+            gen = LocalGenerator(model, trainer.processing_class, chat_template="never")
+            unique = prompts[::g]
+            pids = [gen.encode(p) for p in unique]
+            # 1. the trees: M full samples per prompt
+            seqs = gen.start(unique, n=trees)
+            first = gen.step(seqs, params)
+            tree_ids = [list(t) for t in first.token_ids]
+            tree_lps = [list(x) for x in first.logprobs]
+            owner = [k // trees for k in range(len(tree_ids))]
+            ents = token_entropies(
+                model,
+                [pids[o] + t for o, t in zip(owner, tree_ids, strict=True)],
+                [len(pids[o]) for o in owner],
+                trainer.temperature,
+            )
+            # 2. the branches: B new continuations at each of the N highest-entropy tokens of every tree
+            plan = [(k, j) for k in range(len(tree_ids)) for j in fork_points(ents[k], forks) for _ in range(branches)]
+            rows = [pids[owner[k]] + tree_ids[k][:j] for k, j in plan]
+            bseqs = Sequences(rows, [len(r) for r in rows], list(range(len(rows))))
+            second = gen.step(bseqs, params, max_tokens=cap - min(j for _, j in plan))
+        completion_ids, logprobs = [], []
+        sampled = sum(len(t) for t in tree_ids)
+        b = 0
+        for k in range(len(tree_ids)):  # prompt-major: each prompt's trees, each tree then its branches
+            completion_ids.append(tree_ids[k])
+            logprobs.append(tree_lps[k])
+            for _ in range(forks * branches):
+                _, j = plan[b]
+                new = list(second.token_ids[b])[: cap - j]
+                sampled += len(new)
+                completion_ids.append(tree_ids[k][:j] + new)
+                logprobs.append(tree_lps[k][:j] + list(second.logprobs[b])[: len(new)])
+                b += 1
+        # tokens sampled for the group over the tokens of its leaves (what independent samples would cost)
+        share = sampled / max(1, sum(len(c) for c in completion_ids))
+        trainer._metrics["train" if model.training else "eval"]["etmr/token_share"].append(share)
+        return {
+            "prompt_ids": [pids[i // g] for i in range(len(prompts))],
             "completion_ids": completion_ids,
             "logprobs": logprobs,
         }
