@@ -197,3 +197,52 @@ def test_ettrl_scales_advantages_by_relative_response_entropy():
     clipped, _ = ADVANTAGES["ettrl"](one_right, 8, RLConfig(ettrl_adv_clip=2.0), entropies=torch.ones(8))
     assert plain.max() > 2.0 and clipped.max().item() == pytest.approx(2.0)
     assert clipped[1:].tolist() == pytest.approx(plain[1:].tolist())
+
+
+def test_igpo_turn_advantages_by_hand():
+    # rollout 0: one step gaining 0.5, then a right answer; rollout 1: two steps (-0.25, 0), then wrong
+    gains = [torch.tensor([0.5]), torch.tensor([-0.25, 0.0])]
+    turns = torch.tensor([[0, 0, 1, -1], [0, 1, 2, 2]])
+    adv, m = ADVANTAGES["igpo"](torch.tensor([1.0, 0.0]), 2, CFG, gains=gains, token_turns=turns)
+    flat = [0.5, 1.0, -0.25, 0.0, 0.0]
+    mean = sum(flat) / 5
+    std = math.sqrt(sum((x - mean) ** 2 for x in flat) / 5)
+    z = [(x - mean) / (std + CFG.eps_std) for x in flat]
+    r0 = [z[0] + z[1], z[1]]  # returns: sums of the normalised turn rewards from each turn on (gamma 1)
+    r1 = [z[2] + z[3] + z[4], z[3] + z[4], z[4]]
+    assert adv[0].tolist() == pytest.approx([r0[0], r0[0], r0[1], 0.0], abs=1e-5)
+    assert adv[1].tolist() == pytest.approx([r1[0], r1[1], r1[2], r1[2]], abs=1e-5)
+    assert m["turns_mean"] == 2.5
+    half, _ = ADVANTAGES["igpo"](torch.tensor([1.0, 0.0]), 2, RLConfig(igpo_gamma=0.5), gains=gains, token_turns=turns)
+    assert half[1, 0].item() == pytest.approx(z[2] + 0.5 * z[3] + 0.25 * z[4], abs=1e-5)
+    with pytest.raises(ConfigError, match="information gains"):
+        ADVANTAGES["igpo"](torch.tensor([1.0, 0.0]), 2, CFG)
+
+
+def test_igpo_gain_is_negative_on_the_line_that_goes_wrong(local):
+    from steerable.rl.trainer import Algo, make_trainer_class
+
+    tok = local.tokenizer
+    prompt = tok("Q: 12+5*2=\n")["input_ids"]
+    right, wrong = "12+5=17\n17*2=34\nA: 34", "12+5=18\n18*2=36\nA: 36"
+    comps = [tok(t, add_special_tokens=False)["input_ids"] for t in (right, wrong)]
+    width = max(map(len, comps))
+    out = {
+        "prompt_ids": torch.tensor([prompt, prompt]),
+        "prompt_mask": torch.ones(2, len(prompt), dtype=torch.long),
+        "completion_ids": torch.tensor([c + [0] * (width - len(c)) for c in comps]),
+        "completion_mask": torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in comps]),
+    }
+
+    class Stub:  # the parts of the trainer the gains read
+        processing_class, model, rl_config = tok, local.model, CFG
+
+    got = make_trainer_class()._information_gains(Stub, {}, ["34", "34"], out)
+    g_right, g_wrong = got["gains"]
+    assert len(g_right) == len(g_wrong) == 2  # two step lines before the answer line
+    # the model cannot answer before it has computed: the true answer's probability stays ~0 until the line
+    # that writes it, which gains nearly all of it on the right chain and nothing on the wrong one
+    assert g_right[1] > 0.5 and g_wrong.abs().max() < 0.05 and g_right[0].abs() < 0.05
+    assert got["token_turns"][0, :8].tolist() == [0] * 8 and got["token_turns"][0, 8].item() == 1
+    assert got["token_turns"][0, len(comps[0]) :].eq(-1).all()
+    assert Algo("igpo").advantage == "igpo"

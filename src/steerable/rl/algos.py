@@ -66,6 +66,9 @@ class RLConfig:
     aspo_k: float = 0.7
     # ICPO: off-policy (demo-guided) tokens use −A·π/(π + γ), unclipped
     icpo_gamma: float = 0.1
+    # IGPO: discount of the turn-reward returns, and what precedes the answer when it is probed
+    igpo_gamma: float = 1.0
+    igpo_probe: str = "A: "
     # ETTRL: Adv-Res by default; > 0: Adv-Clip at this bound instead (the paper's β = 2)
     ettrl_adv_clip: float = 0.0
     # ETTRL's entropy-fork tree rollouts (ETMR): each group is M trees of one full sample plus
@@ -268,6 +271,51 @@ def brpo_advantage(
                 adv[i, start[i] : end[i]] = seg_adv[i, s]
         start = torch.maximum(start, end)
     return adv, {"return_mean": float(ret[:, 0].mean()), "cut_reward_mean": float(cut_rewards.float().mean())}
+
+
+@register_advantage("igpo")
+def igpo_advantage(
+    rewards: torch.Tensor,
+    group_size: int,
+    cfg: RLConfig = RLConfig(),
+    prompts=None,
+    gains: Sequence[torch.Tensor] | None = None,
+    token_turns: torch.Tensor | None = None,
+    **_,
+):
+    """IGPO ("Information Gain-based Policy Optimization"), token-level. A rollout is a sequence of turns
+    (here: lines); turn ``t < T`` earns its information gain about the ground-truth answer ``a``,
+
+        r_{i,t} = π_θ(a | q, o_{i,≤t}) − π_θ(a | q, o_{i,≤t−1}),   π_θ(a | ·) = exp(mean_j log π_θ(a_j | ·, a_<j)),
+
+    (``gains[i]``, one value per turn before the last) and the last turn the outcome reward ``R_i``. All
+    turn rewards of a group are z-normalised together, ``A_{i,t} = Σ_{k≥t} γ^{k−t} r̂_{i,k}`` (``γ`` =
+    ``cfg.igpo_gamma``), and every token of turn ``t`` (``token_turns[i, j] = t``; −1: padding) gets
+    ``A_{i,t}``. Returns ``[B, L]``."""
+    if gains is None or token_turns is None:
+        raise ConfigError("igpo needs each rollout's per-turn information gains and its tokens' turns")
+    n = groups(len(rewards), group_size, prompts) * group_size
+    if len(gains) != n or token_turns.shape[0] != n:
+        raise InputError(f"igpo: {len(gains)} gain lists and {token_turns.shape[0]} token rows for {n} rollouts")
+    turn_r = [torch.cat([g.float().reshape(-1), rewards[i].float().reshape(1)]) for i, g in enumerate(gains)]
+    adv = torch.zeros(token_turns.shape, dtype=torch.float32)
+    gain_sum = 0.0
+    for start in range(0, n, group_size):
+        block = turn_r[start : start + group_size]
+        flat = torch.cat(block)
+        mean, std = flat.mean(), flat.std(unbiased=False)
+        for i, r in enumerate(block, start):
+            z = (r - mean) / (std + cfg.eps_std)
+            ret = torch.zeros_like(z)
+            acc = 0.0
+            for t in range(len(z) - 1, -1, -1):
+                acc = float(z[t]) + cfg.igpo_gamma * acc
+                ret[t] = acc
+            turns = token_turns[i]
+            real = turns >= 0
+            adv[i, real] = ret[turns[real].clamp(max=len(ret) - 1)]
+            gain_sum += float(r[:-1].sum())
+    return adv, {"gain_mean": gain_sum / max(1, n), "turns_mean": sum(len(r) for r in turn_r) / max(1, n)}
 
 
 # ---- policy losses -------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ ALGOS: dict[str, Algo] = {
     "ttrl": Algo("grpo", "grpo", reward="majority"),
     "icpo": Algo("grpo", "icpo", rollout="icpo"),
     "brpo": Algo("brpo", "grpo"),
+    "igpo": Algo("igpo", "grpo"),  # turns = lines; information gain about the true answer per turn
     "ettrl": Algo("ettrl", "grpo", reward="majority", rollout="etmr"),  # ETMR trees + Adv-Res
     "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
 }
@@ -109,6 +110,8 @@ def make_trainer_class():
                 extra = self._budget_cuts(st, answers, out["completion_ids"], correct)
             if self.algo.advantage == "ettrl":
                 extra = {"entropies": self._rollout_entropies(out)}
+            if self.algo.advantage == "igpo":
+                extra = self._information_gains(st, answers, out)
             adv, metrics = ADVANTAGES[self.algo.advantage](
                 rewards,
                 g,
@@ -147,6 +150,43 @@ def make_trainer_class():
             )
             cm = out["completion_mask"].to(ent.dtype)
             return ((ent * cm).sum(1) / cm.sum(1).clamp(min=1)).cpu()
+
+        @torch.no_grad()
+        def _information_gains(self, st, answers, out) -> dict:
+            """IGPO's turn rewards: turns are lines; after each line the policy's probability of the true
+            answer (``igpo_probe`` + answer, teacher-forced, geometric mean over its tokens) is read in one
+            batched pass; a turn earns the rise it caused. Also the turn of every completion token."""
+            if any(a is None for a in answers):
+                raise ConfigError("igpo needs the true answers (its reward is the gain in their probability)")
+            tok = self.processing_class
+            comp, cmask = out["completion_ids"], out["completion_mask"]
+            newline: dict[int, int] = {}
+            turns = torch.full(comp.shape, -1, dtype=torch.long)
+            probes, owners = [], []
+            probe = tok(self.rl_config.igpo_probe, add_special_tokens=False)["input_ids"]
+            for i in range(comp.shape[0]):
+                prompt = out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist()
+                ids = comp[i][cmask[i].bool()].tolist()
+                ans = tok(str(answers[i]), add_special_tokens=False)["input_ids"]
+                t, ends = 0, [0]
+                for j, x in enumerate(ids):
+                    if x not in newline:
+                        newline[x] = tok.decode([x]).count("\n")
+                    turns[i, j] = t
+                    if newline[x]:
+                        t += 1
+                        ends.append(j + 1)
+                if ends[-1] == len(ids):  # the completion ends on a newline: no turn after it
+                    ends.pop()
+                for e in ends:  # the state before each turn: before turn 0, after turn 0, ...
+                    probes.append((prompt + ids[:e] + probe, ans))
+                    owners.append(i)
+            probs = _answer_probabilities(self.model, probes)
+            gains = []
+            for i in range(comp.shape[0]):
+                p = torch.tensor([pr for pr, o in zip(probs, owners, strict=True) if o == i])
+                gains.append(p[1:] - p[:-1])  # one per turn before the last
+            return {"gains": gains, "token_turns": turns}
 
         def _budget_cuts(self, st, answers, completion_ids, correct, parts: int = 4) -> dict:
             """BRPO's cuts: at budgets L_max·s/S the thinking so far + an answer prompt, answered greedily."""
@@ -224,6 +264,33 @@ def make_trainer_class():
             return loss
 
     return SteerableGRPOTrainer
+
+
+@torch.no_grad()
+def _answer_probabilities(model, probes: list[tuple[list[int], list[int]]], batch: int = 256) -> list[float]:
+    """``exp(mean log p(answer tokens | context))`` for each ``(context, answer)``, in batches."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out: list[float] = []
+    try:
+        for k in range(0, len(probes), batch):
+            chunk = probes[k : k + batch]
+            rows = [c + a for c, a in chunk]
+            width = max(len(r) for r in rows)
+            ids = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
+            mask = torch.zeros_like(ids)
+            for i, r in enumerate(rows):
+                ids[i, : len(r)] = torch.tensor(r, device=dev)
+                mask[i, : len(r)] = 1
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+            for i, (c, a) in enumerate(chunk):
+                pos = torch.arange(len(c) - 1, len(c) + len(a) - 1, device=dev)
+                lp = logp[i, pos, torch.tensor(a, device=dev)]
+                out.append(float(lp.mean().exp()))
+    finally:
+        model.train(was)
+    return out
 
 
 def rl_config_for(algo: Algo, **overrides) -> RLConfig:
