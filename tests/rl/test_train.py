@@ -127,8 +127,22 @@ def test_bad_settings_are_clear_errors(tmp_path, tiny_dir):
         train_rl(_cfg(tmp_path, tiny_dir, reward="vibes"), progress=False)
     with pytest.raises(ConfigError, match="unknown option 'kl_ratio'"):
         train_rl(_cfg(tmp_path, tiny_dir, options={"kl_ratio": 0.1}), progress=False)
+    with pytest.raises(ConfigError, match="only label-free test-time RL"):
+        train_rl(_cfg(tmp_path, tiny_dir, task="builtin:easy:test"), progress=False)  # grpo would see the answers
+    with pytest.raises(ConfigError, match="builtin:SPLIT:test"):
+        train_rl(_cfg(tmp_path, tiny_dir, task="builtin:easy:dev"), progress=False)
     with pytest.raises(ConfigError, match="multiple of it"):
         train_rl(_cfg(tmp_path, tiny_dir, algo="ettrl"), progress=False)  # trees of 4, groups of 2
+
+
+def test_test_time_rl_adapts_to_the_evaluation_problems(tmp_path, tiny_dir):
+    from steerable.rl.run import _held_in, _items
+    from steerable.tasks.builtin.arithmetic import eval_problems
+
+    rows = _items("builtin:easy:test", 0, 0)
+    assert [r["prompt"] for r in rows] == [p.prompt for p in eval_problems("easy", 200)]  # what eval scores
+    assert _held_in("builtin:easy:test", 4, 0) == rows[:4]  # and reports on
+    assert train_rl(_cfg(tmp_path, tiny_dir, algo="ttrl", task="builtin:easy:test"), progress=False)["steps"] == 1
 
 
 def test_options_are_typed_rl_config_overrides():

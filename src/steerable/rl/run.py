@@ -44,12 +44,29 @@ class RLRunConfig:
     device: str = "auto"
 
 
+TEST_PROBLEMS = 200  # `steerable builtin eval`'s default
+
+
+def _builtin_split(task: str) -> tuple[str, bool]:
+    """``builtin:SPLIT`` (training problems) or ``builtin:SPLIT:test`` (the held-out evaluation problems
+    that ``steerable builtin eval --split SPLIT`` scores, for label-free test-time RL)."""
+    parts = task.split(":")
+    if len(parts) == 3 and parts[2] == "test":
+        return parts[1], True
+    if len(parts) != 2:
+        raise ConfigError(f"task {task!r}: write builtin:SPLIT or builtin:SPLIT:test")
+    return parts[1], False
+
+
 def _items(task: str, n: int, seed: int) -> list[dict]:
     """Training rows ``{prompt, answer}``; labels may be absent (TTRL)."""
     if task.startswith("builtin:"):
         from steerable.tasks.builtin import arithmetic as A
 
-        lo, hi = A.split_range(task.split(":", 1)[1])
+        split, test = _builtin_split(task)
+        if test:  # the same problems (seed 0) that `steerable builtin eval --split SPLIT` scores
+            return [{"prompt": p.prompt, "answer": str(p.answer)} for p in A.eval_problems(split, TEST_PROBLEMS)]
+        lo, hi = A.split_range(split)
         rng = random.Random(seed)
         return [{"prompt": p.prompt, "answer": str(p.answer)} for p in (A.train_problem(rng, lo, hi) for _ in range(n))]
     from steerable.tasks.loader import read_jsonl
@@ -65,8 +82,9 @@ def _items(task: str, n: int, seed: int) -> list[dict]:
 
 
 def _held_in(task: str, n: int, seed: int) -> list[dict]:
-    """A fixed held-in evaluation set: the training distribution, drawn with another seed."""
-    if task.startswith("builtin:"):
+    """A fixed held-in evaluation set: the training distribution, drawn with another seed (for a test-time
+    run, the test problems themselves: TTRL reports on the prompts it adapts to)."""
+    if task.startswith("builtin:") and not _builtin_split(task)[1]:
         return _items(task, n, seed + 7919)
     rows = [r for r in _items(task, 10**9, seed) if r["answer"] is not None]
     return rows[:n]
@@ -104,6 +122,11 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, raised inside TRL
     if cfg.algo not in ALGOS:
         raise ConfigError(f"unknown algorithm {cfg.algo!r}: use one of {', '.join(ALGOS)}")
+    if cfg.task.startswith("builtin:") and _builtin_split(cfg.task)[1] and ALGOS[cfg.algo].reward != "majority":
+        raise ConfigError(
+            f"{cfg.task} holds the evaluation problems: only label-free test-time RL (ttrl, ettrl) may train on "
+            f"them; use builtin:{_builtin_split(cfg.task)[0]} for {cfg.algo}"
+        )
     if cfg.minutes is None and cfg.steps is None:
         raise ConfigError("give --minutes or --steps")
     if cfg.group < 2:
@@ -314,7 +337,7 @@ def _demo(task: str, seed: int) -> str:
     """A one-shot demonstration for ICPO: one solved training problem in the concise style."""
     from steerable.tasks.builtin import arithmetic as A
 
-    lo, hi = A.split_range(task.split(":", 1)[1])
+    lo, hi = A.split_range(_builtin_split(task)[0])
     p = A.train_problem(random.Random(seed + 104729), lo, hi)
     return p.prompt + p.solution("concise") + "\n"
 
