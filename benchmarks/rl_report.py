@@ -3,7 +3,8 @@
 For each run directory: steps, minutes, held-in greedy accuracy at the start
 and the end, mean policy entropy over the first and the last quarter of the
 steps and over the same steps as the first run (entropy collapse is what
-Clip-Cov / KL-Cov are for), mean completion length early and late.
+Clip-Cov / KL-Cov are for), mean completion length early and late; then each
+later run's entropy against the first, step by step.
 ``--plot FILE`` draws reward, held-in accuracy, entropy and length of every
 run on one figure.
 
@@ -53,6 +54,18 @@ def main() -> None:
             f"{acc[-1] if acc else float('nan'):>6.1%} {_mean(ent[:q]):>10.4f} {_mean(ent[-q:]):>9.4f} "
             f"{_mean(same):>10.4f} {_mean(lens[:qg]):>12.1f} {_mean(lens[-qg:]):>11.1f}"
         )
+    # paired against the first run, step by step (runs with one seed see the same prompts in the same order)
+    first_h = {r["step"]: r["entropy"] for r in steps_of[args.runs[0]]}
+    for run in args.runs[1:]:
+        h = {r["step"]: r["entropy"] for r in steps_of[run]}
+        both = sorted(set(h) & set(first_h))
+        if both:
+            ratio = sum(h[s] for s in both) / sum(first_h[s] for s in both)
+            above = sum(h[s] > first_h[s] for s in both) / len(both)
+            print(
+                f"{run.name} vs {args.runs[0].name}: entropy x{ratio:.3f} over {len(both)} common steps, "
+                f"higher on {above:.0%} of them"
+            )
     if args.plot:
         from steerable.rl.run import plot_curves
 
