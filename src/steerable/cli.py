@@ -438,6 +438,9 @@ def train_rl_cmd(
     minibatches: int | None = typer.Option(
         None, help="Optimiser steps per generated batch (default: 4 for clip_cov/kl_cov, else 1)."
     ),
+    iterations: int | None = typer.Option(
+        None, help="Passes over each generated batch, GRPO's mu (default: 4 for mdpo, else 1)."
+    ),
     options: list[str] = typer.Option(
         [],
         "--set",
@@ -472,6 +475,7 @@ def train_rl_cmd(
         lr=lr,
         beta=beta,
         minibatches=minibatches,
+        iterations=iterations,
         options=dict(parse_options(options)),
         eval_every=eval_every,
         eval_n=eval_n,

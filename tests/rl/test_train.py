@@ -127,12 +127,25 @@ def test_bad_settings_are_clear_errors(tmp_path, tiny_dir):
         train_rl(_cfg(tmp_path, tiny_dir, reward="vibes"), progress=False)
     with pytest.raises(ConfigError, match="unknown option 'kl_ratio'"):
         train_rl(_cfg(tmp_path, tiny_dir, options={"kl_ratio": 0.1}), progress=False)
+    with pytest.raises(ConfigError, match="--iterations must be >= 1"):
+        train_rl(_cfg(tmp_path, tiny_dir, iterations=0), progress=False)
+    with pytest.raises(ConfigError, match="--minibatches must be >= 1"):
+        train_rl(_cfg(tmp_path, tiny_dir, minibatches=0), progress=False)
     with pytest.raises(ConfigError, match="only label-free test-time RL"):
         train_rl(_cfg(tmp_path, tiny_dir, task="builtin:easy:test"), progress=False)  # grpo would see the answers
     with pytest.raises(ConfigError, match="builtin:SPLIT:test"):
         train_rl(_cfg(tmp_path, tiny_dir, task="builtin:easy:dev"), progress=False)
     with pytest.raises(ConfigError, match="multiple of it"):
         train_rl(_cfg(tmp_path, tiny_dir, algo="ettrl"), progress=False)  # trees of 4, groups of 2
+
+
+def test_iterations_reuse_a_generated_batch(tmp_path, tiny_dir):
+    # the PRM scores every rollout differently, so the first pass moves the policy and the second sees it
+    train_rl(_cfg(tmp_path, tiny_dir, steps=2, iterations=2, lr=1e-2, reward="prm"), progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = {r["step"]: r for r in rows if "loss/ratio_mean" in r}
+    assert "completions/mean_length" in steps[1] and "completions/mean_length" not in steps[2]  # sampled once
+    assert steps[1]["loss/ratio_mean"] == pytest.approx(1.0) and steps[2]["loss/ratio_mean"] != pytest.approx(1.0)
 
 
 def test_test_time_rl_adapts_to_the_evaluation_problems(tmp_path, tiny_dir):

@@ -35,6 +35,7 @@ class RLRunConfig:
     lr: float = 1e-5  # Adam on the 1.8M built-in model: 1e-4 drifts (92% -> 76% held-in in 75 steps)
     beta: float = 0.0  # KL to the reference model (0: none, as DAPO and Dr.GRPO)
     minibatches: int | None = None  # optimiser steps per generated batch (default: the algorithm's)
+    iterations: int | None = None  # passes over each generated batch, GRPO's μ (default: the algorithm's)
     # overrides of the estimators' and losses' knobs (steerable.rl.algos.RLConfig), e.g. {"kl_cov_ratio": 0.02}
     options: dict = field(default_factory=dict)
     eval_every: int = 25  # steps between held-in greedy evals (0: only at the end)
@@ -134,10 +135,13 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     if cfg.prompts_per_step < 1 or cfg.max_completion < 1 or cfg.lr <= 0:
         raise ConfigError("--prompts-per-step, --max-completion and --lr must be positive")
     algo = ALGOS[cfg.algo]
-    minibatches = cfg.minibatches or algo.minibatches
+    minibatches = algo.minibatches if cfg.minibatches is None else cfg.minibatches
     options = parse_options(cfg.options)
     if minibatches < 1:
         raise ConfigError(f"--minibatches must be >= 1 (got {minibatches})")
+    iterations = algo.iterations if cfg.iterations is None else cfg.iterations
+    if iterations < 1:
+        raise ConfigError(f"--iterations must be >= 1 (got {iterations})")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -165,7 +169,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         per_device_train_batch_size=batch,
         num_generations=cfg.group,
         max_completion_length=cfg.max_completion,
-        num_iterations=algo.iterations,
+        num_iterations=iterations,
         steps_per_generation=minibatches,
         learning_rate=cfg.lr,
         beta=cfg.beta,
