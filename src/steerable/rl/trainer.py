@@ -266,6 +266,16 @@ def make_trainer_class():
     return SteerableGRPOTrainer
 
 
+def _right_padded(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one right-padded batch and its attention mask."""
+    ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, device=device)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def _answer_probabilities(model, probes: list[tuple[list[int], list[int]]], batch: int = 256) -> list[float]:
     """``exp(mean log p(answer tokens | context))`` for each ``(context, answer)``, in batches."""
@@ -276,13 +286,7 @@ def _answer_probabilities(model, probes: list[tuple[list[int], list[int]]], batc
     try:
         for k in range(0, len(probes), batch):
             chunk = probes[k : k + batch]
-            rows = [c + a for c, a in chunk]
-            width = max(len(r) for r in rows)
-            ids = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
-            mask = torch.zeros_like(ids)
-            for i, r in enumerate(rows):
-                ids[i, : len(r)] = torch.tensor(r, device=dev)
-                mask[i, : len(r)] = 1
+            ids, mask = _right_padded([c + a for c, a in chunk], dev)
             logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
             for i, (c, a) in enumerate(chunk):
                 pos = torch.arange(len(c) - 1, len(c) + len(a) - 1, device=dev)
@@ -367,13 +371,7 @@ def fork_points(entropies: Sequence[float], n: int) -> list[int]:
 def token_entropies(model, rows: list[list[int]], starts: list[int], temperature: float) -> list[list[float]]:
     """Entropy of the sampling distribution (logits / T) at every generated token of each row:
     ``rows[i]`` is prompt + completion, the completion beginning at ``starts[i]``."""
-    width = max(len(r) for r in rows)
-    dev = next(model.parameters()).device
-    ids = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, device=dev)
-        mask[i, : len(r)] = 1
+    ids, mask = _right_padded(rows, next(model.parameters()).device)
     logits = model(input_ids=ids, attention_mask=mask).logits.float() / max(temperature, 1e-6)
     logp = torch.log_softmax(logits, -1)
     ent = -(logp.exp() * logp).sum(-1)  # [rows, width]: position t predicts token t + 1
