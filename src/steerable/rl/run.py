@@ -202,14 +202,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
                 raise ConfigError("icpo needs demonstrations: only built-in tasks have them for now")
             extra["rollout_func"] = icpo_rollout(_demo(cfg.task, cfg.seed))
         else:
-            if rc.etmr_forks < 1 or rc.etmr_branches < 1:
-                raise ConfigError("etmr_forks and etmr_branches must be >= 1")
-            if cfg.group % (1 + rc.etmr_forks * rc.etmr_branches):
-                raise ConfigError(
-                    f"{cfg.algo}'s tree rollouts come in trees of {1 + rc.etmr_forks * rc.etmr_branches} "
-                    f"(1 + {rc.etmr_forks} forks x {rc.etmr_branches} branches): use a --group that is a multiple of it"
-                )
-            extra["rollout_func"] = etmr_rollout(rc.etmr_forks, rc.etmr_branches)
+            extra["rollout_func"] = etmr_rollout(rc.etmr_forks, rc.etmr_branches, group=cfg.group)
     Trainer = make_trainer_class()
     trainer = Trainer(
         model=model,

@@ -378,7 +378,7 @@ def token_entropies(model, rows: list[list[int]], starts: list[int], temperature
     return [ent[i, s - 1 : len(r) - 1].tolist() for i, (r, s) in enumerate(zip(rows, starts, strict=True))]
 
 
-def etmr_rollout(forks: int, branches: int):
+def etmr_rollout(forks: int, branches: int, group: int | None = None):
     """ETTRL's Entropy-fork Tree Majority Rollout (ETMR): each group of G rollouts is M = G / (1 + B N)
     trees. A tree is one full sample; at its N highest-entropy tokens it forks B new branches, each
     sampled from that point to the end (the forked token is resampled) and sharing the tree's prefix, so a
@@ -389,17 +389,23 @@ def etmr_rollout(forks: int, branches: int):
         raise ConfigError(f"ETMR needs forks >= 1 and branches >= 1 (got {forks}, {branches})")
     per_tree = 1 + forks * branches
 
+    def check(g: int) -> None:
+        if g % per_tree:
+            raise ConfigError(
+                f"ETMR with {forks} forks x {branches} branches makes trees of {per_tree} rollouts: "
+                f"--group {g} is not a multiple of {per_tree}"
+            )
+
+    if group is not None:  # known up front (steerable train rl): fail before any sampling
+        check(group)
+
     def rollout(prompts, trainer):
         from steerable.lm.local import LocalGenerator, Sequences
         from steerable.lm.types import SamplingParams
 
         g = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
         _check_groups(prompts, g, "ETMR")
-        if g % per_tree:
-            raise ConfigError(
-                f"ETMR with {forks} forks x {branches} branches makes trees of {per_tree} rollouts: "
-                f"--group {g} is not a multiple of {per_tree}"
-            )
+        check(g)
         trees = g // per_tree
         cap = trainer.max_completion_length
         params = SamplingParams(temperature=trainer.temperature, max_new_tokens=cap)
