@@ -94,14 +94,11 @@ def _held_in(task: str, n: int, seed: int) -> list[dict]:
 def greedy_accuracy(model, tokenizer, rows: list[dict], extract, max_new: int) -> float:
     from steerable.lm.local import LocalGenerator
     from steerable.lm.types import SamplingParams
+    from steerable.rl.trainer import eval_mode
 
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         gen = LocalGenerator(model, tokenizer)
         outs = gen.generate([r["prompt"] for r in rows], SamplingParams(temperature=0, max_new_tokens=max_new))
-    finally:
-        model.train(was)
     ok = [r["answer"] is not None and str(extract(o.text)) == str(r["answer"]) for o, r in zip(outs, rows, strict=True)]
     return sum(ok) / max(1, len(ok))
 

@@ -15,6 +15,7 @@ the covariance statistics of Clip-Cov / KL-Cov.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -162,7 +163,7 @@ def make_trainer_class():
             comp, cmask = out["completion_ids"], out["completion_mask"]
             newline: dict[int, int] = {}
             turns = torch.full(comp.shape, -1, dtype=torch.long)
-            probes, owners = [], []
+            probes, counts = [], []
             probe = tok(self.rl_config.igpo_probe, add_special_tokens=False)["input_ids"]
             for i in range(comp.shape[0]):
                 prompt = out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist()
@@ -178,14 +179,11 @@ def make_trainer_class():
                         ends.append(j + 1)
                 if ends[-1] == len(ids):  # the completion ends on a newline: no turn after it
                     ends.pop()
-                for e in ends:  # the state before each turn: before turn 0, after turn 0, ...
-                    probes.append((prompt + ids[:e] + probe, ans))
-                    owners.append(i)
-            probs = _answer_probabilities(self.model, probes)
-            gains = []
-            for i in range(comp.shape[0]):
-                p = torch.tensor([pr for pr, o in zip(probs, owners, strict=True) if o == i])
-                gains.append(p[1:] - p[:-1])  # one per turn before the last
+                # the state before each turn: before turn 0, after turn 0, ...
+                probes.extend((prompt + ids[:e] + probe, ans) for e in ends)
+                counts.append(len(ends))
+            probs = torch.tensor(_answer_probabilities(self.model, probes)).split(counts)
+            gains = [p[1:] - p[:-1] for p in probs]  # one per turn before the last
             return {"gains": gains, "token_turns": turns}
 
         def _budget_cuts(self, st, answers, completion_ids, correct, parts: int = 4) -> dict:
@@ -211,13 +209,9 @@ def make_trainer_class():
                         asks.append(st["prompts"][i] + text.rsplit("\n", 1)[0] + "\nA: ")
                         where.append((i, s))
             if asks:
-                was = self.model.training
-                self.model.eval()
-                try:
+                with eval_mode(self.model):
                     gen = LocalGenerator(self.model, tok, chat_template="never")
                     outs = gen.generate(asks, SamplingParams(temperature=0, max_new_tokens=8, stop=("\n",)))
-                finally:
-                    self.model.train(was)
                 for (i, s), o in zip(where, outs, strict=True):
                     got = self.extract("A: " + o.text)
                     cut_rewards[i, s] = float(answers[i] is not None and str(got) == str(answers[i]))
@@ -279,11 +273,9 @@ def _right_padded(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Te
 @torch.no_grad()
 def _answer_probabilities(model, probes: list[tuple[list[int], list[int]]], batch: int = 256) -> list[float]:
     """``exp(mean log p(answer tokens | context))`` for each ``(context, answer)``, in batches."""
-    was = model.training
-    model.eval()
     dev = next(model.parameters()).device
     out: list[float] = []
-    try:
+    with eval_mode(model):
         for k in range(0, len(probes), batch):
             chunk = probes[k : k + batch]
             ids, mask = _right_padded([c + a for c, a in chunk], dev)
@@ -292,8 +284,6 @@ def _answer_probabilities(model, probes: list[tuple[list[int], list[int]]], batc
                 pos = torch.arange(len(c) - 1, len(c) + len(a) - 1, device=dev)
                 lp = logp[i, pos, torch.tensor(a, device=dev)]
                 out.append(float(lp.mean().exp()))
-    finally:
-        model.train(was)
     return out
 
 
@@ -309,18 +299,15 @@ def _check_groups(prompts, g: int, name: str) -> None:
             raise ConfigError(f"{name} needs each prompt's rollouts side by side")
 
 
-class _EvalMode:
-    """The model in eval mode for sampling, back to its former mode afterwards."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was)
+@contextmanager
+def eval_mode(model):
+    """The model in eval mode (sampling, probing), back to its former mode afterwards, exceptions too."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 def icpo_rollout(demo: str):
@@ -335,7 +322,7 @@ def icpo_rollout(demo: str):
         g = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
         _check_groups(prompts, g, "ICPO")
         off = [i % g == g - 1 for i in range(len(prompts))]
-        with _EvalMode(trainer.model):
+        with eval_mode(trainer.model):
             gen = LocalGenerator(trainer.model, trainer.processing_class, chat_template="never")
             asks = [demo + p if o else p for p, o in zip(prompts, off, strict=True)]
             params = SamplingParams(temperature=trainer.temperature, max_new_tokens=trainer.max_completion_length)
@@ -362,8 +349,9 @@ def icpo_rollout(demo: str):
 def fork_points(entropies: Sequence[float], n: int) -> list[int]:
     """ETMR's fork points: the ``n`` positions of highest token entropy (the last token, usually EOS,
     excluded when there is a choice), highest first; repeated cyclically when a rollout has fewer."""
-    cands = list(range(len(entropies) - 1)) or [0]
-    top = sorted(cands, key=lambda j: -entropies[j] if j < len(entropies) else 0.0)[:n]
+    if not entropies:
+        return [0] * n
+    top = sorted(range(max(1, len(entropies) - 1)), key=lambda j: -entropies[j])[:n]
     return [top[k % len(top)] for k in range(n)]
 
 
@@ -410,7 +398,7 @@ def etmr_rollout(forks: int, branches: int, group: int | None = None):
         cap = trainer.max_completion_length
         params = SamplingParams(temperature=trainer.temperature, max_new_tokens=cap)
         model = trainer.model
-        with _EvalMode(model):
+        with eval_mode(model):
             gen = LocalGenerator(model, trainer.processing_class, chat_template="never")
             unique = prompts[::g]
             pids = [gen.encode(p) for p in unique]
