@@ -15,6 +15,7 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
+from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, builtin_extract, require
 from steerable.search.process import Process
@@ -23,12 +24,15 @@ from steerable.search.result import Candidate, Result
 
 @dataclass(frozen=True)
 class AStar:
-    expansions: int = 4  # k candidate steps per pop
-    parallel: int = 2  # nodes popped per iteration, expanded in one batch
-    depth_cost: float = 0.0  # g per step taken
-    max_pops_per_sample: int = 40
+    expansions: int = opt(4, "k: candidate steps per pop.", ge=1, le=64)
+    parallel: int = opt(2, "Nodes popped per iteration, expanded in one batch.", ge=1, le=64)
+    depth_cost: float = opt(0.0, "g per step taken.", ge=0.0, le=1000.0)
+    max_pops_per_sample: int = opt(40, "The search stops after budget x this many pops.", ge=1, le=1000)
     extract: Extract = builtin_extract
     name = "astar"
+
+    def __post_init__(self) -> None:
+        check(self, "astar: ")
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
         require(budget, scorer, "astar")

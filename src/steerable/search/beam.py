@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, builtin_extract, require
 from steerable.search.process import Process
@@ -23,9 +24,12 @@ from steerable.search.result import Candidate, Result
 
 @dataclass(frozen=True)
 class BeamSearch:
-    expansions: int = 4  # M: children per beam per step
-    diverse: bool = False  # DVTS: independent subtrees instead of one shared frontier
+    expansions: int = opt(4, "M: children per beam per step.", ge=1, le=64)
+    diverse: bool = opt(False, "DVTS: independent subtrees instead of one shared frontier.")
     extract: Extract = builtin_extract
+
+    def __post_init__(self) -> None:
+        check(self, f"{self.name}: ")
 
     @property
     def name(self) -> str:

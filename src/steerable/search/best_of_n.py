@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, builtin_extract, require, run_to_end
@@ -96,11 +97,14 @@ class SelfConsistency:
     """
 
     extract: Extract = builtin_extract
-    early_stop: bool = False
-    round_size: int = 4
-    prefer_shorter: bool = False
-    length_power: float = 0.0
+    early_stop: bool = opt(False, "Sample in rounds and stop once the leading answer cannot lose.")
+    round_size: int = opt(4, "Samples per round with early_stop.", ge=1, le=1024)
+    prefer_shorter: bool = opt(False, "Break ties toward the answer whose samples are shorter.")
+    length_power: float = opt(0.0, "p: weight each vote by (mean length / its length)^p.", ge=0.0, le=16.0)
     name = "sc"
+
+    def __post_init__(self) -> None:
+        check(self, f"{self.name}: ")
 
     def run(self, process: Process, scorer: Scorer | None, budget: int, prompt: str, seed: int | None = None):
         if budget < 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, builtin_extract, require
 from steerable.search.process import Process
@@ -32,10 +33,13 @@ class _Node:
 
 @dataclass(frozen=True)
 class MCTS:
-    expansions: int = 3
-    c_uct: float = 1.0
+    expansions: int = opt(3, "Children sampled when a leaf is expanded.", ge=1, le=64)
+    c_uct: float = opt(1.0, "c: the exploration weight in UCT.", ge=0.0, le=100.0)
     extract: Extract = builtin_extract
     name = "mcts"
+
+    def __post_init__(self) -> None:
+        check(self, "mcts: ")
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
         require(budget, scorer, "mcts")

@@ -34,7 +34,7 @@ from typing import Literal
 
 import torch
 
-from steerable.errors import ConfigError
+from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, builtin_extract, logit, require
 from steerable.search.process import Process
@@ -55,25 +55,28 @@ def systematic_resample(weights: torch.Tensor, n: int, g: torch.Generator) -> li
 
 @dataclass(frozen=True)
 class ParticleFilter:
-    temperature: float = 1.0  # T in softmax(logit(r) / T)
-    resampling: Literal["multinomial", "systematic"] = "multinomial"  # the paper's; systematic has lower variance
-    ess_threshold: float = 0.0  # resample only when ESS/N falls below this (0: the paper's "every step" = 1.0)
-    final: Literal["argmax", "sample"] = "argmax"
-    entropic: bool = False  # ePF's entropic annealing
-    anneal_threshold: float = 0.5  # ePF: anneal when ESS/N is below this ...
-    anneal_until: float = 0.5  # ... and t / t_max is below this
-    t_max: int = 20  # ePF: expected number of steps
-    lookahead: int = 0  # look-ahead modulation: successors sampled per particle before resampling (0: off)
-    lookahead_weight: float = 0.5  # beta: how far the potential moves from logit(r) toward the successors' mean
+    temperature: float = opt(1.0, "T in softmax(logit(r) / T).", gt=0.0, le=1000.0)
+    resampling: Literal["multinomial", "systematic"] = opt(
+        "multinomial", "The paper's multinomial, or systematic (lower variance)."
+    )
+    ess_threshold: float = opt(
+        0.0, "Resample only when ESS/N falls below this (0: the paper's every step, as 1.0).", ge=0.0, le=1.0
+    )
+    final: Literal["argmax", "sample"] = opt("argmax", "The answer: the best final score, or one sampled by weight.")
+    entropic: bool = opt(False, "ePF's entropic annealing.")
+    anneal_threshold: float = opt(0.5, "ePF: anneal when ESS/N is below this ...", ge=0.0, le=1.0)
+    anneal_until: float = opt(0.5, "... and t / t_max is below this.", ge=0.0, le=1.0)
+    t_max: int = opt(20, "ePF: expected number of steps.", ge=1, le=10_000)
+    lookahead: int = opt(
+        0, "Look-ahead modulation: successors sampled per particle before resampling (0: off).", ge=0, le=16
+    )
+    lookahead_weight: float = opt(
+        0.5, "beta: how far the potential moves from logit(r) toward the successors' mean.", ge=0.0, le=1.0
+    )
     extract: Extract = builtin_extract
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0 (got {self.temperature})")
-        if self.resampling not in ("multinomial", "systematic"):
-            raise ConfigError(f"resampling must be multinomial or systematic (got {self.resampling!r})")
-        if self.final not in ("argmax", "sample"):
-            raise ConfigError(f"final must be argmax or sample (got {self.final!r})")
+        check(self, f"{self.name}: ")
 
     @property
     def name(self) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, builtin_extract, logit, require
@@ -25,15 +26,18 @@ from steerable.search.result import Candidate, Result
 
 @dataclass(frozen=True)
 class ParticleGibbs:
-    sweeps: int = 2
-    delimiter: str = "\n"  # how the reference is cut into steps (the process's delimiter)
+    sweeps: int = opt(2, "Particle-filter sweeps; each costs about one particle filter.", ge=1, le=16)
+    delimiter: str = opt("\n", "How the reference is cut into steps (the process's delimiter).")
     extract: Extract = builtin_extract
     name = "pgibbs"
 
+    def __post_init__(self) -> None:
+        check(self, "pgibbs: ")
+        if not self.delimiter:
+            raise ConfigError("pgibbs: delimiter must be a non-empty string (got '')")
+
     def run(self, process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
         require(budget, scorer, self.name, min_budget=2)
-        if self.sweeps < 1:
-            raise ConfigError(f"pgibbs: sweeps must be >= 1 (got {self.sweeps})")
         meter = Meter(process, scorer)
         first = ParticleFilter(extract=self.extract).run(process, scorer, budget, prompt, seed, new_run=False)
         ref_text, ref_score = first.text, max(c.score for c in first.candidates)

@@ -17,9 +17,11 @@ candidate of all rounds is the answer.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Literal
 
+from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, builtin_extract, require, run_to_end
@@ -27,22 +29,46 @@ from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
 TEMPLATE = "{prompt}\nA previous attempt (verifier score {score:.2f}):\n{attempt}\n\nWrite an improved answer.\n"
+#: what a template may name: ``{prompt}``, ``{attempt}`` and ``{score}`` (also as ``{score:.Nf}``, N a digit)
+PLACEHOLDERS = ("prompt", "score", "attempt")
+
+
+def check_template(template: str) -> None:
+    """Refuse a template that is not text with the named :data:`PLACEHOLDERS` (no attributes, indices, positions)."""
+    hint = "use only {prompt}, {attempt}, {score} or {score:.2f}, and {{ }} for literal braces"
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ConfigError(f"refine: template is not a valid template ({e}): {hint}") from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        simple_spec = not spec or (
+            name == "score" and len(spec) == 3 and spec[0] == "." and spec[1].isdigit() and spec[2] in "fge"
+        )
+        if name not in PLACEHOLDERS or conversion is not None or not simple_spec:
+            shown = "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
+            raise ConfigError(f"refine: template placeholder {shown[:40]!r} is not allowed: {hint}")
 
 
 @dataclass(frozen=True)
 class IterativeRefine:
-    per_round: int = 4
-    feedback: Literal["prompt", "prefix"] = "prefix"
-    keep_threshold: float = 0.5
-    delimiter: str = "\n"  # how steps are split when keeping a prefix
-    template: str = TEMPLATE
+    per_round: int = opt(4, "Candidates sampled per round.", ge=1, le=1024)
+    feedback: Literal["prompt", "prefix"] = opt("prefix", "How the best candidate is fed back.")
+    keep_threshold: float = opt(0.5, "prefix: keep steps up to the first scored below this.", ge=0.0, le=1.0)
+    delimiter: str = opt("\n", "How steps are split when keeping a prefix.")
+    template: str = opt(TEMPLATE, "prompt: the next round's prompt, with {prompt}, {attempt} and {score}.")
     extract: Extract = builtin_extract
     name = "refine"
 
+    def __post_init__(self) -> None:
+        check(self, "refine: ")
+        if not self.delimiter:
+            raise ConfigError("refine: delimiter must be a non-empty string (got '')")
+        check_template(self.template)
+
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
         require(budget, scorer, "refine")
-        if self.feedback not in ("prompt", "prefix"):
-            raise ConfigError(f"feedback must be prompt or prefix (got {self.feedback!r})")
         meter = Meter(process, scorer)
         pool: list[tuple[str, float]] = []
         cur_prompt, prefix, rounds = prompt, "", 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 
+from steerable.config import from_mapping
 from steerable.errors import ConfigError
 from steerable.search.astar import AStar
 from steerable.search.base import Extract
@@ -35,23 +37,20 @@ METHODS: dict[str, Callable[[Extract], object]] = {
 UNSCORED = {"greedy", "sc", "sc-early", "sc-short"}
 
 
-def make_strategy(name: str, extract: Extract, options: dict | None = None):
-    """A strategy by name; ``options`` override its fields (``{"temperature": 0.5}`` for PF)."""
-    import dataclasses
-
+def make_strategy(name: str, extract: Extract, options: Mapping | None = None):
+    """A strategy by name; ``options`` (user values, JSON types) override its fields, each checked against
+    its declared type and bounds (``{"temperature": 0.5}`` for PF)."""
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
     strategy = METHODS[name](extract)
-    if options:
-        known = {f.name for f in dataclasses.fields(strategy)} - {"extract"}
-        bad = sorted(set(options) - known)
-        if bad:
-            raise ConfigError(f"{name} has no option {', '.join(bad)}: use {', '.join(sorted(known)) or 'none'}")
-        try:
-            strategy = dataclasses.replace(strategy, **options)
-        except TypeError as e:
-            raise ConfigError(f"bad option for {name}: {e}") from None
-    return strategy
+    if options is None:
+        return strategy
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{name}: options must be an object of name: value (got {type(options).__name__})")
+    # the method's preset (epf: entropic, systematic) with the user's values over it, all checked again
+    preset = {f.name: getattr(strategy, f.name) for f in dataclasses.fields(strategy) if f.init and f.name != "extract"}
+    configured = from_mapping(type(strategy), {**preset, **options}, name, exclude=frozenset({"extract"}))
+    return dataclasses.replace(configured, extract=extract)
 
 
 def make_scorer(name: str, device: str = "cpu", generator=None):

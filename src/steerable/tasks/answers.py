@@ -3,11 +3,15 @@
 ``\\boxed{}`` answers are compared for mathematical equivalence with the
 ``math-verify`` package (how MATH-500 and GSM8K are scored in this field);
 it is an optional dependency: ``pip install 'steerable[math]'``.
+
+A user's regex (``--answer-regex``, a request's ``answer_regex``) is matched
+by RE2 (google-re2), in time linear in the text whatever the pattern: a
+backtracking engine can take exponential time on a pattern like
+``^((.|\\n)+)+!$``, and on a server that freezes every request.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,11 +50,37 @@ def builtin_checker() -> AnswerChecker:
     return AnswerChecker(builtin_extract, lambda a, b: a.strip() == b.strip(), "builtin")
 
 
-def regex_checker(pattern: str) -> AnswerChecker:
+#: the longest user pattern accepted (RE2 also bounds the memory a compiled pattern may take)
+MAX_PATTERN = 1000
+
+
+def compile_user_regex(pattern: str, what: str = "--answer-regex"):
+    """A user's ``pattern`` compiled by RE2 (linear-time matching); ``what`` names it in the one-line errors.
+
+    RE2 has Python's syntax except lookarounds and backreferences, which
+    cannot be matched in linear time; a pattern using them is refused.
+    """
+    import re2
+
+    if not isinstance(pattern, str):
+        raise ConfigError(f"{what} must be a string (got {type(pattern).__name__})")
+    if len(pattern) > MAX_PATTERN:
+        raise ConfigError(f"{what} is {len(pattern)} characters long, over the limit of {MAX_PATTERN}: shorten it")
+    options = re2.Options()
+    options.max_mem = 8 << 20
+    options.log_errors = False
     try:
-        rx = re.compile(pattern)
-    except re.error as e:
-        raise ConfigError(f"--answer-regex {pattern!r} does not compile ({e}): fix the pattern") from None
+        return re2.compile(pattern, options)
+    except re2.error as e:
+        why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise ConfigError(
+            f"{what} {pattern[:60]!r} does not compile under RE2 ({why}): fix the pattern "
+            "(RE2 takes Python's syntax without lookarounds and backreferences)"
+        ) from None
+
+
+def regex_checker(pattern: str, what: str = "--answer-regex") -> AnswerChecker:
+    rx = compile_user_regex(pattern, what)
 
     def extract(text: str) -> str | None:
         found = list(rx.finditer(text))
@@ -77,9 +107,10 @@ def boxed_checker() -> AnswerChecker:
     return AnswerChecker(_last_boxed, equal, "boxed")
 
 
-def make_checker(kind: str = "builtin", regex: str | None = None) -> AnswerChecker:
+def make_checker(kind: str = "builtin", regex: str | None = None, what: str = "--answer-regex") -> AnswerChecker:
+    """``what`` names the regex in errors (``--answer-regex`` on the command line, a field on the server)."""
     if regex:
-        return regex_checker(regex)
+        return regex_checker(regex, what)
     if kind == "builtin":
         return builtin_checker()
     if kind == "boxed":
