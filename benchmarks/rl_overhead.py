@@ -35,9 +35,10 @@ def main() -> None:
     from trl import GRPOConfig
 
     from steerable.lm.loading import load_model
+    from steerable.rl.algos import ALGOS, rl_config_for
     from steerable.rl.rewards import exact_reward
     from steerable.rl.run import _items
-    from steerable.rl.trainer import ALGOS, make_trainer_class, rl_config_for
+    from steerable.rl.trainer import make_trainer_class
     from steerable.tasks.builtin.verifier import extract_answer
 
     extract = lambda t: None if extract_answer(t) is None else str(extract_answer(t))  # noqa: E731

@@ -8,8 +8,8 @@ pytest.importorskip("trl")
 
 from conftest import tiny_model  # noqa: E402
 from steerable.errors import ConfigError  # noqa: E402
+from steerable.rl.algos import ALGOS  # noqa: E402
 from steerable.rl.run import RLRunConfig, train_rl  # noqa: E402
-from steerable.rl.trainer import ALGOS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +53,16 @@ def test_every_algorithm_completes_a_step(tmp_path, tiny_dir, algo):
         assert step["loss/off_policy_frac"] == 0.5 and "icpo/demo_accuracy" in step
     if algo == "ettrl":  # the branch shares its tree's prefix: fewer tokens sampled than trained
         assert 0.5 <= step["etmr/token_share"] <= 1.0
+    if algo == "brpo":  # 4 rollouts x 4 budgets x 4 answers sampled after the cuts, and trained
+        assert step["brpo/answer_rows"] == 64
+    if algo == "grpo_pp":  # dynamic sampling ran
+        assert "dynamic/groups_refilled" in step and "dynamic/groups_dropped" in step
+    if algo == "mdpo":
+        assert step["loss/mdpo_kl_weight"] >= 1.0
 
 
 def test_fork_points_are_the_highest_entropy_tokens():
-    from steerable.rl.trainer import fork_points
+    from steerable.rl.rollouts import fork_points
 
     assert fork_points([0.1, 0.9, 0.3, 0.5, 2.0], 2) == [1, 3]  # the last token (EOS) is not a fork point
     assert fork_points([0.4, 0.2], 3) == [0, 0, 0]  # fewer candidates than forks: repeated
@@ -67,7 +73,7 @@ def test_etmr_trees_share_prefixes_and_keep_groups_whole(tiny_dir):
     import torch
 
     from steerable.lm.loading import load_model
-    from steerable.rl.trainer import etmr_rollout, token_entropies
+    from steerable.rl.rollouts import etmr_rollout, token_entropies
 
     model, tok = load_model(tiny_dir, device="cpu")
 
@@ -214,3 +220,117 @@ def test_an_interrupted_run_keeps_a_checkpoint_and_resumes(tmp_path, tiny_dir, m
     assert any((tmp_path / "checkpoints").glob("checkpoint-1"))
     monkeypatch.setattr(rewards, "exact_reward", real)
     assert train_rl(_cfg(tmp_path, tiny_dir, steps=2, save_every=100), progress=False)["steps"] == 2
+
+
+def test_dynamic_sampling_refills_groups_without_a_reward_spread(tmp_path, tiny_dir, monkeypatch):
+    import steerable.rl.rewards as rewards
+
+    def parity(extract):  # a reward with a spread in some groups and none in others
+        def exact(prompts, completions, **_):
+            return [float(len(c) % 2) for c in completions]
+
+        return exact
+
+    monkeypatch.setattr(rewards, "exact_reward", parity)
+    opts = {"dynamic_sampling": True, "dynamic_sampling_rounds": 20}
+    train_rl(_cfg(tmp_path, tiny_dir, steps=3, prompts_per_step=4, options=opts), progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "dynamic/groups_refilled" in r]
+    assert len(steps) == 3
+    for r in steps:
+        # every group of the first round without a spread was replaced (none left to drop), so the batch
+        # trained on has a spread in every group while the logged reward statistics are the first round's
+        assert r["dynamic/groups_dropped"] == 0
+        assert r["dynamic/groups_refilled"] == pytest.approx(4 * r["frac_reward_zero_std"])
+        assert r["adv/frac_zero_std"] == 0
+    assert sum(r["dynamic/groups_refilled"] for r in steps) > 0
+
+
+def test_brpo_cuts_after_whole_lines_and_answers_after_each_cut(local):
+    import torch
+
+    from steerable.rl.algos import RLConfig
+    from steerable.rl.inputs import Batch, BatchInputs, Context
+
+    tok = local.tokenizer
+    prompt = tok("Q: 12+5*2=\n")["input_ids"]
+    text = "12+5=17\n17*2=34\nA: 34"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text)  # one token a character: the positions below are characters
+    cfg = RLConfig(brpo_budgets=2, brpo_answers=4)
+    batch = Batch(
+        2,
+        ["q", "q"],
+        [text, text[:12]],
+        [prompt, prompt],
+        [ids, ids[:12]],
+        ["34", "34"],
+        torch.zeros(2),
+        len(ids),
+        torch.zeros(2, dtype=torch.bool),
+    )
+    x = BatchInputs(
+        Context(
+            local.model,
+            tok,
+            cfg,
+            __import__("steerable.tasks.answers").tasks.answers.make_checker("builtin").extract,
+            1.0,
+            20,
+            0,
+            0.0,
+        ),
+        batch,
+    )
+    b = x.get("budgets")
+    # budgets at 10 and 20 tokens: rollout 0 is cut after its first line (8), then keeps its thinking and "A: "
+    # (19); rollout 1 (cut off mid-line at 12) after its first line both times
+    assert b.cuts.tolist() == [[8, 19], [8, 8]]
+    assert b.scores.shape == (2, 2, 4)
+    # the model cannot answer before it has computed: after the first line it says 17, after both lines 34
+    assert b.scores[0, 1].mean() > 0.5 > b.scores[0, 0].mean()
+    # the sampled answers join the batch; rollout 0's own answer digits leave its loss
+    (rows,) = x.extra_rows()
+    assert len(rows.prompt_ids) == 16 and rows.prompt_ids[4] == prompt + ids[:19]
+    assert rows.prompt_ids[0] == prompt + ids[:8] + tok("A: ", add_special_tokens=False)["input_ids"]
+    assert x.loss_mask()[0].tolist() == [1.0] * 19 + [0.0] * (len(ids) - 19)
+
+
+def test_the_entropy_bonus_reaches_the_gradient_through_trls_fused_head(tiny_dir):
+    import torch
+    from trl.trainer.utils import add_fused_lm_head
+
+    from steerable.lm.loading import load_model
+    from steerable.rl.algos import RLConfig
+    from steerable.rl.losses import entropy_bonus
+
+    model, _ = load_model(tiny_dir, device="cpu")
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    logp = torch.log_softmax(model(input_ids=ids).logits[:, -5:-1].float(), -1)
+    want = -(logp.exp() * logp).sum(-1)  # the entropy at the 4 completion positions, from the logits
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))  # what GRPOTrainer computes entropies with
+    labels = ids.clone()
+    labels[:, :2] = -100
+    ent = model(input_ids=ids, labels=labels, fused_lm_head=True).entropy[:, -4:]
+    assert torch.allclose(ent, want, atol=1e-5)
+    bonus = entropy_bonus(ent, torch.ones(1, 4), RLConfig(entropy_coef=0.5))
+    assert bonus.item() == pytest.approx(0.5 * want.mean().item(), rel=1e-5)
+    bonus.backward()  # the trainer subtracts it from the loss: it must move the weights
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_an_algorithm_whose_inputs_nobody_computes_is_refused_before_sampling():
+    from steerable.rl.algos import ADVANTAGES, Algo
+    from steerable.rl.trainer import check_inputs
+
+    def needs_the_moon(rewards, group_size, cfg, *, moon):
+        return rewards, {}
+
+    ADVANTAGES["moon"] = needs_the_moon
+    try:
+        with pytest.raises(ConfigError, match="input 'moon'"):
+            check_inputs(Algo("moon", "grpo"))
+    finally:
+        del ADVANTAGES["moon"]
+    with pytest.raises(ConfigError, match="unknown loss"):
+        check_inputs(Algo("grpo", "vibes"))

@@ -94,7 +94,7 @@ def _held_in(task: str, n: int, seed: int) -> list[dict]:
 def greedy_accuracy(model, tokenizer, rows: list[dict], extract, max_new: int) -> float:
     from steerable.lm.local import LocalGenerator
     from steerable.lm.types import SamplingParams
-    from steerable.rl.trainer import eval_mode
+    from steerable.rl.rollouts import eval_mode
 
     with eval_mode(model):
         gen = LocalGenerator(model, tokenizer)
@@ -113,8 +113,9 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     import warnings
 
     from steerable.lm.loading import load_model, resolve_device
+    from steerable.rl.algos import ALGOS, rl_config_for
     from steerable.rl.rewards import apply_template, parse_rewards
-    from steerable.rl.trainer import ALGOS, make_trainer_class, rl_config_for
+    from steerable.rl.trainer import check_inputs, make_trainer_class
     from steerable.tasks.answers import make_checker
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, raised inside TRL
@@ -134,6 +135,8 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     algo = ALGOS[cfg.algo]
     minibatches = algo.minibatches if cfg.minibatches is None else cfg.minibatches
     options = parse_options(cfg.options)
+    rc = rl_config_for(algo, max_completion_length=cfg.max_completion, **options)  # checked before any loading
+    check_inputs(algo)
     if minibatches < 1:
         raise ConfigError(f"--minibatches must be >= 1 (got {minibatches})")
     iterations = algo.iterations if cfg.iterations is None else cfg.iterations
@@ -159,7 +162,6 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     if any(f.__name__ == "exact" for f in funcs) and all(r["answer"] is None for r in rows):
         raise ConfigError("the exact reward needs answers: use --algo ttrl (majority vote) for unlabelled prompts")
     ds = Dataset.from_list(rows)
-    rc = rl_config_for(algo, max_completion_length=cfg.max_completion, **options)
     batch = cfg.prompts_per_step * cfg.group
     targs = GRPOConfig(
         output_dir=str(out / "checkpoints"),
@@ -191,7 +193,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     if algo.rollout is not None:
         import os
 
-        from steerable.rl.trainer import etmr_rollout, icpo_rollout
+        from steerable.rl.rollouts import etmr_rollout, icpo_rollout
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL
         if algo.rollout == "icpo":
@@ -200,6 +202,19 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
             extra["rollout_func"] = icpo_rollout(_demo(cfg.task, cfg.seed))
         else:
             extra["rollout_func"] = etmr_rollout(rc.etmr_forks, rc.etmr_branches, group=cfg.group)
+    metrics_path = out / "metrics.jsonl"
+    clock = out / "elapsed.json"
+    spent = json.loads(clock.read_text())["seconds"] if clock.exists() else 0.0
+    t0 = time.perf_counter()
+    budget = None if cfg.minutes is None else cfg.minutes * 60
+
+    def progress() -> float:
+        """The fraction of the run's budget spent: steps or time, whichever is further along."""
+        done = trainer.state.global_step / cfg.steps if cfg.steps else 0.0
+        if budget:
+            done = max(done, (spent + time.perf_counter() - t0) / budget)
+        return done
+
     Trainer = make_trainer_class()
     trainer = Trainer(
         model=model,
@@ -211,13 +226,9 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         rl_config=rc,
         extract=extract,
         seed=cfg.seed,
+        progress=progress,
         **extra,
     )
-    metrics_path = out / "metrics.jsonl"
-    clock = out / "elapsed.json"
-    spent = json.loads(clock.read_text())["seconds"] if clock.exists() else 0.0
-    t0 = time.perf_counter()
-    budget = None if cfg.minutes is None else cfg.minutes * 60
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -324,6 +335,7 @@ def parse_options(options: dict | list[str]) -> dict:
             out[name] = kind(value)
         except (TypeError, ValueError):
             raise ConfigError(f"option {name} needs a {kind.__name__} (got {value!r})") from None
+    RLConfig(**out)  # each value within its bounds, named in the error
     return out
 
 

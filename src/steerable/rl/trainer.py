@@ -2,59 +2,78 @@
 
 TRL samples, scores and trains; we replace two things and leave the rest:
 
-- after TRL has scored a batch, the advantages come from
-  :data:`steerable.rl.algos.ADVANTAGES` (given the weighted rewards, which
-  rollouts are correct, their lengths), grouped per prompt and checked;
-- the loss comes from :data:`steerable.rl.algos.POLICY_LOSSES` on TRL's
-  per-token log-probabilities (``loss="trl"`` keeps TRL's own).
+- after TRL has scored a batch (and, with DAPO's dynamic sampling, after groups without a reward spread
+  were replaced by groups of new prompts), the advantages come from
+  :data:`steerable.rl.algos.ADVANTAGES`, given exactly the inputs the estimator declares
+  (:mod:`steerable.rl.inputs`);
+- the loss comes from :data:`steerable.rl.algos.POLICY_LOSSES` on TRL's per-token log-probabilities
+  (``loss="trl"`` keeps TRL's own), plus the entropy bonus when ``entropy_coef`` > 0.
 
-Per step we log reward, accuracy, entropy, mean length, clipped fraction and
-the covariance statistics of Clip-Cov / KL-Cov.
+Per step we log reward, accuracy, entropy, mean length, clipped fraction, the estimator's and the loss's
+statistics and, with dynamic sampling, how many groups were refilled and dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from steerable.errors import ConfigError
-from steerable.rl.algos import ADVANTAGES, POLICY_LOSSES, RLConfig, entropy_stats
+from steerable.rl import batch as rows
+from steerable.rl.algos import ADVANTAGES, POLICY_LOSSES, Algo, RLConfig, declared_inputs, entropy_bonus
+from steerable.rl.core import flat_groups, masked_mean
+from steerable.rl.inputs import AT_LOSS_TIME, PROVIDERS, Batch, BatchInputs, Context
 
 
-@dataclass(frozen=True)
-class Algo:
-    advantage: str = "grpo"
-    loss: str = "grpo"  # or "trl": TRL's own loss_type
-    reward: str = "exact"  # default reward spec for the algorithm
-    iterations: int = 1  # optimisation steps per generated batch (MDPO > 1)
-    config: dict = field(default_factory=dict)  # RLConfig overrides
-    rollout: str | None = None  # "icpo": one rollout per group from a demo-augmented prompt; "etmr": trees
-    # optimiser steps per generated batch, one per mini-batch (verl: train batch / PPO mini-batch). Only
-    # then are later updates off-policy, the regime Clip-Cov / KL-Cov act in: on-policy, KL-Cov *is* the
-    # plain policy gradient and Clip-Cov detaches a handful of tokens.
-    minibatches: int = 1
+@dataclass
+class _Sampled:
+    """The per-row facts of one generation round that TRL's batch dict does not keep."""
+
+    prompts: list[str]
+    texts: list[str]
+    completion_ids: list[list[int]]
+    answers: list[str | None]
+    rewards: torch.Tensor  # [B]
+    off_policy: torch.Tensor  # [B] bool
+
+    def select(self, idx: list[int]) -> _Sampled:
+        return _Sampled(
+            [self.prompts[i] for i in idx],
+            [self.texts[i] for i in idx],
+            [self.completion_ids[i] for i in idx],
+            [self.answers[i] for i in idx],
+            self.rewards[idx],
+            self.off_policy[idx],
+        )
+
+    @staticmethod
+    def concat(parts: list[_Sampled]) -> _Sampled:
+        return _Sampled(
+            [p for s in parts for p in s.prompts],
+            [t for s in parts for t in s.texts],
+            [c for s in parts for c in s.completion_ids],
+            [a for s in parts for a in s.answers],
+            torch.cat([s.rewards for s in parts]),
+            torch.cat([s.off_policy for s in parts]),
+        )
 
 
-ALGOS: dict[str, Algo] = {
-    "grpo": Algo(),
-    "dr_grpo": Algo("dr_grpo", "dr_grpo"),
-    "dapo": Algo("grpo", "dapo", config={"eps_high": 0.28}),
-    "clip_cov": Algo("grpo", "clip_cov", minibatches=4),
-    "kl_cov": Algo("grpo", "kl_cov", minibatches=4),
-    "mdpo": Algo("grpo", "mdpo", iterations=4),
-    "l_grpo": Algo("l_grpo", "grpo"),
-    "efficiency": Algo("efficiency", "grpo"),
-    "aspo": Algo("aspo", "grpo"),
-    "ttrl": Algo("grpo", "grpo", reward="majority"),
-    "icpo": Algo("grpo", "icpo", rollout="icpo"),
-    "brpo": Algo("brpo", "grpo"),
-    "igpo": Algo("igpo", "grpo"),  # turns = lines; information gain about the true answer per turn
-    "ettrl": Algo("ettrl", "grpo", reward="majority", rollout="etmr"),  # ETMR trees + Adv-Res
-    "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
-}
+def check_inputs(algo: Algo) -> None:
+    """Every input the algorithm's estimator and loss declare can be computed (else a ConfigError now,
+    before any sampling)."""
+    if algo.advantage not in ADVANTAGES:
+        raise ConfigError(f"unknown advantage {algo.advantage!r}: use one of {', '.join(ADVANTAGES)}")
+    if algo.loss != "trl" and algo.loss not in POLICY_LOSSES:
+        raise ConfigError(f"unknown loss {algo.loss!r}: use one of {', '.join(POLICY_LOSSES)}, trl")
+    fns = [("advantage", ADVANTAGES[algo.advantage])]
+    if algo.loss != "trl":
+        fns.append(("loss", POLICY_LOSSES[algo.loss]))
+    for what, fn in fns:
+        for name, required in declared_inputs(fn).items():
+            if required and name not in PROVIDERS and name not in AT_LOSS_TIME:
+                raise ConfigError(f"{what} {fn.__name__} needs an input {name!r} that no provider computes")
 
 
 def make_trainer_class():
@@ -65,185 +84,247 @@ def make_trainer_class():
         raise ConfigError("RL needs TRL: pip install 'steerable[rl]'") from None
 
     class SteerableGRPOTrainer(GRPOTrainer):
-        def __init__(self, *args, algo: Algo, rl_config: RLConfig, extract, seed: int = 0, **kwargs):
+        def __init__(
+            self,
+            *args,
+            algo: Algo,
+            rl_config: RLConfig,
+            extract,
+            seed: int = 0,
+            progress: Callable[[], float] | None = None,
+            **kwargs,
+        ):
+            check_inputs(algo)
             super().__init__(*args, **kwargs)
-            if algo.advantage not in ADVANTAGES:
-                raise ConfigError(f"unknown advantage {algo.advantage!r}: use one of {', '.join(ADVANTAGES)}")
-            if algo.loss != "trl" and algo.loss not in POLICY_LOSSES:
-                raise ConfigError(f"unknown loss {algo.loss!r}: use one of {', '.join(POLICY_LOSSES)}, trl")
             if self.accelerator.num_processes != 1:
                 raise ConfigError("steerable's RL losses run on one process for now: launch without accelerate")
             self.algo, self.rl_config, self.extract = algo, rl_config, extract
+            self._progress = progress
             self._rng = torch.Generator().manual_seed(seed)
+            self._refill_rng = torch.Generator().manual_seed(seed + 1)
             self._stash: dict = {}
+
+        # ---- sampling ------------------------------------------------------------------------------
 
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            self._last_rewards = rewards  # [N, reward functions]: TRL turns them into advantages, we redo that
-            texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
             self._stash = {
+                "rewards_per_func": rewards,  # [N, reward functions]: TRL turns them into advantages, we redo that
                 "prompts": [p if isinstance(p, str) else repr(p) for p in prompts],
-                "texts": texts,
-                "lengths": torch.tensor([len(c) for c in completion_ids_list], dtype=torch.float32),
-                "answers": [x.get("answer") for x in inputs],
+                "texts": [c if isinstance(c, str) else c[-1]["content"] for c in completions],
+                "completion_ids": [list(c) for c in completion_ids_list],
             }
             return rewards
 
-        def _generate_and_score_completions(self, inputs):
+        def _group_size(self) -> int:
+            return self.num_generations if self.model.training else self.num_generations_eval
+
+        def _sample(self, inputs) -> tuple[dict, _Sampled]:
+            """One round: TRL generates and scores; we keep what the estimators need."""
             out = super()._generate_and_score_completions(inputs)
             st = self._stash
-            mode = "train" if self.model.training else "eval"
-            g = self.num_generations if mode == "train" else self.num_generations_eval
-            rewards_per_func = self._last_rewards
-            rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1).cpu()
-            answers = st["answers"]
-            got = [self.extract(t) for t in st["texts"]]
+            per_func = st["rewards_per_func"]
+            rewards = (per_func * self.reward_weights.to(per_func.device)).nansum(dim=1).cpu()
+            answers = [x.get("answer") for x in inputs]
             if all(a is None for a in answers):  # no labels (TTRL): correctness against the group's majority
                 from steerable.rl.algos import majority_labels
 
-                answers = majority_labels(got, g)
-            correct = torch.tensor([a is not None and str(x) == str(a) for x, a in zip(got, answers, strict=True)])
-            positions = torch.tensor(
-                [float(t.find("A:")) if "A:" in t else float(len(t)) for t in st["texts"]]
-            )  # ASPO's position: where the answer line starts
-            extra = {}
-            if self.algo.advantage == "brpo":
-                extra = self._budget_cuts(st, answers, out["completion_ids"], correct)
-            if self.algo.advantage == "ettrl":
-                extra = {"entropies": self._rollout_entropies(out)}
-            if self.algo.advantage == "igpo":
-                extra = self._information_gains(st, answers, out)
-            adv, metrics = ADVANTAGES[self.algo.advantage](
-                rewards,
-                g,
-                self.rl_config,
-                prompts=st["prompts"],
-                correct=correct,
-                lengths=st["lengths"],
-                positions=positions,
-                **extra,
+                answers = majority_labels([self.extract(t) for t in st["texts"]], self._group_size())
+            off = torch.tensor([bool(x.get("off_policy", False)) for x in inputs])
+            return out, _Sampled(st["prompts"], st["texts"], st["completion_ids"], answers, rewards, off)
+
+        def _fresh_inputs(self, n_groups: int) -> list[dict]:
+            """``n_groups`` new training prompts, each repeated G times (DAPO refills from the data stream)."""
+            idx = torch.randint(len(self.train_dataset), (n_groups,), generator=self._refill_rng).tolist()
+            return [dict(self.train_dataset[i]) for i in idx for _ in range(self._group_size())]
+
+        def _dynamic_sampling(self, out: dict, sampled: _Sampled, mode: str) -> tuple[dict, _Sampled]:
+            """DAPO's dynamic sampling: a group whose rewards are all equal has zero advantage and no gradient;
+            replace it by a group of a new prompt, for up to ``dynamic_sampling_rounds`` rounds, then drop the
+            groups still without spread. Logged: groups refilled and dropped. The step's other statistics stay
+            those of the first round (the policy on fresh prompts, unfiltered)."""
+            g = self._group_size()
+            metrics = self._metrics[mode]
+            before = {k: len(v) for k, v in metrics.items()}
+            flat = flat_groups(sampled.rewards, g)
+            parts = [(out, sampled, ~flat)]
+            missing, rounds, refilled = int(flat.sum()), 0, 0
+            while missing and rounds < self.rl_config.dynamic_sampling_rounds:
+                rounds += 1
+                o2, s2 = self._sample(self._fresh_inputs(missing))
+                f2 = flat_groups(s2.rewards, g)
+                parts.append((o2, s2, ~f2))
+                refilled += int((~f2).sum())
+                missing = int(f2.sum())
+            for k in list(metrics):  # the refill rounds' own statistics would bias the step's (kept: counts)
+                if k in before:
+                    del metrics[k][before[k] :]
+                else:
+                    del metrics[k]
+            metrics["dynamic/groups_refilled"].append(float(refilled))
+            metrics["dynamic/groups_dropped"].append(float(missing))
+            metrics["dynamic/rounds"].append(float(rounds))
+            if refilled == 0 and bool(flat.all()):  # nothing to learn from this step: keep it, all zero
+                return out, sampled
+            keep = [(o, s, [i for i in range(len(s.rewards)) if bool(k[i // g])]) for o, s, k in parts if bool(k.any())]
+            pad = self.processing_class.pad_token_id or 0
+            joined = rows.concat([rows.select(o, idx) for o, _, idx in keep], pad)
+            return joined, _Sampled.concat([s.select(idx) for _, s, idx in keep])
+
+        def _generate_and_score_completions(self, inputs):
+            mode = "train" if self.model.training else "eval"
+            g = self._group_size()
+            out, sampled = self._sample(inputs)
+            first = sampled
+            if self.rl_config.dynamic_sampling and mode == "train":
+                out, sampled = self._dynamic_sampling(out, sampled, mode)
+            mask = out["prompt_mask"].bool()
+            batch = Batch(
+                group_size=g,
+                prompts=sampled.prompts,
+                texts=sampled.texts,
+                prompt_ids=[out["prompt_ids"][i][mask[i]].tolist() for i in range(len(sampled.texts))],
+                completion_ids=sampled.completion_ids,
+                answers=sampled.answers,
+                rewards=sampled.rewards,
+                width=out["completion_ids"].shape[1],
+                off_policy=sampled.off_policy,
             )
-            off = getattr(self, "_off_policy", None)
-            if off is not None:  # ICPO: a correct demo-guided rollout earns 1 + max(0, 1 - t/400)
-                bonus = max(0.0, 1.0 - self.state.global_step / 400)
-                rewards = rewards + bonus * (off & correct).float()
-                adv, metrics = ADVANTAGES[self.algo.advantage](
-                    rewards, g, self.rl_config, prompts=st["prompts"], correct=correct, lengths=st["lengths"]
-                )
-                out["off_policy"] = off.to(out["advantages"].device)
-                self._metrics[mode]["icpo/demo_accuracy"].append(float(correct[off].float().mean()))
-                self._off_policy = None
-            out["advantages"] = adv.to(out["advantages"].device, out["advantages"].dtype)
+            x = BatchInputs(self._context(), batch)
+            estimator = ADVANTAGES[self.algo.advantage]
+            kw = {k: x.get(k) for k in declared_inputs(estimator)}
+            adv, metrics = estimator(batch.rewards, g, self.rl_config, **kw)
+            dev = out["completion_ids"].device
+            out["advantages"] = rows.token_level(adv, out["completion_mask"]).to(dev)
+            if self.algo.loss != "trl":
+                for k in declared_inputs(POLICY_LOSSES[self.algo.loss]):
+                    if k not in AT_LOSS_TIME:
+                        v = x.get(k)
+                        out[k] = (v if isinstance(v, torch.Tensor) else torch.tensor(v)).to(dev)
+            loss_mask = x.loss_mask()
+            if loss_mask is not None:
+                out["tool_mask"] = out.get("tool_mask", torch.ones_like(out["completion_mask"])) * loss_mask.to(dev)
+            for extra in x.extra_rows():
+                out = self._append_rows(out, extra)
             m = self._metrics[mode]
-            m["accuracy"].append(float(correct.float().mean()))
-            m["mean_length"].append(float(st["lengths"].mean()))
-            for k, v in metrics.items():
-                m[f"adv/{k}"].append(v)
-            return out
+            ok = PROVIDERS["correct"](BatchInputs(x.ctx, _as_batch(first, g)))  # the first round: unfiltered
+            m["accuracy"].append(float(ok.float().mean()))
+            m["mean_length"].append(sum(len(c) for c in first.completion_ids) / max(1, len(first.completion_ids)))
+            if bool(first.off_policy.any()):
+                m["icpo/demo_accuracy"].append(float(ok[first.off_policy].float().mean()))
+            for k, v in {**metrics, **x.metrics}.items():
+                m[k if "/" in k else f"adv/{k}"].append(v)
+            return rows._recount(out)
 
-        @torch.no_grad()
-        def _rollout_entropies(self, out) -> torch.Tensor:
-            """Mean token entropy of every rollout under the current policy (one extra forward pass)."""
-            ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
-            mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
-            _, ent, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, mask, out["completion_ids"].size(1), compute_entropy=True
+        def _context(self) -> Context:
+            per_batch = self.args.steps_per_generation * self.num_iterations
+            done = self.state.global_step // max(1, per_batch)
+            if self._progress is not None:
+                progress = self._progress()
+            else:
+                progress = self.state.global_step / self.state.max_steps if self.state.max_steps else 0.0
+            return Context(
+                model=self.model,
+                tokenizer=self.processing_class,
+                cfg=self.rl_config,
+                extract=self.extract,
+                temperature=self.temperature,
+                max_completion=self.max_completion_length,
+                batches_done=done,
+                progress=min(max(progress, 0.0), 1.0),
             )
-            cm = out["completion_mask"].to(ent.dtype)
-            return ((ent * cm).sum(1) / cm.sum(1).clamp(min=1)).cpu()
 
         @torch.no_grad()
-        def _information_gains(self, st, answers, out) -> dict:
-            """IGPO's turn rewards: turns are lines; after each line the policy's probability of the true
-            answer (``igpo_probe`` + answer, teacher-forced, geometric mean over its tokens) is read in one
-            batched pass; a turn earns the rise it caused. Also the turn of every completion token."""
-            if any(a is None for a in answers):
-                raise ConfigError("igpo needs the true answers (its reward is the gain in their probability)")
-            tok = self.processing_class
-            comp, cmask = out["completion_ids"], out["completion_mask"]
-            newline: dict[int, int] = {}
-            turns = torch.full(comp.shape, -1, dtype=torch.long)
-            probes, counts = [], []
-            probe = tok(self.rl_config.igpo_probe, add_special_tokens=False)["input_ids"]
-            for i in range(comp.shape[0]):
-                prompt = out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist()
-                ids = comp[i][cmask[i].bool()].tolist()
-                ans = tok(str(answers[i]), add_special_tokens=False)["input_ids"]
-                t, ends = 0, [0]
-                for j, x in enumerate(ids):
-                    if x not in newline:
-                        newline[x] = tok.decode([x]).count("\n")
-                    turns[i, j] = t
-                    if newline[x]:
-                        t += 1
-                        ends.append(j + 1)
-                if ends[-1] == len(ids):  # the completion ends on a newline: no turn after it
-                    ends.pop()
-                # the state before each turn: before turn 0, after turn 0, ...
-                probes.extend((prompt + ids[:e] + probe, ans) for e in ends)
-                counts.append(len(ends))
-            probs = torch.tensor(_answer_probabilities(self.model, probes)).split(counts)
-            gains = [p[1:] - p[:-1] for p in probs]  # one per turn before the last
-            return {"gains": gains, "token_turns": turns}
-
-        def _budget_cuts(self, st, answers, completion_ids, correct, parts: int = 4) -> dict:
-            """BRPO's cuts: at budgets L_max·s/S the thinking so far + an answer prompt, answered greedily."""
-            from steerable.lm.local import LocalGenerator
-            from steerable.lm.types import SamplingParams
-
-            length = completion_ids.shape[1]
-            budgets = [round(self.max_completion_length * (s + 1) / parts) for s in range(parts)]
-            tok = self.processing_class
-            n = len(st["texts"])
-            cut_rewards = torch.zeros(n, parts)
-            cuts = torch.zeros(n, parts, dtype=torch.long)
-            asks, where = [], []
-            for i in range(n):
-                ids = completion_ids[i, : int(st["lengths"][i])].tolist()
-                for s, b in enumerate(budgets):
-                    cuts[i, s] = min(b, len(ids)) if s < parts - 1 else len(ids)
-                    if b >= len(ids):  # the rollout ended before this budget: its own answer counts
-                        cut_rewards[i, s] = float(correct[i])
-                    else:
-                        text = tok.decode(ids[:b], skip_special_tokens=True)
-                        asks.append(st["prompts"][i] + text.rsplit("\n", 1)[0] + "\nA: ")
-                        where.append((i, s))
-            if asks:
-                with eval_mode(self.model):
-                    gen = LocalGenerator(self.model, tok, chat_template="never")
-                    outs = gen.generate(asks, SamplingParams(temperature=0, max_new_tokens=8, stop=("\n",)))
-                for (i, s), o in zip(where, outs, strict=True):
-                    got = self.extract("A: " + o.text)
-                    cut_rewards[i, s] = float(answers[i] is not None and str(got) == str(answers[i]))
-            return {
-                "cut_rewards": cut_rewards,
-                "cuts": cuts,
-                "priors": torch.full((parts,), 1.0 / parts),
-                "length": length,
+        def _append_rows(self, out: dict, extra) -> dict:
+            """Rows an input adds (BRPO's sampled answers) as a batch of their own, joined to ``out``."""
+            dev = out["completion_ids"].device
+            pad = self.processing_class.pad_token_id or 0
+            n = len(extra.prompt_ids)
+            p_width = max(len(p) for p in extra.prompt_ids)
+            c_width = max(1, max(len(c) for c in extra.completion_ids))
+            new = {
+                "prompt_ids": torch.full((n, p_width), pad, dtype=torch.long),
+                "prompt_mask": torch.zeros(n, p_width, dtype=torch.long),
+                "completion_ids": torch.full((n, c_width), pad, dtype=torch.long),
+                "completion_mask": torch.zeros(n, c_width, dtype=torch.long),
             }
+            for i, (p, c) in enumerate(zip(extra.prompt_ids, extra.completion_ids, strict=True)):
+                new["prompt_ids"][i, p_width - len(p) :] = torch.tensor(p)
+                new["prompt_mask"][i, p_width - len(p) :] = 1
+                new["completion_ids"][i, : len(c)] = torch.tensor(c, dtype=torch.long)
+                new["completion_mask"][i, : len(c)] = 1
+            new = {k: v.to(dev) for k, v in new.items()}
+            new["advantages"] = extra.advantages.float().to(dev).unsqueeze(1).expand(-1, c_width).clone()
+            ids = torch.cat([new["prompt_ids"], new["completion_ids"]], dim=1)
+            att = torch.cat([new["prompt_mask"], new["completion_mask"]], dim=1)
+            for key, model in (("old_per_token_logps", self.model), ("ref_per_token_logps", self.ref_model)):
+                if key in out:
+                    if model is None:
+                        raise ConfigError("extra training rows with --beta > 0 need a reference model")
+                    new[key], _, _ = self._get_per_token_logps_and_entropies(model, ids, att, c_width)
+            for k, v in out.items():
+                if k in new or k == "num_items_in_batch":
+                    continue
+                if k == "tool_mask":
+                    new[k] = torch.ones(n, c_width, dtype=v.dtype, device=dev)
+                elif k == "sampling_per_token_logps":
+                    new[k] = torch.zeros(n, c_width, dtype=v.dtype, device=dev)
+                elif isinstance(v, torch.Tensor) and v.dim() == 1:  # a per-row flag: off for the new rows
+                    new[k] = torch.zeros(n, dtype=v.dtype, device=dev)
+                else:
+                    new[k] = v
+            new["num_items_in_batch"] = out["num_items_in_batch"]
+            if "row_kind" not in out:
+                out["row_kind"] = torch.zeros(len(out["completion_ids"]), dtype=torch.long, device=dev)
+            new["row_kind"] = torch.ones(n, dtype=torch.long, device=dev)
+            return rows.concat([out, new], pad)
+
+        # ---- the loss --------------------------------------------------------------------------------
+
+        def _logps_and_entropies(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+            """Per-token log-probabilities and entropies ``[B, T]``; rows of different kinds (rollouts, BRPO's
+            short answer rows behind long prompts) go through the model separately, each trimmed to its own
+            widths instead of the whole batch's."""
+            p_ids, p_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+            c_ids, c_mask = inputs["completion_ids"], inputs["completion_mask"]
+            kinds = inputs.get("row_kind")
+            parts = [torch.arange(len(c_ids), device=c_ids.device)] if kinds is None else []
+            if kinds is not None:
+                parts = [(kinds == k).nonzero().flatten() for k in kinds.unique()]
+            logps = torch.zeros(c_ids.shape, device=c_ids.device)
+            ents = torch.zeros(c_ids.shape, device=c_ids.device)
+            for idx in parts:
+                pm, cm = p_mask[idx], c_mask[idx]
+                p_from = int((pm.sum(0) > 0).nonzero().min()) if bool(pm.any()) else pm.shape[1] - 1
+                c_to = int((cm.sum(0) > 0).nonzero().max()) + 1 if bool(cm.any()) else 1
+                ids = torch.cat([p_ids[idx, p_from:], c_ids[idx, :c_to]], dim=1)
+                att = torch.cat([pm[:, p_from:], cm[:, :c_to]], dim=1)
+                lp, ent, _ = self._get_per_token_logps_and_entropies(model, ids, att, c_to, compute_entropy=True)
+                if len(parts) == 1:
+                    return torch.nn.functional.pad(lp, (0, c_ids.shape[1] - c_to)), torch.nn.functional.pad(
+                        ent, (0, c_ids.shape[1] - c_to)
+                    )
+                logps = logps.index_put((idx,), torch.nn.functional.pad(lp, (0, c_ids.shape[1] - c_to)))
+                ents = ents.index_put((idx,), torch.nn.functional.pad(ent, (0, c_ids.shape[1] - c_to)))
+            return logps, ents
 
         def _compute_loss(self, model, inputs):
             if self.algo.loss == "trl":
                 return super()._compute_loss(model, inputs)
-            prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
-            completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-            attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-            logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True
-            )
+            logps, entropies = self._logps_and_entropies(model, inputs)
             old = inputs.get("old_per_token_logps")
             old = logps.detach() if old is None else old
-            mask = completion_mask.to(logps.dtype)
-            loss, metrics = POLICY_LOSSES[self.algo.loss](
-                logps,
-                old,
-                inputs["advantages"],
-                mask,
-                self.rl_config,
-                generator=self._rng,
-                off_policy=inputs.get("off_policy"),
-            )
+            mask = inputs["completion_mask"].to(logps.dtype)
+            if "tool_mask" in inputs:
+                mask = mask * inputs["tool_mask"].to(logps.dtype)
+            fn = POLICY_LOSSES[self.algo.loss]
+            kw = {}
+            for k in declared_inputs(fn):
+                v = self._rng if k == "generator" else inputs[k]
+                kw[k] = v.item() if isinstance(v, torch.Tensor) and v.dim() == 0 else v
+            loss, metrics = fn(logps, old, inputs["advantages"], mask, self.rl_config, **kw)
+            if self.rl_config.entropy_coef > 0:
+                loss = loss - entropy_bonus(entropies, mask, self.rl_config)
             if self.beta != 0.0:  # TRL's KL to the reference model, as its own loss adds it
                 ref = inputs["ref_per_token_logps"]
                 kl = torch.exp(ref - logps) - (ref - logps) - 1
@@ -252,7 +333,7 @@ def make_trainer_class():
             m = self._metrics[mode]
             for k, v in metrics.items():
                 m[f"loss/{k}"].append(v)
-            m["entropy"].append(entropy_stats(entropies, mask)["entropy"])
+            m["entropy"].append(float(masked_mean(entropies.detach(), mask)))
             if mode == "train":
                 loss = loss / self.current_gradient_accumulation_steps
             return loss
@@ -260,185 +341,6 @@ def make_trainer_class():
     return SteerableGRPOTrainer
 
 
-def _right_padded(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows as one right-padded batch and its attention mask."""
-    ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, device=device)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
-@torch.no_grad()
-def _answer_probabilities(model, probes: list[tuple[list[int], list[int]]], batch: int = 256) -> list[float]:
-    """``exp(mean log p(answer tokens | context))`` for each ``(context, answer)``, in batches."""
-    dev = next(model.parameters()).device
-    out: list[float] = []
-    with eval_mode(model):
-        for k in range(0, len(probes), batch):
-            chunk = probes[k : k + batch]
-            ids, mask = _right_padded([c + a for c, a in chunk], dev)
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-            for i, (c, a) in enumerate(chunk):
-                pos = torch.arange(len(c) - 1, len(c) + len(a) - 1, device=dev)
-                lp = logp[i, pos, torch.tensor(a, device=dev)]
-                out.append(float(lp.mean().exp()))
-    return out
-
-
-def rl_config_for(algo: Algo, **overrides) -> RLConfig:
-    return replace(RLConfig(), **{**algo.config, **overrides})
-
-
-def _check_groups(prompts, g: int, name: str) -> None:
-    if len(prompts) % g:
-        raise ConfigError(f"{name} needs whole groups: {len(prompts)} prompts for groups of {g}")
-    for i in range(0, len(prompts), g):
-        if any(p != prompts[i] for p in prompts[i : i + g]):
-            raise ConfigError(f"{name} needs each prompt's rollouts side by side")
-
-
-@contextmanager
-def eval_mode(model):
-    """The model in eval mode (sampling, probing), back to its former mode afterwards, exceptions too."""
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
-
-
-def icpo_rollout(demo: str):
-    """ICPO's mixed group ("Think Outside the Policy"): G - 1 rollouts of each prompt on-policy and one
-    sampled after a one-shot demonstration (``demo`` + prompt), then re-attached to the plain prompt and
-    marked off-policy for the shaped loss. Sampled with steerable's generator (TRL's ``rollout_func``)."""
-
-    def rollout(prompts, trainer):
-        from steerable.lm.local import LocalGenerator
-        from steerable.lm.types import SamplingParams
-
-        g = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
-        _check_groups(prompts, g, "ICPO")
-        off = [i % g == g - 1 for i in range(len(prompts))]
-        with eval_mode(trainer.model):
-            gen = LocalGenerator(trainer.model, trainer.processing_class, chat_template="never")
-            asks = [demo + p if o else p for p, o in zip(prompts, off, strict=True)]
-            params = SamplingParams(temperature=trainer.temperature, max_new_tokens=trainer.max_completion_length)
-            outs = gen.generate(asks, params)
-        eos = gen.eos_ids[0] if gen.eos_ids else None
-        completion_ids, logprobs = [], []
-        for c in outs:
-            ids, lps = list(c.token_ids), list(c.logprobs)[: len(c.token_ids)]
-            if c.finish_reason == "stop" and eos is not None:  # ended by EOS: train the stop too
-                ids.append(eos)
-                lps.append(0.0)
-            completion_ids.append(ids)
-            logprobs.append(lps)
-        trainer._off_policy = torch.tensor(off)
-        return {
-            "prompt_ids": [gen.encode(p) for p in prompts],  # re-attached: every row is trained on its plain prompt
-            "completion_ids": completion_ids,
-            "logprobs": logprobs,
-        }
-
-    return rollout
-
-
-def fork_points(entropies: Sequence[float], n: int) -> list[int]:
-    """ETMR's fork points: the ``n`` positions of highest token entropy (the last token, usually EOS,
-    excluded when there is a choice), highest first; repeated cyclically when a rollout has fewer."""
-    if not entropies:
-        return [0] * n
-    top = sorted(range(max(1, len(entropies) - 1)), key=lambda j: -entropies[j])[:n]
-    return [top[k % len(top)] for k in range(n)]
-
-
-@torch.no_grad()
-def token_entropies(model, rows: list[list[int]], starts: list[int], temperature: float) -> list[list[float]]:
-    """Entropy of the sampling distribution (logits / T) at every generated token of each row:
-    ``rows[i]`` is prompt + completion, the completion beginning at ``starts[i]``."""
-    ids, mask = _right_padded(rows, next(model.parameters()).device)
-    logits = model(input_ids=ids, attention_mask=mask).logits.float() / max(temperature, 1e-6)
-    logp = torch.log_softmax(logits, -1)
-    ent = -(logp.exp() * logp).sum(-1)  # [rows, width]: position t predicts token t + 1
-    return [ent[i, s - 1 : len(r) - 1].tolist() for i, (r, s) in enumerate(zip(rows, starts, strict=True))]
-
-
-def etmr_rollout(forks: int, branches: int, group: int | None = None):
-    """ETTRL's Entropy-fork Tree Majority Rollout (ETMR): each group of G rollouts is M = G / (1 + B N)
-    trees. A tree is one full sample; at its N highest-entropy tokens it forks B new branches, each
-    sampled from that point to the end (the forked token is resampled) and sharing the tree's prefix, so a
-    group costs about (1 + B N / 2) / (1 + B N) of the tokens of G independent samples. All leaves vote
-    (TTRL's majority label) and all are trained. Sampled with steerable's generator (TRL's
-    ``rollout_func``)."""
-    if forks < 1 or branches < 1:
-        raise ConfigError(f"ETMR needs forks >= 1 and branches >= 1 (got {forks}, {branches})")
-    per_tree = 1 + forks * branches
-
-    def check(g: int) -> None:
-        if g % per_tree:
-            raise ConfigError(
-                f"ETMR with {forks} forks x {branches} branches makes trees of {per_tree} rollouts: "
-                f"--group {g} is not a multiple of {per_tree}"
-            )
-
-    if group is not None:  # known up front (steerable train rl): fail before any sampling
-        check(group)
-
-    def rollout(prompts, trainer):
-        from steerable.lm.local import LocalGenerator, Sequences
-        from steerable.lm.types import SamplingParams
-
-        g = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
-        _check_groups(prompts, g, "ETMR")
-        check(g)
-        trees = g // per_tree
-        cap = trainer.max_completion_length
-        params = SamplingParams(temperature=trainer.temperature, max_new_tokens=cap)
-        model = trainer.model
-        with eval_mode(model):
-            gen = LocalGenerator(model, trainer.processing_class, chat_template="never")
-            unique = prompts[::g]
-            pids = [gen.encode(p) for p in unique]
-            # 1. the trees: M full samples per prompt
-            seqs = gen.start(unique, n=trees)
-            first = gen.step(seqs, params)
-            tree_ids = [list(t) for t in first.token_ids]
-            tree_lps = [list(x) for x in first.logprobs]
-            owner = [k // trees for k in range(len(tree_ids))]
-            ents = token_entropies(
-                model,
-                [pids[o] + t for o, t in zip(owner, tree_ids, strict=True)],
-                [len(pids[o]) for o in owner],
-                trainer.temperature,
-            )
-            # 2. the branches: B new continuations at each of the N highest-entropy tokens of every tree
-            plan = [(k, j) for k in range(len(tree_ids)) for j in fork_points(ents[k], forks) for _ in range(branches)]
-            rows = [pids[owner[k]] + tree_ids[k][:j] for k, j in plan]
-            bseqs = Sequences(rows, [len(r) for r in rows], list(range(len(rows))))
-            second = gen.step(bseqs, params, max_tokens=cap - min(j for _, j in plan))
-        completion_ids, logprobs = [], []
-        sampled = sum(len(t) for t in tree_ids)
-        b = 0
-        for k in range(len(tree_ids)):  # prompt-major: each prompt's trees, each tree then its branches
-            completion_ids.append(tree_ids[k])
-            logprobs.append(tree_lps[k])
-            for _ in range(forks * branches):
-                _, j = plan[b]
-                new = list(second.token_ids[b])[: cap - j]
-                sampled += len(new)
-                completion_ids.append(tree_ids[k][:j] + new)
-                logprobs.append(tree_lps[k][:j] + list(second.logprobs[b])[: len(new)])
-                b += 1
-        # tokens sampled for the group over the tokens of its leaves (what independent samples would cost)
-        share = sampled / max(1, sum(len(c) for c in completion_ids))
-        trainer._metrics["train" if model.training else "eval"]["etmr/token_share"].append(share)
-        return {
-            "prompt_ids": [pids[i // g] for i in range(len(prompts))],
-            "completion_ids": completion_ids,
-            "logprobs": logprobs,
-        }
-
-    return rollout
+def _as_batch(s: _Sampled, g: int) -> Batch:
+    """The facts the per-rollout providers read (correctness), for statistics of one round."""
+    return Batch(g, s.prompts, s.texts, [], s.completion_ids, s.answers, s.rewards, 0, s.off_policy)
