@@ -15,7 +15,7 @@ composite rewards; TRL sums them with ``reward_weights``).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from steerable.errors import ConfigError
 
@@ -118,6 +118,3 @@ def parse_rewards(spec: str, extract, scorer_factory: Callable[[], object] | Non
         raise ConfigError("no reward given: e.g. --reward exact")
     return funcs, weights
 
-
-def correct_flags(completions: Sequence[str], answers: Sequence[str | None], extract) -> list[bool]:
-    return [a is not None and str(extract(c)) == str(a) for c, a in zip(completions, answers, strict=True)]
