@@ -117,4 +117,3 @@ def parse_rewards(spec: str, extract, scorer_factory: Callable[[], object] | Non
     if not funcs:
         raise ConfigError("no reward given: e.g. --reward exact")
     return funcs, weights
-
