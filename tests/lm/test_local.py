@@ -202,7 +202,7 @@ def test_chat_template_is_applied_when_the_tokenizer_has_one(char_tokenizer):
 
 
 def test_seeded_sampling_draws_from_the_filtered_distribution():
-    from steerable.lm.local import _sample
+    from steerable.lm.sampling import sample as _sample
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
     streams = torch.stack([torch.arange(4000) * 7919 + 3, torch.full((4000,), 5)], dim=1)
@@ -225,3 +225,52 @@ def test_step_on_chosen_rows_leaves_the_others_unchanged(gen):
     logits = gen.logits(seqs)
     for r in range(3):
         torch.testing.assert_close(logits[r], recomputed_logits(gen.model, seqs.token_ids[r]), atol=1e-4, rtol=1e-4)
+
+
+def scratch_logprobs(model, ids):
+    """log p(token j | tokens before it) for j >= 1, from one plain forward pass."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+    return [float(logp[j - 1, ids[j]]) for j in range(1, len(ids))], logp
+
+
+@pytest.mark.parametrize("hold_last", [False, True])
+def test_prefill_measures_prompt_logprobs_like_a_plain_forward_pass(gen, hold_last):
+    ids = [gen.encode(p) for p in PROMPTS]
+    seqs = Sequences([list(x) for x in ids], [len(x) for x in ids], list(range(len(ids))))
+    scored = gen.prefill(seqs, hold_last=hold_last, logprobs=3)
+    for x, s in zip(ids, scored, strict=True):
+        want, logp = scratch_logprobs(gen.model, x)
+        assert s.token_ids == x and s.logprobs[0] is None and s.top[0] == []
+        assert s.logprobs[1:] == pytest.approx(want, abs=1e-4)
+        for j in range(1, len(x)):  # the 3 most likely tokens at each position, best first
+            best = torch.topk(logp[j - 1], 3)
+            assert [t for t, _ in s.top[j]] == best.indices.tolist()
+            assert [v for _, v in s.top[j]] == pytest.approx(best.values.tolist(), abs=1e-4)
+    assert seqs.pending == ([x[-1:] for x in ids] if hold_last else [[], [], []])
+    assert (seqs.next_logits is None) == hold_last
+    # what follows is what a fresh batch would sample
+    out = gen.step(seqs, SamplingParams(temperature=0), max_tokens=5)
+    fresh = gen.start(PROMPTS)
+    assert out.token_ids == gen.step(fresh, SamplingParams(temperature=0), max_tokens=5).token_ids
+
+
+def test_prefill_logprobs_need_the_start_of_a_sequence(gen):
+    seqs = gen.start(PROMPTS[:1])
+    gen.step(seqs, SamplingParams(seed=0), max_tokens=2)
+    with pytest.raises(InputError, match="start of a sequence"):
+        gen.prefill(seqs, logprobs=1)
+
+
+def test_step_returns_the_top_alternatives_of_each_sampled_token(gen):
+    seqs = gen.start(PROMPTS[:2])
+    out = gen.step(seqs, SamplingParams(seed=4), max_tokens=4, top=2)
+    for r in range(2):
+        assert len(out.top_logprobs[r]) == len(out.token_ids[r]) == 4
+        _, logp = scratch_logprobs(gen.model, seqs.token_ids[r])
+        for j, alts in enumerate(out.top_logprobs[r]):
+            at = len(seqs.token_ids[r]) - 4 + j - 1  # the position that predicted new token j
+            best = torch.topk(logp[at], 2)
+            assert [t for t, _ in alts] == best.indices.tolist()
+            assert [v for _, v in alts] == pytest.approx(best.values.tolist(), abs=1e-4)
+    assert gen.step(seqs, SamplingParams(seed=4), max_tokens=1).top_logprobs == ()

@@ -10,15 +10,11 @@ recurrent cache cannot be re-indexed this way, and we say so.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from steerable.errors import ConfigError
-
-if TYPE_CHECKING:
-    from steerable.lm.local import Sequences
 
 
 def _cache_kwarg() -> str:
@@ -98,20 +94,13 @@ def concat(caches: list, rows: list[int], width: int):
     return _with_layers(caches[0], per_layer)
 
 
-def compact(seqs: Sequences) -> None:
-    """Drop cache slots that are padding in every row (they only cost memory and time)."""
-    if seqs.cache is None or seqs.mask.shape[1] == 0:
-        return
-    keep = seqs.mask.any(dim=0)
-    if bool(keep.all()):
-        return
-    cols = keep.nonzero().squeeze(-1)
-    seqs.mask = seqs.mask[:, cols]
+def keep_slots(cache, cols: torch.Tensor):
+    """A new cache holding only the slots (positions) ``cols`` of every row; ``cache`` is unchanged."""
     per_layer = []
-    for layer in _layers(seqs.cache):
+    for layer in _layers(cache):
         if not _initialised(layer):
             per_layer.append(None)
             continue
         c = cols.to(layer.keys.device)
         per_layer.append((layer.keys[:, :, c], layer.values[:, :, c]))
-    seqs.cache = _with_layers(seqs.cache, per_layer)
+    return _with_layers(cache, per_layer)

@@ -39,7 +39,7 @@ class RemoteError(SteerableError):
 
 
 def _mix(*values: int) -> int:
-    from steerable.lm.local import _mix as mix
+    from steerable.lm.sampling import mix
 
     return mix(*values)
 

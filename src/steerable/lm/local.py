@@ -1,21 +1,19 @@
 """Local generator over any Hugging Face causal LM, with a forkable KV cache.
 
-Everything goes through one path: a batch of :class:`Sequences` whose tokens
-not yet run through the model wait in ``pending``. :meth:`LocalGenerator.step`
-feeds what is pending, samples, and repeats until every row hits a stop string,
-EOS or the token cap. ``generate`` is ``start`` + one ``step``; search
-strategies call ``step`` repeatedly and ``select`` / ``concat`` rows in between,
-so no prefix is ever run through the model twice.
-
-Rows of a batch grow at different speeds. A row that is idle while others run
-gets a padding slot (attention mask 0) in the cache; positions come from the
-count of real tokens per row, so holes change nothing the model computes.
+Everything goes through one path: a batch of :class:`~steerable.lm.sequences.Sequences`
+whose tokens not yet run through the model wait in ``pending``.
+:meth:`LocalGenerator.step` feeds what is pending, samples, and repeats until
+every row hits a stop string, EOS or the token cap. ``generate`` is ``start`` +
+one ``step``; search strategies call ``step`` repeatedly and ``select`` /
+``concat`` rows in between, so no prefix is ever run through the model twice.
+:meth:`LocalGenerator.prefill` runs prompts into the cache without sampling
+(the server prefills arriving prompts together, and scores prompts with it).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -23,102 +21,20 @@ from steerable.errors import ConfigError, InputError
 from steerable.lm import cache as kv
 from steerable.lm.base import Prompt
 from steerable.lm.hooks import publish_call
+from steerable.lm.sampling import sample, top_logprobs
+from steerable.lm.sequences import Sequences, compact
 from steerable.lm.types import Completion, SamplingParams, StepOutput, Usage
 
+__all__ = ["LocalGenerator", "PromptLogprobs", "Sequences"]
 
-class Sequences:
-    """A batch of partial sequences on one generator, with their KV cache.
 
-    ``token_ids[r]`` is row r's whole sequence (prompt included, no padding);
-    ``prompt_lens[r]`` how much of it was the prompt. The cache holds every
-    token of a row except its ``pending`` ones.
-    """
+@dataclass(frozen=True)
+class PromptLogprobs:
+    """What :meth:`LocalGenerator.prefill` measured of one row's prompt, token by token."""
 
-    def __init__(self, token_ids: list[list[int]], prompt_lens: list[int], prompt_index: list[int]):
-        self.token_ids = token_ids
-        self.prompt_lens = prompt_lens
-        self.prompt_index = prompt_index  # which input prompt each row came from
-        self.pending: list[list[int]] = [list(t) for t in token_ids]
-        self.finished = [False] * len(token_ids)
-        self.cache = None  # a transformers DynamicCache once something has been fed
-        self.mask = torch.zeros((len(token_ids), 0), dtype=torch.long)  # [batch, cache_len]
-        self.lengths = torch.zeros(len(token_ids), dtype=torch.long)  # real tokens in the cache per row
-        self.next_logits: torch.Tensor | None = None  # [batch, vocab] once nothing is pending
-        # one random stream per row once a seed is given, so a row's samples do not depend on its batch-mates
-        self.rngs: list[int] | None = None
-
-    def seed(self, seed: int) -> None:
-        """Give every row its own random stream derived from ``seed``."""
-        self.rngs = [_mix(seed, r) for r in range(len(self))]
-
-    def __len__(self) -> int:
-        return len(self.token_ids)
-
-    def generated(self, row: int) -> list[int]:
-        return self.token_ids[row][self.prompt_lens[row] :]
-
-    def select(self, rows: Sequence[int]) -> Sequences:
-        """A new batch made of ``rows`` (repeats fork a row); this batch stays valid."""
-        idx = torch.as_tensor(list(rows), dtype=torch.long)
-        if len(idx) == 0:
-            raise InputError("select needs at least one row")
-        if int(idx.min()) < 0 or int(idx.max()) >= len(self):
-            raise InputError(f"row index out of range for a batch of {len(self)}: {list(rows)}")
-        out = Sequences.__new__(Sequences)
-        out.token_ids = [list(self.token_ids[r]) for r in rows]
-        out.prompt_lens = [self.prompt_lens[r] for r in rows]
-        out.prompt_index = [self.prompt_index[r] for r in rows]
-        out.pending = [list(self.pending[r]) for r in rows]
-        out.finished = [self.finished[r] for r in rows]
-        out.cache = kv.select(self.cache, idx.to(self.mask.device)) if self.cache is not None else None
-        out.mask = self.mask[idx.to(self.mask.device)]
-        out.lengths = self.lengths[idx.to(self.lengths.device)]
-        out.next_logits = self.next_logits[idx.to(self.next_logits.device)] if self.next_logits is not None else None
-        out.rngs = None
-        if self.rngs is not None:
-            # a row's first copy continues its stream; further copies (forks) branch off it
-            out.rngs, copies = [], {}
-            for r in rows:
-                k = copies.get(r, 0)
-                copies[r] = k + 1
-                out.rngs.append(self.rngs[r] if k == 0 else _mix(self.rngs[r], k, len(self.token_ids[r])))
-        return out
-
-    def fork(self, row: int, n: int) -> Sequences:
-        """``n`` copies of one row."""
-        return self.select([row] * n)
-
-    @staticmethod
-    def concat(batches: Sequence[Sequences]) -> Sequences:
-        """One batch holding every row of ``batches`` in order; the inputs stay valid."""
-        if not batches:
-            raise InputError("concat needs at least one batch")
-        if len(batches) == 1:
-            return batches[0].select(range(len(batches[0])))
-        width = max(b.mask.shape[1] for b in batches)
-        out = Sequences.__new__(Sequences)
-        out.token_ids = [list(t) for b in batches for t in b.token_ids]
-        out.prompt_lens = [p for b in batches for p in b.prompt_lens]
-        out.prompt_index = [p for b in batches for p in b.prompt_index]
-        out.pending = [list(p) for b in batches for p in b.pending]
-        out.finished = [f for b in batches for f in b.finished]
-        # caches are left-padded to a common length: positions come from `lengths`, so slots are free to move
-        out.mask = torch.cat([torch.nn.functional.pad(b.mask, (width - b.mask.shape[1], 0)) for b in batches])
-        out.lengths = torch.cat([b.lengths for b in batches])
-        caches = [b.cache for b in batches]
-        if all(c is None for c in caches):
-            out.cache = None
-        else:
-            if any(c is None for c in caches):
-                raise InputError("cannot concat a batch that has not started with one that has: step both first")
-            out.cache = kv.concat(caches, [len(b) for b in batches], width)
-        rngs = [b.rngs for b in batches]
-        out.rngs = [g for b in rngs for g in b] if all(x is not None for x in rngs) else None
-        logits = [b.next_logits for b in batches]
-        out.next_logits = torch.cat(logits) if all(x is not None for x in logits) else None
-        if out.next_logits is None and any(x is not None for x in logits):
-            raise InputError("cannot concat batches whose logits were taken with ones whose were not")
-        return out
+    token_ids: list[int]
+    logprobs: list[float | None]  # log p(token | the tokens before it); None for the first token
+    top: list[list[tuple[int, float]]]  # the k most likely (token id, logprob) at each position, best first
 
 
 class LocalGenerator:
@@ -187,22 +103,74 @@ class LocalGenerator:
             return seqs
         # prefill each prompt once, next-token logits included, then fork: n samples cost one prompt pass,
         # and hooks (steering) see every prompt whole in one call
-        seqs.next_logits = self._feed(seqs, rows=list(range(len(seqs))))
+        self.prefill(seqs)
         return seqs.select([r for r in range(len(ids)) for _ in range(n)])
 
     # ---- the model call ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _feed(self, seqs: Sequences, rows: list[int]) -> torch.Tensor:
-        """Run the pending tokens of ``rows`` through the model; other rows get padding slots.
+    def prefill(
+        self,
+        seqs: Sequences,
+        rows: Sequence[int] | None = None,
+        *,
+        hold_last: bool = False,
+        logprobs: int | None = None,
+    ) -> list[PromptLogprobs] | None:
+        """Run the pending tokens of ``rows`` (default: every row) into the KV cache, in one model call.
 
-        Returns next-token logits ``[batch, vocab]`` (rows not fed hold garbage).
+        Once nothing is pending, the next-token logits are kept, so the next
+        :meth:`step` samples without another call. ``hold_last`` leaves each
+        row's last pending token pending instead: a new prompt can then join a
+        running batch and have that token fed by the batch's next decode step.
+
+        ``logprobs`` (k >= 0) also measures the prompts, which must start the
+        rows (an empty cache): for every token of each row's pending prompt,
+        log p(token | the tokens before it) under the model as it runs now
+        (steering included), ``None`` for the first token, and the k most
+        likely tokens at each position. The call then keeps logits at every
+        position ([rows, tokens, vocab]): ask only when the numbers are wanted.
         """
-        feed = {r: seqs.pending[r] for r in rows}
+        rows = list(range(len(seqs))) if rows is None else list(rows)
+        if not rows:
+            return [] if logprobs is not None else None
+        targets = {r: list(seqs.pending[r]) for r in rows}
+        if logprobs is not None and any(int(seqs.lengths[r]) > 0 for r in rows):
+            raise InputError("prefill measures logprobs from the start of a sequence: prefill before anything else")
+        upto = {r: len(t) - 1 for r, t in targets.items()} if hold_last else None
+        out = self._feed(seqs, rows, upto=upto, all_logits=logprobs is not None)
+        if not hold_last and len(rows) == len(seqs) and not any(seqs.pending):
+            seqs.next_logits = out[:, -1, :] if logprobs is not None else out
+        else:
+            seqs.next_logits = None
+        if logprobs is None:
+            return None
+        width = out.shape[1]
+        scored = []
+        for r in rows:
+            toks = targets[r]
+            fed = len(toks) - 1 if hold_last else len(toks)
+            # position width - fed + j holds token j and predicts token j + 1
+            nxt = torch.tensor(toks[1:], device=out.device)
+            logp = torch.log_softmax(out[r, width - fed : width - fed + len(nxt)].float(), dim=-1)
+            chosen = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1).tolist()
+            scored.append(PromptLogprobs(toks, [None, *chosen], [[], *top_logprobs(logp, logprobs)]))
+        return scored
+
+    @torch.inference_mode()
+    def _feed(
+        self, seqs: Sequences, rows: list[int], upto: dict[int, int] | None = None, all_logits: bool = False
+    ) -> torch.Tensor:
+        """Run the pending tokens of ``rows`` (the first ``upto[r]`` of them) through the model; others get padding.
+
+        Returns next-token logits ``[batch, vocab]`` (rows not fed hold garbage), or with ``all_logits``
+        the logits at every position of the call ``[batch, width, vocab]`` (left-padded per row).
+        """
+        feed = {r: seqs.pending[r] if upto is None else seqs.pending[r][: upto[r]] for r in rows}
         width = max((len(v) for v in feed.values()), default=0)
         batch = len(seqs)
         if width == 0:
-            return torch.zeros((batch, 1), device=self.device)
+            return torch.zeros((batch, 1, 1) if all_logits else (batch, 1), device=self.device)
         # one tensor per field built from plain lists: per-row tensor writes cost more than the model at batch 64
         lengths = seqs.lengths.tolist()
         ids_rows, mask_rows, pos_rows = [], [], []
@@ -227,7 +195,7 @@ class LocalGenerator:
                 position_ids=pos.to(dev),
                 cache_position=torch.arange(past, past + width, device=dev),
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=0 if all_logits else 1,
                 **{kv.CACHE_KWARG: seqs.cache if seqs.cache is not None else kv.new_cache(self.model)},
             )
         seqs.cache = kv.output_cache(out)
@@ -236,7 +204,7 @@ class LocalGenerator:
         for r, toks in feed.items():
             seqs.pending[r] = seqs.pending[r][len(toks) :]
         self.usage = self.usage + Usage(forward_tokens=real, padding_slots=batch * width - real)
-        return out.logits[:, -1, :].float()
+        return out.logits.float() if all_logits else out.logits[:, -1, :].float()
 
     @torch.inference_mode()
     def logits(self, seqs: Sequences) -> torch.Tensor:
@@ -275,6 +243,7 @@ class LocalGenerator:
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
         rows: Sequence[int] | None = None,
+        top: int = 0,
     ) -> StepOutput:
         """Extend every unfinished row (or only those of ``rows``) until a stop string, EOS or ``max_tokens``.
 
@@ -282,7 +251,8 @@ class LocalGenerator:
         ``params.max_new_tokens``. The new text of a row includes its stop string
         (later steps continue after it). Finished rows (EOS) are left alone.
         ``params.seed`` seeds the rows' own random streams the first time a
-        batch is sampled; later steps continue those streams.
+        batch is sampled; later steps continue those streams. ``top`` k > 0 also
+        returns the k most likely tokens at each sampled position.
         """
         stop = tuple(params.stop if stop is None else stop)
         if any(not s for s in stop):
@@ -292,13 +262,13 @@ class LocalGenerator:
             raise ConfigError(f"max_tokens must be >= 1 (got {max_tokens})")
         if seqs.rngs is None and params.seed is not None and not params.greedy:
             seqs.seed(params.seed)
-        t0 = time.perf_counter()
         before = self.usage
         batch = len(seqs)
         wanted = set(range(batch) if rows is None else rows)
         active = [not f and r in wanted for r, f in enumerate(seqs.finished)]
         new_tokens: list[list[int]] = [[] for _ in range(batch)]
         new_logprobs: list[list[float]] = [[] for _ in range(batch)]
+        new_top: list[list[list[tuple[int, float]]]] = [[] for _ in range(batch)]
         reasons: list[str | None] = [None] * batch
         stop_tokens = self._stop_tokens(stop)
         long_stops = [s for s in stop if len(s) > 1]
@@ -320,7 +290,9 @@ class LocalGenerator:
             streams = None
             if seqs.rngs is not None:  # (row seed, tokens so far): a row's draw depends on nothing else
                 streams = torch.tensor([[seqs.rngs[r], len(seqs.token_ids[r])] for r in rows], dtype=torch.long)
-            chosen, logp = _sample(logits[idx.to(logits.device)], params, streams)
+            block = logits[idx.to(logits.device)]
+            chosen, logp = sample(block, params, streams)
+            alternatives = top_logprobs(torch.log_softmax(block.float(), dim=-1), top) if top else None
             hit_eos = (
                 torch.isin(chosen, torch.tensor(self.eos_ids, dtype=chosen.dtype))
                 if self.eos_ids and not params.ignore_eos
@@ -331,6 +303,8 @@ class LocalGenerator:
                 tok = int(chosen[j])
                 new_tokens[r].append(tok)
                 new_logprobs[r].append(float(logp[j]))
+                if alternatives is not None:
+                    new_top[r].append(alternatives[j])
                 seqs.token_ids[r].append(tok)
                 seqs.pending[r] = [tok]
                 if hit_eos is not None and hit_eos[j]:
@@ -350,17 +324,16 @@ class LocalGenerator:
         for r in range(batch):
             if active[r]:
                 reasons[r] = "length"
-        kv.compact(seqs)
+        compact(seqs)
         self.usage = self.usage + Usage(generated_tokens=sum(len(t) for t in new_tokens))
         usage = self.usage - before
-        self.last_usage = usage
-        self.last_step_seconds = time.perf_counter() - t0
         return StepOutput(
             texts=tuple(self.tokenizer.decode(t, skip_special_tokens=True) if t else "" for t in new_tokens),
             token_ids=tuple(tuple(t) for t in new_tokens),
             logprobs=tuple(tuple(lp) for lp in new_logprobs),
             finish_reasons=tuple(reasons),
             usage=usage,
+            top_logprobs=tuple(tuple(tuple(a) for a in row) for row in new_top) if top else (),
         )
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
@@ -379,7 +352,6 @@ class LocalGenerator:
         token is never fed back, so a prompt of p tokens with samples of
         lengths l_j costs ``p + sum(l_j - 1)`` forward tokens.
         """
-        self.last_usage = usage
         comps, seen = [], set()
         for r in range(len(seqs)):
             text, reason = out.texts[r], out.finish_reasons[r]
@@ -430,71 +402,3 @@ def _tail_has_stop(tokenizer, toks: list[int], stops: list[str]) -> bool:
     longest = max(map(len, stops))
     tail = tokenizer.decode(toks[-(longest + 1) :], skip_special_tokens=True)
     return any(s in tail for s in stops)
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def _mix(*values: int) -> int:
-    """A 63-bit seed from integers (splitmix64 over their sum chain)."""
-    z = 0
-    for v in values:
-        z = (z * 0x9E3779B97F4A7C15 + v + 0x632BE59BD9B4E019) & _MASK64
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        z ^= z >> 31
-    return z >> 1
-
-
-def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Logical right shift of int64 bit patterns."""
-    return (x >> k) & ((1 << (64 - k)) - 1)
-
-
-def _signed(c: int) -> int:
-    return c - (1 << 64) if c >= 1 << 63 else c
-
-
-_GOLDEN, _M1, _M2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
-
-
-def _uniform(streams: torch.Tensor, vocab: int) -> torch.Tensor:
-    """Counter-based uniforms ``[rows, vocab]`` in (0, 1) from (row seed, position): splitmix64, vectorised.
-
-    One generator call per row and token cost more than the model at batch 64; this draws the whole
-    block at once, and a row's numbers still depend only on its own seed and position.
-    """
-    z = streams[:, :1] * _GOLDEN + streams[:, 1:2] * _M1 + torch.arange(vocab, dtype=torch.long) * _M2
-    z = z + _GOLDEN
-    z = (z ^ _srl(z, 30)) * _M1
-    z = (z ^ _srl(z, 27)) * _M2
-    z = z ^ _srl(z, 31)
-    return (_srl(z, 11).double() + 0.5) / float(1 << 53)
-
-
-def _sample(logits: torch.Tensor, params: SamplingParams, streams: torch.Tensor | None):
-    """``(token ids, logprobs)`` for a ``[rows, vocab]`` block; logprobs under the unscaled model.
-
-    With ``streams`` (row seed, position) each row draws by Gumbel-max from its own counter-based
-    noise; without, from torch's global generator.
-    """
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    if params.greedy:
-        chosen = logits.argmax(dim=-1)
-    else:
-        scores = logits.float() / params.temperature
-        if params.top_k:
-            kth = torch.topk(scores, min(params.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        if params.top_p < 1.0:
-            sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
-            cum = torch.softmax(sorted_scores, dim=-1).cumsum(-1)
-            drop = cum - torch.softmax(sorted_scores, dim=-1) >= params.top_p  # keep the token that crosses top_p
-            sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
-            scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
-        if streams is None:
-            chosen = torch.multinomial(torch.softmax(scores, dim=-1).cpu(), 1).squeeze(-1).to(logits.device)
-        else:
-            gumbel = -torch.log(-torch.log(_uniform(streams, scores.shape[-1])))
-            chosen = (scores.cpu().double() + gumbel).argmax(dim=-1).to(logits.device)
-    return chosen.cpu(), logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).cpu()

@@ -95,3 +95,5 @@ class StepOutput:
     logprobs: tuple[tuple[float, ...], ...]
     finish_reasons: tuple[str | None, ...]  # "stop", "eos", "length" (step cap) or None (row already finished)
     usage: Usage
+    # with step(top=k): the k most likely (token id, logprob) at each new token of each row; else ()
+    top_logprobs: tuple[tuple[tuple[tuple[int, float], ...], ...], ...] = ()

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerable.errors import ConfigError, InputError
-from steerable.lm.local import LocalGenerator, Sequences, _mix
+from steerable.lm.local import LocalGenerator
+from steerable.lm.sampling import mix
+from steerable.lm.sequences import Sequences
 from steerable.lm.types import SamplingParams
 
 Emit = Callable[[str, Any], None]  # ("delta", RowDelta) | ("done", RequestResult) | ("error", Exception)
@@ -283,7 +285,7 @@ class Engine:
         rows = [_Row(req, k, req.params.stop, req.params.max_new_tokens) for k in range(count)]
         prompt_tokens = sum(len(p) for p in req.prompts)
         self._trackers[id(req)] = _Tracker(req, rows, prompt_tokens, prompt_tokens, left=count)
-        return rows, [_mix(seed, k) for k in range(count)]
+        return rows, [mix(seed, k) for k in range(count)]
 
     def _prefill_together(self, g: _Group, reqs: list[GenRequest]) -> None:
         ok: list[GenRequest] = []
@@ -299,15 +301,13 @@ class Engine:
         base = self._next_prompt
         self._next_prompt += len(ids)
         seqs = Sequences(ids, [len(x) for x in ids], [base + i for i in range(len(ids))])
-        seqs.pending = [x[:-1] for x in ids]
         try:
             with g.steering():
-                self.gen._feed(seqs, list(range(len(ids))))
+                self.gen.prefill(seqs, hold_last=True)  # the last tokens go with the group's next decode step
         except Exception as e:
             for req in ok:
                 req.emit("error", e)
             return
-        seqs.pending = [x[-1:] for x in ids]
         order, rows, rngs, at = [], [], [], 0
         for req in ok:
             req_rows, req_rngs = self._track(req)
@@ -340,7 +340,7 @@ class Engine:
                 self._next_prompt += len(ids)
                 seqs = Sequences(ids, [len(x) for x in ids], [base + i for i in range(len(ids))])
                 if n > 1:  # prefill each prompt once, then fork (steering sees each prompt whole)
-                    seqs.next_logits = self.gen._feed(seqs, list(range(len(seqs))))
+                    self.gen.prefill(seqs)
                     seqs = seqs.select([r for r in range(len(ids)) for _ in range(n)])
                 rows, seqs.rngs = self._track(req)
                 out = self.gen.step(seqs, g.params, stop=(), max_tokens=1)
