@@ -23,6 +23,9 @@ app.add_typer(builtin_app, name="builtin")
 from steerable.cli_steer import steer_app  # noqa: E402
 
 app.add_typer(steer_app, name="steer")
+from steerable.cli_control import control_app  # noqa: E402
+
+app.add_typer(control_app, name="control")
 train_app = typer.Typer(no_args_is_help=True, help="Change weights: reinforcement learning on TRL.")
 app.add_typer(train_app, name="train")
 
