@@ -42,6 +42,10 @@ def main() -> None:
         def __init__(self):
             self.seconds, self.calls = 0.0, 0
 
+        @property
+        def forward_tokens(self) -> int:
+            return prm.forward_tokens
+
         def score(self, prompts, partials):
             t0 = time.perf_counter()
             out = prm.score(prompts, partials)

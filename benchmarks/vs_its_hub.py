@@ -135,10 +135,12 @@ def main() -> None:
     from _common import setup
 
     setup()
-    from steerable.lm.http import HTTPClient, HTTPGenerator, HTTPProcess, HTTPScorer
+    from steerable.lm.http import HTTPClient, HTTPGenerator
     from steerable.lm.local import LocalGenerator
     from steerable.lm.types import SamplingParams
+    from steerable.reward.http import HTTPScorer
     from steerable.reward.prm import TokenClassifierPRM
+    from steerable.search.http import HTTPProcess
     from steerable.search.process import LMProcess
     from steerable.search.registry import make_strategy
     from steerable.tasks.answers import make_checker

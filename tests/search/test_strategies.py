@@ -99,6 +99,9 @@ class Fixed:
     def preview(self, state):
         return state
 
+    def start_run(self):
+        pass
+
 
 def test_votes_majority_ties_and_length_weighting():
     from steerable.search.best_of_n import SelfConsistency

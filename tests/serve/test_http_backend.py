@@ -6,8 +6,10 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from steerable.lm.http import HTTPClient, HTTPGenerator, HTTPProcess, HTTPScorer, RemoteError  # noqa: E402
+from steerable.lm.http import HTTPClient, HTTPGenerator, RemoteError  # noqa: E402
 from steerable.lm.types import SamplingParams  # noqa: E402
+from steerable.reward.http import HTTPScorer  # noqa: E402
+from steerable.search.http import HTTPProcess  # noqa: E402
 from steerable.search.process import LMProcess  # noqa: E402
 from steerable.search.registry import make_strategy  # noqa: E402
 

@@ -63,7 +63,7 @@ class ScaleSetup:
         if self.scorer == "remote" or self.scorer.startswith("remote:"):
             if client is None:
                 raise InputError("--scorer remote scores on the server: give --model http://HOST:PORT/v1")
-            from steerable.lm.http import HTTPScorer
+            from steerable.reward.http import HTTPScorer
 
             scorer = HTTPScorer(client, self.scorer.partition(":")[2] or None)
         else:
@@ -99,7 +99,7 @@ class Built:
                 max_tokens=s.max_tokens,
             )
             if s.remote:
-                from steerable.lm.http import HTTPProcess
+                from steerable.search.http import HTTPProcess
 
                 return HTTPProcess(self.generator, mode=s.http_mode, **kw)
             from steerable.search.process import LMProcess

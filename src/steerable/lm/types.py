@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from steerable.errors import ConfigError
+from steerable.usage import Usage
+
+__all__ = ["Completion", "SamplingParams", "StepOutput", "Usage"]
 
 
 @dataclass(frozen=True)
@@ -40,38 +43,6 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What a call cost.
-
-    ``forward_tokens`` counts real tokens run through the model (prompt prefill
-    plus every sampled token fed back). Padding slots are not tokens and are not
-    counted; ``padding_slots`` reports them separately, so wasted compute stays
-    visible.
-    """
-
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    forward_tokens: int = 0
-    padding_slots: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.prompt_tokens + other.prompt_tokens,
-            self.generated_tokens + other.generated_tokens,
-            self.forward_tokens + other.forward_tokens,
-            self.padding_slots + other.padding_slots,
-        )
-
-    def __sub__(self, other: Usage) -> Usage:
-        return Usage(
-            self.prompt_tokens - other.prompt_tokens,
-            self.generated_tokens - other.generated_tokens,
-            self.forward_tokens - other.forward_tokens,
-            self.padding_slots - other.padding_slots,
-        )
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ class SequenceClassifierORM:
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
         self.device = next(model.parameters()).device
         self.calls = 0
+        self.forward_tokens = 0
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
@@ -112,6 +113,7 @@ class SequenceClassifierORM:
             enc = left_padded(self.tokenizer, texts[i : i + self.batch_size], self.device)
             logits = self.model(**enc).logits.float()
             self.calls += 1
+            self.forward_tokens += int(enc["attention_mask"].sum())
             probs = torch.sigmoid(logits[:, 0]) if logits.shape[-1] == 1 else torch.softmax(logits, -1)[:, 1]
             out.extend(probs.tolist())
         return out

@@ -54,6 +54,8 @@ class GenerativeRewardModel:
     max_new_tokens: int = 256
     range: tuple[float, float] = (0.0, 1.0)
     calls: int = field(default=0, init=False)
+    # its tokens are the generator's: counted in the process's usage when the judge is the policy itself
+    forward_tokens: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.scale < 2:

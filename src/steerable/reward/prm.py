@@ -68,6 +68,7 @@ class OraclePRM:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.forward_tokens = 0  # no model
 
     def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
         self.calls += 1

@@ -4,7 +4,7 @@ from steerable.search.astar import AStar
 from steerable.search.beam import BeamSearch
 from steerable.search.best_of_n import BestOfN, Greedy, SelfConsistency, WeightedBestOfN
 from steerable.search.mcts import MCTS
-from steerable.search.particle_filter import ParticleFilter, entropic_particle_filter
+from steerable.search.particle_filter import ParticleFilter
 from steerable.search.particle_gibbs import ParticleGibbs
 from steerable.search.process import LMProcess, Process
 from steerable.search.refine import IterativeRefine
@@ -26,5 +26,4 @@ __all__ = [
     "Result",
     "SelfConsistency",
     "WeightedBestOfN",
-    "entropic_particle_filter",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, require
+from steerable.search.base import Extract, Meter, no_answer, require
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -28,7 +28,7 @@ class AStar:
     parallel: int = opt(2, "Nodes popped per iteration, expanded in one batch.", ge=1, le=64)
     depth_cost: float = opt(0.0, "g per step taken.", ge=0.0, le=1000.0)
     max_pops_per_sample: int = opt(40, "The search stops after budget x this many pops.", ge=1, le=1000)
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
     name = "astar"
 
     def __post_init__(self) -> None:

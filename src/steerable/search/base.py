@@ -1,4 +1,4 @@
-"""Shared plumbing of strategies: running a process to the end, answers, cost."""
+"""The strategy contract and the plumbing every strategy shares: checks, running to the end, cost."""
 
 from __future__ import annotations
 
@@ -6,34 +6,55 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from steerable.reward.scorer import Scorer
-from steerable.search.process import Process
-from steerable.search.result import Cost
+from steerable.errors import ConfigError
+from steerable.reward.scorer import Scorer, check_scorer
+from steerable.search.process import Completes, Process, Sample
+from steerable.search.result import Cost, Result
 
-Extract = Callable[[str], str | None]
-
-
-def builtin_extract(text: str) -> str | None:
-    from steerable.tasks.builtin.verifier import extract_answer
-
-    a = extract_answer(text)
-    return None if a is None else str(a)
+Extract = Callable[[Sample], str | None]  # a sample's answer (None: none found); the task's, passed in by the registry
 
 
-def require(budget: int, scorer: Scorer | None, name: str, min_budget: int = 1) -> None:
-    """The checks every strategy makes before spending anything."""
-    from steerable.errors import ConfigError
+def no_answer(sample: Sample) -> None:
+    """The extractor of a strategy built without one: samples carry no answer."""
+    return None
 
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Decides which partial samples to extend, copy or drop under a budget (its meaning: ``registry``'s table)."""
+
+    name: str
+    extract: Extract
+
+    def run(
+        self, process: Process, scorer: Scorer | None, budget: int, prompt: str, seed: int | None = None
+    ) -> Result: ...
+
+
+def require(budget: int, scorer: Scorer | None, name: str, min_budget: int = 1, unit_range: bool = False) -> None:
+    """The checks every strategy makes before spending anything.
+
+    ``unit_range``: the strategy reads scores as probabilities (logit weights), so the scorer's range must lie
+    in [0, 1].
+    """
     if budget < min_budget:
         raise ConfigError(f"{name}: budget must be >= {min_budget} (got {budget})")
     if scorer is None:
         raise ConfigError(f"{name} needs a scorer: pass --scorer builtin-prm (or another)")
+    check_scorer(scorer, name)
+    lo, hi = scorer.range
+    if unit_range and not (lo >= 0.0 and hi <= 1.0):
+        raise ConfigError(
+            f"{name} weighs particles by logit(score), so it needs scores in [0, 1]; "
+            f"{type(scorer).__name__} declares [{lo}, {hi}]: use a scorer with probabilities"
+        )
 
 
 def run_to_end(process: Process, state):
     """Propose until every row is terminal (in one go where the process can: a remote one saves round trips)."""
-    if hasattr(process, "complete"):
+    if isinstance(process, Completes):
         return process.complete(state)
     while not all(process.is_terminal(state)):
         process.propose(state)
@@ -47,22 +68,31 @@ def logit(p: float, eps: float = 1e-6) -> float:
 
 @dataclass
 class Meter:
-    """Measures what a strategy spends between ``start`` and ``cost``."""
+    """Measures what a strategy spends between its creation and ``cost``."""
 
     process: Process
     scorer: Scorer | None
     new_run: bool = True  # False for a strategy run inside another (its budget is the outer run's)
 
     def __post_init__(self) -> None:
-        if self.new_run and hasattr(self.process, "start_run"):
+        if self.new_run:
             self.process.start_run()
         self.t0 = time.perf_counter()
         self.u0 = self.process.usage
         self.c0 = self.scorer.calls if self.scorer is not None else 0
-        self.s0 = getattr(self.scorer, "forward_tokens", 0)
+        self.s0 = self.scorer.forward_tokens if self.scorer is not None else 0
 
     def cost(self) -> Cost:
         u = self.process.usage - self.u0
         calls = (self.scorer.calls - self.c0) if self.scorer is not None else 0
-        tokens = getattr(self.scorer, "forward_tokens", 0) - self.s0
-        return Cost(u.generated_tokens, u.forward_tokens, calls, tokens, round(time.perf_counter() - self.t0, 4))
+        tokens = (self.scorer.forward_tokens - self.s0) if self.scorer is not None else 0
+        return Cost(
+            generated_tokens=u.generated_tokens,
+            forward_tokens=u.forward_tokens,
+            scorer_calls=calls,
+            scorer_tokens=tokens,
+            seconds=round(time.perf_counter() - self.t0, 4),
+            nfe=u.nfe,
+            decoder_calls=u.decoder_calls,
+            env_steps=u.env_steps,
+        )

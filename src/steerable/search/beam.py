@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, require
+from steerable.search.base import Extract, Meter, no_answer, require
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -26,7 +26,7 @@ from steerable.search.result import Candidate, Result
 class BeamSearch:
     expansions: int = opt(4, "M: children per beam per step.", ge=1, le=64)
     diverse: bool = opt(False, "DVTS: independent subtrees instead of one shared frontier.")
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
 
     def __post_init__(self) -> None:
         check(self, f"{self.name}: ")

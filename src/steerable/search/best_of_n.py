@@ -11,17 +11,18 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, require, run_to_end
-from steerable.search.process import Process
+from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
+from steerable.search.process import Process, Sample, TokenBudgeted
 from steerable.search.result import Candidate, Result
 
 
-def _sample(process: Process, prompt: str, n: int, seed: int | None) -> list[str]:
+def _sample(process: Process, prompt: str, n: int, seed: int | None) -> Sequence[Sample]:
     state = run_to_end(process, process.init(prompt, n, seed))
     return process.preview(state)
 
@@ -30,60 +31,60 @@ def _sample(process: Process, prompt: str, n: int, seed: int | None) -> list[str
 class Greedy:
     """One sample at the process's own settings (use temperature 0 for true greedy decoding)."""
 
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
     name = "greedy"
 
     def run(self, process: Process, scorer: Scorer | None, budget: int, prompt: str, seed: int | None = None):
         meter = Meter(process, None)
-        text = _sample(process, prompt, 1, seed)[0]
-        ans = self.extract(text)
-        return Result(self.name, 1, text, ans, (Candidate(text, ans, float("nan"), 1.0),), meter.cost())
+        sample = _sample(process, prompt, 1, seed)[0]
+        ans = self.extract(sample)
+        return Result(self.name, 1, sample, ans, (Candidate(sample, ans, float("nan"), 1.0),), meter.cost())
 
 
 @dataclass(frozen=True)
 class BestOfN:
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
     name = "bon"
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None):
         require(budget, scorer, self.name)
         meter = Meter(process, scorer)
-        texts = _sample(process, prompt, budget, seed)
-        scores = checked_scores(scorer, [prompt] * len(texts), texts)
-        best = max(range(len(texts)), key=lambda i: scores[i])
+        samples = _sample(process, prompt, budget, seed)
+        scores = checked_scores(scorer, [prompt] * len(samples), samples)
+        best = max(range(len(samples)), key=lambda i: scores[i])
         cands = tuple(
             Candidate(t, self.extract(t), s, float(i == best))
-            for i, (t, s) in enumerate(zip(texts, scores, strict=True))
+            for i, (t, s) in enumerate(zip(samples, scores, strict=True))
         )
-        return Result(self.name, budget, texts[best], cands[best].answer, cands, meter.cost())
+        return Result(self.name, budget, samples[best], cands[best].answer, cands, meter.cost())
 
 
 @dataclass(frozen=True)
 class WeightedBestOfN:
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
     name = "wbon"
 
     def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None):
         require(budget, scorer, self.name)
         meter = Meter(process, scorer)
-        texts = _sample(process, prompt, budget, seed)
-        scores = checked_scores(scorer, [prompt] * len(texts), texts)
-        answers = [self.extract(t) for t in texts]
+        samples = _sample(process, prompt, budget, seed)
+        scores = checked_scores(scorer, [prompt] * len(samples), samples)
+        answers = [self.extract(t) for t in samples]
         totals: dict[str | None, float] = defaultdict(float)
         for a, s in zip(answers, scores, strict=True):
             if a is not None:
                 totals[a] += s
         winner = max(totals, key=totals.get) if totals else None
         pick = max(
-            (i for i in range(len(texts)) if answers[i] == winner),
+            (i for i in range(len(samples)) if answers[i] == winner),
             key=lambda i: scores[i],
-            default=max(range(len(texts)), key=lambda i: scores[i]),
+            default=max(range(len(samples)), key=lambda i: scores[i]),
         )
         total = sum(totals.values()) or 1.0
         cands = tuple(
-            Candidate(t, a, s, totals.get(a, 0.0) / total) for t, a, s in zip(texts, answers, scores, strict=True)
+            Candidate(t, a, s, totals.get(a, 0.0) / total) for t, a, s in zip(samples, answers, scores, strict=True)
         )
-        return Result(self.name, budget, texts[pick], answers[pick], cands, meter.cost())
+        return Result(self.name, budget, samples[pick], answers[pick], cands, meter.cost())
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class SelfConsistency:
     (mean length / its length)^p.
     """
 
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
     early_stop: bool = opt(False, "Sample in rounds and stop once the leading answer cannot lose.")
     round_size: int = opt(4, "Samples per round with early_stop.", ge=1, le=1024)
     prefer_shorter: bool = opt(False, "Break ties toward the answer whose samples are shorter.")
@@ -110,24 +111,24 @@ class SelfConsistency:
         if budget < 1:
             raise ConfigError(f"budget must be >= 1 (got {budget})")
         meter = Meter(process, None)
-        texts: list[str] = []
+        samples: list[Sample] = []
         rounds = 0
-        while len(texts) < budget:
-            k = min(self.round_size if self.early_stop else budget, budget - len(texts))
-            texts += _sample(process, prompt, k, None if seed is None else seed + 7919 * rounds)
+        while len(samples) < budget:
+            k = min(self.round_size if self.early_stop else budget, budget - len(samples))
+            samples += list(_sample(process, prompt, k, None if seed is None else seed + 7919 * rounds))
             rounds += 1
-            if getattr(process, "tokens_left", None) == 0:
+            if isinstance(process, TokenBudgeted) and process.tokens_left == 0:
                 break  # the run's token budget is spent
-            votes = Counter(a for a in map(self.extract, texts) if a is not None)
+            votes = Counter(a for a in map(self.extract, samples) if a is not None)
             if self.early_stop and votes:
                 (lead, n1), *rest = votes.most_common(2) + [(None, 0)]
-                if n1 - rest[0][1] > budget - len(texts):
+                if n1 - rest[0][1] > budget - len(samples):
                     break
-        answers = [self.extract(t) for t in texts]
-        mean_len = sum(map(len, texts)) / len(texts) or 1.0
+        answers = [self.extract(t) for t in samples]
+        mean_len = sum(map(len, samples)) / len(samples) or 1.0
         weight: dict[str, float] = defaultdict(float)
         lengths: dict[str, list[int]] = defaultdict(list)
-        for t, a in zip(texts, answers, strict=True):
+        for t, a in zip(samples, answers, strict=True):
             if a is not None:
                 weight[a] += (mean_len / max(len(t), 1)) ** self.length_power
                 lengths[a].append(len(t))
@@ -137,9 +138,9 @@ class SelfConsistency:
         )
         winner = order[0] if order else None
         mine = [i for i, a in enumerate(answers) if a == winner]
-        pick = min(mine, key=lambda i: len(texts[i])) if mine and self.prefer_shorter else (mine or [0])[0]
+        pick = min(mine, key=lambda i: len(samples[i])) if mine and self.prefer_shorter else (mine or [0])[0]
         total = sum(weight.values()) or 1.0
         cands = tuple(
-            Candidate(t, a, float("nan"), weight.get(a, 0.0) / total) for t, a in zip(texts, answers, strict=True)
+            Candidate(t, a, float("nan"), weight.get(a, 0.0) / total) for t, a in zip(samples, answers, strict=True)
         )
-        return Result(self.name, budget, texts[pick], winner, cands, meter.cost(), {"samples": len(texts)})
+        return Result(self.name, budget, samples[pick], winner, cands, meter.cost(), {"samples": len(samples)})

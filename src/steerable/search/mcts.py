@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, require
+from steerable.search.base import Extract, Meter, no_answer, require
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -35,7 +35,7 @@ class _Node:
 class MCTS:
     expansions: int = opt(3, "Children sampled when a leaf is expanded.", ge=1, le=64)
     c_uct: float = opt(1.0, "c: the exploration weight in UCT.", ge=0.0, le=100.0)
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
     name = "mcts"
 
     def __post_init__(self) -> None:

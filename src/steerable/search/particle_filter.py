@@ -36,29 +36,16 @@ import torch
 
 from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, logit, require
+from steerable.search.base import Extract, Meter, logit, no_answer, require
 from steerable.search.process import Process
+from steerable.search.resampling import Scheme, ess, normalise, resample
 from steerable.search.result import Candidate, Result
-
-
-def multinomial_resample(weights: torch.Tensor, n: int, g: torch.Generator) -> list[int]:
-    return torch.multinomial(weights, n, replacement=True, generator=g).tolist()
-
-
-def systematic_resample(weights: torch.Tensor, n: int, g: torch.Generator) -> list[int]:
-    """One uniform offset, n evenly spaced pointers into the CDF: lower variance than multinomial."""
-    u = (torch.rand(1, generator=g).item() + torch.arange(n, dtype=torch.float64)) / n
-    cdf = torch.cumsum(weights.double(), 0)
-    cdf[-1] = 1.0
-    return torch.searchsorted(cdf, u).clamp(max=len(weights) - 1).tolist()
 
 
 @dataclass(frozen=True)
 class ParticleFilter:
     temperature: float = opt(1.0, "T in softmax(logit(r) / T).", gt=0.0, le=1000.0)
-    resampling: Literal["multinomial", "systematic"] = opt(
-        "multinomial", "The paper's multinomial, or systematic (lower variance)."
-    )
+    resampling: Scheme = opt("multinomial", "Puri et al.'s multinomial, or systematic or stratified (lower variance).")
     ess_threshold: float = opt(
         0.0, "Resample only when ESS/N falls below this (0: the paper's every step, as 1.0).", ge=0.0, le=1.0
     )
@@ -73,7 +60,7 @@ class ParticleFilter:
     lookahead_weight: float = opt(
         0.5, "beta: how far the potential moves from logit(r) toward the successors' mean.", ge=0.0, le=1.0
     )
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
 
     def __post_init__(self) -> None:
         check(self, f"{self.name}: ")
@@ -86,10 +73,9 @@ class ParticleFilter:
         self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None, *, new_run=True
     ) -> Result:
         """``new_run=False`` when called inside another strategy's run (shares its token budget)."""
-        require(budget, scorer, self.name)
+        require(budget, scorer, self.name, unit_range=True)
         meter = Meter(process, scorer, new_run)
         g = torch.Generator().manual_seed(0 if seed is None else seed)
-        resample = systematic_resample if self.resampling == "systematic" else multinomial_resample
         state = process.init(prompt, budget, seed)
         scores = [0.5] * budget
         t, temps, ess_log = 0, [], []
@@ -113,16 +99,15 @@ class ParticleFilter:
                         mean = sum(logit(succ_scores[r]) for r in rows) / len(rows)
                         potentials[i] += self.lookahead_weight * (mean - potentials[i])
             logits = torch.tensor(potentials, dtype=torch.float64)
-            p = torch.softmax(logits, 0)
-            ess = float(1.0 / (p**2).sum())
-            ess_log.append(round(ess, 3))
+            n_eff = ess(normalise(logits))
+            ess_log.append(round(n_eff, 3))
             temp = self.temperature
-            if self.entropic and ess / budget < self.anneal_threshold and t / self.t_max < self.anneal_until:
-                temp = max(temp, (budget / ess) * (1 - t / self.t_max))
+            if self.entropic and n_eff / budget < self.anneal_threshold and t / self.t_max < self.anneal_until:
+                temp = max(temp, (budget / n_eff) * (1 - t / self.t_max))
             temps.append(round(temp, 3))
-            if self.ess_threshold and ess / budget >= self.ess_threshold and not self.lookahead:
+            if self.ess_threshold and n_eff / budget >= self.ess_threshold and not self.lookahead:
                 continue
-            idx = resample(torch.softmax(logits / temp, 0), budget, g)
+            idx = resample(self.resampling, normalise(logits / temp), budget, g)
             if self.lookahead:
                 copies: dict[int, int] = {}
                 rows = []
@@ -167,8 +152,3 @@ class ParticleFilter:
         for r, sc in zip(live, checked_scores(scorer, [prompt] * len(live), [texts[r] for r in live]), strict=True):
             succ_scores[r] = sc
         return succ, succ_scores, rows_of
-
-
-def entropic_particle_filter(**kw) -> ParticleFilter:
-    """ePF with its defaults: entropic annealing and systematic resampling."""
-    return ParticleFilter(entropic=True, resampling=kw.pop("resampling", "systematic"), **kw)

@@ -19,8 +19,10 @@ import torch
 from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, logit, require
+from steerable.search.base import Extract, Meter, logit, no_answer, require
 from steerable.search.particle_filter import ParticleFilter
+from steerable.search.process import Forces, Process
+from steerable.search.resampling import normalise, resample
 from steerable.search.result import Candidate, Result
 
 
@@ -28,7 +30,7 @@ from steerable.search.result import Candidate, Result
 class ParticleGibbs:
     sweeps: int = opt(2, "Particle-filter sweeps; each costs about one particle filter.", ge=1, le=16)
     delimiter: str = opt("\n", "How the reference is cut into steps (the process's delimiter).")
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
     name = "pgibbs"
 
     def __post_init__(self) -> None:
@@ -36,8 +38,10 @@ class ParticleGibbs:
         if not self.delimiter:
             raise ConfigError("pgibbs: delimiter must be a non-empty string (got '')")
 
-    def run(self, process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
-        require(budget, scorer, self.name, min_budget=2)
+    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+        require(budget, scorer, self.name, min_budget=2, unit_range=True)
+        if self.sweeps > 1 and not isinstance(process, Forces):
+            raise ConfigError(f"pgibbs forces a reference step: {type(process).__name__} cannot (use pf)")
         meter = Meter(process, scorer)
         first = ParticleFilter(extract=self.extract).run(process, scorer, budget, prompt, seed, new_run=False)
         ref_text, ref_score = first.text, max(c.score for c in first.candidates)
@@ -63,8 +67,8 @@ class ParticleGibbs:
                     cur[i] = s
                 if all(process.is_terminal(state)):
                     break
-                w = torch.softmax(torch.tensor([logit(s) for s in cur], dtype=torch.float64), 0)
-                idx = [0] + torch.multinomial(w, budget - 1, replacement=True, generator=g).tolist()
+                w = normalise(torch.tensor([logit(s) for s in cur], dtype=torch.float64))
+                idx = [0] + resample("multinomial", w, budget - 1, g)
                 state = process.select(state, idx)
                 cur = [cur[i] for i in idx]
             texts, scores = process.preview(state), cur

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from steerable.errors import ConfigError
 from steerable.lm.local import LocalGenerator, Sequences
-from steerable.lm.types import SamplingParams, Usage
+from steerable.lm.types import SamplingParams
+from steerable.usage import Usage
+
+Sample = Any  # one row of what ``preview`` returns: text, a tensor row, an action sequence
 
 
+@runtime_checkable
 class Process(Protocol):
     """Rows of a state are particles (beams, samples); every call works on the whole batch."""
 
-    def init(self, prompt: str, n: int, seed: int | None = None) -> Any: ...
+    def init(self, prompt: str, n: int, seed: int | None = None) -> Any:
+        """``n`` fresh rows conditioned on ``prompt`` (a text prompt; a target class written as a string)."""
 
     def propose(self, state: Any) -> None:
         """Extend every live row by one step."""
@@ -29,8 +34,12 @@ class Process(Protocol):
 
     def concat(self, states: Sequence[Any]) -> Any: ...
 
-    def preview(self, state: Any) -> list[str]:
-        """The sample so far of each row (for scorers and answer extraction)."""
+    def preview(self, state: Any) -> Sequence[Sample]:
+        """The sample so far of each row, one per row, for scorers and answer extraction.
+
+        ``list[str]`` for a language model; a diffusion process returns a tensor
+        ``[rows, ...]`` (its x0-predictions), which is itself a sequence of rows.
+        """
 
     def is_terminal(self, state: Any) -> list[bool]: ...
 
@@ -40,11 +49,34 @@ class Process(Protocol):
     def size(self, state: Any) -> int: ...
 
     @property
-    def usage(self) -> Usage: ...
+    def usage(self) -> Usage:
+        """What the process has spent so far, cumulative (a strategy's cost is the difference)."""
+
+
+# Optional capabilities. A process declares one by subclassing it; strategies check with ``isinstance``.
+
+
+@runtime_checkable
+class Completes(Protocol):
+    """Can run every live row to its end in one go (a remote process saves a round trip per step)."""
+
+    def complete(self, state: Any) -> Any: ...
+
+
+@runtime_checkable
+class Forces(Protocol):
+    """Can hold rows back from a step and make a row take a given step (conditional SMC's reference)."""
+
+    def propose(self, state: Any, skip: Sequence[int] = ()) -> None: ...
+
+    def force(self, state: Any, row: int, step: Sample, final: bool = False) -> None: ...
 
 
 class TokenBudgeted:
-    """What language-model processes share: usage from their generator and a per-run token budget."""
+    """What language-model processes share: usage from their generator and a per-run token budget.
+
+    A capability too: ``isinstance(process, TokenBudgeted)`` says ``tokens_left`` is there to read.
+    """
 
     generator: Any
     token_budget: int | None
@@ -85,7 +117,7 @@ class LMState:
 
 
 @dataclass
-class LMProcess(TokenBudgeted):
+class LMProcess(TokenBudgeted, Forces):
     """Language-model process: a step is the text up to ``delimiter`` (or ``max_step_tokens`` tokens).
 
     ``delimiter`` is ``"\\n"`` for the built-in world, ``"\\n\\n"`` for chat
@@ -145,9 +177,9 @@ class LMProcess(TokenBudgeted):
             if state.steps[r] >= self.max_steps or n_gen >= self.max_tokens:
                 state.capped[r] = True
 
-    def force(self, state: LMState, row: int, text: str, final: bool = False) -> None:
-        """Make ``row`` take ``text`` as its next step (a reference trajectory); ``final`` ends the row."""
-        self.generator.append(state.seqs, [text if r == row else "" for r in range(len(state.seqs))])
+    def force(self, state: LMState, row: int, step: str, final: bool = False) -> None:
+        """Make ``row`` take ``step`` as its next step (a reference trajectory); ``final`` ends the row."""
+        self.generator.append(state.seqs, [step if r == row else "" for r in range(len(state.seqs))])
         state.steps[row] += 1
         if final:
             state.capped[row] = True

@@ -24,7 +24,7 @@ from typing import Literal
 from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
-from steerable.search.base import Extract, Meter, builtin_extract, require, run_to_end
+from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
 
@@ -58,7 +58,7 @@ class IterativeRefine:
     keep_threshold: float = opt(0.5, "prefix: keep steps up to the first scored below this.", ge=0.0, le=1.0)
     delimiter: str = opt("\n", "How steps are split when keeping a prefix.")
     template: str = opt(TEMPLATE, "prompt: the next round's prompt, with {prompt}, {attempt} and {score}.")
-    extract: Extract = builtin_extract
+    extract: Extract = no_answer
     name = "refine"
 
     def __post_init__(self) -> None:
@@ -75,7 +75,12 @@ class IterativeRefine:
         while len(pool) < budget:
             k = min(self.per_round, budget - len(pool))
             state = process.init(cur_prompt + prefix, k, None if seed is None else seed + 104729 * rounds)
-            texts = [prefix + t for t in process.preview(run_to_end(process, state))]
+            samples = process.preview(run_to_end(process, state))
+            if not all(isinstance(t, str) for t in samples):
+                raise ConfigError(
+                    f"refine feeds text back into the prompt: {type(process).__name__} has no text samples"
+                )
+            texts = [prefix + t for t in samples]
             scores = checked_scores(scorer, [prompt] * k, texts)
             pool += list(zip(texts, scores, strict=True))
             rounds += 1

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from steerable.errors import ConfigError, InputError
+from steerable.tasks.builtin.verifier import extract_answer
 
 
 def _last_boxed(text: str) -> str | None:
@@ -44,9 +45,13 @@ class AnswerChecker:
         return got is not None and self.equal(got, gold)
 
 
-def builtin_checker() -> AnswerChecker:
-    from steerable.search.base import builtin_extract
+def builtin_extract(text: str) -> str | None:
+    """The built-in world's ``A: n`` answer."""
+    a = extract_answer(text)
+    return None if a is None else str(a)
 
+
+def builtin_checker() -> AnswerChecker:
     return AnswerChecker(builtin_extract, lambda a, b: a.strip() == b.strip(), "builtin")
 
 
