@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from steerable.errors import ConfigError, SteerableError
+from steerable.reward.scorer import CachedScorer
 from steerable.search.registry import UNSCORED, make_strategy
 from steerable.tasks.answers import AnswerChecker
 from steerable.tasks.loader import Item
@@ -53,7 +54,7 @@ def run_job(
     row = {"item": item.id, "method": method, "budget": budget, "gold": item.answer}
     t0 = time.perf_counter()
     try:
-        if hasattr(scorer, "clear_cache"):
+        if isinstance(scorer, CachedScorer):
             scorer.clear_cache()  # each run pays for its own scoring: no prefixes cached by another method
         process = make_process(method)
         width = budget

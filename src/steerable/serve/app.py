@@ -36,6 +36,7 @@ from fastapi import Request  # module level: FastAPI reads route annotations fro
 
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.lm.types import SamplingParams
+from steerable.reward.scorer import CachedScorer
 from steerable.serve.engine import Engine, GenRequest, Job, RequestResult, RowDelta
 
 
@@ -377,7 +378,7 @@ def create_app(engine: Engine, config: ServeConfig):
                 max_steps=64,
                 max_tokens=params.max_new_tokens,
             )
-            if hasattr(scorer, "clear_cache"):
+            if isinstance(scorer, CachedScorer):
                 scorer.clear_cache()
             name, strength = steering
             ctx = (
@@ -569,8 +570,8 @@ def create_app(engine: Engine, config: ServeConfig):
         scorer = config.scorers[name]
 
         def job():
-            before = getattr(scorer, "forward_tokens", 0)
-            return checked_scores(scorer, prompts, partials), getattr(scorer, "forward_tokens", 0) - before
+            before = scorer.forward_tokens
+            return checked_scores(scorer, prompts, partials), scorer.forward_tokens - before
 
         scores, used = await wait(submit(Job(job, None)))  # type: ignore[arg-type]
         return {"object": "scores", "scorer": name, "scores": scores, "usage": {"scorer_tokens": used}}
