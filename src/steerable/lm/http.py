@@ -22,17 +22,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from steerable.errors import ConfigError, InputError, SteerableError
+from steerable.lm.sampling import mix
 from steerable.lm.types import Completion, SamplingParams, Usage
 
 
 class RemoteError(SteerableError):
     """The server could not be reached, or answered with an error."""
-
-
-def _mix(*values: int) -> int:
-    from steerable.lm.sampling import mix
-
-    return mix(*values)
 
 
 class HTTPClient:
@@ -93,7 +88,7 @@ class HTTPClient:
             raise RemoteError(f"cannot list models at {self.base_url} ({e}): is the server up?") from None
 
 
-def _params_body(params: SamplingParams) -> dict:
+def params_body(params: SamplingParams) -> dict:
     body = {"temperature": params.temperature, "top_p": params.top_p}
     if params.top_k:
         body["top_k"] = params.top_k
@@ -136,11 +131,11 @@ class HTTPGenerator:
         return got
 
     def _one(self, i: int, prompt, params: SamplingParams) -> list[Completion]:
-        body = {"model": self.model, "n": params.n, "max_tokens": params.max_new_tokens, **_params_body(params)}
+        body = {"model": self.model, "n": params.n, "max_tokens": params.max_new_tokens, **params_body(params)}
         if params.stop:
             body["stop"] = list(params.stop)
         if params.seed is not None:
-            body["seed"] = _mix(params.seed, i)
+            body["seed"] = mix(params.seed, i)
         if isinstance(prompt, list):
             out = self.client.post("/chat/completions", {**body, "messages": prompt, "logprobs": True})
             texts = [c["message"]["content"] for c in out["choices"]]

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from steerable.errors import ConfigError, InputError
-from steerable.lm.http import HTTPGenerator, _mix, _params_body
+from steerable.lm.http import HTTPGenerator, params_body
+from steerable.lm.sampling import mix
 from steerable.lm.types import SamplingParams
 from steerable.search.process import Completes, Forces, TokenBudgeted
 
@@ -59,9 +60,7 @@ class HTTPProcess(TokenBudgeted, Forces, Completes):
 
     def init(self, prompt: str, n: int, seed: int | None = None) -> HTTPState:
         base = seed if seed is not None else random.getrandbits(62)
-        return HTTPState(
-            prompt, [""] * n, [_mix(base, r) for r in range(n)], [False] * n, [False] * n, [0] * n, [0] * n
-        )
+        return HTTPState(prompt, [""] * n, [mix(base, r) for r in range(n)], [False] * n, [False] * n, [0] * n, [0] * n)
 
     def size(self, state: HTTPState) -> int:
         return len(state.texts)
@@ -71,8 +70,8 @@ class HTTPProcess(TokenBudgeted, Forces, Completes):
 
     def _request(self, state: HTTPState, r: int, cap: int, stop: bool = True) -> tuple[int, dict]:
         g = self.generator
-        body = {"model": g.model, "max_tokens": cap, "n": 1, **_params_body(self.params)}
-        body["seed"] = _mix(state.seeds[r], len(state.texts[r]))
+        body = {"model": g.model, "max_tokens": cap, "n": 1, **params_body(self.params)}
+        body["seed"] = mix(state.seeds[r], len(state.texts[r]))
         if stop:
             body["stop"] = [self.delimiter]
             body["include_stop_str_in_output"] = True
@@ -102,8 +101,8 @@ class HTTPProcess(TokenBudgeted, Forces, Completes):
     def _request_many(self, state: HTTPState, rows: list[int], cap: int, stop: bool) -> list[tuple[int, dict]]:
         """One completions request for every row (our server: each prompt samples from its own stream)."""
         g = self.generator
-        body = {"model": g.model, "max_tokens": cap, "n": 1, "logprobs": 0, **_params_body(self.params)}
-        body["seed"] = _mix(state.seeds[rows[0]], len(state.texts[rows[0]]), len(rows))
+        body = {"model": g.model, "max_tokens": cap, "n": 1, "logprobs": 0, **params_body(self.params)}
+        body["seed"] = mix(state.seeds[rows[0]], len(state.texts[rows[0]]), len(rows))
         if stop:
             body["stop"] = [self.delimiter]
             body["include_stop_str_in_output"] = True
@@ -197,7 +196,7 @@ class HTTPProcess(TokenBudgeted, Forces, Completes):
         for r in rows:  # a row's first copy continues its stream; further copies branch off it
             k = copies.get(r, 0)
             copies[r] = k + 1
-            seeds.append(state.seeds[r] if k == 0 else _mix(state.seeds[r], k, len(state.texts[r])))
+            seeds.append(state.seeds[r] if k == 0 else mix(state.seeds[r], k, len(state.texts[r])))
         pick = lambda xs: [xs[r] for r in rows]  # noqa: E731
         return HTTPState(
             state.prompt,
