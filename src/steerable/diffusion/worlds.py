@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from steerable.errors import ConfigError
 
 WORLDS = ("digits", "mixture")
