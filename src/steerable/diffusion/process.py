@@ -47,6 +47,7 @@ class DiffusionState:
     x0: torch.Tensor | None = None  # [rows, *shape] x0-prediction at x where `fresh`
     fresh: torch.Tensor | None = None  # [rows] bool: eps/x0 belong to the current x
     log_ratio: torch.Tensor | None = None  # [rows] float64: sum of log p(step)/q(step) of guided steps
+    shown: torch.Tensor | None = None  # the last preview while no row has stepped since (decoded: decoder calls)
 
     def __post_init__(self) -> None:
         n = len(self.x)
@@ -170,6 +171,7 @@ class DiffusionProcess:
             state.x0[idx.to(state.x.device)].clone(),
             state.fresh[idx].clone(),
             state.log_ratio[idx].clone(),
+            None if state.shown is None else state.shown[idx.to(state.shown.device)],
         )
 
     def concat(self, states: Sequence[DiffusionState]) -> DiffusionState:
@@ -188,11 +190,15 @@ class DiffusionProcess:
             cat([s.x0 for s in states]),
             cat([s.fresh for s in states]),
             cat([s.log_ratio for s in states]),
+            None if any(s.shown is None for s in states) else cat([s.shown for s in states]),
         )
 
     def preview(self, state: DiffusionState) -> torch.Tensor:
         """``[rows, *shape]`` the x0-prediction of each row (decoded for latent models); done rows: the sample."""
-        return self.decode(self.x0_prediction(state))
+        if state.shown is None:
+            with torch.no_grad():
+                state.shown = self.decode(self.x0_prediction(state))
+        return state.shown
 
     # -- diffusion specifics ----------------------------------------------------------------------------------
 
@@ -273,12 +279,14 @@ class DiffusionProcess:
         else:
             need = live[~state.fresh[live]]
             if len(need):
-                self._remember(state, need, self.model_output(state, need))
+                with torch.no_grad():
+                    self._remember(state, need, self.model_output(state, need))
         ld = live.to(state.x.device)
         prev, _ = self.ddim_step(state.eps[ld], state.index[live], state.x[ld], self.noise(state, live))
         state.x[ld] = prev.detach()
         state.index[live] += 1
         state.fresh[live] = False
+        state.shown = None
 
     def with_options(self, **changes) -> DiffusionProcess:
         """A copy with other settings (``eta``, ``segment``, ``guidance``) sharing the denoiser."""
