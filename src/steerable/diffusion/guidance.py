@@ -79,4 +79,4 @@ class RewardGuidance:
             # log N(x'; mu_p, s^2) - log N(x'; mu_q, s^2) at x' = mu_q + s z
             log_ratio = -((2 * s * z * d + d * d) / (2 * s * s)).reshape(len(x), -1).sum(1)
             state.log_ratio[live] += torch.where(still, 0.0, log_ratio).double().cpu()
-        process._remember(state, live, guided)
+        state.eps[ld] = guided

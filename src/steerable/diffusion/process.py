@@ -278,9 +278,9 @@ class DiffusionProcess:
             self.guidance.step(self, state, live)  # eps with the reward's gradient for every live row
         else:
             need = live[~state.fresh[live]]
-            if len(need):
+            if len(need):  # the x0-prediction is not needed here: the step's own scheduler call gives it
                 with torch.no_grad():
-                    self._remember(state, need, self.model_output(state, need))
+                    state.eps[need.to(state.x.device)] = self.model_output(state, need)
         ld = live.to(state.x.device)
         prev, _ = self.ddim_step(state.eps[ld], state.index[live], state.x[ld], self.noise(state, live))
         state.x[ld] = prev.detach()
