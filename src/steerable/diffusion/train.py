@@ -127,7 +127,11 @@ def train(cfg: TrainDiffusionConfig) -> dict:
     sched.save_pretrained(out)
     record: dict = {
         "command": "steerable builtin train-diffusion "
-        + " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in asdict(cfg).items() if v is not None),
+        + " ".join(
+            f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
+            for k, v in asdict(cfg).items()
+            if v is not None and not (k == "minutes" and cfg.steps)  # --steps overrides --minutes
+        ),
         "config": asdict(cfg),
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": step,
