@@ -48,11 +48,30 @@ def _run_train_q(cfg) -> None:
     typer.echo(json.dumps({"out": cfg.out, **{k: critic.record[k] for k in ("scores", "wall_seconds")}}))
 
 
+def _run_train_policy(cfg) -> None:
+    from steerable.control.data import Dataset
+    from steerable.control.envs import make_env
+    from steerable.control.normalize import ActionScale
+    from steerable.control.policy import train_policy
+
+    data = Dataset.load(cfg.data)
+    env = make_env(cfg.env)
+    if env.observation_space.shape[0] != data.obs.shape[1]:
+        raise InputError(
+            f"{cfg.data} has {data.obs.shape[1]}-dim observations but {cfg.env} has "
+            f"{env.observation_space.shape[0]}: pass the env the data came from with --env"
+        )
+    policy, record = train_policy(cfg, data, ActionScale.from_space(env.action_space))
+    policy.save(cfg.out, record)
+    typer.echo(json.dumps({"out": cfg.out, **{k: record[k] for k in ("steps", "wall_seconds", "final_loss_ema")}}))
+
+
 def _register() -> None:
     from steerable.config import config_command
 
     try:
         from steerable.control.data import DataConfig
+        from steerable.control.policy import PolicyConfig
         from steerable.control.q import TrainQConfig
     except ImportError as e:  # the [control] extra is optional
         absent = e.name
@@ -65,6 +84,7 @@ def _register() -> None:
 
         return
     config_command(control_app, "data", DataConfig, _run_data, "Record the scripted planner's dataset (.npz).")
+    config_command(control_app, "train-policy", PolicyConfig, _run_train_policy, "Train a diffusion policy by BC.")
     config_command(control_app, "train-q", TrainQConfig, _run_train_q, "Train an IQL critic offline (for V-GPS).")
 
 

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gymnasium")
+pytest.importorskip("diffusers")
+
+from steerable.control.controllers import Controller  # noqa: E402
+from steerable.control.data import DataConfig, make_dataset  # noqa: E402
+from steerable.control.envs import PointNav2D  # noqa: E402
+from steerable.control.evaluate import evaluate, summary  # noqa: E402
+from steerable.control.normalize import ActionScale  # noqa: E402
+from steerable.control.policy import DiffusionPolicy, PolicyConfig, train_policy, training_chunks  # noqa: E402
+from steerable.control.q import TrainQConfig, train_q  # noqa: E402
+from steerable.control.rti import RTI  # noqa: E402
+from steerable.control.vgps import VGPS  # noqa: E402
+from steerable.errors import ConfigError, IncompatibleArtifactError  # noqa: E402
+
+SCALE = ActionScale((-1.0, -1.0), (1.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_dataset(DataConfig(out="-", episodes=12, seed=0))
+
+
+@pytest.fixture(scope="module")
+def policy(data):
+    cfg = PolicyConfig(data="-", out="-", steps=30, hidden=32, layers=1, steps_inference=4, history=2, stride=2)
+    return train_policy(cfg, data, SCALE, progress=False)[0]
+
+
+def test_training_chunks_clamp_to_their_episode(data):
+    frames, acts = training_chunks(data, horizon=3, history=2, stride=2, past=2)
+    sl = data.episode_slices()[1]
+    a = data.action[sl]
+    # row 0 of the episode: the past is the first action repeated, the future a_0..a_2
+    assert np.array_equal(acts[sl.start], np.stack([a[0], a[0], a[0], a[1], a[2]]))
+    # the last row: the future is the last action repeated
+    assert np.array_equal(acts[sl.stop - 1, 2:], np.stack([a[-1]] * 3))
+    # frames at row 3: o_{-1} clamped to o_0, o_1, o_3
+    o = data.obs[sl]
+    assert np.array_equal(frames[sl.start + 3], np.stack([o[0], o[1], o[3]]))
+
+
+def test_policy_round_trips_and_samples_reproducibly(policy, tmp_path):
+    policy.save(tmp_path / "p", {"note": "test"})
+    again = DiffusionPolicy.load(tmp_path / "p")
+    cond = policy.condition(np.zeros((3, 6), np.float32))
+    a = policy.sample(cond, 4, seed=5)
+    b = again.sample(cond, 4, seed=5)
+    assert a.shape == (4, 8, 2) and torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])  # rows draw their own noise
+    assert a.abs().max() <= 1.0
+
+
+def test_controllers_count_their_spend_and_reset_per_episode(policy, data):
+    env = PointNav2D()
+    base = evaluate(env, Controller(policy), 2, seed=0, progress=False)
+    # execute 4 of 8: one prediction per 4 env steps (the last one may be cut by the episode's end)
+    assert all(e.predictions == -(-e.steps // 4) and e.nfe == 4 * e.predictions for e in base)
+    critic = train_q(TrainQConfig(data="-", out="-", steps=3, width=8, chunk=8), data, SCALE, progress=False)
+    vgps = VGPS(policy, critic=critic, k=3)
+    eps = evaluate(env, vgps, 2, seed=0, progress=False)
+    assert all(e.nfe == 3 * 4 * e.predictions and e.scorer_calls == 3 * e.predictions for e in eps)
+    rti = RTI(policy, k_prime=2)
+    eps = evaluate(env, rti, 2, seed=0, progress=False)
+    # one action per prediction; the first prediction of each episode denoises fully (4), later ones K' = 2
+    assert all(e.predictions == e.steps and e.nfe == 4 + 2 * (e.predictions - 1) for e in eps)
+    row = summary("rti", 2, eps)
+    assert row["nfe_per_step"] < 4 and set(row) >= {"method", "budget", "episodes", "success", "return"}
+
+
+def test_same_seed_same_episodes_and_vgps_picks_the_best_q(policy, data):
+    env = PointNav2D()
+    a = evaluate(env, Controller(policy), 2, seed=3, progress=False)
+    b = evaluate(env, Controller(policy), 2, seed=3, progress=False)
+    assert [e.ret for e in a] == [e.ret for e in b]
+    critic = train_q(TrainQConfig(data="-", out="-", steps=3, width=8), data, SCALE, progress=False)
+    vgps = VGPS(policy, critic=critic, k=5)
+    vgps.reset(0)
+    obs, _ = env.reset(seed=0)
+    act = vgps.act([obs])
+    chunks = policy.future(policy.sample(policy.condition(policy.frames([obs])), 5, seed=vgps_seed(vgps)))
+    best = chunks[int(np.argmax(vgps.last_q))]
+    assert np.allclose(act, policy.to_env(best[:4]), atol=1e-6)
+
+
+def vgps_seed(v):
+    from steerable.diffusion.noise import mix
+
+    return mix(v.seed, 0)
+
+
+def test_method_errors(policy, data):
+    critic = train_q(
+        TrainQConfig(data="-", out="-", steps=1, width=8), data, ActionScale((-2.0, -2.0), (2.0, 2.0)), progress=False
+    )
+    with pytest.raises(IncompatibleArtifactError, match="same env"):
+        VGPS(policy, critic=critic)
+    with pytest.raises(ConfigError, match="needs a critic"):
+        VGPS(policy)
+    with pytest.raises(ConfigError, match="K' must be in"):
+        RTI(policy, k_prime=9)
+    with pytest.raises(ConfigError, match="execute must be <= horizon"):
+        PolicyConfig(data="-", out="-", execute=9)
