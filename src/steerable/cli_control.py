@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import typer
 
@@ -66,13 +67,51 @@ def _run_train_policy(cfg) -> None:
     typer.echo(json.dumps({"out": cfg.out, **{k: record[k] for k in ("steps", "wall_seconds", "final_loss_ema")}}))
 
 
+def _run_dsrl(cfg) -> None:
+    from steerable.control.dsrl import train_dsrl
+
+    record = train_dsrl(cfg)
+    typer.echo(json.dumps({k: record[k] for k in ("env_steps", "nfe", "wall_seconds", "curve")}))
+
+
+def _run_eval(cfg, as_json: bool = False, plot: str | None = None) -> None:
+    import torch
+
+    from steerable.control.envs import make_env
+    from steerable.control.evaluate import evaluate, summary
+    from steerable.control.evaluate import plot as draw
+    from steerable.control.run import load_policy, make_controller
+
+    torch.set_num_threads(cfg.threads)
+    env = make_env(cfg.env)
+    policy = load_policy(cfg)
+    controller = make_controller(cfg, policy)
+    run = {k: v for k, v in asdict(cfg).items() if k not in ("episodes", "resume", "threads")}
+    eps = evaluate(env, controller, cfg.episodes, cfg.seed, cfg.resume or None, keep_path=plot is not None, run=run)
+    row = summary(cfg.method, cfg.budget, eps)
+    if plot:
+        if not hasattr(env, "config"):
+            raise InputError(f"--plot draws the 2-D map of the built-in envs, not {cfg.env}")
+        draw(env, eps, plot, f"{cfg.method} (budget {cfg.budget}): success {row['success']:.2f}")
+    if as_json:
+        typer.echo(json.dumps(row))
+    else:
+        typer.echo(
+            f"{row['method']} budget {row['budget']}: success {row['success']:.3f} (+-{row['success_se']:.3f}) "
+            f"return {row['return']:.3f} over {row['episodes']} episodes; NFE/step {row['nfe_per_step']:.2f}, "
+            f"s/step {row['seconds_per_step']:.5f}; outcomes {row['outcomes']}"
+        )
+
+
 def _register() -> None:
     from steerable.config import config_command
 
     try:
         from steerable.control.data import DataConfig
+        from steerable.control.dsrl import DSRLConfig
         from steerable.control.policy import PolicyConfig
         from steerable.control.q import TrainQConfig
+        from steerable.control.run import EvalConfig
     except ImportError as e:  # the [control] extra is optional
         absent = e.name
 
@@ -86,6 +125,18 @@ def _register() -> None:
     config_command(control_app, "data", DataConfig, _run_data, "Record the scripted planner's dataset (.npz).")
     config_command(control_app, "train-policy", PolicyConfig, _run_train_policy, "Train a diffusion policy by BC.")
     config_command(control_app, "train-q", TrainQConfig, _run_train_q, "Train an IQL critic offline (for V-GPS).")
+    config_command(control_app, "dsrl", DSRLConfig, _run_dsrl, "DSRL: SAC over the frozen policy's initial noise.")
+    config_command(
+        control_app,
+        "eval",
+        EvalConfig,
+        _run_eval,
+        "Success, return, NFE and seconds per control step of a method on seeded episodes.",
+        extra={
+            "as_json": (bool, typer.Option(False, "--json", help="Print the summary row as JSON.")),
+            "plot": (str | None, typer.Option(None, help="Draw the rollouts on the 2-D map to this PNG.")),
+        },
+    )
 
 
 _register()

@@ -37,3 +37,42 @@ def test_data_then_train_q_writes_a_critic(tmp_path):
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     r = run(*args)
     assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_policy_dsrl_and_eval_end_to_end(tmp_path):
+    d, p, s, log = tmp_path / "d.npz", tmp_path / "p", tmp_path / "s", tmp_path / "eps.jsonl"
+    assert run("data", "--out", str(d), "--episodes", "6").returncode == 0
+    small = ["--steps", "5", "--hidden", "16", "--layers", "1", "--steps-inference", "2"]
+    r = run("train-policy", "--data", str(d), "--out", str(p), *small)
+    assert r.returncode == 0, r.stderr
+    tiny_sac = [
+        "--env-steps",
+        "40",
+        "--learning-starts",
+        "8",
+        "--eval-every",
+        "20",
+        "--eval-episodes",
+        "1",
+        "--width",
+        "16",
+        "--layers",
+        "1",
+    ]
+    r = run("dsrl", "--policy", str(p), "--out", str(s), *tiny_sac, "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    curve = json.loads(r.stdout)["curve"]
+    assert curve[0]["env_steps"] == 0 and curve[-1]["env_steps"] >= 20
+    dsrl = ["eval", "--method", "dsrl", "--policy", str(p), "--noise-policy", str(s / "sac.zip"), "--json"]
+    r = run(*dsrl, "--episodes", "2", "--plot", str(tmp_path / "map.png"), "--resume", str(log))
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["episodes"] == 2 and row["nfe_per_prediction"] == 2 and (tmp_path / "map.png").stat().st_size > 1000
+    assert len(log.read_text().splitlines()) == 3  # the run's settings, then 2 episodes
+    r = run(*dsrl, "--episodes", "3", "--resume", str(log))
+    assert r.returncode == 0 and json.loads(r.stdout)["episodes"] == 3
+    assert len(log.read_text().splitlines()) == 4  # resumed: only episode 3 ran
+    r = run("eval", "--method", "rti", "--policy", str(p), "--episodes", "2", "--resume", str(log))
+    assert r.returncode == 2 and "another run" in r.stderr  # never mixes another method's episodes in
+    r = run("eval", "--method", "vgps", "--policy", str(p), "--critic", str(tmp_path / "none"), "--episodes", "1")
+    assert r.returncode == 2 and "train-q" in r.stderr

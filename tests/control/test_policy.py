@@ -104,3 +104,33 @@ def test_method_errors(policy, data):
         RTI(policy, k_prime=9)
     with pytest.raises(ConfigError, match="execute must be <= horizon"):
         PolicyConfig(data="-", out="-", execute=9)
+
+
+def test_dsrl_wrapper_stops_a_chunk_at_termination_and_passes_truncated(policy):
+    from steerable.control.dsrl import NoiseActionEnv
+    from steerable.control.envs import NavConfig
+
+    nohist = DiffusionPolicy(
+        policy.denoiser.__class__(sample_shape=(8, 2), condition_dim=6, hidden=8, layers=1),
+        policy.scheduler,
+        type(policy.obs_scale)((0.0,) * 6, (1.0,) * 6),
+        SCALE,
+        8,
+        4,
+        steps_inference=2,
+    )
+    env = NoiseActionEnv(PointNav2D(NavConfig(max_steps=6, obstacles=(), wind=0.0, gust=0.0)), nohist)
+    env.reset(seed=0)
+    w = np.zeros(16, np.float32)
+    _, r, term, trunc, _ = env.step(w)
+    assert (term, trunc, env.env_steps) == (False, False, 4) and r == pytest.approx(-0.04)
+    _, r, term, trunc, _ = env.step(w)  # the time limit falls 2 steps into this chunk
+    assert (term, trunc, env.env_steps) == (False, True, 6) and r == pytest.approx(-0.02)
+    assert env.nfe == 2 * 2
+    # the same noise decodes to the same chunk (DDIM with eta = 0)
+    obs, _ = env.reset(seed=1)
+    assert np.array_equal(env.decode(obs, w + 0.3), env.decode(obs, w + 0.3))
+    assert not np.array_equal(env.decode(obs, w + 0.3), env.decode(obs, w - 0.3))
+    # warm-up noise is the base policy's N(0, I), clipped to the box
+    draws = np.stack([env.action_space.sample() for _ in range(200)])
+    assert abs(draws.std() - 0.9) < 0.1 and np.abs(draws).max() <= 1.5

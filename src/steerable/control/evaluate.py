@@ -79,10 +79,16 @@ def evaluate(
     resume: str | Path | None = None,
     progress: bool = True,
     keep_path: bool = False,
+    run: dict | None = None,
 ) -> list[Episode]:
+    """``run`` (the settings that made the episodes) heads the resume file; a file of another run is refused."""
     done: dict[int, Episode] = {}
-    if resume is not None and Path(resume).exists():
-        for n, line in enumerate(Path(resume).read_text().splitlines(), 1):
+    head = json.dumps({"run": {**(run or {}), "seed": seed}}, sort_keys=True)
+    if resume is not None and Path(resume).exists() and Path(resume).stat().st_size:
+        lines = Path(resume).read_text().splitlines()
+        if lines[0] != head:
+            raise InputError(f"{resume} holds episodes of another run ({lines[0][:120]}): pass another --resume file")
+        for n, line in enumerate(lines[1:], 2):
             try:
                 row = json.loads(line)
                 ep = Episode(**{**row, "path": tuple(map(tuple, row.get("path", ())))})
@@ -90,6 +96,10 @@ def evaluate(
                 raise InputError(f"{resume}:{n} is not an episode record ({e}): delete the file to start over") from e
             done[ep.index] = ep
     out = open(resume, "a") if resume is not None else None  # noqa: SIM115 - appended to as episodes finish
+    if out is not None and out.tell() == 0:
+        out.write(head + "\n")
+    if out is not None and out.tell() == 0:
+        out.write(head + "\n")
     try:
         for i in range(episodes):
             if i in done:

@@ -1,0 +1,78 @@
+"""``steerable control eval``: build a method's controller by name and evaluate it on seeded episodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from steerable.config import check, opt
+from steerable.errors import ConfigError, InputError
+
+BUILTIN = Path(__file__).parent / "builtin"
+Method = Literal["base", "vgps", "rti", "dsrl"]
+
+
+def builtin_dir(env: str, what: str) -> Path:
+    """The shipped ``policy`` / ``critic`` of a built-in env (``builtin:pointnav`` -> builtin/pointnav/policy)."""
+    return BUILTIN / env.removeprefix("builtin:").replace("-", "_").lower() / what
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How ``steerable control eval`` runs (the CLI's flags are these fields)."""
+
+    env: str = opt("builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav or Pendulum-v1.")
+    method: Method = opt("base", "base, vgps (K chunks by Q), rti (warm-started), dsrl (learnt noise).")
+    budget: int = opt(1, "vgps: chunks K per control step; rti: denoising steps K' per prediction.", ge=1, le=1024)
+    episodes: int = opt(200, "Episodes (seeded: episode i starts at seed*1000003 + i).", ge=1, le=100_000)
+    seed: int = opt(0, "Seed.", ge=0)
+    policy: str = opt("builtin", "Diffusion policy directory, or 'builtin' (the shipped one for --env).")
+    critic: str = opt("builtin", "IQL critic directory for vgps, or 'builtin'.")
+    noise_policy: str = opt("", "dsrl: the SAC noise policy (sac.zip from `steerable control dsrl`).")
+    beta: float = opt(0.0, "vgps: softmax temperature over Q (0: argmax).", ge=0, le=1e6)
+    rti_mode: Literal["direct", "renoise"] = opt("direct", "rti: the guess as x_t (authors') or re-noised (SDEdit).")
+    execute: int = opt(0, "Actions run per prediction (0: the policy's own; rti always runs 1).", ge=0, le=64)
+    resume: str = opt("", "JSONL file of finished episodes: appended to, and a rerun skips them.")
+    threads: int = opt(1, "torch threads.", ge=1, le=256)
+
+    def __post_init__(self) -> None:
+        check(self, "eval: ")
+
+
+def load_policy(cfg: EvalConfig):
+    from steerable.control.policy import DiffusionPolicy
+
+    path = builtin_dir(cfg.env, "policy") if cfg.policy == "builtin" else Path(cfg.policy)
+    if cfg.policy == "builtin" and not path.exists():
+        raise InputError(
+            f"no shipped policy for {cfg.env}: train one with `steerable control train-policy` and pass --policy DIR"
+        )
+    return DiffusionPolicy.load(path)
+
+
+def make_controller(cfg: EvalConfig, policy):
+    from steerable.control.controllers import Controller
+
+    execute = cfg.execute or None
+    if cfg.method == "base":
+        return Controller(policy, execute=execute)
+    if cfg.method == "vgps":
+        from steerable.control.q import IQLCritic
+        from steerable.control.vgps import VGPS
+
+        path = builtin_dir(cfg.env, "critic") if cfg.critic == "builtin" else Path(cfg.critic)
+        return VGPS(policy, execute=execute, critic=IQLCritic.load(path), k=cfg.budget, beta=cfg.beta)
+    if cfg.method == "rti":
+        from steerable.control.rti import RTI
+
+        return RTI(policy, k_prime=cfg.budget, mode=cfg.rti_mode)
+    if cfg.method == "dsrl":
+        from stable_baselines3 import SAC
+
+        from steerable.control.dsrl import DSRLController
+
+        if not cfg.noise_policy or not Path(cfg.noise_policy).exists():
+            raise InputError("dsrl needs --noise-policy PATH/sac.zip: train it with `steerable control dsrl`")
+        return DSRLController(policy, execute=execute, noise_policy=SAC.load(cfg.noise_policy, device="cpu"))
+    raise ConfigError(f"unknown method {cfg.method!r}")
