@@ -36,6 +36,8 @@ def test_training_chunks_clamp_to_their_episode(data):
     a = data.action[sl]
     # row 0 of the episode: the past is the first action repeated, the future a_0..a_2
     assert np.array_equal(acts[sl.start], np.stack([a[0], a[0], a[0], a[1], a[2]]))
+    # row 5: the past a_1, a_3 (stride 2), then a_5..a_7
+    assert np.array_equal(acts[sl.start + 5], np.stack([a[1], a[3], a[5], a[6], a[7]]))
     # the last row: the future is the last action repeated
     assert np.array_equal(acts[sl.stop - 1, 2:], np.stack([a[-1]] * 3))
     # frames at row 3: o_{-1} clamped to o_0, o_1, o_3
@@ -134,3 +136,23 @@ def test_dsrl_wrapper_stops_a_chunk_at_termination_and_passes_truncated(policy):
     # warm-up noise is the base policy's N(0, I), clipped to the box
     draws = np.stack([env.action_space.sample() for _ in range(200)])
     assert abs(draws.std() - 0.9) < 0.1 and np.abs(draws).max() <= 1.5
+
+
+def test_ptp_keeps_the_candidate_whose_past_matches_the_executed_actions(data):
+    from steerable.control.ptp import PTP
+
+    cfg = PolicyConfig(data="-", out="-", steps=2, hidden=16, layers=1, steps_inference=2, history=2, stride=2,
+                       past=2)  # fmt: skip
+    pol = train_policy(cfg, data, SCALE, progress=False)[0]
+    ptp = PTP(pol, m=3)
+    ptp.reset(0)
+    ptp.executed = [np.array([0.5, 0.0]), np.array([0.0, 0.0]), np.array([-0.5, 0.5])]
+    # t = 3: past slots are a_{3-4} (none yet) and a_{3-2} = a_1 = (0, 0)
+    samples = torch.zeros(3, 2 + 8, 2)
+    samples[0, 1] = torch.tensor([0.3, 0.4])  # error 0.25
+    samples[1, 1] = torch.tensor([0.1, 0.0])  # error 0.01
+    samples[2, 0] = torch.tensor([9.0, 9.0])  # slot without an executed action: ignored
+    samples[2, 1] = torch.tensor([0.0, 0.2])  # error 0.04
+    assert ptp.past_error(samples).tolist() == pytest.approx([0.25, 0.01, 0.04])
+    with pytest.raises(ConfigError, match="--past"):
+        PTP(train_policy(PolicyConfig(data="-", out="-", steps=1, hidden=8, layers=1), data, SCALE, False)[0], m=2)

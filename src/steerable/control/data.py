@@ -106,7 +106,10 @@ class WaypointPlanner:
     def act(self, pos: np.ndarray, vel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         while self.i < len(self.waypoints) - 1 and np.linalg.norm(self.waypoints[self.i] - pos) < self.reach:
             self.i += 1
-        err = self.waypoints[self.i] - pos
+        return self.track(self.waypoints[self.i], pos, vel, rng)
+
+    def track(self, target: np.ndarray, pos: np.ndarray, vel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        err = target - pos
         dist = np.linalg.norm(err)
         target_v = err / max(dist, 1e-6) * min(self.speed, self.kp * dist)  # speed-limited approach
         a = self.kd * (target_v - vel) + rng.normal(0.0, self.noise, size=2)
@@ -146,10 +149,13 @@ def pointnav_planner(env: PointNav2D, kind: str, rng: np.random.Generator) -> Wa
 
 
 def memorynav_planner(env: MemoryNav, kind: str, rng: np.random.Generator) -> WaypointPlanner:
-    """Go to the hub, wait there (the wait spans the forking decision's lack of cue), then go to the cued goal."""
+    """Nod toward the cued side, go to the hub and wait there (past the cue), then go to the cued goal.
+
+    The early nod makes the first actions depend on the side, so past actions
+    carry the cue (what past-token prediction asks the policy to recover)."""
     hub = np.array(env.hub)
-    wait = [hub.copy() for _ in range(int(rng.integers(1, 4)))]
-    wps = [hub, *wait, env.goal.copy()]
+    nod = np.array([0.6, 0.35 * np.sign(env.goal[1])])
+    wps = [nod, hub, env.goal.copy()]
     return WaypointPlanner(wps, noise=0.15 if kind == "clean" else 0.3, reach=0.15)
 
 
@@ -159,11 +165,13 @@ def _record(env: PointNav2D, planner: WaypointPlanner, seed: int, rng: np.random
     rows = []
     held = 0
     while True:
-        a = planner.act(env.pos, env.vel, rng).astype(np.float32)
-        # MemoryNav demos linger at the hub for `hold` steps before leaving it
-        if hold and planner.i >= 1 and held < hold and np.linalg.norm(env.pos - planner.waypoints[0]) < 0.4:
+        # MemoryNav demos linger at the hub (the second-to-last waypoint) for `hold` steps before leaving it
+        hub = len(planner.waypoints) - 2
+        if hold and planner.i == hub and held < hold and np.linalg.norm(env.pos - planner.waypoints[hub]) < 0.4:
             held += 1
-            planner.i = 1
+            a = planner.track(planner.waypoints[hub], env.pos, env.vel, rng).astype(np.float32)
+        else:
+            a = planner.act(env.pos, env.vel, rng).astype(np.float32)
         nxt, r, term, trunc, _ = env.step(a)
         rows.append((obs, a, r, nxt, term, trunc))
         obs = nxt

@@ -3,9 +3,10 @@
 The policy denoises an action chunk a_{t:t+H} (H = ``horizon``, normalised
 to [-1, 1] by the env's bounds) conditioned on the observation and,
 optionally, ``history`` earlier observations ``stride`` steps apart. With
-``past`` > 0 it also predicts the ``past`` actions before t in the same
-sample (past-token prediction, Torne et al.): the sample is then
-a_{t-P:t+H} and only its last H rows are executed. ``execute`` actions of
+``past`` > 0 it also predicts ``past`` earlier actions, ``stride`` apart like
+the frames (a_{t - P*stride}, ..., a_{t - stride}), in the same sample as the
+chunk (past-token prediction, Torne et al.); only the last H rows are
+executed. ``execute`` actions of
 each chunk are run before the policy is asked again.
 
 The denoiser is the diffusion room's :class:`~steerable.diffusion.denoiser.MLPDenoiser`
@@ -68,7 +69,8 @@ class PolicyConfig:
 
 def training_chunks(data: Dataset, horizon: int, history: int, stride: int, past: int):
     """Per row t: observation frames o_{t - k*stride} (k = history..0, clamped at the episode start) and the
-    actions a_{t-P:t+H} (clamped to the episode: the first action repeated before it, the last after it)."""
+    actions a_{t - k*stride} (k = past..1) then a_{t:t+H}, clamped to the episode (its first action repeated
+    before it, its last after it)."""
     n_rows = len(data)
     frames = np.zeros((n_rows, history + 1, data.obs.shape[1]), np.float32)
     acts = np.zeros((n_rows, past + horizon, data.action.shape[1]), np.float32)
@@ -77,7 +79,8 @@ def training_chunks(data: Dataset, horizon: int, history: int, stride: int, past
         i = np.arange(length)
         back = np.clip(i[:, None] - stride * np.arange(history, -1, -1)[None, :], 0, length - 1)
         frames[sl] = data.obs[sl][back]
-        span = np.clip(i[:, None] + np.arange(-past, horizon)[None, :], 0, length - 1)
+        offsets = np.r_[-stride * np.arange(past, 0, -1), np.arange(horizon)]
+        span = np.clip(i[:, None] + offsets[None, :], 0, length - 1)
         acts[sl] = data.action[sl][span]
     return frames, acts
 

@@ -10,7 +10,7 @@ from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError
 
 BUILTIN = Path(__file__).parent / "builtin"
-Method = Literal["base", "vgps", "rti", "dsrl"]
+Method = Literal["base", "vgps", "rti", "dsrl", "ptp"]
 
 
 def builtin_dir(env: str, what: str) -> Path:
@@ -23,8 +23,12 @@ class EvalConfig:
     """How ``steerable control eval`` runs (the CLI's flags are these fields)."""
 
     env: str = opt("builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav or Pendulum-v1.")
-    method: Method = opt("base", "base, vgps (K chunks by Q), rti (warm-started), dsrl (learnt noise).")
-    budget: int = opt(1, "vgps: chunks K per control step; rti: denoising steps K' per prediction.", ge=1, le=1024)
+    method: Method = opt(
+        "base", "base, vgps (K chunks by Q), rti (warm-started), dsrl (learnt noise), ptp (past-verified)."
+    )
+    budget: int = opt(
+        1, "vgps: chunks K per step; rti: denoising steps K' per prediction; ptp: candidates M.", ge=1, le=1024
+    )
     episodes: int = opt(200, "Episodes (seeded: episode i starts at seed*1000003 + i).", ge=1, le=100_000)
     seed: int = opt(0, "Seed.", ge=0)
     policy: str = opt("builtin", "Diffusion policy directory, or 'builtin' (the shipped one for --env).")
@@ -67,6 +71,10 @@ def make_controller(cfg: EvalConfig, policy):
         from steerable.control.rti import RTI
 
         return RTI(policy, k_prime=cfg.budget, mode=cfg.rti_mode)
+    if cfg.method == "ptp":
+        from steerable.control.ptp import PTP
+
+        return PTP(policy, execute=execute, m=cfg.budget)
     if cfg.method == "dsrl":
         from stable_baselines3 import SAC
 
