@@ -35,11 +35,13 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
+    import numpy as np
     import torch
 
     from steerable.control.envs import make_env
     from steerable.control.evaluate import evaluate, summary
     from steerable.control.run import EvalConfig, load_policy, make_controller
+    from steerable.control.stl_guide import path_diversity
 
     torch.set_num_threads(1)
     Path(args.runs).mkdir(parents=True, exist_ok=True)
@@ -56,14 +58,18 @@ def main() -> None:
         controller = make_controller(cfg, policy)
         run = {"entry": entry, "policy": args.policy, "critic": args.critic, "noise_policy": args.noise_policy}
         log = Path(args.runs) / f"{entry.replace(':', '_')}.jsonl"
-        eps = evaluate(make_env(args.env), controller, args.episodes, args.seed, log, run=run)
+        stl = args.env.endswith("stlnav")
+        eps = evaluate(make_env(args.env), controller, args.episodes, args.seed, log, run=run, keep_path=stl)
         row = {**summary(method, budget, eps), "entry": entry}
+        if stl:  # diversity of the trajectories that satisfied phi
+            row["diversity"] = round(path_diversity([np.asarray(e.path) for e in eps if e.satisfied]), 4)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{'method':16} {'success':>8} {'+-':>6} {'return':>8} {'NFE/step':>9} {'s/step':>9}")
+    print(f"\n{'method':16} {'success':>8} {'+-':>6} {'return':>8} {'NFE/step':>9} {'s/step':>9} {'sat':>6} {'div':>6}")
     for r in rows:
         print(f"{r['entry']:16} {r['success']:8.3f} {r['success_se']:6.3f} {r['return']:8.3f} "
-              f"{r['nfe_per_step']:9.2f} {r['seconds_per_step']:9.5f}")  # fmt: skip
+              f"{r['nfe_per_step']:9.2f} {r['seconds_per_step']:9.5f} {r.get('satisfied', float('nan')):6.3f} "
+              f"{r.get('diversity', float('nan')):6.3f}")  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
 

@@ -156,3 +156,28 @@ def test_ptp_keeps_the_candidate_whose_past_matches_the_executed_actions(data):
     assert ptp.past_error(samples).tolist() == pytest.approx([0.25, 0.01, 0.04])
     with pytest.raises(ConfigError, match="--past"):
         PTP(train_policy(PolicyConfig(data="-", out="-", steps=1, hidden=8, layers=1), data, SCALE, False)[0], m=2)
+
+
+def test_chunk_robustness_prefers_heading_to_the_open_subgoal_and_guidance_fires(policy):
+    from steerable.control.envs import NavConfig, STLNav
+    from steerable.control.stl_guide import ChunkRobustness, STLGuided, integrate
+
+    # integrate matches the env's own dynamics without wind or gusts
+    env = STLNav(NavConfig(wind=0.0, gust=0.0))
+    env.reset(seed=0)
+    pos0, vel0 = torch.tensor(env.pos), torch.tensor(env.vel)
+    acts = torch.tensor([[[1.0, 0.5], [0.2, -0.3], [0.0, 1.0]]], dtype=torch.float64)
+    for a in acts[0]:
+        env.step(a.numpy())
+    assert torch.allclose(integrate(pos0, vel0, acts, 0.1, 0.98)[0, -1], torch.tensor(env.pos))
+    env.reset(seed=0)
+    env.pos = np.array([1.4, 0.9])  # left of region A = (2, 1.05)
+    robust = ChunkRobustness(env)
+    toward = torch.tensor([[1.0, 0.2]] * 8, dtype=torch.float64)[None]
+    away = torch.tensor([[-1.0, -0.2]] * 8, dtype=torch.float64)[None]
+    assert robust(toward).item() > robust(away).item()
+    env.visited_at = 3  # A done: now the goal is the open subgoal
+    assert robust(toward).item() < 0  # the goal is far, whichever way
+    guided = STLGuided(policy, last=2, lr=1.0)
+    evaluate(STLNav(), guided, 1, seed=0, progress=False)
+    assert guided.gradients > 0 and guided.moved > 0

@@ -10,7 +10,7 @@ from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError
 
 BUILTIN = Path(__file__).parent / "builtin"
-Method = Literal["base", "vgps", "rti", "dsrl", "ptp"]
+Method = Literal["base", "vgps", "rti", "dsrl", "ptp", "stl"]
 
 
 def builtin_dir(env: str, what: str) -> Path:
@@ -24,10 +24,14 @@ class EvalConfig:
 
     env: str = opt("builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav or Pendulum-v1.")
     method: Method = opt(
-        "base", "base, vgps (K chunks by Q), rti (warm-started), dsrl (learnt noise), ptp (past-verified)."
+        "base",
+        "base, vgps (K chunks by Q), rti (warm-started), dsrl (learnt noise), ptp (past-verified), stl (guided).",
     )
     budget: int = opt(
-        1, "vgps: chunks K per step; rti: denoising steps K' per prediction; ptp: candidates M.", ge=1, le=1024
+        1,
+        "vgps: chunks K per step; rti: steps K' per prediction; ptp: candidates M; stl: guided last steps.",
+        ge=1,
+        le=1024,
     )
     episodes: int = opt(200, "Episodes (seeded: episode i starts at seed*1000003 + i).", ge=1, le=100_000)
     seed: int = opt(0, "Seed.", ge=0)
@@ -75,6 +79,10 @@ def make_controller(cfg: EvalConfig, policy):
         from steerable.control.ptp import PTP
 
         return PTP(policy, execute=execute, m=cfg.budget)
+    if cfg.method == "stl":
+        from steerable.control.stl_guide import STLGuided
+
+        return STLGuided(policy, execute=execute, last=min(cfg.budget, policy.steps_inference))
     if cfg.method == "dsrl":
         from stable_baselines3 import SAC
 
