@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerable.errors import ConfigError, InputError
-from steerable.lm.local import LocalGenerator
+from steerable.lm.local import LocalGenerator, PromptLogprobs
 from steerable.lm.sampling import mix
 from steerable.lm.sequences import Sequences
 from steerable.lm.types import SamplingParams
@@ -49,8 +49,11 @@ class GenRequest:
     strength: float | None = None
     include_stop: bool = False  # vLLM's include_stop_str_in_output
     want_logprobs: bool = False
+    top: int = 0  # the most likely alternatives to return at each generated token
+    prompt_logprobs: int | None = None  # echo: measure the prompts' tokens too, with this many alternatives
+    score_only: bool = False  # max_tokens 0: measure the prompts, generate nothing
     stream: bool = True  # False: no per-token deltas, only the result (no event-loop wake-up per token)
-    cancelled: bool = False
+    cancelled: bool = False  # the client left: its rows are dropped at the next step
     arrived: float = field(default_factory=time.perf_counter)
 
 
@@ -60,6 +63,7 @@ class RowDelta:
     text: str
     token_ids: list[int]
     logprobs: list[float]
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +73,8 @@ class RowResult:
     logprobs: list[float]
     finish_reason: str  # stop | length
     stop_reason: str | None  # the stop string matched (None: EOS or length)
+    top: list[list[tuple[int, float]]] = field(default_factory=list)  # alternatives at each token (with req.top)
+    prompt: PromptLogprobs | None = None  # the row's prompt, measured (with req.prompt_logprobs)
 
 
 @dataclass
@@ -88,6 +94,8 @@ class _Row:
     max_tokens: int
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
+    prompt: PromptLogprobs | None = None
     text: str = ""
     sent: int = 0  # characters of ``text`` already streamed
     sent_tokens: int = 0
@@ -135,6 +143,7 @@ class Job:
 
     fn: Callable[[], Any]
     emit: Emit
+    cancelled: bool = False  # the client left before the job started: it is skipped
 
 
 class Engine:
@@ -217,6 +226,8 @@ class Engine:
                 return
 
     def _run_job(self, job: Job) -> None:
+        if job.cancelled:
+            return
         try:
             job.emit("done", job.fn())
         except Exception as e:  # the request fails; the worker lives on
@@ -263,7 +274,12 @@ class Engine:
             except Exception as e:
                 req.emit("error", e)
                 continue
-            whole = isinstance(self.steering.get(req.steering), Controller) or any(len(p) < 2 for p in req.prompts)
+            whole = (
+                isinstance(self.steering.get(req.steering), Controller)
+                or any(len(p) < 2 for p in req.prompts)
+                or req.prompt_logprobs is not None
+                or req.score_only
+            )
             if whole:
                 self._admit(req)
             else:
@@ -274,7 +290,7 @@ class Engine:
     def _too_long(self, req: GenRequest) -> InputError | None:
         limit = getattr(self.gen.model.config, "max_position_embeddings", None)
         worst = max((len(p) for p in req.prompts), default=0)
-        if limit and worst >= limit:
+        if limit and worst >= limit + req.score_only:  # a scored prompt may fill the context; one to sample may not
             return InputError(f"the prompt has {worst} tokens, over the model's context of {limit}")
         return None
 
@@ -323,7 +339,7 @@ class Engine:
         g.rows = g.rows + rows if g.rows else rows
 
     def _admit(self, req: GenRequest) -> None:
-        """Prefill the request's prompts, sample their first token, and join the group's running batch."""
+        """Prefill the request's prompts (measuring them for echo), sample their first token, join the group."""
         if req.cancelled:
             return
         try:
@@ -339,11 +355,19 @@ class Engine:
                 base = self._next_prompt
                 self._next_prompt += len(ids)
                 seqs = Sequences(ids, [len(x) for x in ids], [base + i for i in range(len(ids))])
-                if n > 1:  # prefill each prompt once, then fork (steering sees each prompt whole)
-                    self.gen.prefill(seqs)
-                    seqs = seqs.select([r for r in range(len(ids)) for _ in range(n)])
+                measured = None
+                if n > 1 or req.prompt_logprobs is not None:  # each prompt once, then fork; steering sees it whole
+                    measured = self.gen.prefill(seqs, logprobs=req.prompt_logprobs)
+                    if n > 1:
+                        seqs = seqs.select([r for r in range(len(ids)) for _ in range(n)])
                 rows, seqs.rngs = self._track(req)
-                out = self.gen.step(seqs, g.params, stop=(), max_tokens=1)
+                if measured is not None:
+                    for row in rows:
+                        row.prompt = measured[row.k // n]
+                if req.score_only:
+                    self._finish_unsampled(rows)
+                    return
+                out = self.gen.step(seqs, g.params, stop=(), max_tokens=1, top=req.top)
         except Exception as e:
             self._trackers.pop(id(req), None)
             req.emit("error", e)
@@ -374,7 +398,8 @@ class Engine:
                 g.rows = [g.rows[i] for i in alive]
             try:
                 with g.steering():
-                    out = self.gen.step(g.seqs, g.params, stop=(), max_tokens=1)
+                    top = max(r.req.top for r in g.rows)
+                    out = self.gen.step(g.seqs, g.params, stop=(), max_tokens=1, top=top)
             except Exception as e:  # a failing batch fails its requests, not the server
                 for r in g.rows:
                     t = self._trackers.pop(id(r.req), None)
@@ -402,6 +427,8 @@ class Engine:
                 continue
             row.ids.extend(new)
             row.logprobs.extend(out.logprobs[i])
+            if row.req.top:
+                row.top.extend(list(alts[: row.req.top]) for alts in out.top_logprobs[i])
             text = tok.decode(row.ids, skip_special_tokens=True)
             reason, stop_hit = out.finish_reasons[i], None
             cut = len(text)
@@ -422,13 +449,22 @@ class Engine:
             if finish is None:
                 keep.append(i)
                 continue
-            row.done = RowResult(row.text, row.ids, row.logprobs, finish, stop_hit)
-            t = self._trackers.get(id(row.req))
-            if t is not None:
-                t.left -= 1
-                if t.finish_if_done():
-                    del self._trackers[id(row.req)]
+            row.done = RowResult(row.text, row.ids, row.logprobs, finish, stop_hit, row.top, row.prompt)
+            self._row_done(row)
         return keep
+
+    def _row_done(self, row: _Row) -> None:
+        t = self._trackers.get(id(row.req))
+        if t is not None:
+            t.left -= 1
+            if t.finish_if_done():
+                del self._trackers[id(row.req)]
+
+    def _finish_unsampled(self, rows: list[_Row]) -> None:
+        """Rows of a request that asked for no tokens (``max_tokens`` 0, echo): done with their prompts measured."""
+        for row in rows:
+            row.done = RowResult("", [], [], "length", None, [], row.prompt)
+            self._row_done(row)
 
     def _stream(self, row: _Row, final: bool) -> None:
         """Send the row's new text, holding back what could still turn into a stop string."""
@@ -446,6 +482,12 @@ class Engine:
                         break
         if upto <= row.sent and not (final and row.req.want_logprobs and row.sent_tokens < len(row.ids)):
             return
-        delta = RowDelta(row.k, text[row.sent : upto], row.ids[row.sent_tokens :], row.logprobs[row.sent_tokens :])
+        delta = RowDelta(
+            row.k,
+            text[row.sent : upto],
+            row.ids[row.sent_tokens :],
+            row.logprobs[row.sent_tokens :],
+            row.top[row.sent_tokens :],
+        )
         row.sent, row.sent_tokens = max(row.sent, upto), len(row.ids)
         row.req.emit("delta", delta)

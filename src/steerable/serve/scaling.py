@@ -1,0 +1,131 @@
+"""A request's ``scaling`` run: a strategy over the engine's generator, bounded and cancellable.
+
+The run happens on the engine thread (it needs the model), so it must end:
+every strategy option is typed and bounded (``make_strategy``), and a
+:class:`Guard` sits between the strategy and the model. Before each step and
+each scorer call it checks whether the client has left (the run stops at
+once) and whether the tokens generated plus the tokens the scorer read have
+passed the request's cap (``--max-request-tokens``): a strategy's total is not
+known before it runs, so the run is stopped with an error when it gets there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from steerable.errors import SteerableError
+from steerable.lm.types import SamplingParams
+from steerable.search.process import LMProcess, LMState
+from steerable.search.result import Result
+
+
+class Cancelled(SteerableError):
+    """The client of a running request has gone."""
+
+
+class OverBudget(SteerableError):
+    """A request used more tokens than the server's per-request cap."""
+
+
+@dataclass
+class Guard:
+    """Shared by a run's process and scorer: stops the run when the client leaves or the cap is passed."""
+
+    cap: int | None  # generated + scored tokens the request may use
+    cancelled: bool = False
+    generated: int = 0
+    scored: int = 0
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise Cancelled("the client closed the connection")
+        used = self.generated + self.scored
+        if self.cap is not None and used > self.cap:
+            raise OverBudget(
+                f"the scaling run used {used} tokens ({self.generated} generated, {self.scored} scored), over the "
+                f"server's --max-request-tokens of {self.cap}: lower budget, max_tokens or max_step_tokens"
+            )
+
+
+@dataclass
+class GuardedProcess(LMProcess):
+    """An LM process that asks the guard before every step and counts what it generated."""
+
+    guard: Guard = field(default_factory=lambda: Guard(None))
+
+    def init(self, prompt: str, n: int, seed: int | None = None) -> LMState:
+        self.guard.check()
+        return super().init(prompt, n, seed)
+
+    def propose(self, state: LMState, skip: Sequence[int] = ()) -> None:
+        self.guard.check()
+        before = self.usage.generated_tokens
+        super().propose(state, skip)
+        self.guard.generated += self.usage.generated_tokens - before
+
+
+class GuardedScorer:
+    """A scorer that asks the guard before every call and counts the tokens it read."""
+
+    def __init__(self, scorer, guard: Guard):
+        self.scorer, self.guard = scorer, guard
+        self.range = scorer.range
+
+    @property
+    def calls(self) -> int:
+        return self.scorer.calls
+
+    @property
+    def forward_tokens(self) -> int:
+        return getattr(self.scorer, "forward_tokens", 0)
+
+    def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
+        self.guard.check()
+        before = self.forward_tokens
+        out = self.scorer.score(prompts, partials)
+        self.guard.scored += self.forward_tokens - before
+        self.guard.check()
+        return out
+
+
+@dataclass
+class ScalingRun:
+    """Everything a scaling job needs, checked by the route before it is queued."""
+
+    strategy: Any
+    scorer: Any  # None for methods that use none
+    budget: int
+    prompt: str
+    params: SamplingParams  # temperature, top-p, top-k, max_new_tokens (the sample cap), seed
+    delimiter: str
+    max_step_tokens: int
+    steering: Callable[[], Any] | None = None  # makes the steering context to run inside
+    guard: Guard = field(default_factory=lambda: Guard(None))
+
+    def __call__(self, generator) -> tuple[Result, float]:
+        process = GuardedProcess(
+            generator,
+            delimiter=self.delimiter,
+            params=SamplingParams(
+                temperature=self.params.temperature, top_p=self.params.top_p, top_k=self.params.top_k
+            ),
+            max_step_tokens=self.max_step_tokens,
+            max_steps=64,
+            max_tokens=self.params.max_new_tokens,
+            guard=self.guard,
+        )
+        scorer = None
+        if self.scorer is not None:
+            clear = getattr(self.scorer, "clear_cache", None)
+            if clear is not None:
+                clear()
+            scorer = GuardedScorer(self.scorer, self.guard)
+        seed = self.params.seed if self.params.seed is not None else 0
+        t0 = time.perf_counter()
+        with self.steering() if self.steering is not None else nullcontext():
+            res = self.strategy.run(process, scorer, self.budget, self.prompt, seed=seed)
+        return res, time.perf_counter() - t0

@@ -1,0 +1,203 @@
+"""Request bodies of the server as pydantic models: every field typed and bounded, unknown fields refused.
+
+FastAPI validates each body against these before a route runs, and the
+OpenAPI schema (``/openapi.json``) is generated from them, so the fuzz tests
+send what the schema allows and more. Limits that depend on how the server
+was started (``--max-n``, ``--max-tokens``, the model's context, the
+vocabulary, which artifacts and scorers are loaded) are checked by the
+routes; the bounds here are the ones no server setting can lift.
+
+OpenAI fields this server does not implement are declared, so a request that
+sets them is refused with "not supported" instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+#: a sampling temperature below this is greedy decoding (vLLM's convention): 1e-300 would overflow the logits
+GREEDY_BELOW = 1e-5
+#: the most alternatives per position for ``logprobs`` / ``top_logprobs`` (vLLM's default cap)
+MAX_TOP_LOGPROBS = 20
+#: steering strengths are multiples of an artifact's own vector; past this they only produce noise
+MAX_STRENGTH = 100.0
+
+
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate (such as \\ud800): send valid UTF-8 text") from None
+    return text
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise ValueError("must be a non-empty string")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+NonEmpty = Annotated[str, AfterValidator(_utf8), AfterValidator(_non_empty)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+TokenId = Annotated[int, Field(ge=0, le=(1 << 31) - 1)]
+
+
+def _unsupported(what: str, allowed: tuple = (None,)):
+    """A validator refusing any value but ``allowed`` (and empty lists or objects): a field of OpenAI's API
+    that this server does not implement. ``what`` says what to do instead."""
+
+    def check(value: Any) -> Any:
+        if value not in allowed and not (isinstance(value, list | dict) and not value):
+            raise ValueError(f"is not supported by this server: {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SteeringSpec(Body):
+    name: NonEmpty = Field(description="An artifact loaded with --steer NAME=PATH.")
+    strength: Annotated[Finite, Field(ge=-MAX_STRENGTH, le=MAX_STRENGTH)] | None = Field(
+        None, description="Overrides the artifact's own strength (0: no steering)."
+    )
+
+
+class ScalingSpec(Body):
+    method: NonEmpty = Field(description="Any method of `steerable scale`: greedy, sc, bon, wbon, beam, pf, ...")
+    budget: Annotated[int, Field(ge=1, le=4096)] = Field(4, description="Samples, particles, beams or simulations.")
+    scorer: NonEmpty | None = Field(None, description="A loaded scorer: prm or oracle (default: the first).")
+    delimiter: NonEmpty | None = Field(None, description="What ends a step (default: newline for the built-in model).")
+    max_step_tokens: Annotated[int, Field(ge=1, le=1 << 20)] = Field(64, description="Most tokens per step.")
+    answer_format: Literal["builtin", "boxed"] = "builtin"
+    answer_regex: Annotated[Text, Field(max_length=1000)] | None = Field(
+        None, description="Group 1 (or the match) of the last match is the answer; RE2 syntax."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="The strategy's fields, e.g. {'temperature': 2}.")
+
+
+class StreamOptions(Body):
+    include_usage: bool = False
+    continuous_usage_stats: Annotated[bool, _unsupported("usage comes once, at the end", (False,))] = False
+
+
+class Sampling(Body):
+    """Fields shared by completions and chat completions."""
+
+    model: Text | None = None
+    n: Annotated[int, Field(ge=1, le=4096)] = 1
+    temperature: Annotated[Finite, Field(ge=0.0, le=2.0)] | None = Field(
+        None, description=f"0 (or below {GREEDY_BELOW}) is greedy decoding; default 1."
+    )
+    top_p: Annotated[Finite, Field(gt=0.0, le=1.0)] | None = None
+    top_k: Annotated[int, Field(ge=-1, le=1 << 20)] | None = Field(None, description="-1 or 0: no top-k filter.")
+    max_tokens: Annotated[int, Field(ge=0, le=1 << 20)] | None = None
+    stop: NonEmpty | Annotated[list[NonEmpty], Field(max_length=16)] | None = None
+    seed: Annotated[int, Field(ge=-(1 << 63), le=(1 << 64) - 1)] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+    steering: NonEmpty | SteeringSpec | None = None
+    scaling: ScalingSpec | None = None
+    user: Text | None = Field(None, description="An end-user id; recorded nowhere.")
+    presence_penalty: Annotated[Finite | None, _unsupported("leave it out or send 0", (None, 0, 0.0))] = None
+    frequency_penalty: Annotated[Finite | None, _unsupported("leave it out or send 0", (None, 0, 0.0))] = None
+    repetition_penalty: Annotated[Finite | None, _unsupported("leave it out or send 1", (None, 1, 1.0))] = None
+    logit_bias: Annotated[dict[str, Any] | None, _unsupported("leave it out")] = None
+    min_tokens: Annotated[int | None, _unsupported("leave it out or send 0", (None, 0))] = None
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self):
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed with stream: true")
+        return self
+
+
+class CompletionRequest(Sampling):
+    prompt: (
+        Text
+        | Annotated[list[Text], Field(min_length=1)]
+        | Annotated[list[TokenId], Field(min_length=1)]
+        | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]
+    ) = Field(description="A string, a list of strings, token ids, or a list of token-id lists.")
+    logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = Field(
+        None, description="Return each token's logprob and this many most likely alternatives (0: none)."
+    )
+    echo: bool = Field(False, description="Put the prompt before the text (and its tokens' logprobs with logprobs).")
+    best_of: Annotated[int | None, _unsupported("sample n and choose client-side, or use scaling", (None, 1))] = None
+    suffix: Annotated[Text | None, _unsupported("no fill-in-the-middle; leave it out", (None, ""))] = None
+
+
+class ContentPart(Body):
+    type: Annotated[Text, _unsupported("send only text parts (type: text)", ("text",))]
+    text: Text
+
+
+class Message(Body):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Text | list[ContentPart] | None = None
+    name: Text | None = None
+
+
+_TEXT_ONLY = _unsupported('plain text only; leave it out or send {"type": "text"}', (None, {"type": "text"}))
+_NO_TOOLS = _unsupported('no tool or function calls; leave it out (or send "none")', (None, "none"))
+
+
+class ChatCompletionRequest(Sampling):
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_completion_tokens: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    add_generation_prompt: bool | None = None
+    continue_final_message: bool = False
+    response_format: Annotated[dict[str, Any] | None, _TEXT_ONLY] = None
+    tools: Annotated[list[Any] | None, _NO_TOOLS] = None
+    tool_choice: Annotated[Text | dict[str, Any] | None, _NO_TOOLS] = None
+    parallel_tool_calls: Annotated[bool | None, _NO_TOOLS] = None
+    functions: Annotated[list[Any] | None, _NO_TOOLS] = None
+    function_call: Annotated[Text | dict[str, Any] | None, _NO_TOOLS] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.max_tokens == 0:
+            raise ValueError("max_tokens must be >= 1 for chat")
+        return self
+
+
+class ScoreRequest(Body):
+    partials: Annotated[list[Text], Field(min_length=1)] = Field(description="Partial solutions to score.")
+    prompt: Text | None = Field(None, description="The prompt of every partial (or give prompts).")
+    prompts: Annotated[list[Text], Field(min_length=1)] | None = Field(None, description="One prompt per partial.")
+    scorer: NonEmpty | None = Field(None, description="A loaded scorer (default: the first).")
+    model: Text | None = None
+
+    @model_validator(mode="after")
+    def _prompts(self):
+        if (self.prompt is None) == (self.prompts is None):
+            raise ValueError("give prompt (a string) or prompts (one per partial), not both")
+        if self.prompts is not None and len(self.prompts) != len(self.partials):
+            raise ValueError(f"prompts must hold one prompt per partial ({len(self.prompts)} for {len(self.partials)})")
+        return self
+
+    def pairs(self) -> tuple[list[str], list[str]]:
+        return (self.prompts or [self.prompt or ""] * len(self.partials)), self.partials
+
+
+#: every field name of the bodies: a location part that is none of these is a union member's tag
+FIELD_NAMES = (
+    frozenset(
+        name
+        for model in (SteeringSpec, ScalingSpec, StreamOptions, CompletionRequest, ContentPart, Message)
+        for name in model.model_fields
+    )
+    | frozenset(ChatCompletionRequest.model_fields)
+    | frozenset(ScoreRequest.model_fields)
+)
