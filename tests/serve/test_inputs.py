@@ -30,7 +30,7 @@ CASES = [
     ("/v1/completions", scaling(budget=BIG), "scaling.budget", "less than or equal"),
     ("/v1/completions", {"prompt": PROMPT, "steering": {"name": "noise", "strength": BIG}}, "steering.strength", ""),
     ("/v1/completions", {"prompt": PROMPT, "stream": True, "stream_options": "yes"}, "stream_options", "valid"),
-    ("/v1/completions", {"prompt": PROMPT, "stream_options": {"include_usage": True}}, None, "only allowed with stream"),
+    ("/v1/completions", {"prompt": PROMPT, "stream_options": {"include_usage": True}}, None, "with stream"),
     (
         "/v1/chat/completions",
         {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
@@ -51,7 +51,7 @@ CASES = [
     ("/v1/completions", scaling(answer_regex=5), "scaling.answer_regex", "valid string"),
     ("/v1/completions", scaling(answer_regex="(?=x)"), "scaling.answer_regex", "RE2"),
     ("/v1/completions", scaling(method="beam", options={"expansions": "x"}), "scaling.options", "expansions"),
-    ("/v1/completions", scaling(method="beam", options={"expansions": 0}), "scaling.options", "expansions must be >= 1"),
+    ("/v1/completions", scaling(method="beam", options={"expansions": 0}), "scaling.options", "expansions must"),
     ("/v1/completions", scaling(method="mcts", options={"c_uct": "a"}), "scaling.options", "c_uct must be a number"),
     ("/v1/completions", scaling(method="refine", options={"template": "{0}"}), "scaling.options", "template"),
     (
