@@ -382,12 +382,16 @@ def serve(
     steer: list[str] = typer.Option([], "--steer", help="NAME=PATH: a steering artifact requests can name."),
     prm: str | None = typer.Option(None, help="A PRM for scaling requests and /v1/score: builtin, or a directory."),
     api_key: str | None = typer.Option(
-        None, envvar="STEERABLE_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 routes."
+        None, envvar="STEERABLE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health."
     ),
+    public_metrics: bool = typer.Option(False, help="With --api-key, leave /metrics open (for a scraper)."),
     served_model_name: str | None = typer.Option(None, help="The name clients use (default: --model)."),
     max_n: int = typer.Option(64, help="Most samples (n x prompts) per request."),
     max_tokens: int = typer.Option(4096, help="Most max_tokens a request may ask for."),
-    max_body_mb: float = typer.Option(1.0, help="Request bodies over this get 413."),
+    max_request_tokens: int = typer.Option(
+        65536, help="Most tokens one request may generate plus score: refused up front or stopped with an error."
+    ),
+    max_body_mb: float = typer.Option(1.0, help="Request bodies over this get 413 (checked while reading)."),
     device: str = DEVICE,
     dtype: str = DTYPE,
 ) -> None:
@@ -406,8 +410,10 @@ def serve(
         dtype,
         model_name=served_model_name,
         api_key=api_key,
+        public_metrics=public_metrics,
         max_n=max_n,
         max_tokens=max_tokens,
+        max_request_tokens=max_request_tokens,
         max_body_bytes=int(max_body_mb * (1 << 20)),
     )
     import uvicorn

@@ -56,9 +56,9 @@ def test_fuzzing_the_schema_finds_no_server_error(small):
             )
             def send(case):
                 r = case.call(base_url=small.url, timeout=60)
-                statuses[(op.label, r.status_code)] += 1
+                statuses[(case.operation.label, r.status_code)] += 1
                 if r.status_code >= 500:
-                    errors.append(f"{op.label} {case.body!r:.200} -> {r.status_code} {r.text[:200]}")
+                    errors.append(f"{case.operation.label} {case.body!r:.200} -> {r.status_code} {r.text[:200]}")
 
             try:
                 send()

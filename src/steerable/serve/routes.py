@@ -15,13 +15,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.lm.types import SamplingParams
+from steerable.reward.scorer import Scorer
 from steerable.serve.engine import Engine, GenRequest, Job, RequestResult, RowDelta
 from steerable.serve.gate import Metrics
 from steerable.serve.openai import APIError, Formatter, dumps, error_body, usage
@@ -485,8 +486,8 @@ class Routes:
         self._check_scored(scorer, prompts, partials)
 
         def job():
-            before = getattr(scorer, "forward_tokens", 0)
-            return checked_scores(scorer, prompts, partials), getattr(scorer, "forward_tokens", 0) - before
+            before = scorer.forward_tokens
+            return checked_scores(scorer, prompts, partials), scorer.forward_tokens - before
 
         item = Job(job, None)  # type: ignore[arg-type]
         q = self._submit(item)
@@ -500,10 +501,11 @@ class Routes:
 
     def _check_scored(self, scorer, prompts: list[str], partials: list[str]) -> None:
         """Every (prompt, partial) within the scorer's context; all of them within the per-request cap."""
-        tok, context = scorer_limits(scorer)
-        if tok is None:
+        if not isinstance(scorer, ModelScorer):  # a rule (the oracle) reads text, bounded by the body limit
             return
-        lengths = [len(ids) for ids in tok([p + s for p, s in zip(prompts, partials, strict=True)])["input_ids"]]
+        context = getattr(scorer.model.config, "max_position_embeddings", None)
+        texts = [p + s for p, s in zip(prompts, partials, strict=True)]
+        lengths = [len(ids) for ids in scorer.tokenizer(texts)["input_ids"]]
         for i, n in enumerate(lengths):
             if context and n > context:
                 raise APIError(
@@ -522,12 +524,12 @@ class Routes:
             )
 
 
-def scorer_limits(scorer) -> tuple[Any, int | None]:
-    """A model-backed scorer's tokenizer and context (``(None, None)`` for a rule like the oracle)."""
-    tok = getattr(scorer, "tokenizer", None)
-    model = getattr(scorer, "model", None)
-    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    return tok, context
+@runtime_checkable
+class ModelScorer(Scorer, Protocol):
+    """A scorer that runs a transformers model on ``prompt + partial`` (the PRMs and ORMs; not the oracle)."""
+
+    model: Any
+    tokenizer: Any
 
 
 async def _disconnected(request: Request) -> None:

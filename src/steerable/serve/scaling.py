@@ -19,6 +19,7 @@ from typing import Any
 
 from steerable.errors import SteerableError
 from steerable.lm.types import SamplingParams
+from steerable.reward.scorer import CachedScorer, Scorer
 from steerable.search.process import LMProcess, LMState
 from steerable.search.result import Result
 
@@ -71,7 +72,7 @@ class GuardedProcess(LMProcess):
 class GuardedScorer:
     """A scorer that asks the guard before every call and counts the tokens it read."""
 
-    def __init__(self, scorer, guard: Guard):
+    def __init__(self, scorer: Scorer, guard: Guard):
         self.scorer, self.guard = scorer, guard
         self.range = scorer.range
 
@@ -81,7 +82,7 @@ class GuardedScorer:
 
     @property
     def forward_tokens(self) -> int:
-        return getattr(self.scorer, "forward_tokens", 0)
+        return self.scorer.forward_tokens
 
     def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
         self.guard.check()
@@ -120,9 +121,8 @@ class ScalingRun:
         )
         scorer = None
         if self.scorer is not None:
-            clear = getattr(self.scorer, "clear_cache", None)
-            if clear is not None:
-                clear()
+            if isinstance(self.scorer, CachedScorer):  # a run starts cold, whatever ran before it
+                self.scorer.clear_cache()
             scorer = GuardedScorer(self.scorer, self.guard)
         seed = self.params.seed if self.params.seed is not None else 0
         t0 = time.perf_counter()
