@@ -31,7 +31,7 @@ def test_chat_and_completion_equal_local_greedy(client, local):
     assert comp.choices[0].text == want.text
     assert comp.choices[0].finish_reason == "stop"
     models = client.models.list()
-    assert [m.id for m in models.data] == ["builtin"]
+    assert [m.id for m in models.data] == ["builtin", "noise"]  # the model, then each artifact as a model
 
 
 def test_streaming_is_token_by_token_and_equals_the_whole(client):
@@ -112,6 +112,10 @@ def test_steering_per_request_matches_local_steering(client, local, artifact):
         extra_body={"steering": {"name": "noise", "strength": 0.0}},
     )
     assert half.choices[0].text == plain  # strength 0 is no steering
+    by_name = client.completions.create(model="noise", prompt=PROMPT, temperature=0, max_tokens=30)
+    assert by_name.choices[0].text == want  # an artifact's name as the model: steered by it, as vLLM serves LoRAs
+    with pytest.raises(openai.BadRequestError, match="give one"):
+        client.completions.create(model="noise", prompt=PROMPT, max_tokens=3, extra_body={"steering": "noise"})
 
 
 def test_scaling_per_request(client):

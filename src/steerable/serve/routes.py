@@ -77,25 +77,22 @@ class Routes:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def models(self) -> dict:
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": self.config.model_name,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "steerable",
-                    "max_model_len": self.context,
-                    "steering": sorted(self.engine.steering),
-                    "scorers": sorted(self.config.scorers),
-                }
-            ],
+        """The model, then each steering artifact as a model of its own (as vLLM lists LoRA adapters)."""
+        base = self.config.model_name
+        entry = {"object": "model", "created": 0, "owned_by": "steerable", "max_model_len": self.context}
+        steered = [{"id": name, **entry, "parent": base, "root": base} for name in sorted(self.engine.steering)]
+        first = {
+            "id": base,
+            **entry,
+            "steering": sorted(self.engine.steering),
+            "scorers": sorted(self.config.scorers),
         }
+        return {"object": "list", "data": [first, *steered]}
 
     # ---- generation ------------------------------------------------------------------------------
 
     async def completions(self, body: CompletionRequest, request: Request):
-        self._check_model(body.model)
+        body = self._model_steering(body)
         if body.echo and body.stream:
             raise APIError(400, "echo is not supported with stream: ask without stream", "echo")
         if body.max_tokens == 0 and not body.echo:
@@ -109,7 +106,7 @@ class Routes:
         )
 
     async def chat(self, body: ChatCompletionRequest, request: Request):
-        self._check_model(body.model)
+        body = self._model_steering(body)
         ids = self._chat_prompt(body)
         if body.max_completion_tokens is not None:
             body = body.model_copy(update={"max_tokens": body.max_completion_tokens})
@@ -126,10 +123,24 @@ class Routes:
         )
 
     def _check_model(self, name: str | None) -> None:
-        if name is not None and name != self.config.model_name:
+        if name is not None and name != self.config.model_name and name not in self.engine.steering:
+            served = ", ".join([self.config.model_name, *sorted(self.engine.steering)])
+            raise APIError(404, f"model {name!r} is not served here: use one of {served}", "model", "model_not_found")
+
+    def _model_steering(self, body):
+        """A request for a model named like a steering artifact is steered by it (at the artifact's strength).
+
+        So a client that can only choose a model name (lm-eval, most OpenAI
+        clients) can ask for steering, as vLLM serves LoRA adapters by name.
+        """
+        self._check_model(body.model)
+        if body.model is None or body.model == self.config.model_name:
+            return body
+        if body.steering is not None:
             raise APIError(
-                404, f"model {name!r} is not served here: use {self.config.model_name!r}", "model", "model_not_found"
+                400, f"model {body.model!r} is a steering artifact and steering is given too: give one", "steering"
             )
+        return body.model_copy(update={"steering": body.model})
 
     def _completion_prompts(self, prompt) -> tuple[list[str], list[list[int]]]:
         if isinstance(prompt, str) or prompt and isinstance(prompt[0], int):
