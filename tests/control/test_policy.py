@@ -14,6 +14,7 @@ from steerable.control.policy import DiffusionPolicy, PolicyConfig, train_policy
 from steerable.control.q import TrainQConfig, train_q  # noqa: E402
 from steerable.control.rti import RTI  # noqa: E402
 from steerable.control.vgps import VGPS  # noqa: E402
+from steerable.diffusion.noise import mix  # noqa: E402
 from steerable.errors import ConfigError, IncompatibleArtifactError  # noqa: E402
 
 SCALE = ActionScale((-1.0, -1.0), (1.0, 1.0))
@@ -73,25 +74,22 @@ def test_controllers_count_their_spend_and_reset_per_episode(policy, data):
     assert row["nfe_per_step"] < 4 and set(row) >= {"method", "budget", "episodes", "success", "return"}
 
 
-def test_same_seed_same_episodes_and_vgps_picks_the_best_q(policy, data):
+def test_same_seed_same_episodes_whatever_the_batch_and_vgps_picks_the_best_q(policy, data):
     env = PointNav2D()
-    a = evaluate(env, Controller(policy), 2, seed=3, progress=False)
-    b = evaluate(env, Controller(policy), 2, seed=3, progress=False)
-    assert [e.ret for e in a] == [e.ret for e in b]
+    a = evaluate(env, Controller(policy), 3, seed=3, progress=False)
+    b = evaluate(env, Controller(policy), 3, seed=3, progress=False, batch=1)
+    assert [e.ret for e in a] == [e.ret for e in b] and [e.steps for e in a] == [e.steps for e in b]
     critic = train_q(TrainQConfig(data="-", out="-", steps=3, width=8), data, SCALE, progress=False)
     vgps = VGPS(policy, critic=critic, k=5)
-    vgps.reset(0)
-    obs, _ = env.reset(seed=0)
-    act = vgps.act([obs])
-    chunks = policy.future(policy.sample(policy.condition(policy.frames([obs])), 5, seed=vgps_seed(vgps)))
-    best = chunks[int(np.argmax(vgps.last_q))]
-    assert np.allclose(act, policy.to_env(best[:4]), atol=1e-6)
-
-
-def vgps_seed(v):
-    from steerable.diffusion.noise import mix
-
-    return mix(v.seed, 0)
+    vgps.reset([11, 12])
+    envs = [PointNav2D(), PointNav2D()]
+    seen = [[e.reset(seed=s)[0]] for e, s in zip(envs, (0, 1), strict=True)]
+    act = vgps.act([0, 1], seen, envs)
+    for r in (0, 1):
+        cond = policy.condition(policy.frames(seen[r])).expand(5, -1)
+        chunks = policy.future(policy.sample_rows(cond, [mix(vgps.seeds[r], 0, j) for j in range(5)]))
+        best = chunks[int(np.argmax(vgps.last_q[r]))]
+        assert np.allclose(act[r], policy.to_env(best[:4]), atol=1e-6)
 
 
 def test_method_errors(policy, data):
@@ -145,15 +143,15 @@ def test_ptp_keeps_the_candidate_whose_past_matches_the_executed_actions(data):
                        past=2)  # fmt: skip
     pol = train_policy(cfg, data, SCALE, progress=False)[0]
     ptp = PTP(pol, m=3)
-    ptp.reset(0)
-    ptp.executed = [np.array([0.5, 0.0]), np.array([0.0, 0.0]), np.array([-0.5, 0.5])]
+    ptp.reset([0])
+    ptp.executed = [[np.array([0.5, 0.0]), np.array([0.0, 0.0]), np.array([-0.5, 0.5])]]
     # t = 3: past slots are a_{3-4} (none yet) and a_{3-2} = a_1 = (0, 0)
     samples = torch.zeros(3, 2 + 8, 2)
     samples[0, 1] = torch.tensor([0.3, 0.4])  # error 0.25
     samples[1, 1] = torch.tensor([0.1, 0.0])  # error 0.01
     samples[2, 0] = torch.tensor([9.0, 9.0])  # slot without an executed action: ignored
     samples[2, 1] = torch.tensor([0.0, 0.2])  # error 0.04
-    assert ptp.past_error(samples).tolist() == pytest.approx([0.25, 0.01, 0.04])
+    assert ptp.past_error(0, samples).tolist() == pytest.approx([0.25, 0.01, 0.04])
     with pytest.raises(ConfigError, match="--past"):
         PTP(train_policy(PolicyConfig(data="-", out="-", steps=1, hidden=8, layers=1), data, SCALE, False)[0], m=2)
 

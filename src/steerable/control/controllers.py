@@ -1,28 +1,27 @@
-"""Controllers: what a method does at each control step, over one diffusion policy.
+"""Controllers: what a method does at each control step, over one diffusion policy, for a batch of episodes.
 
-A controller sees the episode's observations so far and returns the actions
-to execute next. Every controller counts what it spends: ``nfe`` (denoiser
-evaluations per row, from the diffusion process's usage) and ``scorer_calls``
-(critic or verifier evaluations, one per scored candidate). The base
-controller samples one chunk and runs ``execute`` of its actions.
+A controller runs B episodes side by side (row r is episode r of the block):
+``act(rows, seen, envs)`` gets the rows that need actions, every row's
+observations so far and the envs, and returns each row's actions to execute
+next. All rows' chunks denoise together, one denoiser call per step, each
+row from its own noise stream (``mix(episode seed, query, candidate)``), so an
+episode's actions do not depend on which episodes share its batch.
+
+Every controller counts, per row, what it spends: ``nfe`` (denoiser
+evaluations per sampled chunk), ``scorer_calls`` (critic or verifier
+evaluations, one per scored candidate) and ``predictions`` (policy queries).
+The base controller samples one chunk and runs ``execute`` of its actions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from steerable.control.policy import DiffusionPolicy
 from steerable.diffusion.noise import mix
-
-
-@dataclass
-class Spend:
-    nfe: int = 0
-    scorer_calls: int = 0
-    predictions: int = 0  # policy queries (control steps at which the policy was asked)
 
 
 @dataclass
@@ -33,33 +32,38 @@ class Controller:
     execute: int | None = None
     eta: float = 0.0
     name = "base"
-    spend: Spend = field(default_factory=Spend, init=False)
 
     def __post_init__(self) -> None:
         self.proc = self.policy.process(eta=self.eta)
-        self.executed: list[np.ndarray] = []
+        self.reset([0])
 
-    def reset(self, seed: int) -> None:
-        """A new episode: ``seed`` fixes every sampling draw in it."""
-        self.seed, self.query = seed, 0
-        self.executed = []
+    def reset(self, seeds: list[int]) -> None:
+        """A new block of episodes, one seed each: the seed fixes every sampling draw of its episode."""
+        self.seeds = list(seeds)
+        n = len(seeds)
+        self.query = [0] * n
+        self.executed: list[list[np.ndarray]] = [[] for _ in range(n)]
+        self.nfe, self.scorer_calls, self.predictions = [0] * n, [0] * n, [0] * n
 
-    def _sample(self, obs_seen: list[np.ndarray], n: int, **kw) -> torch.Tensor:
-        cond = self.policy.condition(self.policy.frames(obs_seen))
-        before = self.proc.usage.nfe
-        out = self.policy.sample(cond, n, mix(self.seed, self.query), process=self.proc, **kw)
-        self.spend.nfe += self.proc.usage.nfe - before
-        self.spend.predictions += 1
-        self.query += 1
-        return out
+    def _sample(self, rows: list[int], seen: list[list[np.ndarray]], n: int = 1, x_init=None, start: int = 0):
+        """n normalised samples per row: [len(rows), n, past+H, act_dim]."""
+        p = self.policy
+        cond = torch.stack([p.condition(p.frames(seen[r])) for r in rows]).repeat_interleave(n, dim=0)
+        streams = [mix(self.seeds[r], self.query[r], j) for r in rows for j in range(n)]
+        out = p.sample_rows(cond, streams, self.proc, x_init, start)
+        for r in rows:
+            self.nfe[r] += n * (p.steps_inference - start)
+            self.predictions[r] += 1
+            self.query[r] += 1
+        return out.reshape(len(rows), n, *p.sample_shape)
 
-    def act(self, obs_seen: list[np.ndarray], env=None) -> np.ndarray:
-        chunk = self.policy.future(self._sample(obs_seen, 1))[0]
-        return self._run(chunk)
+    def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
+        chunks = self.policy.future(self._sample(rows, seen)[:, 0])
+        return {r: self._run(r, chunks[i]) for i, r in enumerate(rows)}
 
-    def _run(self, chunk: torch.Tensor, k: int | None = None) -> np.ndarray:
+    def _run(self, row: int, chunk: torch.Tensor, k: int | None = None) -> np.ndarray:
         """Env actions of the first ``k`` (default ``execute``) rows of a normalised chunk; remembered as executed."""
         k = k or self.execute or self.policy.execute
         actions = self.policy.to_env(chunk[:k])
-        self.executed += list(actions)
+        self.executed[row] += list(actions)
         return actions

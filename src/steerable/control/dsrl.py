@@ -126,11 +126,11 @@ class DSRLController(Controller):
     noise_policy: object = None
     name = "dsrl"
 
-    def act(self, obs_seen: list[np.ndarray], env=None) -> np.ndarray:
-        w, _ = self.noise_policy.predict(obs_seen[-1], deterministic=True)
-        x = torch.as_tensor(np.asarray(w, np.float32)).reshape(1, *self.policy.sample_shape)
-        chunk = self._sample(obs_seen, 1, x_init=x)
-        return self._run(self.policy.future(chunk)[0])
+    def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
+        w, _ = self.noise_policy.predict(np.stack([seen[r][-1] for r in rows]), deterministic=True)
+        x = torch.as_tensor(np.asarray(w, np.float32)).reshape(len(rows), *self.policy.sample_shape)
+        chunks = self.policy.future(self._sample(rows, seen, x_init=x)[:, 0])
+        return {r: self._run(r, chunks[i]) for i, r in enumerate(rows)}
 
 
 def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:

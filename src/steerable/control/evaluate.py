@@ -9,6 +9,7 @@ already there, so a long evaluation that was interrupted resumes.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -36,39 +37,57 @@ class Episode:
     path: tuple[tuple[float, float], ...] = ()
 
 
-def run_episode(env, controller, index: int, seed: int, keep_path: bool = False) -> Episode:
-    obs, info = env.reset(seed=seed * 1_000_003 + index)
-    controller.reset(mix(seed, index))
-    spent0 = (controller.spend.nfe, controller.spend.scorer_calls, controller.spend.predictions)
-    seen, total, steps, path = [obs], 0.0, 0, [tuple(map(float, info.get("pos", obs[:2])))]
-    t0 = time.perf_counter()
-    done = False
-    while not done:
-        for a in controller.act(seen, env):
-            obs, r, term, trunc, info = env.step(a)
-            seen.append(obs)
-            total += r
-            steps += 1
-            if keep_path:
-                path.append(tuple(map(float, info.get("pos", obs[:2]))))
-            done = term or trunc
-            if done:
-                break
-    seconds = time.perf_counter() - t0
-    s = controller.spend
-    return Episode(
-        index=index,
-        success=bool(info.get("success", False)),
-        ret=round(total, 4),
-        steps=steps,
-        outcome=str(info.get("outcome", "")),
-        nfe=s.nfe - spent0[0],
-        scorer_calls=s.scorer_calls - spent0[1],
-        predictions=s.predictions - spent0[2],
-        seconds=round(seconds, 5),
-        satisfied=info.get("satisfied"),
-        path=tuple(path) if keep_path else (),
-    )
+def _fresh(env):
+    """An independent copy of ``env`` for one episode (the built-in envs clone; any gymnasium env deep-copies)."""
+    return env.clone() if hasattr(env, "clone") else copy.deepcopy(env)
+
+
+def run_block(env, controller, indices: list[int], seed: int, keep_path: bool = False) -> list[Episode]:
+    """Episodes ``indices`` side by side: every control step queries the controller once for all live ones."""
+    envs = [_fresh(env) for _ in indices]
+    seen, infos = [], []
+    for e, i in zip(envs, indices, strict=True):
+        obs, info = e.reset(seed=seed * 1_000_003 + i)
+        seen.append([obs])
+        infos.append(info)
+    controller.reset([mix(seed, i) for i in indices])
+    n = len(indices)
+    total, steps, seconds, ended = [0.0] * n, [0] * n, [0.0] * n, [False] * n
+    paths = [[tuple(map(float, infos[r].get("pos", seen[r][0][:2])))] for r in range(n)]
+    live = list(range(n))
+    while live:
+        t0 = time.perf_counter()
+        actions = controller.act(live, seen, envs)
+        share = (time.perf_counter() - t0) / len(live)  # the batched call's time, split evenly
+        for r in live:
+            seconds[r] += share
+            for a in actions[r]:
+                obs, rew, term, trunc, infos[r] = envs[r].step(a)
+                seen[r].append(obs)
+                total[r] += float(rew)
+                steps[r] += 1
+                if keep_path:
+                    paths[r].append(tuple(map(float, infos[r].get("pos", obs[:2]))))
+                if term or trunc:
+                    ended[r] = True
+                    break
+        live = [r for r in live if not ended[r]]
+    return [
+        Episode(
+            index=i,
+            success=bool(infos[r].get("success", False)),
+            ret=round(total[r], 4),
+            steps=steps[r],
+            outcome=str(infos[r].get("outcome", "")),
+            nfe=controller.nfe[r],
+            scorer_calls=controller.scorer_calls[r],
+            predictions=controller.predictions[r],
+            seconds=round(seconds[r], 5),
+            satisfied=infos[r].get("satisfied"),
+            path=tuple(paths[r]) if keep_path else (),
+        )
+        for r, i in enumerate(indices)
+    ]
 
 
 def evaluate(
@@ -80,8 +99,12 @@ def evaluate(
     progress: bool = True,
     keep_path: bool = False,
     run: dict | None = None,
+    batch: int = 50,
 ) -> list[Episode]:
-    """``run`` (the settings that made the episodes) heads the resume file; a file of another run is refused."""
+    """``run`` (the settings that made the episodes) heads the resume file; a file of another run is refused.
+
+    Episodes run ``batch`` at a time; each is a function of (seed, its index) alone.
+    """
     done: dict[int, Episode] = {}
     head = json.dumps({"run": {**(run or {}), "seed": seed}}, sort_keys=True)
     if resume is not None and Path(resume).exists() and Path(resume).stat().st_size:
@@ -98,18 +121,16 @@ def evaluate(
     out = open(resume, "a") if resume is not None else None  # noqa: SIM115 - appended to as episodes finish
     if out is not None and out.tell() == 0:
         out.write(head + "\n")
-    if out is not None and out.tell() == 0:
-        out.write(head + "\n")
+    todo = [i for i in range(episodes) if i not in done]
     try:
-        for i in range(episodes):
-            if i in done:
-                continue
-            ep = run_episode(env, controller, i, seed, keep_path)
-            done[i] = ep
+        for b in range(0, len(todo), batch):
+            for ep in run_block(env, controller, todo[b : b + batch], seed, keep_path):
+                done[ep.index] = ep
+                if out is not None:
+                    out.write(json.dumps(asdict(ep)) + "\n")
             if out is not None:
-                out.write(json.dumps(asdict(ep)) + "\n")
                 out.flush()
-            if progress and (i + 1) % 20 == 0:
+            if progress:
                 rate = np.mean([done[j].success for j in done])
                 print(f"{controller.name}: {len(done)}/{episodes} episodes, success {rate:.3f}", file=sys.stderr)
     finally:

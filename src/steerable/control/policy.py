@@ -34,9 +34,23 @@ import torch
 from steerable.config import check, opt
 from steerable.control.data import Dataset
 from steerable.control.normalize import ActionScale, ObsScale
+from steerable.diffusion.noise import gaussian, mix
+from steerable.diffusion.process import DiffusionProcess
 from steerable.errors import ConfigError, InputError
+from steerable.usage import Usage
 
 TRAIN_TIMESTEPS = 100
+
+
+@dataclass
+class RowConditionedProcess(DiffusionProcess):
+    """The diffusion room's process with one condition per row (``state.condition`` [rows, dim]): a batch of
+    episodes, each at its own observation, denoises in one denoiser call per step."""
+
+    def model_output(self, state, rows, x=None):
+        x = state.x[rows] if x is None else x
+        self._usage = self._usage + Usage(nfe=len(x))
+        return self.denoiser(x, self.timestep(state.index[rows]), condition=state.condition[rows]).sample
 
 
 @dataclass(frozen=True)
@@ -126,27 +140,33 @@ class DiffusionPolicy:
 
     # ---- sampling through the diffusion room's process
     def process(self, eta: float = 0.0, num_steps: int | None = None):
-        from steerable.diffusion.process import DiffusionProcess
-
-        return DiffusionProcess(
+        return RowConditionedProcess(
             self.denoiser, self.scheduler, num_steps or self.steps_inference, eta=eta, sample_shape=self.sample_shape
         )
 
-    def sample(
-        self, cond: torch.Tensor, n: int, seed: int, process=None, x_init: torch.Tensor | None = None, start: int = 0
-    ) -> torch.Tensor:
-        """``n`` normalised chunks [n, past+H, act_dim] for one condition.
-
-        ``x_init`` (normalised, [n, past+H, act_dim]) replaces the initial noise
-        and ``start`` the first DDIM step (a warm start begins part-way).
-        """
-        proc = process or self.process()
-        state = proc.init("control", n, seed)
-        state.condition = cond.to(state.x.dtype)
+    def start_state(self, process, cond: torch.Tensor, streams: list[int], x_init=None, start: int = 0):
+        """A process state of one row per stream: conditions [rows, dim]; x_T from each row's own stream
+        (so a row's sample never depends on its batch-mates) unless ``x_init`` gives it; ``start`` steps done."""
+        st = torch.tensor(streams, dtype=torch.long)
+        dims = self.sample_shape[0] * self.sample_shape[1]
+        x = gaussian(st, -1, dims).float().reshape(len(st), *self.sample_shape) * process.scheduler.init_noise_sigma
+        state = process.init("control", len(st), 0)
+        state.x, state.streams, state.condition = x, st, cond.to(x.dtype)
         if x_init is not None:
-            state.x = x_init.to(state.x.dtype).clone()
+            state.x = x_init.to(x.dtype).clone()
         if start:
             state.index[:] = start
+        return state
+
+    def sample(self, cond: torch.Tensor, n: int, seed: int, process=None, x_init=None, start: int = 0) -> torch.Tensor:
+        """``n`` normalised chunks [n, past+H, act_dim] for one condition [dim] (rows r draw stream mix(seed, r))."""
+        return self.sample_rows(cond.reshape(1, -1).expand(n, -1), [mix(seed, r) for r in range(n)], process,
+                                x_init, start)  # fmt: skip
+
+    def sample_rows(self, cond: torch.Tensor, streams: list[int], process=None, x_init=None, start: int = 0):
+        """Normalised chunks [rows, past+H, act_dim], one per (condition row, stream)."""
+        proc = process or self.process()
+        state = self.start_state(proc, cond, streams, x_init, start)
         with torch.no_grad():
             while not all(proc.is_terminal(state)):
                 proc.propose(state)

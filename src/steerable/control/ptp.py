@@ -37,21 +37,24 @@ class PTP(Controller):
         if self.m > 1 and self.policy.past == 0:
             raise ConfigError("ptp verification needs a policy trained with --past > 0 (it predicts past actions)")
 
-    def past_error(self, samples: torch.Tensor) -> torch.Tensor:
-        """[M] squared distance of each sample's predicted past to the executed actions (0 where none exist)."""
-        p, stride, t = self.policy.past, self.policy.stride, len(self.executed)
+    def past_error(self, row: int, samples: torch.Tensor) -> torch.Tensor:
+        """[M] squared distance of each sample's predicted past to row's executed actions (0 where none exist)."""
+        p, stride, done = self.policy.past, self.policy.stride, self.executed[row]
+        t = len(done)
         err = torch.zeros(len(samples), dtype=samples.dtype)
         for j, k in enumerate(range(p, 0, -1)):
             if t - k * stride >= 0:
-                done = self.policy.action_scale.normalize(torch.as_tensor(self.executed[t - k * stride]))
-                err += ((samples[:, j] - done.to(samples.dtype)) ** 2).sum(-1)
+                a = self.policy.action_scale.normalize(torch.as_tensor(done[t - k * stride]))
+                err += ((samples[:, j] - a.to(samples.dtype)) ** 2).sum(-1)
         return err
 
-    def act(self, obs_seen: list[np.ndarray], env=None) -> np.ndarray:
-        samples = self._sample(obs_seen, self.m)  # [M, past + H, act_dim]
-        pick = 0
-        if self.m > 1 and self.executed:
-            err = self.past_error(samples)
-            self.spend.scorer_calls += self.m
-            pick = int(torch.argmin(err))
-        return self._run(self.policy.future(samples)[pick])
+    def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
+        samples = self._sample(rows, seen, self.m)  # [rows, M, past + H, act_dim]
+        out = {}
+        for i, r in enumerate(rows):
+            pick = 0
+            if self.m > 1 and self.executed[r]:
+                self.scorer_calls[r] += self.m
+                pick = int(torch.argmin(self.past_error(r, samples[i])))
+            out[r] = self._run(r, self.policy.future(samples[i])[pick])
+        return out

@@ -44,23 +44,29 @@ class RTI(Controller):
             raise ConfigError(f"rti: K' must be in [1, {self.policy.steps_inference}] (got {self.k_prime})")
         if self.mode not in ("direct", "renoise"):
             raise ConfigError(f"rti: mode must be direct or renoise (got {self.mode!r})")
-        self.prev: torch.Tensor | None = None
 
-    def reset(self, seed: int) -> None:
-        super().reset(seed)
-        self.prev = None  # the warm start never crosses episodes
+    def reset(self, seeds: list[int]) -> None:
+        super().reset(seeds)
+        self.prev: list[torch.Tensor | None] = [None] * len(seeds)  # the warm start never crosses episodes
 
-    def act(self, obs_seen: list[np.ndarray], env=None) -> np.ndarray:
-        if self.prev is None:
-            full = self._sample(obs_seen, 1)
-        else:
-            guess = torch.cat([self.prev[:, 1:], self.prev[:, -1:]], dim=1)  # shifted one step, last repeated
+    def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
+        cold = [r for r in rows if self.prev[r] is None]
+        warm = [r for r in rows if self.prev[r] is not None]
+        fresh: dict[int, torch.Tensor] = {}
+        if cold:
+            fresh.update(zip(cold, self._sample(cold, seen)[:, 0], strict=True))
+        if warm:
+            prev = torch.stack([self.prev[r] for r in warm])  # [rows, past+H, act_dim]
+            x = torch.cat([prev[:, 1:], prev[:, -1:]], dim=1)  # shifted one step, the last action repeated
             start = self.policy.steps_inference - self.k_prime
-            x = guess
             if self.mode == "renoise":
                 abar = self.proc.abar(torch.tensor([start]))[0]
-                z = gaussian(torch.tensor([mix(self.seed, self.query, 11)]), 0, guess.numel()).float()
-                x = abar.sqrt() * guess + (1 - abar).sqrt() * z.reshape(guess.shape)
-            full = self._sample(obs_seen, 1, x_init=x, start=start)
-        self.prev = full
-        return self._run(self.policy.future(full)[0], k=1)
+                streams = torch.tensor([mix(self.seeds[r], self.query[r], 11) for r in warm])
+                z = gaussian(streams, 0, x[0].numel()).float().reshape(x.shape)
+                x = abar.sqrt() * x + (1 - abar).sqrt() * z
+            fresh.update(zip(warm, self._sample(warm, seen, x_init=x, start=start)[:, 0], strict=True))
+        out = {}
+        for r in rows:
+            self.prev[r] = fresh[r]
+            out[r] = self._run(r, self.policy.future(fresh[r][None])[0], k=1)
+        return out

@@ -93,34 +93,38 @@ class STLGuided(Controller):
         self.gradients = 0
         self.moved = 0.0  # total |change| the guidance made (so a run can tell it fired)
 
-    def act(self, obs_seen: list[np.ndarray], env=None) -> np.ndarray:
-        if not isinstance(env, STLNav):
+    def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
+        if not all(isinstance(envs[r], STLNav) for r in rows):
             raise ConfigError("stl guidance steers toward STLNav's task: run it with --env builtin:stlnav")
-        robust = ChunkRobustness(env, self.tau)
-        p, proc = self.policy, self.proc
-        state = proc.init("control", 1, mix(self.seed, self.query))
-        state.condition = p.condition(p.frames(obs_seen)).to(state.x.dtype)
-        before = proc.usage.nfe
-        n = p.steps_inference
+        p, proc, n = self.policy, self.proc, self.policy.steps_inference
+        robust = [ChunkRobustness(envs[r], self.tau) for r in rows]
+        cond = torch.stack([p.condition(p.frames(seen[r])) for r in rows])
+        state = p.start_state(proc, cond, [mix(self.seeds[r], self.query[r], 0) for r in rows])
         for i in range(n):
             with torch.no_grad():
                 proc.propose(state, 1)
-            if i >= n - self.last:
-                abar = proc.abar(state.index.clamp(max=n - 1))[0] if i < n - 1 else torch.tensor(1.0)
-                bound = self.clip * float((1 - abar).clamp(min=0).sqrt()) if i < n - 1 else self.clip * 0.05
-                for _ in range(self.iters):
-                    mu = state.x.detach().requires_grad_(True)
-                    rho = robust(p.action_scale.denormalize(p.future(mu)))
-                    (grad,) = torch.autograd.grad(rho.sum(), mu)
-                    delta = (self.lr * grad).clamp(-bound, bound)
-                    state.x = (mu + delta).detach()
-                    state.fresh[:] = False
-                    self.gradients += 1
-                    self.moved += float(delta.abs().sum())
-        self.spend.nfe += proc.usage.nfe - before
-        self.spend.predictions += 1
-        self.query += 1
-        return self._run(p.future(state.x.clamp(-1, 1))[0])
+            if i < n - self.last:
+                continue
+            # the noise scale of the level just reached bounds each change (a small nudge after the last step)
+            noise = float((1 - proc.abar(torch.tensor([i + 1]))[0]).sqrt()) if i + 1 < n else 0.05
+            for _ in range(self.iters):
+                mu = state.x.detach().requires_grad_(True)
+                acts = p.action_scale.denormalize(p.future(mu))
+                rho = torch.cat([rb(acts[k : k + 1]) for k, rb in enumerate(robust)])
+                (grad,) = torch.autograd.grad(rho.sum(), mu)
+                delta = (self.lr * grad).clamp(-self.clip * noise, self.clip * noise)
+                state.x = (mu + delta).detach()
+                state.fresh[:] = False
+                self.gradients += 1
+                self.moved += float(delta.abs().sum())
+        chunks = p.future(state.x.clamp(-1, 1))
+        out = {}
+        for k, r in enumerate(rows):
+            self.nfe[r] += n
+            self.predictions[r] += 1
+            self.query[r] += 1
+            out[r] = self._run(r, chunks[k])
+        return out
 
 
 def path_diversity(paths: list[np.ndarray], length: int = 100) -> float:

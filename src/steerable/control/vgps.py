@@ -46,16 +46,19 @@ class VGPS(Controller):
         require_same(self.policy.action_scale, self.critic.action_scale, "vgps")
         self.last_q: np.ndarray | None = None
 
-    def act(self, obs_seen: list[np.ndarray], env=None) -> np.ndarray:
-        chunks = self.policy.future(self._sample(obs_seen, self.k))  # [K, H, act_dim], normalised
-        obs = torch.as_tensor(np.asarray(obs_seen[-1], np.float32)).expand(self.k, -1)
+    def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
+        chunks = self.policy.future(self._sample(rows, seen, self.k).flatten(0, 1))  # [rows*K, H, act_dim]
+        obs = torch.as_tensor(np.stack([seen[r][-1] for r in rows]).astype(np.float32)).repeat_interleave(self.k, 0)
         with torch.no_grad():
-            q = self.critic.q(obs, chunks)
-        self.spend.scorer_calls += self.k
+            q = self.critic.q(obs, chunks).reshape(len(rows), self.k)
         self.last_q = q.numpy()
-        if self.beta == 0:
-            pick = int(torch.argmax(q))
-        else:
-            g = torch.Generator().manual_seed(mix(self.seed, self.query, 7) & ((1 << 63) - 1))
-            pick = int(torch.multinomial(torch.softmax(q / self.beta, 0), 1, generator=g))
-        return self._run(chunks[pick])
+        out = {}
+        for i, r in enumerate(rows):
+            self.scorer_calls[r] += self.k
+            if self.beta == 0:
+                pick = int(torch.argmax(q[i]))
+            else:
+                g = torch.Generator().manual_seed(mix(self.seeds[r], self.query[r], 7) & ((1 << 63) - 1))
+                pick = int(torch.multinomial(torch.softmax(q[i] / self.beta, 0), 1, generator=g))
+            out[r] = self._run(r, chunks[i * self.k + pick])
+        return out
