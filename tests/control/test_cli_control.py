@@ -76,3 +76,10 @@ def test_policy_dsrl_and_eval_end_to_end(tmp_path):
     assert r.returncode == 2 and "another run" in r.stderr  # never mixes another method's episodes in
     r = run("eval", "--method", "vgps", "--policy", str(p), "--critic", str(tmp_path / "none"), "--episodes", "1")
     assert r.returncode == 2 and "train-q" in r.stderr
+
+
+def test_shipped_policy_and_critic_run_out_of_the_box():
+    r = run("eval", "--method", "vgps", "--budget", "2", "--episodes", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["method"] == "vgps" and row["nfe_per_prediction"] == 20 and row["scorer_calls_per_step"] > 0

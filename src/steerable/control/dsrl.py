@@ -16,8 +16,10 @@ Where it differs, and why:
   rewards past it and reports the time limit as terminal, which biases TD);
 - stock SB3 has no LayerNorm hook (the authors' fork adds
   ``post_linear_modules``): the networks here are plain Tanh MLPs;
-- the update-to-data ratio is ``gradient_steps`` (default 2, the authors use
-  20 on GPUs): a CPU budget.
+- ``envs`` noise envs run side by side (their chunks decode in one batch) and
+  each step of them takes ``gradient_steps`` SAC updates: 8 updates per 16
+  chunks, 0.5 per chunk, where the authors run 20 per chunk on GPUs (a CPU
+  budget).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class NoiseActionEnv(gym.Env):
         self.proc = policy.process(eta=0.0)
         self.obs: np.ndarray | None = None
         self.env_steps = 0
+        self.decoded: np.ndarray | None = None  # a chunk decoded ahead by BatchedNoiseVecEnv
 
     @property
     def nfe(self) -> int:
@@ -83,14 +86,32 @@ class NoiseActionEnv(gym.Env):
         return self.obs, info
 
     def step(self, w):
+        chunk, self.decoded = (self.decoded if self.decoded is not None else self.decode(self.obs, w)), None
         total, term, trunc, info = 0.0, False, False, {}
-        for a in self.decode(self.obs, w)[: self.policy.execute]:
+        for a in chunk[: self.policy.execute]:
             self.obs, r, term, trunc, info = self.env.step(a)
             total += float(r)
             self.env_steps += 1
             if term or trunc:
                 break
         return self.obs, total, term, trunc, info
+
+
+def batched_vec_env(envs: list[NoiseActionEnv]):
+    """SB3's DummyVecEnv over several noise envs whose chunks decode in one batched denoiser call per step."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    class BatchedNoiseVecEnv(DummyVecEnv):
+        def step_wait(self):
+            p = envs[0].policy
+            w = torch.as_tensor(np.asarray(self.actions, np.float32)).reshape(len(envs), *p.sample_shape)
+            cond = torch.stack([p.condition(e.obs[None]) for e in envs])
+            chunks = p.sample_rows(cond, [0] * len(envs), envs[0].proc, x_init=w)
+            for e, c in zip(envs, p.to_env(p.future(chunks)), strict=True):
+                e.decoded = c
+            return super().step_wait()
+
+    return BatchedNoiseVecEnv([lambda e=e: e for e in envs])
 
 
 @dataclass(frozen=True)
@@ -103,7 +124,10 @@ class DSRLConfig:
     env_steps: int = opt(50_000, "Environment steps to train for.", ge=1, le=10_000_000)
     magnitude: float = opt(1.5, "Noise action bound: Box(+-magnitude).", gt=0, le=10)
     learning_starts: int = opt(2000, "Env steps of base-policy noise (N(0, I)) before learning.", ge=0)
-    gradient_steps: int = opt(2, "SAC updates per chunk (the authors' utd is 20 on GPU).", ge=1, le=100)
+    envs: int = opt(16, "Envs stepped side by side (their chunks decode in one batch).", ge=1, le=1024)
+    gradient_steps: int = opt(
+        8, "SAC updates per step of all envs (the authors' utd is 20 per chunk on GPU).", ge=1, le=1000
+    )
     batch_size: int = opt(256, "SAC batch.", ge=1, le=65_536)
     lr: float = opt(3e-4, "Adam learning rate.", gt=0, le=1)
     gamma: float = opt(0.99, "Discount per chunk.", gt=0, le=1)
@@ -143,21 +167,26 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
 
     torch.set_num_threads(cfg.threads)
     policy = DiffusionPolicy.load(cfg.policy)
-    env = NoiseActionEnv(make_env(cfg.env), policy, cfg.magnitude)
+    envs = [NoiseActionEnv(make_env(cfg.env), policy, cfg.magnitude) for _ in range(cfg.envs)]
+    for e in envs[1:]:
+        e.proc = envs[0].proc  # one process: its usage counts every decode
+    env = envs[0]
     if env.observation_space.shape[0] != policy.obs_dim:
         raise InputError(
             f"{cfg.policy} was trained on {policy.obs_dim}-dim observations, {cfg.env} has "
             f"{env.observation_space.shape[0]}: pass the env it was trained on"
         )
+    vec = batched_vec_env(envs)
+    vec.seed(cfg.seed)
     sac = SAC(
         "MlpPolicy",
-        env,
+        vec,
         learning_rate=cfg.lr,
         buffer_size=max(cfg.env_steps, 1000),
         batch_size=cfg.batch_size,
         gamma=cfg.gamma,
         tau=0.005,
-        learning_starts=max(1, cfg.learning_starts // policy.execute),
+        learning_starts=max(1, cfg.learning_starts // policy.execute),  # counted in chunks
         gradient_steps=cfg.gradient_steps,
         ent_coef="auto",
         target_entropy=cfg.target_entropy,
@@ -167,6 +196,10 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
     )
     curve: list[dict] = []
     eval_env = make_env(cfg.env)
+
+    def steps() -> int:
+        return sum(e.env_steps for e in envs)
+
     t0 = time.perf_counter()
 
     def check_now() -> None:
@@ -175,7 +208,7 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
         row = summary("dsrl", 1, eps)
         curve.append(
             {
-                "env_steps": env.env_steps,
+                "env_steps": steps(),
                 "success": row["success"],
                 "return": row["return"],
                 "seconds": round(time.perf_counter() - t0, 1),
@@ -190,10 +223,10 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
             self.next = cfg.eval_every
 
         def _on_step(self) -> bool:
-            if cfg.eval_every and env.env_steps >= self.next:
+            if cfg.eval_every and steps() >= self.next:
                 self.next += cfg.eval_every
                 check_now()
-            return env.env_steps < cfg.env_steps
+            return steps() < cfg.env_steps
 
     if cfg.eval_every:
         check_now()  # the base policy's own noise: the starting point of the curve
@@ -204,7 +237,7 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
     record = {
         "command": "steerable control dsrl",
         "config": asdict(cfg),
-        "env_steps": env.env_steps,
+        "env_steps": steps(),
         "chunks": int(sac.num_timesteps),
         "nfe": env.nfe,
         "wall_seconds": round(time.perf_counter() - t0, 1),
