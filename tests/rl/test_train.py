@@ -141,6 +141,10 @@ def test_bad_settings_are_clear_errors(tmp_path, tiny_dir):
         train_rl(_cfg(tmp_path, tiny_dir, task="builtin:easy:test"), progress=False)  # grpo would see the answers
     with pytest.raises(ConfigError, match="builtin:SPLIT:test"):
         train_rl(_cfg(tmp_path, tiny_dir, task="builtin:easy:dev"), progress=False)
+    with pytest.raises(ConfigError, match="needs --group a multiple of it"):
+        train_rl(_cfg(tmp_path, tiny_dir, minibatches=4, options={"dynamic_sampling": True}), progress=False)
+    with pytest.raises(ConfigError, match="aspo_k must be"):
+        train_rl(_cfg(tmp_path, tiny_dir, algo="aspo", options={"aspo_k": 3.0}), progress=False)
     with pytest.raises(ConfigError, match="--group 2 is not a multiple of 4"):
         train_rl(_cfg(tmp_path, tiny_dir, algo="ettrl"), progress=False)  # trees of 4, groups of 2
 

@@ -142,6 +142,10 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     iterations = algo.iterations if cfg.iterations is None else cfg.iterations
     if iterations < 1:
         raise ConfigError(f"--iterations must be >= 1 (got {iterations})")
+    if rc.dynamic_sampling and cfg.group % minibatches:  # dropped groups must leave whole mini-batches
+        raise ConfigError(
+            f"dynamic sampling with --minibatches {minibatches} needs --group a multiple of it (got {cfg.group})"
+        )
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -356,15 +360,13 @@ def _builtin_prm():
 
 def plot_curves(
     metrics: Path, png: Path, title: str = "", others: dict[str, Path] | None = None, first_label: str = ""
-) -> bool:
+) -> None:
     """Reward, held-in accuracy, entropy and mean length against steps (several runs: ``others``)."""
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     runs = {first_label: metrics, **(others or {})}
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     keys = [
@@ -392,4 +394,3 @@ def plot_curves(
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    return True
