@@ -276,7 +276,12 @@ def make_trainer_class():
             new["num_items_in_batch"] = out["num_items_in_batch"]
             if "row_kind" not in out:
                 out["row_kind"] = torch.zeros(len(out["completion_ids"]), dtype=torch.long, device=dev)
-            new["row_kind"] = torch.ones(n, dtype=torch.long, device=dev)
+            # the loss runs each kind through the model on its own, trimmed: by context length in quarters,
+            # so that a short context is not padded to the longest one
+            lens = torch.tensor([len(p) for p in extra.prompt_ids], dtype=torch.float32)
+            edges = lens.quantile(torch.tensor([0.25, 0.5, 0.75]))
+            kind = 1 + int(out["row_kind"].max()) + torch.bucketize(lens, edges)
+            new["row_kind"] = kind.to(dev)
             return rows.concat([out, new], pad)
 
         # ---- the loss --------------------------------------------------------------------------------
