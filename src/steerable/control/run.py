@@ -10,12 +10,15 @@ from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError
 
 BUILTIN = Path(__file__).parent / "builtin"
-Method = Literal["base", "vgps", "rti", "dsrl", "ptp", "stl"]
+Method = Literal["base", "vgps", "rti", "dsrl", "ptp", "stl", "fk"]
 
 
 def builtin_dir(env: str, what: str) -> Path:
-    """The shipped ``policy`` / ``critic`` of a built-in env (``builtin:pointnav`` -> builtin/pointnav/policy)."""
-    return BUILTIN / env.removeprefix("builtin:").replace("-", "_").lower() / what
+    """The shipped ``policy`` / ``critic`` of a built-in env (``builtin:pointnav`` -> builtin/pointnav/policy).
+
+    STLNav is PointNav with a task on top: it is steered from PointNav's policy."""
+    name = env.removeprefix("builtin:").replace("-", "_").lower()
+    return BUILTIN / {"stlnav": "pointnav"}.get(name, name) / what
 
 
 @dataclass(frozen=True)
@@ -25,11 +28,11 @@ class EvalConfig:
     env: str = opt("builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav or Pendulum-v1.")
     method: Method = opt(
         "base",
-        "base, vgps (K chunks by Q), rti (warm-started), dsrl (learnt noise), ptp (past-verified), stl (guided).",
+        "base, vgps (K chunks by Q), rti (warm start), dsrl (learnt noise), ptp (verified), stl (guided), fk (STL).",
     )
     budget: int = opt(
         1,
-        "vgps: chunks K per step; rti: steps K' per prediction; ptp: candidates M; stl: guided last steps.",
+        "vgps: chunks K; rti: steps K' per prediction; ptp: candidates M; stl: guided last steps; fk: particles.",
         ge=1,
         le=1024,
     )
@@ -83,6 +86,10 @@ def make_controller(cfg: EvalConfig, policy):
         from steerable.control.stl_guide import STLGuided
 
         return STLGuided(policy, execute=execute, last=min(cfg.budget, policy.steps_inference))
+    if cfg.method == "fk":
+        from steerable.control.stl_guide import STLFK
+
+        return STLFK(policy, execute=execute, particles=cfg.budget)
     if cfg.method == "dsrl":
         from stable_baselines3 import SAC
 

@@ -134,3 +134,62 @@ def path_diversity(paths: list[np.ndarray], length: int = 100) -> float:
     fixed = np.stack([np.concatenate([p, np.repeat(p[-1:], max(0, length - len(p)), 0)])[:length] for p in paths])
     d = np.linalg.norm(fixed[:, None] - fixed[None, :], axis=-1).mean(-1)  # [n, n]
     return float(d[np.triu_indices(len(paths), 1)].mean())
+
+
+@dataclass
+class RobustnessScorer:
+    """The :class:`~steerable.reward.scorer.Scorer` of normalised chunks [n, past+H, act_dim] by their robustness."""
+
+    policy: object
+    robust: ChunkRobustness | None = None
+    range: tuple[float, float] = (float("-inf"), float("inf"))
+    calls: int = 0
+    forward_tokens: int = 0
+
+    def score(self, prompts, samples) -> list[float]:
+        self.calls += len(samples)
+        acts = self.policy.action_scale.denormalize(self.policy.future(torch.as_tensor(samples)))
+        with torch.no_grad():
+            return self.robust(acts.double()).tolist()
+
+
+@dataclass
+class STLFK(Controller):
+    """FK steering (the diffusion room's :class:`~steerable.diffusion.fk.FKSteering`) of each chunk toward
+    robustness: ``particles`` chunks per prediction, resampled at DDIM steps 2, 4, 6, 8 and 10 with the diff
+    potential exp(lam (r_t - r_prev)); the chunk run is the best final particle (the authors' answer)."""
+
+    particles: int = 4
+    lam: float = 10.0
+    tau: float = 0.05
+    eta: float = 1.0
+    name = "fk"
+
+    def __post_init__(self) -> None:
+        from steerable.diffusion.fk import FKSteering
+        from steerable.diffusion.process import DiffusionProcess
+
+        super().__post_init__()
+        n = self.policy.steps_inference
+        every = max(1, n // 5)
+        self.fk = FKSteering(lam=self.lam, potential="diff", resample_every=every, t_start=every, t_end=n)
+        self.single = DiffusionProcess(
+            self.policy.denoiser, self.policy.scheduler, n, eta=self.eta, sample_shape=self.policy.sample_shape
+        )
+        self.resamples = 0
+
+    def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
+        p, out = self.policy, {}
+        for r in rows:
+            cond = p.condition(p.frames(seen[r]))
+            self.single.encode = lambda _prompt, c=cond: c
+            scorer = RobustnessScorer(p, ChunkRobustness(envs[r], self.tau))
+            before = self.single.usage.nfe
+            res = self.fk.run(self.single, scorer, self.particles, "stl", mix(self.seeds[r], self.query[r]))
+            self.nfe[r] += self.single.usage.nfe - before
+            self.scorer_calls[r] += scorer.calls
+            self.predictions[r] += 1
+            self.query[r] += 1
+            self.resamples += res.info["resamples"]
+            out[r] = self._run(r, p.future(torch.as_tensor(res.sample)[None].clamp(-1, 1))[0])
+        return out
