@@ -139,8 +139,7 @@ def test_dsrl_wrapper_stops_a_chunk_at_termination_and_passes_truncated(policy):
 def test_ptp_keeps_the_candidate_whose_past_matches_the_executed_actions(data):
     from steerable.control.ptp import PTP
 
-    cfg = PolicyConfig(data="-", out="-", steps=2, hidden=16, layers=1, steps_inference=2, history=2, stride=2,
-                       past=2)  # fmt: skip
+    cfg = PolicyConfig(data="-", out="-", steps=2, hidden=16, layers=1, steps_inference=2, history=2, stride=2, past=2)
     pol = train_policy(cfg, data, SCALE, progress=False)[0]
     ptp = PTP(pol, m=3)
     ptp.reset([0])
@@ -179,3 +178,22 @@ def test_chunk_robustness_prefers_heading_to_the_open_subgoal_and_guidance_fires
     guided = STLGuided(policy, last=2, lr=1.0)
     evaluate(STLNav(), guided, 1, seed=0, progress=False)
     assert guided.gradients > 0 and guided.moved > 0
+
+
+def test_fk_toward_robustness_resamples_and_counts_particles(policy):
+    from steerable.control.envs import STLNav
+    from steerable.control.stl_guide import STLFK
+
+    nohist = DiffusionPolicy(
+        policy.denoiser.__class__(sample_shape=(8, 2), condition_dim=6, hidden=8, layers=1),
+        policy.scheduler,
+        type(policy.obs_scale)((0.0,) * 6, (1.0,) * 6),
+        SCALE,
+        8,
+        4,
+        steps_inference=4,
+    )
+    fk = STLFK(nohist, particles=3)
+    (ep,) = evaluate(STLNav(), fk, 1, seed=0, progress=False)
+    assert ep.nfe == 3 * 4 * ep.predictions and ep.scorer_calls >= 3 * ep.predictions
+    assert fk.resamples >= ep.predictions  # at least the final resampling of each prediction
