@@ -20,6 +20,9 @@ from steerable.search.registry import UNSCORED, make_strategy
 from steerable.tasks.answers import AnswerChecker
 from steerable.tasks.loader import Item
 
+#: what a language-model run costs, averaged per (method, budget)
+LM_COST = ("generated_tokens", "forward_tokens", "scorer_calls", "scorer_tokens", "seconds")
+
 
 def _key(item_id: str, method: str, budget: int) -> str:
     return f"{item_id}\t{method}\t{budget}"
@@ -114,6 +117,9 @@ def run_scale(
     unit: str = "samples",
     tokens_per_sample: float | None = None,
     executor=None,
+    strategies: Callable[[str], object] | None = None,
+    cost: Sequence[str] = LM_COST,
+    x: str = "generated_tokens",
 ) -> dict:
     """Run every (item, method, budget); ``unit="tokens"`` makes each budget a cap on generated tokens.
 
@@ -128,6 +134,11 @@ def run_scale(
     :class:`steerable.bench.distributed.RayExecutor` spreads them over Ray
     workers). Rows are written in the order they finish; every job's seed
     depends only on its item's index, so the numbers are the same either way.
+
+    Another model family brings its own ``executor`` (rows with its own cost
+    fields), ``strategies`` (a method by name, to refuse unknown ones before
+    any work; default: the language-model registry), the ``cost`` fields to
+    average and the plot's ``x`` (diffusion: ``nfe``).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -139,8 +150,8 @@ def run_scale(
     if unit == "tokens":
         tokens_per_sample = _tokens_per_sample(out, items, executor, tokens_per_sample)
     done = {_key(r["item"], r["method"], r["budget"]) for r in read_results(path)}
-    for m in methods:
-        make_strategy(m, checker.extract)  # an unknown method fails before any work
+    for m in methods:  # an unknown method fails before any work
+        strategies(m) if strategies is not None else make_strategy(m, checker.extract)
     jobs = [
         (i, it, m, b)
         for i, it in enumerate(items)
@@ -165,12 +176,12 @@ def run_scale(
             f.write(json.dumps(row) + "\n")
             f.flush()
             bar.update(task, advance=1, what=f"{row['method']}@{row['budget']}")
-    summary = summarise(read_results(path), methods, budgets)
+    summary = summarise(read_results(path), methods, budgets, cost)
     summary["unit"] = unit
     if unit == "tokens":
         summary["tokens_per_sample"] = tokens_per_sample
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(summary, out / "accuracy_vs_tokens.png")
+    plot(summary, out / f"accuracy_vs_{'tokens' if x == 'generated_tokens' else x}.png", x)
     return summary
 
 
@@ -202,7 +213,7 @@ def measure_tokens_per_sample(make_process, items: Sequence[Item]) -> float:
     return round(sum(lengths) / len(lengths), 2)
 
 
-def summarise(rows: list[dict], methods: Sequence[str], budgets: Sequence[int]) -> dict:
+def summarise(rows: list[dict], methods: Sequence[str], budgets: Sequence[int], cost: Sequence[str] = LM_COST) -> dict:
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in rows:
         if r["method"] in methods and r["budget"] in budgets:
@@ -219,18 +230,15 @@ def summarise(rows: list[dict], methods: Sequence[str], budgets: Sequence[int]) 
                 "items": n,
                 "errors": n - len(ok),
                 "accuracy": round(sum(bool(r["correct"]) for r in rs) / n, 4),
-                "generated_tokens": mean("generated_tokens"),
-                "forward_tokens": mean("forward_tokens"),
-                "scorer_calls": mean("scorer_calls"),
-                "scorer_tokens": mean("scorer_tokens"),
-                "seconds": mean("seconds"),
+                **{k: mean(k) for k in cost},
             }
         )
     return {"rows": table}
 
 
-def plot(summary: dict, path: Path) -> bool:
-    """Accuracy against mean tokens generated, one line per method; False if matplotlib is missing."""
+def plot(summary: dict, path: Path, x: str = "generated_tokens") -> bool:
+    """Accuracy against the mean of cost field ``x`` (tokens generated), one line per method; False without
+    matplotlib."""
     try:
         import matplotlib
 
@@ -243,10 +251,12 @@ def plot(summary: dict, path: Path) -> bool:
     for r in summary["rows"]:
         by_method[r["method"]].append(r)
     for method, rs in by_method.items():
-        rs = sorted(rs, key=lambda r: r["generated_tokens"])
-        ax.plot([r["generated_tokens"] for r in rs], [r["accuracy"] for r in rs], marker="o", label=method)
+        rs = sorted(rs, key=lambda r: r[x])
+        ax.plot([r[x] for r in rs], [r["accuracy"] for r in rs], marker="o", label=method)
     ax.set_xscale("log")
-    ax.set_xlabel("tokens generated per item (mean)")
+    ax.set_xlabel(
+        {"generated_tokens": "tokens generated", "nfe": "denoiser evaluations (NFE)"}.get(x, x) + " per item (mean)"
+    )
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
