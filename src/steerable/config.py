@@ -16,9 +16,11 @@ import dataclasses
 import functools
 import inspect
 import math
+import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
+from pathlib import Path
 from typing import Any, Literal
 
 from steerable.errors import ConfigError
@@ -33,13 +35,42 @@ def opt(
     le: float | None = None,
     lt: float | None = None,
     finite: bool = True,
+    min_len: int | None = None,
+    min_items: int | None = None,
+    flag: str | None = None,
+    envvar: str | None = None,
+    sep: str | None = ",",
+    factory: Callable[[], Any] | None = None,
+    cli: bool = True,
 ) -> Any:
     """A dataclass field with a default (``...`` for required), its help text and, for numbers, bounds.
 
     ``ge``/``gt``/``le``/``lt`` bound a number (or each number of a tuple);
-    ``finite`` (the default) refuses NaN and infinities for floats.
+    ``finite`` (the default) refuses NaN and infinities for floats;
+    ``min_len`` is the fewest characters of a string (or of each string of a
+    tuple) and ``min_items`` the fewest items of a tuple.
+    For the command line (:func:`command`): ``flag`` spells the flag when it
+    is not ``--field-name``, ``envvar`` reads it from the environment, ``sep``
+    splits a tuple's one flag value (``--budgets 1,4,16``; ``None``: repeat the
+    flag instead), ``factory`` makes a mutable default (a dict of ``--set
+    NAME=VALUE``), and ``cli=False`` keeps a field off the command line.
     """
-    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "finite": finite}
+    meta = {
+        "help": help,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "finite": finite,
+        "min_len": min_len,
+        "min_items": min_items,
+        "flag": flag,
+        "envvar": envvar,
+        "sep": sep,
+        "cli": cli,
+    }
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
     if default is ...:
         return dataclasses.field(metadata=meta)
     if isinstance(default, list | dict | set):
@@ -73,6 +104,13 @@ def _check_number(name: str, value: float, meta: Mapping[str, Any]) -> None:
     ):
         shown = _shown(value)
         raise ConfigError(f"{name} must be {_bounds_text(meta)} (got {shown})")
+
+
+def _check_len(name: str, value: Sized, least: int | None, unit: str) -> None:
+    if least is not None and len(value) < least:
+        what = "empty" if len(value) == 0 else f"{len(value)} {unit} long"
+        unit = unit if least != 1 else unit[:-1]
+        raise ConfigError(f"{name} must have at least {least} {unit} (got {what})")
 
 
 def _type_name(tp: Any) -> str:
@@ -115,6 +153,7 @@ def _coerce(name: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
         item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
         if item is None and len(args) != len(value):
             raise ConfigError(f"{name} must have {len(args)} items (got {len(value)})")
+        _check_len(name, value, meta.get("min_items"), "items")
         return tuple(_coerce(f"{name}[{i}]", v, item or args[i], meta) for i, v in enumerate(value))
     if tp is type(None):
         if value is None:
@@ -143,6 +182,7 @@ def _coerce(name: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
         raise ConfigError(f"{name} must be a number (got {_shown(value)})")
     if tp is str:
         if isinstance(value, str):
+            _check_len(name, value, meta.get("min_len"), "characters")
             return value
         raise ConfigError(f"{name} must be a string (got {_shown(value)})")
     return value
@@ -196,40 +236,210 @@ def from_mapping(cls: type, values: Mapping[str, Any], what: str = "", exclude: 
     return cls(**kwargs)
 
 
-def config_command(
-    app,
-    name: str,
-    cls: type,
-    run: Callable[[Any], None],
-    doc: str | None = None,
-    extra: dict[str, tuple[Any, Any]] | None = None,
-) -> None:
-    """Register ``name`` on ``app``: its flags are ``cls``'s fields; it calls ``run(cls(**flags), **extra)``.
+# ---- the command line: flags made from config fields ----------------------------------------------
 
-    ``extra`` adds flags that are not part of the configuration: name -> (annotation, typer.Option).
+
+def command(app, name: str | None = None, *, help: str | None = None) -> Callable:  # noqa: A002
+    """Register the decorated function on the typer ``app``; its config parameters become flags.
+
+    A parameter annotated with a config dataclass becomes one flag per field
+    (see :func:`opt`); the function receives the checked instance. A
+    parameter's default may be an instance whose values replace the class's
+    defaults for this command (``sampling: SamplingParams = SamplingParams(temperature=0.0)``).
+    Other parameters (positional arguments) are passed to typer as declared.
+    Every value is checked against its field's type and bounds before the
+    function runs; an error is one :class:`ConfigError` line naming the flag.
     """
+
+    def register(fn: Callable) -> Callable:
+        hints = typing.get_type_hints(fn)
+        params: list[inspect.Parameter] = []
+        groups: dict[str, tuple[type, Any, dict[str, tuple[str, Any, Mapping]]]] = {}
+        seen: dict[str, str] = {}
+        for p in inspect.signature(fn).parameters.values():
+            tp = hints.get(p.name, p.annotation)
+            if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=tp))
+                _claim(seen, p.name, fn.__name__)
+                continue
+            base = p.default if dataclasses.is_dataclass(p.default) else None
+            flags: dict[str, tuple[str, Any, Mapping]] = {}
+            field_hints = _hints(tp)
+            for f in dataclasses.fields(tp):
+                if not f.init or not f.metadata.get("cli", bool(f.metadata)):
+                    continue
+                default = _field_default(f, base)
+                _claim(seen, f.name, fn.__name__)
+                annotation, option, flag = _flag(f, field_hints[f.name], default)
+                params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                                default=option))  # fmt: skip
+                flags[f.name] = (flag, field_hints[f.name], f.metadata)
+            groups[p.name] = (tp, base, flags)
+
+        @functools.wraps(fn)
+        def run(**kw: Any) -> Any:
+            args = {k: v for k, v in kw.items() if not any(k in g[2] for g in groups.values())}
+            for pname, (cls, base, flags) in groups.items():
+                values = {k: _from_flag(flags[k][0], kw[k], tp, meta) for k, (_, tp, meta) in flags.items()}
+                args[pname] = dataclasses.replace(base, **values) if base is not None else cls(**values)
+            return fn(**args)
+
+        del run.__wrapped__  # typer must see the flags' signature, not fn's
+        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        run.__annotations__ = {}
+        run.configs = {k: g[0] for k, g in groups.items()}  # type: ignore[attr-defined]  (tests walk these)
+        app.command(name, help=help)(run)
+        return fn
+
+    return register
+
+
+def config_command(app, name: str, cls: type, run: Callable[[Any], None], doc: str | None = None) -> None:
+    """Register ``name`` on ``app``: its flags are ``cls``'s fields; it calls ``run(cls(**flags))``."""
+
+    def command_fn(cfg: cls) -> None:  # type: ignore[valid-type]
+        run(cfg)
+
+    command_fn.__annotations__ = {"cfg": cls, "return": None}
+    command_fn.__name__ = name.replace("-", "_")
+    command(app, name, help=doc or cls.__doc__)(command_fn)
+
+
+def _claim(seen: dict[str, str], name: str, where: str) -> None:
+    if name in seen:
+        raise TypeError(f"{where}: two flags named {name!r}; rename one of the config fields")
+    seen[name] = where
+
+
+def _field_default(f: dataclasses.Field, base: Any) -> Any:
+    if base is not None:
+        return getattr(base, f.name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return ...
+
+
+def _flag(f: dataclasses.Field, tp: Any, default: Any) -> tuple[Any, Any, str]:
+    """The annotation typer parses, its ``typer.Option`` and the flag's spelling, for field ``f``."""
     import typer
 
-    hints = _hints(cls)
-    params = []
-    for f in dataclasses.fields(cls):
-        default = ... if f.default is dataclasses.MISSING else f.default
-        params.append(
-            inspect.Parameter(
-                f.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=hints[f.name],
-                default=typer.Option(default, help=f.metadata.get("help", "")),
-            )
-        )
-    for key, (annotation, option) in (extra or {}).items():
-        params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=option))
-    names = {f.name for f in dataclasses.fields(cls)}
+    meta = f.metadata
+    flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+    inner, optional = _unoptional(tp)
+    metavar = _METAVARS.get(inner)
+    origin = typing.get_origin(inner)
+    text = meta.get("help", "")
+    if origin is Literal:
+        choices = [str(a) for a in typing.get_args(inner)]
+        if not all(c in text for c in choices):
+            text += f" One of: {', '.join(choices)}."
+        annotation = str
+    elif origin is tuple and meta.get("sep"):
+        annotation = str
+        item = (typing.get_args(inner) or (str,))[0]
+        metavar = f"{_METAVARS.get(item, 'TEXT')}{meta['sep']}..."
+        if default not in (None, ...):
+            default = meta["sep"].join(str(x) for x in default)
+    elif origin is tuple or inner is dict or origin is dict:
+        annotation = list[str]
+        metavar = "NAME=VALUE" if origin is not tuple else "TEXT"
+        if isinstance(default, dict):
+            default = [f"{k}={v}" for k, v in default.items()]
+        elif default not in (None, ...):
+            default = [str(x) for x in default]
+    else:
+        annotation = inner
+    bounds = _bounds_text(meta)
+    if bounds:
+        text += f" ({bounds})"
+    decls = [flag] if inner is not bool or meta.get("flag") else []
+    option = typer.Option(
+        default, *decls, help=text.strip(), envvar=meta.get("envvar"), show_envvar=False, metavar=metavar
+    )
+    return (annotation | None if optional or default is None else annotation), option, flag
 
-    def command(**kw: Any) -> None:
-        run(cls(**{k: v for k, v in kw.items() if k in names}), **{k: v for k, v in kw.items() if k not in names})
 
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = doc or cls.__doc__
-    command.__name__ = name.replace("-", "_")
-    app.command(name)(command)
+_METAVARS = {int: "INT", float: "NUMBER", str: "TEXT", Path: "PATH"}
+
+
+def _unoptional(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(arms) == 1 and len(typing.get_args(tp)) == 2:
+            return arms[0], True
+    return tp, False
+
+
+def _from_flag(flag: str, raw: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
+    """A flag's parsed value as the field's type (split lists, NAME=VALUE pairs), checked against its bounds."""
+    inner, _ = _unoptional(tp)
+    origin = typing.get_origin(inner)
+    value = raw
+    if raw is not None and origin is tuple:
+        args = typing.get_args(inner)
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else str
+        sep = meta.get("sep")
+        parts = list(raw) if not isinstance(raw, str) else ([] if raw == "" else raw.split(sep))
+        value = tuple(_parse_item(flag, x.strip() if isinstance(x, str) and sep else x, item, raw, sep) for x in parts)
+    elif raw is not None and (inner is dict or origin is dict):
+        value = {}
+        for pair in raw:
+            key, eq, v = pair.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"{flag} {pair!r}: write NAME=VALUE")
+            value[key.strip()] = v.strip()
+    return _coerce(flag, value, tp, meta)
+
+
+def _parse_item(flag: str, text: Any, tp: Any, raw: Any, sep: str | None) -> Any:
+    if not isinstance(text, str):
+        return text
+    if sep and text == "":
+        raise ConfigError(f"{flag} has an empty item (got {_shown(raw)}): separate values with {sep!r}")
+    if tp in (int, float):
+        try:
+            return tp(text)
+        except ValueError:
+            kind = "integers" if tp is int else "numbers"
+            raise ConfigError(f"{flag} takes {kind} (got {_shown(text)})") from None
+    return text
+
+
+# ---- backslash escapes in text a user types ---------------------------------------------------------
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[ntr0abfv\\'\"])")
+
+
+def unescape(text: str, what: str = "text") -> str:
+    """``text`` with ``\\n``, ``\\t``, ``\\\\``, ``\\xHH``, ``\\uXXXX`` ... decoded; every other character kept as is.
+
+    Unlike ``codecs.decode(text, "unicode_escape")`` it leaves non-ASCII text
+    alone (``café\\n`` stays ``café`` plus a newline) and never fails: a
+    backslash that starts no escape (a trailing ``\\``, ``\\x`` without two
+    hex digits, ``\\d``) is kept literally. A lone surrogate (``\\ud800``) is
+    a :class:`ConfigError` naming ``what``: no tokenizer or file can hold one.
+    """
+
+    def one(m: re.Match) -> str:
+        s = m.group(1)
+        if s[0] in "xuU":
+            return chr(int(s[1:], 16)) if int(s[1:], 16) <= 0x10FFFF else m.group(0)
+        return _ESCAPES.get(s, s)
+
+    out = _ESCAPE.sub(one, text) if "\\" in text else text
+    check_text(out, what)
+    return out
+
+
+def check_text(text: str, what: str = "text") -> str:
+    """``text`` if it is valid Unicode; a lone surrogate (from ``\\ud800`` in JSON or an escape) is a ConfigError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(
+            f"{what} holds a lone surrogate (U+{ord(text[e.start]):04X} at character {e.start}): use real characters"
+        ) from None
+    return text

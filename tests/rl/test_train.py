@@ -123,19 +123,19 @@ def test_time_budget_stops_the_run(tmp_path, tiny_dir):
 
 
 def test_bad_settings_are_clear_errors(tmp_path, tiny_dir):
-    with pytest.raises(ConfigError, match="unknown algorithm"):
+    with pytest.raises(ConfigError, match="algo must be one of 'grpo'"):
         train_rl(_cfg(tmp_path, tiny_dir, algo="ppo9"), progress=False)
     with pytest.raises(ConfigError, match="group"):
         train_rl(_cfg(tmp_path, tiny_dir, group=1), progress=False)
-    with pytest.raises(ConfigError, match="unknown prompt template"):
+    with pytest.raises(ConfigError, match="template must be one of 'none'"):
         train_rl(_cfg(tmp_path, tiny_dir, template="vibes"), progress=False)
     with pytest.raises(ConfigError, match="unknown reward"):
         train_rl(_cfg(tmp_path, tiny_dir, reward="vibes"), progress=False)
     with pytest.raises(ConfigError, match="unknown option 'kl_ratio'"):
         train_rl(_cfg(tmp_path, tiny_dir, options={"kl_ratio": 0.1}), progress=False)
-    with pytest.raises(ConfigError, match="--iterations must be >= 1"):
+    with pytest.raises(ConfigError, match="iterations must be >= 1"):
         train_rl(_cfg(tmp_path, tiny_dir, iterations=0), progress=False)
-    with pytest.raises(ConfigError, match="--minibatches must be >= 1"):
+    with pytest.raises(ConfigError, match="minibatches must be >= 1"):
         train_rl(_cfg(tmp_path, tiny_dir, minibatches=0), progress=False)
     with pytest.raises(ConfigError, match="only label-free test-time RL"):
         train_rl(_cfg(tmp_path, tiny_dir, task="builtin:easy:test"), progress=False)  # grpo would see the answers

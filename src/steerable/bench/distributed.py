@@ -15,29 +15,42 @@ local run gives (seconds aside).
 
 from __future__ import annotations
 
-import codecs
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
+from steerable.config import check, opt, unescape
 from steerable.errors import ConfigError, InputError
+from steerable.lm.loading import ModelConfig
 
 
 @dataclass(frozen=True)
-class ScaleSetup:
-    model: str = "builtin"
-    scorer: str = "builtin-prm"
-    device: str = "auto"
-    dtype: str = "float32"
-    delimiter: str = "auto"
-    max_step_tokens: int = 64
-    max_tokens: int = 320
-    answer_format: str = "builtin"
-    answer_regex: str | None = None
-    model_name: str | None = None  # with a server URL
-    api_key: str | None = None
-    http_mode: str = "completions"
-    concurrency: int = 32
+class ScaleSetup(ModelConfig):
+    """The model, scorer and process settings of a scaling run (the ``steerable scale`` flags that build them)."""
+
+    model: str = opt("builtin", "Model directory, 'builtin', or a server URL (http://HOST:PORT/v1).", min_len=1)
+    scorer: str = opt(
+        "builtin-prm",
+        "builtin-prm, oracle, none, judge, genrm, prm:PATH, orm:PATH, a PRM directory, or remote[:NAME] "
+        "(the server's /v1/score).",
+    )
+    delimiter: str = opt("auto", "Step delimiter (auto: \\n for builtin, \\n\\n otherwise).", min_len=1)
+    max_step_tokens: int = opt(64, "Token cap per step.", ge=1, le=100_000)
+    max_tokens: int = opt(320, "Token cap per sample.", ge=1, le=1_000_000)
+    answer_format: Literal["builtin", "boxed"] = opt("builtin", "builtin (A: n) or boxed (math-verify).")
+    answer_regex: str | None = opt(None, "Regex whose first group is the answer.", min_len=1)
+    model_name: str | None = opt(None, "With a server URL: the model to ask for (default: its first).")
+    api_key: str | None = opt(None, "With a server URL: its API key.", envvar="STEERABLE_API_KEY")
+    http_mode: Literal["completions", "chat"] = opt(
+        "completions", "With a server URL: completions, or chat (continue_final_message)."
+    )
+    concurrency: int = opt(32, "With a server URL: requests in flight at once.", ge=1, le=4096)
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.delimiter != "auto":
+            unescape(self.delimiter, "--delimiter")  # a lone surrogate fails here, before any model loads
 
     @property
     def remote(self) -> bool:
@@ -71,7 +84,7 @@ class ScaleSetup:
         if self.delimiter == "auto":
             delim = "\n" if name == "builtin" else "\n\n"
         else:
-            delim = codecs.decode(self.delimiter, "unicode_escape")
+            delim = unescape(self.delimiter, "--delimiter")
         return Built(self, gen, scorer, checker, delim)
 
 

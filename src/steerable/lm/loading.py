@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
+from steerable.config import opt
 from steerable.errors import ConfigError, ModelLoadError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (cuda when there is one)."
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Where a model runs (the ``--device`` and ``--dtype`` of every command that loads one)."""
+
+    device: str = opt("auto", DEVICE_HELP, min_len=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "Weights' dtype.")
+
+
+@dataclass(frozen=True)
+class ModelConfig(DeviceConfig):
+    """A model to load, and where."""
+
+    model: str = opt("builtin", "Model directory, or 'builtin'.", min_len=1)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

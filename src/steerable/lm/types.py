@@ -4,41 +4,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.usage import Usage
 
 __all__ = ["Completion", "SamplingParams", "StepOutput", "Usage"]
+
+#: The smallest non-zero temperature: logits / 1e-300 overflow to inf and sample garbage.
+MIN_TEMPERATURE = 1e-3
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample. Defaults are greedy-free plain sampling at temperature 1."""
 
-    temperature: float = 1.0  # 0 means greedy (argmax)
-    top_p: float = 1.0  # nucleus mass kept, in (0, 1]
-    top_k: int = 0  # keep the k most likely tokens; 0 disables
-    max_new_tokens: int = 128
-    n: int = 1  # samples per prompt
-    stop: tuple[str, ...] = ()  # stop strings; generation ends at the first one (excluded from text)
-    seed: int | None = None  # seeds each row's own torch.Generator; None draws from torch's global RNG
-    ignore_eos: bool = False  # keep going past EOS (for benchmarks, as vLLM's ignore_eos)
+    temperature: float = opt(1.0, "Sampling temperature; 0 for greedy.", ge=0)
+    top_p: float = opt(1.0, "Nucleus mass kept; 1 disables.", gt=0, le=1)
+    top_k: int = opt(0, "Keep the k most likely tokens; 0 disables.", ge=0)
+    max_new_tokens: int = opt(128, "Tokens to generate at most.", ge=1)
+    n: int = opt(1, "Samples per prompt.", ge=1)
+    stop: tuple[str, ...] = opt(
+        (), "Stop string, excluded from the text (repeatable; escapes such as \\n understood).", sep=None, min_len=1
+    )
+    # seeds each row's own torch.Generator; None draws from torch's global RNG
+    seed: int | None = opt(None, "Seed for sampling.", ge=0, lt=2**63)
+    ignore_eos: bool = opt(False, "Keep going past EOS (for benchmarks, as vLLM's ignore_eos).")
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0 (got {self.temperature}); use 0 for greedy decoding")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1] (got {self.top_p}); use 1 to disable nucleus sampling")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be >= 0 (got {self.top_k}); use 0 to disable")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1 (got {self.max_new_tokens})")
-        if self.n < 1:
-            raise ConfigError(f"n must be >= 1 (got {self.n})")
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
-        if any(not s for s in self.stop):
-            raise ConfigError("stop strings must be non-empty (got ''); drop the empty one")
+        check(self)
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ConfigError(
+                f"temperature must be 0 (greedy) or >= {MIN_TEMPERATURE} (got {self.temperature}): "
+                "smaller ones overflow the logits"
+            )
 
     @property
     def greedy(self) -> bool:

@@ -12,37 +12,72 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Literal
 
+from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError, SteerableError
+from steerable.lm.loading import DEVICE_HELP
+from steerable.rl.algos import ALGOS
+from steerable.rl.rewards import TEMPLATES
+
+#: ``--algo`` takes a name of the registry, ``--template`` a prior prompt: the flags list what the code has.
+AlgoName = Literal[tuple(ALGOS)]  # type: ignore[valid-type]
+TemplateName = Literal[tuple(TEMPLATES)]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
 class RLRunConfig:
-    out: str
-    model: str = "builtin"
-    task: str = "builtin:medium"
-    algo: str = "grpo"
-    reward: str | None = None  # default: the algorithm's (exact; majority for ttrl)
-    template: str = "none"
-    minutes: float | None = 10.0
-    steps: int | None = None
-    prompts_per_step: int = 4
-    group: int = 8  # rollouts per prompt (G)
-    max_completion: int = 160
-    temperature: float = 1.0
-    lr: float = 1e-5  # Adam on the 1.8M built-in model: 1e-4 drifts (92% -> 76% held-in in 75 steps)
-    beta: float = 0.0  # KL to the reference model (0: none, as DAPO and Dr.GRPO)
-    minibatches: int | None = None  # optimiser steps per generated batch (default: the algorithm's)
-    iterations: int | None = None  # passes over each generated batch, GRPO's μ (default: the algorithm's)
+    """A ``steerable train rl`` run (the command's flags are these fields)."""
+
+    out: str = opt(..., "Output directory: the trained model, metrics.jsonl, curves.png, checkpoints/.", min_len=1)
+    model: str = opt("builtin", "Model directory, or 'builtin'.", min_len=1)
+    task: str = opt(
+        "builtin:medium",
+        "builtin:easy|medium|hard|all (builtin:SPLIT:test: its evaluation problems, for ttrl/ettrl), or a JSONL "
+        "file (prompt, answer).",
+        min_len=1,
+    )
+    algo: AlgoName = opt("grpo", "The estimator and loss.")
+    reward: str | None = opt(
+        None, "exact, format, prm, majority with weights: 'exact:1,format:0.2' (default: the algorithm's).", min_len=1
+    )
+    template: TemplateName = opt("none", "Prior prompt.")
+    minutes: float | None = opt(10.0, "Wall-clock budget (the run stops after the step that spends it).", gt=0)
+    steps: int | None = opt(None, "Step budget (with --minutes: whichever comes first).", ge=1)
+    prompts_per_step: int = opt(4, "Prompts per step.", ge=1, le=4096)
+    group: int = opt(8, "Rollouts per prompt (G).", ge=2, le=1024)
+    max_completion: int = opt(160, "Token cap per rollout.", ge=1, le=100_000)
+    temperature: float = opt(1.0, "Rollout temperature.", gt=0, le=100)
+    # Adam on the 1.8M built-in model: 1e-4 drifts (92% -> 76% held-in in 75 steps)
+    lr: float = opt(1e-5, "Learning rate (constant).", gt=0, le=1)
+    # KL to the reference model (0: none, as DAPO and Dr.GRPO)
+    beta: float = opt(0.0, "KL weight to the reference model.", ge=0)
+    minibatches: int | None = opt(
+        None, "Optimiser steps per generated batch (default: the algorithm's, 4 for clip_cov/kl_cov).", ge=1, le=1024
+    )
+    iterations: int | None = opt(
+        None, "Passes over each generated batch, GRPO's mu (default: the algorithm's, 4 for mdpo).", ge=1, le=1024
+    )
     # overrides of the estimators' and losses' knobs (steerable.rl.algos.RLConfig), e.g. {"kl_cov_ratio": 0.02}
-    options: dict = field(default_factory=dict)
-    eval_every: int = 25  # steps between held-in greedy evals (0: only at the end)
-    eval_n: int = 100
-    save_every: int = 50
-    seed: int = 0
-    device: str = "auto"
+    options: dict = opt(
+        ...,
+        "An estimator/loss knob, NAME=VALUE (repeatable): kl_cov_ratio, clip_cov_ratio, eps_high, etmr_forks, "
+        "etmr_branches, ettrl_adv_clip, length_weight, ... (steerable.rl.algos.RLConfig).",
+        flag="--set",
+        factory=dict,
+    )
+    eval_every: int = opt(25, "Steps between held-in greedy evaluations (0: start and end only).", ge=0)
+    eval_n: int = opt(100, "Held-in problems per evaluation.", ge=1, le=100_000)
+    save_every: int = opt(50, "Steps between checkpoints (rerun the command to resume).", ge=1)
+    seed: int = opt(0, "Seed.", ge=0, lt=2**32)
+    device: str = opt("auto", DEVICE_HELP, min_len=1)
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.minutes is None and self.steps is None:
+            raise ConfigError("give --minutes or --steps")
 
 
 TEST_PROBLEMS = 200  # `steerable builtin eval`'s default

@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError
 from steerable.lm.hooks import prompt_indices
 from steerable.lm.padding import left_padded
@@ -53,14 +54,20 @@ from steerable.steer.layers import decoder_layers, hidden_size
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    read_layers: int = 4  # last-token outputs of the last this-many layers are the input
-    hidden: int = 1024
-    alpha: float = 4.0  # patch size at σ(s) = w_l = 1, in units of the unit direction
-    lr: float = 5e-5
-    epochs: int = 10
-    batch_size: int = 8
-    reg: float = 0.1  # weight of the layer-weight regulariser on harmful batches
-    seed: int = 0
+    """How ``steerable steer train-controller`` trains the controller (its flags are these fields)."""
+
+    read_layers: int = opt(4, "Last layers whose last-token outputs the controller reads.", ge=1, le=1024)
+    hidden: int = opt(1024, "Width of the controller's hidden layer (paper: 1024).", ge=1, le=65536)
+    # patch size at σ(s) = w_l = 1, in units of the unit direction
+    alpha: float = opt(4.0, "Patch size at full scale (the paper's 4; 3 suits the built-in model).", gt=0, le=1000)
+    lr: float = opt(5e-5, "AdamW learning rate (paper: 5e-5).", gt=0, le=1)
+    epochs: int = opt(10, "Training epochs (paper: 10).", ge=1, le=10_000)
+    batch_size: int = opt(8, "Prompts per batch.", ge=1, le=4096)
+    reg: float = opt(0.1, "Weight of the layer-weight regulariser on harmful batches (paper: 0.1).", ge=0)
+    seed: int = opt(0, "Seed for initialisation and batch order.", ge=0, lt=2**32)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 class WeightedController(nn.Module):

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError
 from steerable.lm.padding import left_padded
 from steerable.steer.extract import activations, mean_difference
@@ -40,14 +41,24 @@ from steerable.steer.layers import decoder_layers
 
 @dataclass(frozen=True)
 class RefusalConfig:
-    positions: tuple[int, ...] = (-1, -2)  # post-instruction positions, from the prompt's end
-    max_layer_frac: float = 0.8  # candidates from layers < max_layer_frac * n_layers
-    kl_max: float = 0.1  # harmless next-token KL allowed under ablation
-    refusal_tokens: tuple[str, ...] = ("I",)  # first tokens of a refusal ("I can't ...")
-    addition_strength: float = 1.0  # the multiple of the direction added by the induce-refusal filter
-    max_rank: int = 1  # 1 is the paper; more grows an ablation subspace greedily
-    target_rate: float = 0.05  # stop growing once at most this share of harmful prompts still leans to refusal
-    batch_size: int = 32
+    """Arditi et al.'s selection of the refusal direction (``steerable steer select-refusal``'s flags)."""
+
+    # the built-in requests end in three post-instruction tokens; README's figures use all three
+    positions: tuple[int, ...] = opt(
+        (-1, -2, -3), "Post-instruction positions, from the prompt's end.", le=-1, min_items=1
+    )
+    max_layer_frac: float = opt(0.8, "Candidates only from layers below this share of depth.", gt=0, le=1)
+    kl_max: float = opt(0.1, "Harmless next-token KL allowed under ablation.", gt=0)
+    refusal_tokens: tuple[str, ...] = opt(("I",), "Comma-separated first tokens of a refusal.", min_len=1, min_items=1)
+    addition_strength: float = opt(1.0, "Multiple of the direction added by the induce-refusal filter.", gt=0)
+    max_rank: int = opt(1, "1 is the paper; more grows an ablation subspace greedily.", ge=1, le=64)
+    target_rate: float = opt(
+        0.05, "Stop growing the subspace once at most this share of harmful prompts still leans to refusal.", ge=0, le=1
+    )
+    batch_size: int = opt(32, "Prompts per forward pass.", ge=1, le=4096)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)

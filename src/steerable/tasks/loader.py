@@ -60,3 +60,30 @@ def load_task(spec: str, limit: int | None = None, seed: int = 0) -> list[Item]:
     if not items:
         raise InputError(f'{path} holds no items: write one {{"prompt": ..., "answer": ...}} per line')
     return items
+
+
+def _label(value) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("positive", "pos", "negative", "neg", "true", "false"):
+        return value.lower() in ("positive", "pos", "true")
+    return None
+
+
+def contrast_prompts(spec: str) -> tuple[list[str], list[str]]:
+    """``builtin:refusal``, ``builtin:efficiency``... or a JSONL file of ``prompt`` and ``label`` (1 = positive)."""
+    if spec.startswith("builtin:"):
+        from steerable.tasks.builtin.contrast import contrast_set
+
+        return contrast_set(spec.split(":", 1)[1])
+    pos, neg = [], []
+    for n, row in read_jsonl(Path(spec), "'prompt' and 'label'"):
+        label = _label(row.get("label"))
+        if not isinstance(row.get("prompt"), str) or label is None:
+            raise InputError(f"{spec}:{n} needs a string 'prompt' and a 'label' of 1/0 (positive/negative)")
+        (pos if label else neg).append(row["prompt"])
+    if not pos or not neg:
+        raise InputError(f"{spec} needs both positive (label 1) and negative (label 0) prompts")
+    return pos, neg

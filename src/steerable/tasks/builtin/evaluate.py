@@ -5,12 +5,24 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
+from steerable.config import opt
 from steerable.lm.types import Completion, SamplingParams
 from steerable.tasks.builtin import arithmetic, requests
 from steerable.tasks.builtin.verifier import is_correct
 
 MAX_SOLUTION_TOKENS = 320
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Which built-in problems and requests an evaluation uses."""
+
+    split: Literal["easy", "medium", "hard", "all"] = opt("hard", "Arithmetic split.")
+    n: int = opt(200, "Arithmetic problems.", ge=1, le=100_000)
+    requests: int = opt(0, "Request prompts, evenly spaced over all of them (0: all).", ge=0)
 
 
 def generate_batched(

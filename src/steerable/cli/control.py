@@ -7,9 +7,8 @@ from dataclasses import asdict
 
 import typer
 
+from steerable.cli.app import control_app
 from steerable.errors import InputError
-
-control_app = typer.Typer(no_args_is_help=True, help="Control policies: data, train-q, train-policy, eval, ...")
 
 
 def _run_data(cfg) -> None:

@@ -1,0 +1,90 @@
+"""``steerable scale``: accuracy against compute for each method and budget."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from steerable.bench.distributed import ScaleSetup
+from steerable.bench.scale import ScaleConfig
+from steerable.cli.app import app
+from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
+from steerable.config import command
+
+
+@command(app, "scale")
+def scale(run: ScaleConfig, setup: ScaleSetup, printing: Printing) -> None:
+    """Inference-time scaling: accuracy against compute for each method and budget."""
+    from steerable.bench.scale import run_scale
+    from steerable.lm.types import SamplingParams
+    from steerable.search.registry import make_strategy
+    from steerable.tasks.answers import make_checker
+    from steerable.tasks.loader import load_task
+
+    checker = make_checker(setup.answer_format, setup.answer_regex)
+    for m in run.methods:
+        make_strategy(m, checker.extract)
+    for t in run.temperature:
+        SamplingParams(temperature=t)  # a bad value is a one-line error before any model is loaded
+    items = load_task(run.task, limit=run.limit, seed=run.seed)
+    output_dir(run.out)
+    threads()
+    quiet_transformers()
+    built = None if run.ray else setup.build()
+    for t, p in [(t, p) for t in run.temperature for p in run.top_p]:
+        executor = None
+        if run.ray:
+            from steerable.bench.distributed import RayExecutor
+
+            executor = RayExecutor(setup, t, p, address=run.ray_address, workers=run.ray_workers)
+        where = run.out
+        if len(run.temperature) > 1:
+            where = where / f"temperature-{t:g}"
+        if len(run.top_p) > 1:
+            where = where / f"top-p-{p:g}"
+        try:
+            summary = run_scale(
+                items,
+                list(run.methods),
+                list(run.budgets),
+                built.process_factory(t, p) if built else None,
+                built.scorer if built else None,
+                checker,
+                where,
+                seed=run.seed,
+                progress=sys.stderr.isatty(),
+                unit=run.budget_unit,
+                tokens_per_sample=run.tokens_per_sample,
+                executor=executor,
+            )
+        finally:
+            if executor is not None:
+                executor.close()
+        if printing.json:
+            typer.echo(json.dumps({"temperature": t, "top_p": p, **summary}))
+            continue
+        from rich.console import Console
+        from rich.table import Table
+
+        unit_note = (
+            f", budgets in tokens ({summary['tokens_per_sample']:g} per sample)" if run.budget_unit == "tokens" else ""
+        )
+        table = Table(title=f"{run.task}, temperature {t:g}, top-p {p:g}, {len(items)} items{unit_note} ({where})")
+        columns = (
+            "method",
+            "budget",
+            "accuracy",
+            "generated_tokens",
+            "forward_tokens",
+            "scorer_calls",
+            "scorer_tokens",
+            "seconds",
+            "errors",
+        )
+        for col in columns:
+            table.add_column(col)
+        for r in summary["rows"]:
+            table.add_row(*(str(r[c]) for c in columns))
+        Console().print(table)

@@ -1,0 +1,64 @@
+"""``steerable serve``: the OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import typer
+
+from steerable.cli.app import app
+from steerable.cli.common import quiet_transformers, threads
+from steerable.config import command, opt
+from steerable.lm.loading import ModelConfig
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Where the server listens and what it allows (``serve.build`` takes these as keywords)."""
+
+    host: str = opt("127.0.0.1", "Address to bind (127.0.0.1: this machine only).", min_len=1)
+    port: int = opt(8000, "Port.", ge=1, le=65535)
+    steer: tuple[str, ...] = opt((), "NAME=PATH: a steering artifact requests can name (repeatable).", sep=None)
+    prm: str | None = opt(None, "A PRM for scaling requests and /v1/score: builtin, or a directory.")
+    api_key: str | None = opt(
+        None, "Require 'Authorization: Bearer KEY' on every route but /health.", envvar="STEERABLE_API_KEY", min_len=1
+    )
+    public_metrics: bool = opt(False, "With --api-key, leave /metrics open (for a scraper).")
+    served_model_name: str | None = opt(None, "The name clients use (default: --model).", min_len=1)
+    max_n: int = opt(64, "Most samples (n x prompts) per request.", ge=1, le=4096)
+    max_tokens: int = opt(4096, "Most max_tokens a request may ask for.", ge=1, le=1_000_000)
+    max_request_tokens: int = opt(
+        65536,
+        "Most tokens one request may generate plus score: refused up front or stopped with an error.",
+        ge=1,
+        le=10**9,
+    )
+    max_body_mb: float = opt(1.0, "Request bodies over this get 413 (checked while reading).", gt=0, le=1024)
+
+
+@command(app, "serve")
+def serve(options: ServeOptions, model: ModelConfig) -> None:
+    """An OpenAI-compatible server: /v1/completions, /v1/chat/completions, /v1/score, /metrics."""
+    from steerable.serve import build
+
+    threads()
+    quiet_transformers()
+    o = options
+    engine, api = build(
+        model.model,
+        list(o.steer),
+        o.prm,
+        model.device,
+        model.dtype,
+        model_name=o.served_model_name,
+        api_key=o.api_key,
+        public_metrics=o.public_metrics,
+        max_n=o.max_n,
+        max_tokens=o.max_tokens,
+        max_request_tokens=o.max_request_tokens,
+        max_body_bytes=int(o.max_body_mb * (1 << 20)),
+    )
+    import uvicorn
+
+    typer.echo(f"serving {o.served_model_name or model.model} on http://{o.host}:{o.port}/v1", err=True)
+    uvicorn.run(api, host=o.host, port=o.port, log_level="warning", timeout_graceful_shutdown=30)
