@@ -12,6 +12,7 @@ from steerable.bench.scale import ScaleConfig
 from steerable.cli.app import app
 from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
 from steerable.config import command
+from steerable.errors import ConfigError
 
 
 @command(app, "scale")
@@ -19,13 +20,19 @@ def scale(run: ScaleConfig, setup: ScaleSetup, printing: Printing) -> None:
     """Inference-time scaling: accuracy against compute for each method and budget."""
     from steerable.bench.scale import run_scale
     from steerable.lm.types import SamplingParams
-    from steerable.search.registry import make_strategy
+    from steerable.search.registry import UNSCORED, make_strategy
     from steerable.tasks.answers import make_checker
     from steerable.tasks.loader import load_task
 
     checker = make_checker(setup.answer_format, setup.answer_regex)
     for m in run.methods:
         make_strategy(m, checker.extract)
+    needy = [m for m in run.methods if m not in UNSCORED]
+    if setup.scorer in ("none", "") and needy:  # else every item of theirs fails and reports accuracy 0
+        raise ConfigError(
+            f"--methods {needy[0]} needs a scorer but --scorer is none: give --scorer builtin-prm or oracle, or use "
+            f"only {', '.join(sorted(UNSCORED))}"
+        )
     for t in run.temperature:
         SamplingParams(temperature=t)  # a bad value is a one-line error before any model is loaded
     items = load_task(run.task, limit=run.limit, seed=run.seed)

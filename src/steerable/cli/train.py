@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import typer
 
 from steerable.cli.app import train_app
-from steerable.cli.common import Printing, quiet_transformers, threads
+from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
 from steerable.config import command
 from steerable.rl.run import RLRunConfig
 
@@ -20,6 +21,7 @@ def train_rl_cmd(cfg: RLRunConfig, printing: Printing) -> None:
     from steerable.rl.run import parse_options, train_rl
 
     cfg = dataclasses.replace(cfg, options=parse_options(cfg.options))  # typed values, checked before any loading
+    output_dir(Path(cfg.out))
     threads()
     quiet_transformers()
     summary = train_rl(cfg, progress=sys.stderr.isatty())

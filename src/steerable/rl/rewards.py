@@ -14,6 +14,7 @@ composite rewards; TRL sums them with ``reward_weights``).
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
@@ -101,6 +102,8 @@ def parse_rewards(spec: str, extract, scorer_factory: Callable[[], object] | Non
             weight = float(w) if w else 1.0
         except ValueError:
             raise ConfigError(f"reward weight must be a number (got {w!r} in {spec!r})") from None
+        if not math.isfinite(weight):
+            raise ConfigError(f"reward weight must be a finite number (got {w!r} in {spec!r})")
         if name == "exact":
             funcs.append(exact_reward(extract))
         elif name == "format":

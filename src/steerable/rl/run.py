@@ -189,6 +189,11 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     device = resolve_device(cfg.device)
     model, tok = load_model(cfg.model, device=str(device))
     rows = _items(cfg.task, 20_000 if cfg.task.startswith("builtin:") else 0, cfg.seed)
+    if len(rows) < cfg.prompts_per_step:  # TRL would run 0 steps and say nothing
+        raise InputError(
+            f"{cfg.task} has {len(rows)} rows but a step takes --prompts-per-step {cfg.prompts_per_step}: "
+            "lower it or give more rows"
+        )
     for r in rows:
         r["prompt"] = apply_template(cfg.template, r["prompt"], tok)
     if algo.reward == "majority":

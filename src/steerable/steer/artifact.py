@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -148,6 +149,10 @@ def load_steering(path: str | Path, model, tokenizer, layers_path: str | None = 
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as e:  # safetensors raises its own error types for a corrupt file
         raise InputError(f"{path} is not a safetensors file ({e}): pass a steering artifact") from None
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    bad += [k for k, v in header.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:  # a NaN steers every token to garbage (or to nothing) without any error
+        raise InputError(f"{path} holds NaN or infinite values ({bad[0]}): re-create the artifact")
     if header.get("method") == "controller":
         from steerable.steer.controller import Controller
 

@@ -21,19 +21,40 @@ class Item:
 
 
 def read_jsonl(path: Path, fields: str) -> list[tuple[int, dict]]:
-    """``(line number, object)`` for every non-empty line; ``fields`` names what a line needs, for errors."""
+    """``(line number, object)`` for every non-empty line; ``fields`` names what a line needs, for errors.
+
+    A missing file, a directory, bytes that are not UTF-8, a line that is not a
+    JSON object and a string holding a lone surrogate (``"\\ud800"``) are each
+    a one-line :class:`InputError` naming the file (and line).
+    """
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{str(path)!r} does not exist: pass a JSONL file with {fields} per line")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory: pass a JSONL file with {fields} per line")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is harmless
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line} is not UTF-8 text (byte {e.start}): save the file as UTF-8") from None
+    except OSError as e:
+        raise InputError(f"{path} cannot be read: {e.strerror}") from None
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a JSON string
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise InputError(f"{path}:{n} is not JSON: write one object with {fields} per line") from None
         if not isinstance(row, dict):
             raise InputError(f"{path}:{n} is not a JSON object: write one object with {fields} per line")
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"{path}:{n} holds a lone surrogate (a \\ud800-style escape): use real characters"
+            ) from None
         rows.append((n, row))
     return rows
 
@@ -50,16 +71,22 @@ def load_task(spec: str, limit: int | None = None, seed: int = 0) -> list[Item]:
     path = Path(spec)
     if not path.exists():
         raise InputError(f"task {spec!r} is neither builtin:SPLIT nor an existing JSONL file")
-    items = []
+    items: list[Item] = []
+    seen: dict[str, int] = {}
     for n, row in read_jsonl(path, "'prompt' and 'answer'"):
-        if not isinstance(row.get("prompt"), str) or "answer" not in row:
-            raise InputError(f"{path}:{n} needs a string 'prompt' and an 'answer' field")
+        if not isinstance(row.get("prompt"), str) or row.get("answer") is None:
+            raise InputError(f"{path}:{n} needs a string 'prompt' and a non-null 'answer'")
+        if not isinstance(row["answer"], str | int | float) or isinstance(row["answer"], bool):
+            raise InputError(f"{path}:{n} has an 'answer' that is not a string or a number (got {row['answer']!r:.40})")
         items.append(Item(str(row.get("id", n)), row["prompt"], str(row["answer"])))
-        if limit and len(items) >= limit:
-            break
+        if items[-1].id in seen:  # results are kept by id: two items with one id would share rows
+            raise InputError(
+                f"{path}:{n} repeats the id {items[-1].id!r} of line {seen[items[-1].id]}: ids must differ"
+            )
+        seen[items[-1].id] = n
     if not items:
         raise InputError(f'{path} holds no items: write one {{"prompt": ..., "answer": ...}} per line')
-    return items
+    return items[:limit] if limit else items
 
 
 def _label(value) -> bool | None:
