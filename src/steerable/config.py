@@ -17,6 +17,7 @@ import functools
 import inspect
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sized
@@ -251,8 +252,10 @@ def command(app, name: str | None = None, *, help: str | None = None) -> Callabl
     function runs; an error is one :class:`ConfigError` line naming the flag.
     """
 
+    caller = sys._getframe(1).f_locals  # a command defined inside a function names classes local to it
+
     def register(fn: Callable) -> Callable:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, localns=caller)
         params: list[inspect.Parameter] = []
         groups: dict[str, tuple[type, Any, dict[str, tuple[str, Any, Mapping]]]] = {}
         seen: dict[str, str] = {}

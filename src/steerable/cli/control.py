@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import typer
 
 from steerable.cli.app import control_app
+from steerable.cli.common import Printing
+from steerable.config import opt
 from steerable.errors import InputError
 
 
@@ -73,7 +75,12 @@ def _run_dsrl(cfg) -> None:
     typer.echo(json.dumps({k: record[k] for k in ("env_steps", "nfe", "wall_seconds", "curve")}))
 
 
-def _run_eval(cfg, as_json: bool = False, plot: str | None = None) -> None:
+@dataclass(frozen=True)
+class EvalPlot:
+    plot: str | None = opt(None, "Draw the rollouts on the 2-D map to this PNG.", min_len=1)
+
+
+def _run_eval(cfg, printing: Printing, drawing: EvalPlot) -> None:
     import torch
 
     from steerable.control.envs import make_env
@@ -86,13 +93,14 @@ def _run_eval(cfg, as_json: bool = False, plot: str | None = None) -> None:
     policy = load_policy(cfg)
     controller = make_controller(cfg, policy)
     run = {k: v for k, v in asdict(cfg).items() if k not in ("episodes", "resume", "threads")}
+    plot = drawing.plot
     eps = evaluate(env, controller, cfg.episodes, cfg.seed, cfg.resume or None, keep_path=plot is not None, run=run)
     row = summary(cfg.method, cfg.budget, eps)
     if plot:
         if not hasattr(env, "config"):
             raise InputError(f"--plot draws the 2-D map of the built-in envs, not {cfg.env}")
         draw(env, eps, plot, f"{cfg.method} (budget {cfg.budget}): success {row['success']:.2f}")
-    if as_json:
+    if printing.json:
         typer.echo(json.dumps(row))
     else:
         typer.echo(
@@ -103,7 +111,7 @@ def _run_eval(cfg, as_json: bool = False, plot: str | None = None) -> None:
 
 
 def _register() -> None:
-    from steerable.config import config_command
+    from steerable.config import command, config_command
 
     try:
         from steerable.control.data import DataConfig
@@ -125,17 +133,11 @@ def _register() -> None:
     config_command(control_app, "train-policy", PolicyConfig, _run_train_policy, "Train a diffusion policy by BC.")
     config_command(control_app, "train-q", TrainQConfig, _run_train_q, "Train an IQL critic offline (for V-GPS).")
     config_command(control_app, "dsrl", DSRLConfig, _run_dsrl, "DSRL: SAC over the frozen policy's initial noise.")
-    config_command(
-        control_app,
-        "eval",
-        EvalConfig,
-        _run_eval,
-        "Success, return, NFE and seconds per control step of a method on seeded episodes.",
-        extra={
-            "as_json": (bool, typer.Option(False, "--json", help="Print the summary row as JSON.")),
-            "plot": (str | None, typer.Option(None, help="Draw the rollouts on the 2-D map to this PNG.")),
-        },
-    )
+
+    @command(control_app, "eval")
+    def control_eval(cfg: EvalConfig, printing: Printing, drawing: EvalPlot) -> None:
+        """Success, return, NFE and seconds per control step of a method on seeded episodes."""
+        _run_eval(cfg, printing, drawing)
 
 
 _register()
