@@ -45,10 +45,15 @@ METHODS = {
 }
 
 
+LEAF_BATCH = 1
+
+
 def strategy(name: str, extract):
     from steerable.diffusion.registry import make_strategy, method
 
     reg, opts = METHODS[name]
+    if reg.startswith("dts"):
+        opts = {**opts, "leaf_batch": LEAF_BATCH}
     return make_strategy(reg, extract, opts), method(reg)
 
 
@@ -171,8 +176,11 @@ def main() -> None:
     ap.add_argument("--methods", default=None)
     ap.add_argument("--budgets", default="4,8,16")
     ap.add_argument("--guidance-scale", type=float, default=1.0)
+    ap.add_argument("--leaf-batch", type=int, default=1, help="DTS leaves per round (1: the paper's loop)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    global LEAF_BATCH
+    LEAF_BATCH = args.leaf_batch
     if args.methods is None:
         args.methods = "bon,fk,dts-star,dts" if args.what == "digits" else "bon,fk-sample,dts"
     setup()
