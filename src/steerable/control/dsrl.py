@@ -15,7 +15,8 @@ Where it differs, and why:
   (the authors' ``ActionChunkWrapper`` keeps stepping after ``done``, sums
   rewards past it and reports the time limit as terminal, which biases TD);
 - stock SB3 has no LayerNorm hook (the authors' fork adds
-  ``post_linear_modules``): the networks here are plain Tanh MLPs;
+  ``post_linear_modules``): ``layer_norm`` rebuilds the critics with it
+  (the actor stays a plain Tanh MLP);
 - ``envs`` noise envs run side by side (their chunks decode in one batch) and
   each step of them takes ``gradient_steps`` SAC updates: 8 updates per 16
   chunks, 0.5 per chunk, where the authors run 20 per chunk on GPUs (a CPU
@@ -134,6 +135,7 @@ class DSRLConfig:
     width: int = opt(256, "Hidden width of actor and critics.", ge=8, le=4096)
     layers: int = opt(3, "Hidden layers.", ge=1, le=8)
     target_entropy: float = opt(0.0, "SAC target entropy (the paper's 0, not SB3's -dim).", ge=-1000, le=1000)
+    layer_norm: bool = opt(True, "LayerNorm after each hidden layer of the critics (the authors' fork).")
     eval_every: int = opt(5000, "Env steps between success checks (0: none).", ge=0)
     eval_episodes: int = opt(50, "Episodes per success check.", ge=1, le=10_000)
     seed: int = opt(0, "Seed.", ge=0)
@@ -155,6 +157,35 @@ class DSRLController(Controller):
         x = torch.as_tensor(np.asarray(w, np.float32)).reshape(len(rows), *self.policy.sample_shape)
         chunks = self.policy.future(self._sample(rows, seen, x_init=x)[:, 0])
         return {r: self._run(r, chunks[i]) for i, r in enumerate(rows)}
+
+
+def load_noise_policy(path: str | Path):
+    """The actor of a saved DSRL run (``sac.zip``), enough to act: SB3's policy with only the actor's weights
+    (the critics, LayerNorm or not, are not needed to act)."""
+    from stable_baselines3.common.save_util import load_from_zip_file
+    from stable_baselines3.sac.policies import SACPolicy
+
+    data, params, _ = load_from_zip_file(path, device="cpu")
+    pol = SACPolicy(data["observation_space"], data["action_space"], lambda _: 0.0, **data["policy_kwargs"])
+    actor = {k.removeprefix("actor."): v for k, v in params["policy"].items() if k.startswith("actor.")}
+    pol.actor.load_state_dict(actor)
+    return pol.eval()
+
+
+def layer_norm_critics(sac, width: int, layers: int, lr: float) -> None:
+    """Rebuild SB3's SAC critics as Linear-LayerNorm-Tanh stacks (the authors' ``post_linear_modules``)."""
+    for critic in (sac.critic, sac.critic_target):
+        for i, q in enumerate(critic.q_networks):
+            mods: list[torch.nn.Module] = []
+            d = q[0].in_features
+            for _ in range(layers):
+                mods += [torch.nn.Linear(d, width), torch.nn.LayerNorm(width), torch.nn.Tanh()]
+                d = width
+            net = torch.nn.Sequential(*mods, torch.nn.Linear(d, 1))
+            critic.add_module(f"qf{i}", net)
+            critic.q_networks[i] = net
+    sac.critic_target.load_state_dict(sac.critic.state_dict())
+    sac.critic.optimizer = torch.optim.Adam(sac.critic.parameters(), lr=lr)
 
 
 def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
@@ -194,6 +225,8 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
         policy_kwargs={"net_arch": [cfg.width] * cfg.layers, "activation_fn": torch.nn.Tanh},
         device="cpu",
     )
+    if cfg.layer_norm:
+        layer_norm_critics(sac, cfg.width, cfg.layers, cfg.lr)
     curve: list[dict] = []
     eval_env = make_env(cfg.env)
 

@@ -91,11 +91,9 @@ def make_controller(cfg: EvalConfig, policy):
 
         return STLFK(policy, execute=execute, particles=cfg.budget)
     if cfg.method == "dsrl":
-        from stable_baselines3 import SAC
-
-        from steerable.control.dsrl import DSRLController
+        from steerable.control.dsrl import DSRLController, load_noise_policy
 
         if not cfg.noise_policy or not Path(cfg.noise_policy).exists():
             raise InputError("dsrl needs --noise-policy PATH/sac.zip: train it with `steerable control dsrl`")
-        return DSRLController(policy, execute=execute, noise_policy=SAC.load(cfg.noise_policy, device="cpu"))
+        return DSRLController(policy, execute=execute, noise_policy=load_noise_policy(cfg.noise_policy))
     raise ConfigError(f"unknown method {cfg.method!r}")
