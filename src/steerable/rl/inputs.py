@@ -51,11 +51,34 @@ class Context:
 
 @dataclass(frozen=True)
 class ExtraRows:
-    """Rows an input adds to the training batch, each with one advantage for all its tokens."""
+    """Rows an input adds to the training batch, each with one advantage for all its tokens and a weight: a
+    row of weight k stands for k identical rows (its tokens count k times in a token-mean loss)."""
 
     prompt_ids: list[list[int]]
     completion_ids: list[list[int]]
     advantages: torch.Tensor  # [N]
+    weights: torch.Tensor  # [N]
+
+    @staticmethod
+    def merged(prompt_ids: list[list[int]], completion_ids: list[list[int]], advantages: torch.Tensor) -> ExtraRows:
+        """Identical (prompt, completion) rows as one row of their count; they must share their advantage."""
+        index: dict[tuple, int] = {}
+        keep, weights = [], []
+        for r, key in enumerate(zip(map(tuple, prompt_ids), map(tuple, completion_ids), strict=True)):
+            if key in index:
+                weights[index[key]] += 1
+                if abs(float(advantages[r]) - float(advantages[keep[index[key]]])) > 1e-6:
+                    raise ValueError("identical rows with different advantages cannot be merged")
+            else:
+                index[key] = len(keep)
+                keep.append(r)
+                weights.append(1)
+        return ExtraRows(
+            [prompt_ids[r] for r in keep],
+            [completion_ids[r] for r in keep],
+            advantages[keep],
+            torch.tensor(weights, dtype=torch.float32),
+        )
 
 
 class BatchInputs:
@@ -283,9 +306,12 @@ def _budgets(x: BatchInputs) -> Budgets:
     budgets = Budgets(scores=scores, cuts=cuts, priors=priors, length=b.width)
     if cfg.brpo_train_answers:
         adv = brpo_answer_advantages(budgets, b.group_size).reshape(-1)
-        x._extra.append(ExtraRows(plan.contexts, answers, adv))
+        # an answer sampled twice from one context is one row of weight 2 (same tokens, same advantage)
+        x._extra.append(ExtraRows.merged(plan.contexts, answers, adv))
         x._mask = mask
     x.metrics["brpo/answer_rows"] = float(len(answers)) if cfg.brpo_train_answers else 0.0
+    if x._extra:
+        x.metrics["brpo/answer_rows_distinct"] = float(len(x._extra[-1].prompt_ids))
     x.metrics["brpo/answer_accuracy"] = float(scores.mean())
     return budgets
 

@@ -262,11 +262,13 @@ def make_trainer_class():
                     if model is None:
                         raise ConfigError("extra training rows with --beta > 0 need a reference model")
                     new[key], _, _ = self._get_per_token_logps_and_entropies(model, ids, att, c_width)
+            if "tool_mask" not in out:  # the loss mask also carries the rows' weights
+                out["tool_mask"] = torch.ones_like(out["completion_mask"], dtype=torch.float32)
             for k, v in out.items():
                 if k in new or k == "num_items_in_batch":
                     continue
                 if k == "tool_mask":
-                    new[k] = torch.ones(n, c_width, dtype=v.dtype, device=dev)
+                    new[k] = extra.weights.to(dev, v.dtype).unsqueeze(1).expand(-1, c_width).clone()
                 elif k == "sampling_per_token_logps":
                     new[k] = torch.zeros(n, c_width, dtype=v.dtype, device=dev)
                 elif isinstance(v, torch.Tensor) and v.dim() == 1:  # a per-row flag: off for the new rows
