@@ -253,7 +253,8 @@ def _budgets(x: BatchInputs) -> Budgets:
     batch with their own advantage (:func:`brpo_answer_advantages`), and the rollout's own answer digits are
     taken out of its loss (answers are trained as answers, the thinking as thinking). Otherwise only the
     rollouts train, their answer line with the last segment's advantage."""
-    from steerable.lm.local import LocalGenerator, Sequences
+    from steerable.lm.local import LocalGenerator
+    from steerable.lm.sequences import Sequences
     from steerable.lm.types import SamplingParams
 
     cfg, b, tok = x.ctx.cfg, x.batch, x.ctx.tokenizer
@@ -284,19 +285,28 @@ def _budgets(x: BatchInputs) -> Budgets:
                 ctx_ids = b.prompt_ids[i] + ids[:cut] + opener_ids
             plan.contexts.extend([ctx_ids] * a_count)
             plan.where.extend([(i, s)] * a_count)
+    # each distinct context is prefilled once and forked into the samples it needs (a rollout whose thinking
+    # ended early has the same context at several budgets)
+    unique: dict[tuple[int, ...], list[int]] = {}
+    for k, c in enumerate(plan.contexts):
+        unique.setdefault(tuple(c), []).append(k)
     model = x.ctx.model
     with eval_mode(model):
         gen = LocalGenerator(model, tok, chat_template="never")
-        n = len(plan.contexts)
-        seqs = Sequences([list(c) for c in plan.contexts], [len(c) for c in plan.contexts], list(range(n)))
+        keys = list(unique)
+        seqs = Sequences([list(c) for c in keys], [len(c) for c in keys], list(range(len(keys))))
+        gen.prefill(seqs)
+        seqs = seqs.select([u for u, c in enumerate(keys) for _ in unique[c]])
         params = SamplingParams(temperature=x.ctx.temperature, max_new_tokens=cfg.brpo_answer_tokens, stop=("\n",))
         out = gen.step(seqs, params)
+    sample_of = [k for c in keys for k in unique[c]]  # sampled row -> plan entry
     scores = torch.zeros(len(b.texts), s_count, a_count)
-    answers: list[list[int]] = []
-    for k, ((i, s), new) in enumerate(zip(plan.where, out.token_ids, strict=True)):
-        got = x.ctx.extract(opener + out.texts[k])
+    answers: list[list[int]] = [[] for _ in plan.contexts]
+    for row, k in enumerate(sample_of):
+        i, s = plan.where[k]
+        got = x.ctx.extract(opener + out.texts[row])
         scores[i, s, k % a_count] = float(b.answers[i] is not None and str(got) == str(b.answers[i]))
-        answers.append(list(new))  # as sampled: its EOS, or the newline it stopped at
+        answers[k] = list(out.token_ids[row])  # as sampled: its EOS, or the newline it stopped at
     p = torch.tensor(limits, dtype=torch.float32)
     priors = {
         "uniform": torch.ones(s_count),

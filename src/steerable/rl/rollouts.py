@@ -125,7 +125,8 @@ def etmr_rollout(forks: int, branches: int, group: int | None = None):
         check(group)
 
     def rollout(prompts, trainer):
-        from steerable.lm.local import LocalGenerator, Sequences
+        from steerable.lm.local import LocalGenerator
+        from steerable.lm.sequences import Sequences
         from steerable.lm.types import SamplingParams
 
         g = _group_size(trainer)
