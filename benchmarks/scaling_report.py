@@ -1,21 +1,25 @@
 """Read `steerable scale` result directories and answer the PF paper's questions, side by side.
 
-    python benchmarks/scaling_report.py runs/sweep-a [runs/sweep-b ...]
+    python benchmarks/scaling_report.py runs/sweep-a [runs/sweep-b ...] [--plot out.png]
 
 Prints accuracy (± one standard error) and mean cost per method and budget
 over the items every method in a directory finished, then paired comparisons
 on the same items: PF at N against self-consistency at 4N (the paper's claim
 that PF beats voting per budget) and ePF against PF at each N, each with the
 items only one side solved (a sign test's inputs) and the tokens each spent.
+``--plot`` draws every directory's accuracy against tokens on one plot
+(budget labels, standard-error bars; each directory's own summary.json).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
+
+from steerable.bench.report import plot, summarise, title_of
 
 
 def load(dirs: list[str]) -> dict[tuple[str, int], dict[str, dict]]:
@@ -57,8 +61,30 @@ def compare(runs, a: tuple[str, int], b: tuple[str, int]) -> str | None:
     )
 
 
-def main() -> None:
-    dirs = sys.argv[1:] or ["runs/scale"]
+def run_summary(d: str) -> dict:
+    """A directory's summary.json, or one made from its results.jsonl (every method and budget in it)."""
+    path = Path(d) / "summary.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    rows = [r for by_item in load([d]).values() for r in by_item.values()]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    return summarise(rows, methods, sorted({r["budget"] for r in rows}))
+
+
+def plot_dirs(dirs: list[str], png: Path) -> Path:
+    """Every directory's methods on one plot, labelled by directory when there are several."""
+    summaries = [run_summary(d) for d in dirs]
+    titles = list(dict.fromkeys(title_of(s.get("settings", {}), s.get("items", 0)) for s in summaries))
+    labels = [Path(d).name or d for d in dirs] if len(dirs) > 1 else [""]
+    return plot(list(zip(labels, summaries, strict=True)), png, "\n".join(titles))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dirs", nargs="*", default=["runs/scale"], help="steerable scale output directories")
+    ap.add_argument("--plot", type=Path, help="draw every directory's accuracy against tokens into this PNG")
+    args = ap.parse_args(argv)
+    dirs = args.dirs
     runs = load(dirs)
     print(f"{'method':<8} {'budget':>6} {'items':>5} {'accuracy':>14} {'gen tok':>8} {'PRM tok':>8} {'sec':>6}")
     for (method, budget), rows in sorted(runs.items()):
@@ -76,6 +102,8 @@ def main() -> None:
         for line in (compare(runs, ("pf", n), ("sc", 4 * n)), compare(runs, ("epf", n), ("pf", n))):
             if line:
                 print(line)
+    if args.plot:
+        print(f"wrote {plot_dirs(dirs, args.plot)}")
 
 
 if __name__ == "__main__":

@@ -1,30 +1,31 @@
 """Accuracy against compute: every (item, method, budget) once, written as it goes, resumable.
 
 ``results.jsonl`` gets one line per (item, method, budget) the moment it is
-done; a rerun with the same ``--out`` skips the lines already there. At the end
-``summary.json`` holds accuracy and mean cost per method and budget, and
-``accuracy_vs_tokens.png`` plots accuracy against tokens generated.
+done; a rerun with the same ``--out`` skips the lines already there, after
+cutting a line a kill left half-written. ``settings.json`` records what the
+rows depend on (:mod:`steerable.bench.settings`): a rerun with other settings
+is refused. At the end ``summary.json`` holds the settings and, over this
+run's items, accuracy (± standard error) and mean cost per method and budget,
+and ``accuracy_vs_tokens.png`` plots accuracy against tokens generated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from steerable.bench.report import LM_COST
 from steerable.config import check, opt
 from steerable.errors import ConfigError, SteerableError
 from steerable.reward.scorer import CachedScorer
 from steerable.search.registry import UNSCORED, make_strategy
 from steerable.tasks.answers import AnswerChecker
 from steerable.tasks.loader import Item
-
-#: what a language-model run costs, averaged per (method, budget)
-LM_COST = ("generated_tokens", "forward_tokens", "scorer_calls", "scorer_tokens", "seconds")
 
 #: The widest sample budget a run may ask for (a billion samples ran until killed).
 MAX_SAMPLE_BUDGET = 4096
@@ -92,6 +93,19 @@ def read_results(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue  # a line cut by an interruption is redone
     return rows
+
+
+def cut_partial_line(path: Path) -> int:
+    """Cut a half-written last line (a kill mid-write) so the next row starts on its own line; bytes cut."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with path.open("r+b") as f:
+        f.truncate(keep)
+    return len(data) - keep
 
 
 def run_job(
@@ -174,20 +188,30 @@ def run_scale(
     strategies: Callable[[str], object] | None = None,
     cost: Sequence[str] = LM_COST,
     x: str = "generated_tokens",
+    settings: dict | None = None,
+    report_every: float | None = None,
 ) -> dict:
     """Run every (item, method, budget); ``unit="tokens"`` makes each budget a cap on generated tokens.
+
+    ``settings`` (see :mod:`steerable.bench.settings`) are recorded in
+    ``out/settings.json``; resuming with different ones is an error. The
+    summary counts only ``items`` (this run's), ``methods`` and ``budgets``,
+    whatever else the directory holds. With samples, greedy runs once, at
+    budget 1 (more samples do not change a greedy answer).
 
     With token budgets every run of every method may generate at most ``budget``
     tokens (the process enforces it exactly), and the width of a method (samples,
     particles, beams, simulations) is ``budget // tokens_per_sample``. Unless
     given, ``tokens_per_sample`` is measured once per run directory as the mean
     length of sampled solutions of the first 8 items and recorded in
-    ``summary.json``, so reruns use the same widths.
+    ``settings.json``, so reruns use the same widths.
 
     ``executor`` runs the jobs (default: here, one after another; a
     :class:`steerable.bench.distributed.RayExecutor` spreads them over Ray
     workers). Rows are written in the order they finish; every job's seed
     depends only on its item's index, so the numbers are the same either way.
+    ``progress`` shows a bar; ``report_every`` (seconds) prints progress lines
+    instead, for logs.
 
     Another model family brings its own ``executor`` (rows with its own cost
     fields), ``strategies`` (a method by name, to refuse unknown ones before
@@ -196,24 +220,36 @@ def run_scale(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from steerable.bench.report import ProgressLines, plot, summarise, title_of
+    from steerable.bench.settings import record_settings
+
     if unit not in ("samples", "tokens"):
         raise ConfigError(f"unknown budget unit {unit!r}: use samples or tokens")
+    for m in methods:  # an unknown method fails before any work
+        strategies(m) if strategies is not None else make_strategy(m, checker.extract)
     executor = executor or LocalExecutor(make_process, scorer, checker)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
+    settings = {**(settings or {}), "seed": seed, "budget_unit": unit}
+    if unit == "tokens" and tokens_per_sample is not None:
+        if tokens_per_sample <= 0:
+            raise ConfigError(f"tokens per sample must be > 0 (got {tokens_per_sample})")
+        settings["tokens_per_sample"] = float(tokens_per_sample)
+    settings = record_settings(out, settings)
     if unit == "tokens":
-        tokens_per_sample = _tokens_per_sample(out, items, executor, tokens_per_sample)
+        if "tokens_per_sample" not in settings:
+            settings = record_settings(out, {**settings, "tokens_per_sample": executor.calibrate(items)})
+        tokens_per_sample = settings["tokens_per_sample"]
+    cut_partial_line(path)
     done = {_key(r["item"], r["method"], r["budget"]) for r in read_results(path)}
-    for m in methods:  # an unknown method fails before any work
-        strategies(m) if strategies is not None else make_strategy(m, checker.extract)
     jobs = [
         (i, it, m, b)
         for i, it in enumerate(items)
         for m in methods
-        for b in budgets
-        if not (m == "greedy" and b != budgets[0] and unit == "samples")
+        for b in ([1] if m == "greedy" and unit == "samples" else budgets)
     ]
     todo = [j for j in jobs if _key(j[1].id, j[2], j[3]) not in done]
+    lines = ProgressLines(f"scale {out}", len(jobs), len(jobs) - len(todo), report_every or 60.0)
     with (
         path.open("a") as f,
         Progress(
@@ -224,34 +260,23 @@ def run_scale(
             TimeElapsedColumn(),
             disable=not progress,
         ) as bar,
+        lines if report_every else contextlib.nullcontext(),
     ):
         task = bar.add_task("scale", total=len(jobs), completed=len(jobs) - len(todo), what="")
         for row in executor.run(todo, methods, seed, unit, tokens_per_sample):
             f.write(json.dumps(row) + "\n")
             f.flush()
             bar.update(task, advance=1, what=f"{row['method']}@{row['budget']}")
-    summary = summarise(read_results(path), methods, budgets, cost)
-    summary["unit"] = unit
+            lines.add(row)
+    summary = summarise(read_results(path), methods, budgets, {it.id for it in items}, cost)
+    summary = {"settings": settings, "items": len(items), **summary}
     if unit == "tokens":
         summary["tokens_per_sample"] = tokens_per_sample
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(summary, out / f"accuracy_vs_{'tokens' if x == 'generated_tokens' else x}.png", x)
+    summary["unit"] = unit
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    name = "tokens" if x == "generated_tokens" else x
+    plot([("", summary)], out / f"accuracy_vs_{name}.png", title_of(settings, len(items)), x)
     return summary
-
-
-def _tokens_per_sample(out: Path, items: Sequence[Item], executor, given: float | None) -> float:
-    """Mean sampled solution length, measured once per directory and kept in ``calibration.json``."""
-    rec = out / "calibration.json"
-    if given is not None:
-        if given <= 0:
-            raise ConfigError(f"tokens per sample must be > 0 (got {given})")
-        value = float(given)
-    elif rec.exists():
-        return float(json.loads(rec.read_text())["tokens_per_sample"])
-    else:
-        value = executor.calibrate(items)
-    rec.write_text(json.dumps({"tokens_per_sample": value}) + "\n")
-    return value
 
 
 def measure_tokens_per_sample(make_process, items: Sequence[Item]) -> float:
@@ -265,56 +290,3 @@ def measure_tokens_per_sample(make_process, items: Sequence[Item]) -> float:
         run_to_end(process, process.init(item.prompt, 4, seed=i))
         lengths.append((process.usage.generated_tokens - u0) / 4)
     return round(sum(lengths) / len(lengths), 2)
-
-
-def summarise(rows: list[dict], methods: Sequence[str], budgets: Sequence[int], cost: Sequence[str] = LM_COST) -> dict:
-    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    for r in rows:
-        if r["method"] in methods and r["budget"] in budgets:
-            groups[(r["method"], r["budget"])].append(r)
-    table = []
-    for (method, budget), rs in sorted(groups.items(), key=lambda kv: (methods.index(kv[0][0]), kv[0][1])):
-        n = len(rs)
-        ok = [r for r in rs if "error" not in r]
-        mean = lambda k, ok=ok: round(sum(r.get(k, 0) for r in ok) / max(len(ok), 1), 2)  # noqa: E731
-        table.append(
-            {
-                "method": method,
-                "budget": budget,
-                "items": n,
-                "errors": n - len(ok),
-                "accuracy": round(sum(bool(r["correct"]) for r in rs) / n, 4),
-                **{k: mean(k) for k in cost},
-            }
-        )
-    return {"rows": table}
-
-
-def plot(summary: dict, path: Path, x: str = "generated_tokens") -> bool:
-    """Accuracy against the mean of cost field ``x`` (tokens generated), one line per method; False without
-    matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    by_method: dict[str, list[dict]] = defaultdict(list)
-    for r in summary["rows"]:
-        by_method[r["method"]].append(r)
-    for method, rs in by_method.items():
-        rs = sorted(rs, key=lambda r: r[x])
-        ax.plot([r[x] for r in rs], [r["accuracy"] for r in rs], marker="o", label=method)
-    ax.set_xscale("log")
-    ax.set_xlabel(
-        {"generated_tokens": "tokens generated", "nfe": "denoiser evaluations (NFE)"}.get(x, x) + " per item (mean)"
-    )
-    ax.set_ylabel("accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True

@@ -14,11 +14,16 @@ from steerable.cli.common import Printing, output_dir, quiet_transformers, threa
 from steerable.config import command
 from steerable.errors import ConfigError
 
+#: Seconds between progress lines when stderr is not a terminal (nohup, a pipe, a CI log).
+REPORT_EVERY = 60.0
+
 
 @command(app, "scale")
 def scale(run: ScaleConfig, setup: ScaleSetup, printing: Printing) -> None:
     """Inference-time scaling: accuracy against compute for each method and budget."""
+    from steerable.bench.report import table, title_of
     from steerable.bench.scale import run_scale
+    from steerable.bench.settings import scale_settings
     from steerable.lm.types import SamplingParams
     from steerable.search.registry import UNSCORED, make_strategy
     from steerable.tasks.answers import make_checker
@@ -41,16 +46,16 @@ def scale(run: ScaleConfig, setup: ScaleSetup, printing: Printing) -> None:
     quiet_transformers()
     built = None if run.ray else setup.build()
     for t, p in [(t, p) for t in run.temperature for p in run.top_p]:
-        executor = None
-        if run.ray:
-            from steerable.bench.distributed import RayExecutor
-
-            executor = RayExecutor(setup, t, p, address=run.ray_address, workers=run.ray_workers)
         where = run.out
         if len(run.temperature) > 1:
             where = where / f"temperature-{t:g}"
         if len(run.top_p) > 1:
             where = where / f"top-p-{p:g}"
+        executor = None
+        if run.ray:
+            from steerable.bench.distributed import RayExecutor
+
+            executor = RayExecutor(setup, t, p, address=run.ray_address, workers=run.ray_workers)
         try:
             summary = run_scale(
                 items,
@@ -65,6 +70,8 @@ def scale(run: ScaleConfig, setup: ScaleSetup, printing: Printing) -> None:
                 unit=run.budget_unit,
                 tokens_per_sample=run.tokens_per_sample,
                 executor=executor,
+                settings=scale_settings(run.task, run.seed, setup, t, p),
+                report_every=None if sys.stderr.isatty() else REPORT_EVERY,
             )
         finally:
             if executor is not None:
@@ -73,25 +80,8 @@ def scale(run: ScaleConfig, setup: ScaleSetup, printing: Printing) -> None:
             typer.echo(json.dumps({"temperature": t, "top_p": p, **summary}))
             continue
         from rich.console import Console
-        from rich.table import Table
 
-        unit_note = (
-            f", budgets in tokens ({summary['tokens_per_sample']:g} per sample)" if run.budget_unit == "tokens" else ""
-        )
-        table = Table(title=f"{run.task}, temperature {t:g}, top-p {p:g}, {len(items)} items{unit_note} ({where})")
-        columns = (
-            "method",
-            "budget",
-            "accuracy",
-            "generated_tokens",
-            "forward_tokens",
-            "scorer_calls",
-            "scorer_tokens",
-            "seconds",
-            "errors",
-        )
-        for col in columns:
-            table.add_column(col)
-        for r in summary["rows"]:
-            table.add_row(*(str(r[c]) for c in columns))
-        Console().print(table)
+        unit_note = f" ({summary['tokens_per_sample']:g} tokens per sample)" if run.budget_unit == "tokens" else ""
+        title = f"{title_of(summary['settings'], len(items))}{unit_note}: {where}"
+        # off a terminal rich would fit the table into 80 columns and cut numbers ("2051.…"): give it room
+        Console(width=None if sys.stdout.isatty() else 400).print(table(summary, title))

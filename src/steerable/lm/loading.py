@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -80,3 +81,50 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "float32"):
         ) from None
     model.to(dev).eval()
     return model, tokenizer
+
+
+#: Weight files up to this size are hashed whole; larger ones by size, head and tail (a 16 GB model in a second).
+_WHOLE_HASH_BYTES = 256 << 20
+_PART_BYTES = 16 << 20
+
+
+def files_fingerprint(directory: str | Path) -> str:
+    """A sha256 of a model directory's model files: config and tokenizer whole, weights whole or by size, head and tail.
+
+    Two directories holding the same files get the same fingerprint wherever
+    they lie; retrained weights (RL, a new built-in model) get another one.
+    Other files (a run's logs and checkpoints beside the model) do not count.
+    """
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(directory).iterdir() if p.is_file() and _is_model_file(p.name)):
+        size = f.stat().st_size
+        h.update(f"{f.name}\0{size}\0".encode())
+        with f.open("rb") as fh:
+            if size <= _WHOLE_HASH_BYTES:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(_PART_BYTES))
+                fh.seek(size - _PART_BYTES)
+                h.update(fh.read(_PART_BYTES))
+    return h.hexdigest()[:16]
+
+
+def _is_model_file(name: str) -> bool:
+    weights = name.endswith((".safetensors", ".bin", ".pt", ".model", ".tiktoken"))
+    return (
+        weights
+        or name in ("config.json", "generation_config.json")
+        or name.startswith(("tokenizer", "vocab", "merges", "special_tokens"))
+    )
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """:func:`files_fingerprint` of a model directory (``builtin``: the built-in model's)."""
+    if name_or_path == "builtin":
+        from steerable.lm.builtin import path
+
+        name_or_path = str(path())
+    p = Path(name_or_path)
+    if not p.is_dir():
+        raise ModelLoadError(f"model path {name_or_path!r} is not a directory: pass a model directory or 'builtin'")
+    return files_fingerprint(p)

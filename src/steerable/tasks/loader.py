@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,13 @@ def load_task(spec: str, limit: int | None = None, seed: int = 0) -> list[Item]:
     if not items:
         raise InputError(f'{path} holds no items: write one {{"prompt": ..., "answer": ...}} per line')
     return items[:limit] if limit else items
+
+
+def task_fingerprint(spec: str, seed: int = 0) -> str:
+    """A sha256 of a task's items (all of them, whatever ``limit`` a run takes): ids, prompts and answers."""
+    items = load_task(spec, seed=seed)
+    text = json.dumps([[i.id, i.prompt, i.answer] for i in items], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _label(value) -> bool | None:
