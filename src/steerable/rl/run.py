@@ -312,9 +312,11 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
 
     trainer.remove_callback(PrinterCallback)  # our bar and metrics.jsonl report progress; keep stdout for results
     trainer.add_callback(Budget())
-    resume = any((out / "checkpoints").glob("checkpoint-*"))
-    if budget is not None and spent >= budget:
-        resume = False  # the budget is spent: just evaluate and write out
+    resumed = resume_point(out, metrics_path, spent)
+    resume = resumed is not None
+    if resume and budget is not None and spent >= budget:  # the budget is spent: evaluate the checkpoint, no step
+        model = type(model).from_pretrained(str(out / "checkpoints" / resumed["checkpoint"])).to(device)
+        resume = False
     with bar:
         task = bar.add_task("rl", total=None, algo=cfg.algo, info="")
         if budget is None or spent < budget:
@@ -340,17 +342,66 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     first = next((h["held_in_accuracy"] for h in hist if "held_in_accuracy" in h), None)
     summary = {
         "algo": cfg.algo,
-        "steps": trainer.state.global_step,
+        "steps": trainer.state.global_step or (resumed or {}).get("step", 0),
         "seconds": round(json.loads(clock.read_text())["seconds"], 1),
         "held_in_accuracy_start": first,
         "held_in_accuracy_end": final,
         "out": str(out),
     }
+    if resumed is not None:
+        summary["resumed"] = resumed
     with metrics_path.open("a") as f:
         f.write(json.dumps({"step": trainer.state.global_step, "held_in_accuracy": final, "final": True}) + "\n")
     plot_curves(metrics_path, out / "curves.png", title=f"{cfg.algo} on {cfg.task}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def resume_point(out: Path, metrics_path: Path, spent: float) -> dict | None:
+    """Where a rerun resumes: the newest checkpoint, with ``metrics.jsonl`` cut back to its step; None: from scratch.
+
+    A kill after a checkpoint leaves rows of steps the resumed run will redo
+    (and a finished run its ``final`` row): they are dropped so that every step
+    appears once. A run killed before its first checkpoint left rows nothing
+    can resume from: they go, and the run starts over. What was resumed is
+    said on stderr and returned (it goes into the summary).
+    """
+    import sys
+
+    steps = {
+        int(p.name.rsplit("-", 1)[1]): p for p in (out / "checkpoints").glob("checkpoint-*") if p.name[11:].isdigit()
+    }
+    rows = [x for x in metrics_path.read_text().splitlines() if x.strip()] if metrics_path.exists() else []
+    if not steps:
+        if rows:
+            print(
+                f"{out}: no checkpoint to resume from; starting over (dropped {len(rows)} metrics rows)",
+                file=sys.stderr,
+            )
+            metrics_path.unlink()
+        return None
+    step = max(steps)
+    kept = []
+    for line in rows:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+        if row.get("step", 0) <= step and not row.get("final"):
+            kept.append(line)
+    metrics_path.write_text("".join(x + "\n" for x in kept))
+    info = {
+        "checkpoint": steps[step].name,
+        "step": step,
+        "seconds": round(spent, 1),
+        "dropped_rows": len(rows) - len(kept),
+    }
+    print(
+        f"{out}: resuming from {info['checkpoint']} (step {step}, {spent:.0f} s spent); dropped "
+        f"{info['dropped_rows']} metrics rows past it",
+        file=sys.stderr,
+    )
+    return info
 
 
 def parse_options(options: dict | list[str]) -> dict:
