@@ -34,8 +34,8 @@ def test_summary_carries_the_standard_error_of_each_accuracy():
     [([0.80, 0.82], [0.80, 0.82]), ([0.98], [1.0]), ([0.0], [0.03]), ([0.1, 0.6], [0.2, 0.9])],
 )
 def test_the_y_axis_holds_every_bar_and_spans_at_least_a_fifth(lows, highs):
-    lo, hi = y_range(lows, highs)
-    assert 0.0 <= lo <= min(lows) and max(highs) <= hi <= 1.0
+    lo, hi = y_range(lows, highs, pad=0.03)
+    assert -0.03 <= lo < min(lows) and max(highs) < hi <= 1.03  # every bar inside, a margin around it
     assert hi - lo >= 0.2 - 1e-12
 
 

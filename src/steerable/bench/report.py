@@ -84,13 +84,15 @@ def table(summary: dict, title: str):
     for key, name in COLUMNS:
         t.add_column(name, justify="left" if key == "method" else "right", overflow="fold", no_wrap=False)
     for r in summary["rows"]:
-        t.add_row(*(_cell(r.get(key)) for key, _ in COLUMNS))
+        t.add_row(*(_cell(key, r.get(key)) for key, _ in COLUMNS))
     return t
 
 
-def _cell(v) -> str:
+def _cell(key: str, v) -> str:
+    if key in ("accuracy", "stderr"):
+        return f"{v:.4f}"
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1 else f"{v:.1f}"
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
     return str(v)
 
 
@@ -148,7 +150,12 @@ def draw(ax, runs: Sequence[tuple[str, dict]], title: str = "", x: str = "genera
                 )  # fmt: skip
             lows += [y - e for y, e in zip(ys, es, strict=True)]
             highs += [y + e for y, e in zip(ys, es, strict=True)]
+    from matplotlib import ticker
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_ylim(*y_range(lows, highs))
     ax.set_xlabel(f"{X_LABELS.get(x, x)} per item (mean)")
     ax.set_ylabel("accuracy (± 1 s.e.)")
@@ -157,18 +164,18 @@ def draw(ax, runs: Sequence[tuple[str, dict]], title: str = "", x: str = "genera
     ax.legend(fontsize=8)
 
 
-def y_range(lows: Sequence[float], highs: Sequence[float], least: float = 0.2) -> tuple[float, float]:
-    """A y range holding every error bar, padded, at least ``least`` tall, inside [0, 1]."""
+def y_range(lows: Sequence[float], highs: Sequence[float], least: float = 0.2, pad: float = 0.03):
+    """A y range holding every error bar with ``pad`` around it, at least ``least`` tall, inside [-pad, 1 + pad]."""
     if not lows:
-        return 0.0, 1.0
-    lo, hi = max(0.0, min(lows) - 0.02), min(1.0, max(highs) + 0.02)
+        return -pad, 1.0 + pad
+    lo, hi = max(0.0, min(lows)) - pad, min(1.0, max(highs)) + pad
     if hi - lo < least:
         mid = (lo + hi) / 2
         lo, hi = mid - least / 2, mid + least / 2
-        if lo < 0:
-            lo, hi = 0.0, least
-        if hi > 1:
-            lo, hi = 1.0 - least, 1.0
+        if lo < -pad:
+            lo, hi = -pad, -pad + least
+        if hi > 1 + pad:
+            lo, hi = 1 + pad - least, 1 + pad
     return lo, hi
 
 
