@@ -7,8 +7,8 @@ import sys
 
 import typer
 
+from steerable.bench.config import ScaleConfig
 from steerable.bench.distributed import ScaleSetup
-from steerable.bench.scale import ScaleConfig
 from steerable.cli.app import app
 from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
 from steerable.config import command
