@@ -22,5 +22,5 @@ def test_identical_extra_rows_merge_into_one_row_weighted_by_their_count():
     dup = [0, 0, 1, 2]
     full, _ = POLICY_LOSSES["ppo"](logp[dup], old[dup], m.advantages[dup], mask[dup], RLConfig())
     assert merged.item() == pytest.approx(full.item())
-    with pytest.raises(ValueError, match="different advantages"):
-        ExtraRows.merged([[1], [1]], [[2], [2]], torch.tensor([0.0, 1.0]))
+    apart = ExtraRows.merged([[1], [1]], [[2], [2]], torch.tensor([0.0, 1.0]))  # judged against different pools
+    assert apart.weights.tolist() == [1.0, 1.0] and apart.advantages.tolist() == [0.0, 1.0]

@@ -61,14 +61,14 @@ class ExtraRows:
 
     @staticmethod
     def merged(prompt_ids: list[list[int]], completion_ids: list[list[int]], advantages: torch.Tensor) -> ExtraRows:
-        """Identical (prompt, completion) rows as one row of their count; they must share their advantage."""
+        """Rows identical in prompt, completion and advantage as one row of their count (two rollouts can share
+        a context and an answer, yet judge it against different pools: those stay apart)."""
         index: dict[tuple, int] = {}
         keep, weights = [], []
-        for r, key in enumerate(zip(map(tuple, prompt_ids), map(tuple, completion_ids), strict=True)):
+        adv = [round(float(a), 6) for a in advantages]
+        for r, key in enumerate(zip(map(tuple, prompt_ids), map(tuple, completion_ids), adv, strict=True)):
             if key in index:
                 weights[index[key]] += 1
-                if abs(float(advantages[r]) - float(advantages[keep[index[key]]])) > 1e-6:
-                    raise ValueError("identical rows with different advantages cannot be merged")
             else:
                 index[key] = len(keep)
                 keep.append(r)
