@@ -26,106 +26,18 @@ from __future__ import annotations
 import queue
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from steerable.errors import ConfigError, InputError
-from steerable.lm.local import LocalGenerator, PromptLogprobs
+from steerable.lm.local import LocalGenerator
 from steerable.lm.sampling import mix
 from steerable.lm.sequences import Sequences
 from steerable.lm.types import SamplingParams
+from steerable.serve.requests import GenRequest, Job, RequestResult, Row, RowDelta, RowResult, Tracker
 
-Emit = Callable[[str, Any], None]  # ("delta", RowDelta) | ("done", RequestResult) | ("error", Exception)
-
-
-@dataclass
-class GenRequest:
-    prompts: list[list[int]]  # token ids of each prompt (the HTTP layer applies chat templates)
-    params: SamplingParams  # n, max_new_tokens, stop, seed, temperature, top_p, top_k
-    emit: Emit
-    steering: str | None = None  # a loaded artifact's name
-    strength: float | None = None
-    include_stop: bool = False  # vLLM's include_stop_str_in_output
-    want_logprobs: bool = False
-    top: int = 0  # the most likely alternatives to return at each generated token
-    prompt_logprobs: int | None = None  # echo: measure the prompts' tokens too, with this many alternatives
-    score_only: bool = False  # max_tokens 0: measure the prompts, generate nothing
-    stream: bool = True  # False: no per-token deltas, only the result (no event-loop wake-up per token)
-    cancelled: bool = False  # the client left: its rows are dropped at the next step
-    arrived: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
-class RowDelta:
-    row: int  # index among the request's rows (prompt-major, n per prompt)
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    top: list[list[tuple[int, float]]] = field(default_factory=list)
-
-
-@dataclass
-class RowResult:
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    finish_reason: str  # stop | length
-    stop_reason: str | None  # the stop string matched (None: EOS or length)
-    top: list[list[tuple[int, float]]] = field(default_factory=list)  # alternatives at each token (with req.top)
-    prompt: PromptLogprobs | None = None  # the row's prompt, measured (with req.prompt_logprobs)
-
-
-@dataclass
-class RequestResult:
-    rows: list[RowResult]
-    prompt_tokens: int
-    completion_tokens: int
-    forward_tokens: int  # tokens the model ran for this request (prefill + fed-back samples)
-    seconds: float
-
-
-@dataclass
-class _Row:
-    req: GenRequest
-    k: int
-    stop: tuple[str, ...]
-    max_tokens: int
-    ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    top: list[list[tuple[int, float]]] = field(default_factory=list)
-    prompt: PromptLogprobs | None = None
-    text: str = ""
-    sent: int = 0  # characters of ``text`` already streamed
-    sent_tokens: int = 0
-    done: RowResult | None = None
-
-
-@dataclass
-class _Tracker:
-    req: GenRequest
-    rows: list[_Row]
-    prompt_tokens: int
-    forward_tokens: int = 0
-    left: int = 0
-
-    def finish_if_done(self) -> bool:
-        if self.left > 0:
-            return False
-        results = [r.done for r in self.rows]
-        gen = sum(len(r.ids) for r in self.rows)
-        self.req.emit(
-            "done",
-            RequestResult(
-                results,  # type: ignore[arg-type]
-                self.prompt_tokens,
-                gen,
-                self.forward_tokens + gen - sum(1 for r in self.rows if r.ids),  # a last token is never fed
-                time.perf_counter() - self.req.arrived,
-            ),
-        )
-        return True
+__all__ = ["Engine", "GenRequest", "Job", "RequestResult", "RowDelta", "RowResult"]
 
 
 @dataclass
@@ -134,16 +46,7 @@ class _Group:
     params: SamplingParams
     steering: Callable[[], Any]
     seqs: Sequences | None = None
-    rows: list[_Row] = field(default_factory=list)
-
-
-@dataclass
-class Job:
-    """Work that needs the model but is not token streaming: a scaling run, PRM scores."""
-
-    fn: Callable[[], Any]
-    emit: Emit
-    cancelled: bool = False  # the client left before the job started: it is skipped
+    rows: list[Row] = field(default_factory=list)
 
 
 class Engine:
@@ -162,7 +65,7 @@ class Engine:
         self.on_step = on_step  # (rows decoded, queue depth) after each decode step, for metrics
         self._queue: queue.Queue = queue.Queue()
         self._groups: dict[tuple, _Group] = {}
-        self._trackers: dict[int, _Tracker] = {}
+        self._trackers: dict[int, Tracker] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._next_prompt = 0  # prompt indices unique across requests: per-prompt steering state follows rows
@@ -294,13 +197,13 @@ class Engine:
             return InputError(f"the prompt has {worst} tokens, over the model's context of {limit}")
         return None
 
-    def _track(self, req: GenRequest) -> tuple[list[_Row], list[int]]:
+    def _track(self, req: GenRequest) -> tuple[list[Row], list[int]]:
         """The request's rows (prompt-major, ``n`` per prompt) and their random streams; its tracker registered."""
         seed = req.params.seed if req.params.seed is not None else random.getrandbits(62)
         count = len(req.prompts) * req.params.n
-        rows = [_Row(req, k, req.params.stop, req.params.max_new_tokens) for k in range(count)]
+        rows = [Row(req, k, req.params.stop, req.params.max_new_tokens) for k in range(count)]
         prompt_tokens = sum(len(p) for p in req.prompts)
-        self._trackers[id(req)] = _Tracker(req, rows, prompt_tokens, prompt_tokens, left=count)
+        self._trackers[id(req)] = Tracker(req, rows, prompt_tokens, prompt_tokens, left=count)
         return rows, [mix(seed, k) for k in range(count)]
 
     def _prefill_together(self, g: _Group, reqs: list[GenRequest]) -> None:
@@ -417,7 +320,7 @@ class Engine:
         if self.on_step is not None:
             self.on_step(decoded, self._queue.qsize())
 
-    def _absorb(self, seqs: Sequences, rows: list[_Row], out) -> list[int]:
+    def _absorb(self, seqs: Sequences, rows: list[Row], out) -> list[int]:
         """Take one step's tokens into the rows; returns the indices of rows that go on."""
         tok = self.gen.tokenizer
         keep = []
@@ -453,20 +356,20 @@ class Engine:
             self._row_done(row)
         return keep
 
-    def _row_done(self, row: _Row) -> None:
+    def _row_done(self, row: Row) -> None:
         t = self._trackers.get(id(row.req))
         if t is not None:
             t.left -= 1
             if t.finish_if_done():
                 del self._trackers[id(row.req)]
 
-    def _finish_unsampled(self, rows: list[_Row]) -> None:
+    def _finish_unsampled(self, rows: list[Row]) -> None:
         """Rows of a request that asked for no tokens (``max_tokens`` 0, echo): done with their prompts measured."""
         for row in rows:
             row.done = RowResult("", [], [], "length", None, [], row.prompt)
             self._row_done(row)
 
-    def _stream(self, row: _Row, final: bool) -> None:
+    def _stream(self, row: Row, final: bool) -> None:
         """Send the row's new text, holding back what could still turn into a stop string."""
         if not row.req.stream:
             return

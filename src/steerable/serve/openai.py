@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from steerable.lm.local import PromptLogprobs
+from steerable.search.result import Result
 from steerable.serve.engine import RequestResult, RowDelta, RowResult
 from steerable.serve.schemas import FIELD_NAMES
 
@@ -203,4 +204,51 @@ def usage(res: RequestResult) -> dict:
         "prompt_tokens": res.prompt_tokens,
         "completion_tokens": res.completion_tokens,
         "total_tokens": res.prompt_tokens + res.completion_tokens,
+    }
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by null (a strategy's ``info`` may hold one)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def scaling_body(res: Result, seconds: float, prompt_tokens: int, chat: bool) -> dict:
+    """The choices, usage and ``steerable`` field of a scaling request: the chosen sample and every candidate."""
+    choice: dict = {"index": 0, "finish_reason": "stop", "logprobs": None}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": res.text}
+    else:
+        choice["text"] = res.text
+    generated = res.cost.generated_tokens
+    return {
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": generated,
+            "total_tokens": prompt_tokens + generated,
+        },
+        "steerable": json_safe(
+            {
+                "method": res.method,
+                "budget": res.budget,
+                "answer": res.answer,
+                "candidates": [
+                    {"text": c.text, "answer": c.answer, "score": c.score, "weight": c.weight} for c in res.candidates
+                ],
+                "cost": {
+                    "generated_tokens": generated,
+                    "forward_tokens": res.cost.forward_tokens,
+                    "scorer_calls": res.cost.scorer_calls,
+                    "scorer_tokens": res.cost.scorer_tokens,
+                    "seconds": round(seconds, 4),
+                },
+                "info": res.info,
+            }
+        ),
     }

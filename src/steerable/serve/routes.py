@@ -14,21 +14,19 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from steerable.errors import ConfigError, InputError, SteerableError
-from steerable.lm.types import SamplingParams
 from steerable.reward.scorer import Scorer
 from steerable.serve.engine import Engine, GenRequest, Job, RequestResult, RowDelta
 from steerable.serve.gate import Metrics
-from steerable.serve.openai import APIError, Formatter, dumps, error_body, usage
-from steerable.serve.scaling import Cancelled, Guard, OverBudget, ScalingRun
+from steerable.serve.openai import APIError, Formatter, dumps, error_body, scaling_body, usage
+from steerable.serve.prepare import Prepared, Preparer
+from steerable.serve.scaling import Cancelled, OverBudget, make_run
 from steerable.serve.schemas import (
-    GREEDY_BELOW,
     ChatCompletionRequest,
     CompletionRequest,
     Sampling,
@@ -43,17 +41,6 @@ class ClientGone(Exception):
     pass
 
 
-@dataclass
-class Prepared:
-    """A generation request after the server's checks: token ids, sampling, steering and what to send back."""
-
-    prompts: list[list[int]]
-    texts: list[str]  # each prompt as text (echo)
-    params: SamplingParams
-    steering: tuple[str | None, float | None]
-    score_only: bool  # max_tokens 0 (echo)
-
-
 class Routes:
     """The handlers, bound to one engine and one server configuration."""
 
@@ -62,7 +49,7 @@ class Routes:
         self.tok = engine.gen.tokenizer
         self.fmt = Formatter(self.tok)
         self.context: int | None = getattr(engine.gen.model.config, "max_position_embeddings", None)
-        self.vocab = len(self.tok)
+        self.prep = Preparer(self.tok, config, engine.steering, self.context)
 
     # ---- small routes ----------------------------------------------------------------------------
 
@@ -92,13 +79,13 @@ class Routes:
     # ---- generation ------------------------------------------------------------------------------
 
     async def completions(self, body: CompletionRequest, request: Request):
-        body = self._model_steering(body)
+        body = self.prep.model_steering(body)
         if body.echo and body.stream:
             raise APIError(400, "echo is not supported with stream: ask without stream", "echo")
         if body.max_tokens == 0 and not body.echo:
             raise APIError(400, "max_tokens 0 generates nothing: use it with echo to score the prompt", "max_tokens")
-        texts, prompts = self._completion_prompts(body.prompt)
-        prep = self._prepare(body, prompts, texts, default_max=16)
+        texts, prompts = self.prep.completion_prompts(body.prompt)
+        prep = self.prep.prepare(body, prompts, texts, default_max=16)
         k = body.logprobs
         want_lp = k is not None
         return await self._generate(
@@ -106,11 +93,11 @@ class Routes:
         )
 
     async def chat(self, body: ChatCompletionRequest, request: Request):
-        body = self._model_steering(body)
-        ids = self._chat_prompt(body)
+        body = self.prep.model_steering(body)
+        ids = self.prep.chat_prompt(body)
         if body.max_completion_tokens is not None:
             body = body.model_copy(update={"max_tokens": body.max_completion_tokens})
-        prep = self._prepare(body, [ids], [""], default_max=self.config.default_max_tokens)
+        prep = self.prep.prepare(body, [ids], [""], default_max=self.config.default_max_tokens)
         return await self._generate(
             body,
             prep,
@@ -121,130 +108,6 @@ class Routes:
             echo=False,
             route="/v1/chat/completions",
         )
-
-    def _check_model(self, name: str | None) -> None:
-        if name is not None and name != self.config.model_name and name not in self.engine.steering:
-            served = ", ".join([self.config.model_name, *sorted(self.engine.steering)])
-            raise APIError(404, f"model {name!r} is not served here: use one of {served}", "model", "model_not_found")
-
-    def _model_steering(self, body):
-        """A request for a model named like a steering artifact is steered by it (at the artifact's strength).
-
-        So a client that can only choose a model name (lm-eval, most OpenAI
-        clients) can ask for steering, as vLLM serves LoRA adapters by name.
-        """
-        self._check_model(body.model)
-        if body.model is None or body.model == self.config.model_name:
-            return body
-        if body.steering is not None:
-            raise APIError(
-                400, f"model {body.model!r} is a steering artifact and steering is given too: give one", "steering"
-            )
-        return body.model_copy(update={"steering": body.model})
-
-    def _completion_prompts(self, prompt) -> tuple[list[str], list[list[int]]]:
-        if isinstance(prompt, str) or prompt and isinstance(prompt[0], int):
-            prompt = [prompt]
-        texts, out = [], []
-        for i, p in enumerate(prompt):
-            if isinstance(p, str):
-                ids = self.tok(p)["input_ids"]
-                texts.append(p)
-            else:
-                bad = next((t for t in p if t >= self.vocab), None)
-                if bad is not None:
-                    raise APIError(
-                        400, f"prompt[{i}]: token id {bad} is not in the vocabulary of {self.vocab}", "prompt"
-                    )
-                ids = list(p)
-                texts.append(self.tok.decode(ids))
-            if not ids:
-                raise APIError(400, f"prompt[{i}] encodes to no tokens: send a non-empty prompt", "prompt")
-            out.append(ids)
-        return texts, out
-
-    def _chat_prompt(self, body: ChatCompletionRequest) -> list[int]:
-        msgs = []
-        for m in body.messages:
-            c = m.content
-            if isinstance(c, list):
-                c = "".join(part.text for part in c)
-            msgs.append({"role": m.role, "content": c or ""})
-        cont = body.continue_final_message
-        add = body.add_generation_prompt if body.add_generation_prompt is not None else not cont
-        if cont and add:
-            raise APIError(400, "continue_final_message and add_generation_prompt cannot both be true", "messages")
-        if cont and msgs[-1]["role"] != "assistant":
-            raise APIError(400, "continue_final_message needs the last message to be the assistant's", "messages")
-        if getattr(self.tok, "chat_template", None) is None:  # the built-in world's raw-prompt convention
-            ids = self.tok("".join(m["content"] for m in msgs))["input_ids"]
-        else:
-            try:
-                text = self.tok.apply_chat_template(
-                    msgs, add_generation_prompt=add, continue_final_message=cont, tokenize=False
-                )
-            except Exception as e:  # a template that rejects these messages (roles out of order, ...)
-                raise APIError(400, f"the chat template rejected the messages: {e}", "messages") from None
-            ids = self.tok(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise APIError(400, "the messages encode to no tokens: send some content", "messages")
-        return ids
-
-    def _prepare(self, body: Sampling, prompts: list[list[int]], texts: list[str], default_max: int) -> Prepared:
-        cfg = self.config
-        if body.n > cfg.max_n:
-            raise APIError(400, f"n must be <= {cfg.max_n}, this server's --max-n (got {body.n})", "n")
-        if body.n * len(prompts) > cfg.max_n:
-            raise APIError(400, f"{body.n} samples of {len(prompts)} prompts is over --max-n of {cfg.max_n}", "n")
-        max_tokens = default_max if body.max_tokens is None else body.max_tokens
-        if max_tokens > cfg.max_tokens:
-            raise APIError(400, f"max_tokens must be <= {cfg.max_tokens}, this server's --max-tokens", "max_tokens")
-        score_only = max_tokens == 0
-        for i, ids in enumerate(prompts):
-            if self.context and len(ids) >= self.context + score_only:
-                raise APIError(
-                    400,
-                    f"prompt {i} has {len(ids)} tokens, over the model's context of {self.context}: shorten it",
-                    "prompt",
-                )
-        temperature = 1.0 if body.temperature is None else body.temperature
-        params = SamplingParams(
-            temperature=0.0 if temperature < GREEDY_BELOW else temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            top_k=max(0, body.top_k or 0),
-            max_new_tokens=max(1, max_tokens),
-            n=body.n,
-            stop=(body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ()),
-            seed=body.seed,
-            ignore_eos=body.ignore_eos,
-        )
-        steering: tuple[str | None, float | None] = (None, None)
-        if body.steering is not None:
-            name, strength = (
-                (body.steering, None)
-                if isinstance(body.steering, str)
-                else (body.steering.name, body.steering.strength)
-            )
-            if name not in self.engine.steering:
-                have = ", ".join(sorted(self.engine.steering)) or "none (start the server with --steer NAME=PATH)"
-                raise APIError(400, f"unknown steering artifact {name!r}: loaded are {have}", "steering")
-            steering = (name, strength)
-        return Prepared(prompts, texts, params, steering, score_only)
-
-    def _check_cap(self, prep: Prepared, scored: int) -> None:
-        """Refuse up front a request whose tokens (at most every row to its cap, plus scored ones) pass the cap."""
-        cap = self.config.max_request_tokens
-        n, max_new = prep.params.n, 0 if prep.score_only else prep.params.max_new_tokens
-        worst = scored + sum(n * min(max_new, (self.context or 1 << 62) - len(p)) for p in prep.prompts)
-        if worst > cap:
-            raise APIError(
-                400,
-                f"this request may use {worst} tokens ({len(prep.prompts)} prompts x n {n} x max_tokens {max_new}"
-                + (f", plus {scored} scored" if scored else "")
-                + f"), over the server's --max-request-tokens of {cap}: lower n or max_tokens, or split it",
-                "max_tokens",
-                "request_too_large",
-            )
 
     async def _generate(
         self,
@@ -268,7 +131,7 @@ class Routes:
         if body.scaling is not None:
             return {**head, **await self._scaling(body, prep, request, chat, want_lp, echo)}
         measure = want_lp and echo
-        self._check_cap(prep, sum(len(p) for p in prep.prompts) if measure else 0)
+        self.prep.check_cap(prep, sum(len(p) for p in prep.prompts) if measure else 0)
         req = GenRequest(
             prep.prompts,
             prep.params,
@@ -387,47 +250,20 @@ class Routes:
     # ---- scaling ---------------------------------------------------------------------------------
 
     async def _scaling(self, body: Sampling, prep: Prepared, request: Request, chat: bool, want_lp: bool, echo: bool):
-        from steerable.search.registry import UNSCORED, make_strategy
-        from steerable.tasks.answers import make_checker
-
-        spec = body.scaling
-        assert spec is not None
         if prep.params.n != 1 or body.stream:
             raise APIError(400, "a scaling request returns one chosen sample: use n = 1 and no streaming", "scaling")
         if len(prep.prompts) != 1:
             raise APIError(400, "a scaling request takes one prompt", "prompt")
         if want_lp or echo or prep.score_only:
             raise APIError(400, "a scaling request returns no logprobs and no echo: leave them out", "scaling")
-        if spec.budget > self.config.max_budget:
-            raise APIError(400, f"scaling.budget must be <= {self.config.max_budget} (got {spec.budget})", "scaling")
-        if spec.max_step_tokens > self.config.max_tokens:
-            raise APIError(400, f"scaling.max_step_tokens must be <= {self.config.max_tokens}", "scaling")
-        try:
-            checker = make_checker(spec.answer_format, spec.answer_regex, what="scaling.answer_regex")
-        except SteerableError as e:
-            raise APIError(400, str(e), "scaling.answer_regex") from None
-        try:
-            strategy = make_strategy(spec.method, checker.extract, spec.options)
-        except SteerableError as e:
-            raise APIError(400, f"scaling: {e}", "scaling.options") from None
-        scorer = None
-        if spec.method not in UNSCORED:
-            name = spec.scorer or next(iter(self.config.scorers), None)
-            if name not in self.config.scorers:
-                have = ", ".join(sorted(self.config.scorers)) or "none (start the server with --prm builtin)"
-                raise APIError(400, f"{spec.method} needs a scorer; {name!r} is not loaded: use {have}", "scaling")
-            scorer = self.config.scorers[name]
+        assert body.scaling is not None
         ids = prep.prompts[0]
-        run = ScalingRun(
-            strategy,
-            scorer,
-            spec.budget,
+        run = make_run(
+            body.scaling,
             self.tok.decode(ids, skip_special_tokens=True),
             prep.params,
-            spec.delimiter or ("\n" if self.config.model_name == "builtin" else "\n\n"),
-            spec.max_step_tokens,
-            steering=self._steering_factory(prep.steering),
-            guard=Guard(self.config.max_request_tokens),
+            self.config,
+            self._steering_factory(prep.steering),
         )
         job = Job(lambda: run(self.engine.gen), None)  # type: ignore[arg-type]
         q = self._submit(job)
@@ -435,39 +271,10 @@ class Routes:
             res, seconds = await self._wait(q, request)
         except ClientGone:
             job.cancelled = run.guard.cancelled = True
-            self.metrics.cancelled.labels("/v1/completions" if not chat else "/v1/chat/completions").inc()
+            self.metrics.cancelled.labels("/v1/chat/completions" if chat else "/v1/completions").inc()
             raise
         self._count(len(ids), res.cost.generated_tokens)
-        choice: dict = {"index": 0, "finish_reason": "stop", "logprobs": None}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": res.text}
-        else:
-            choice["text"] = res.text
-        return {
-            "choices": [choice],
-            "usage": {
-                "prompt_tokens": len(ids),
-                "completion_tokens": res.cost.generated_tokens,
-                "total_tokens": len(ids) + res.cost.generated_tokens,
-            },
-            "steerable": {
-                "method": res.method,
-                "budget": res.budget,
-                "answer": res.answer,
-                "candidates": [
-                    {"text": c.text, "answer": c.answer, "score": _finite(c.score), "weight": _finite(c.weight)}
-                    for c in res.candidates
-                ],
-                "cost": {
-                    "generated_tokens": res.cost.generated_tokens,
-                    "forward_tokens": res.cost.forward_tokens,
-                    "scorer_calls": res.cost.scorer_calls,
-                    "scorer_tokens": res.cost.scorer_tokens,
-                    "seconds": round(seconds, 4),
-                },
-                "info": res.info,
-            },
-        }
+        return scaling_body(res, seconds, len(ids), chat)
 
     def _steering_factory(self, steering: tuple[str | None, float | None]) -> Callable[[], Any] | None:
         name, strength = steering
@@ -484,7 +291,7 @@ class Routes:
         """PRM scores: ``{"prompt": P, "partials": [...]}`` (or ``prompts``, one each) -> ``{"scores": [...]}``."""
         from steerable.reward.scorer import checked_scores
 
-        self._check_model(body.model)
+        self.prep.check_model(body.model)
         name = body.scorer or next(iter(self.config.scorers), None)
         if name not in self.config.scorers:
             have = ", ".join(sorted(self.config.scorers)) or "none (start the server with --prm builtin)"
@@ -549,12 +356,6 @@ async def _disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def _finite(x: float) -> float | None:
-    import math
-
-    return x if math.isfinite(x) else None
 
 
 def as_api_error(e: BaseException) -> APIError:

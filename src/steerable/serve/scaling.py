@@ -129,3 +129,44 @@ class ScalingRun:
         with self.steering() if self.steering is not None else nullcontext():
             res = self.strategy.run(process, scorer, self.budget, self.prompt, seed=seed)
         return res, time.perf_counter() - t0
+
+
+def make_run(spec, prompt: str, params: SamplingParams, config, steering: Callable[[], Any] | None) -> ScalingRun:
+    """The run a request's ``scaling`` field asks for, with the server's limits checked (400s naming the field).
+
+    ``config`` is the server's :class:`~steerable.serve.app.ServeConfig`.
+    """
+    from steerable.search.registry import UNSCORED, make_strategy
+    from steerable.serve.openai import APIError
+    from steerable.tasks.answers import make_checker
+
+    if spec.budget > config.max_budget:
+        raise APIError(400, f"scaling.budget must be <= {config.max_budget} (got {spec.budget})", "scaling.budget")
+    if spec.max_step_tokens > config.max_tokens:
+        raise APIError(400, f"scaling.max_step_tokens must be <= {config.max_tokens}", "scaling.max_step_tokens")
+    try:
+        checker = make_checker(spec.answer_format, spec.answer_regex, what="scaling.answer_regex")
+    except SteerableError as e:
+        raise APIError(400, str(e), "scaling.answer_regex") from None
+    try:
+        strategy = make_strategy(spec.method, checker.extract, spec.options)
+    except SteerableError as e:
+        raise APIError(400, f"scaling: {e}", "scaling.options") from None
+    scorer = None
+    if spec.method not in UNSCORED:
+        name = spec.scorer or next(iter(config.scorers), None)
+        if name not in config.scorers:
+            have = ", ".join(sorted(config.scorers)) or "none (start the server with --prm builtin)"
+            raise APIError(400, f"{spec.method} needs a scorer; {name!r} is not loaded: use {have}", "scaling.scorer")
+        scorer = config.scorers[name]
+    return ScalingRun(
+        strategy,
+        scorer,
+        spec.budget,
+        prompt,
+        params,
+        spec.delimiter or ("\n" if config.model_name == "builtin" else "\n\n"),
+        spec.max_step_tokens,
+        steering=steering,
+        guard=Guard(config.max_request_tokens),
+    )
