@@ -35,6 +35,10 @@ def test_scale_writes_as_it_goes_and_resumes_without_redoing(tmp_path, make_proc
         ("pf", 2),
     }
     assert (tmp_path / "accuracy_vs_tokens.png").stat().st_size > 1000
+    pf2 = next(r for r in summary["rows"] if (r["method"], r["budget"]) == ("pf", 2))  # how often PF resampled
+    mine = [r["counts"] for r in rows if (r["method"], r["budget"]) == ("pf", 2)]
+    assert pf2["counts"] == {k: sum(c[k] for c in mine) for k in ("resampling_steps", "annealed_steps")}
+    assert "counts" not in next(r for r in summary["rows"] if r["method"] == "sc")
     # an interrupted run: drop the last two lines and cut a third in half
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     (tmp_path / "results.jsonl").write_text("\n".join(lines[:-3]) + "\n" + lines[-3][:10] + "\n")

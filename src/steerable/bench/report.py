@@ -47,6 +47,10 @@ def summarise(
         ok = [r for r in rs if "error" not in r]
         mean = lambda k, ok=ok: round(sum(r.get(k, 0) for r in ok) / max(len(ok), 1), 2)  # noqa: E731
         p = sum(bool(r["correct"]) for r in rs) / n
+        counts: dict[str, int] = defaultdict(int)  # how often a mechanism fired (PF: resampling, annealing)
+        for r in ok:
+            for k, v in r.get("counts", {}).items():
+                counts[k] += v
         table.append(
             {
                 "method": method,
@@ -56,6 +60,7 @@ def summarise(
                 "accuracy": round(p, 4),
                 "stderr": round(math.sqrt(p * (1 - p) / n), 4),
                 **{k: mean(k) for k in cost},
+                **({"counts": dict(counts)} if counts else {}),
             }
         )
     return {"rows": table}

@@ -96,6 +96,8 @@ def run_job(
             seconds=res.cost.seconds,
             candidates=len(res.candidates),
         )
+        if res.info.get("counts"):  # how often a strategy's mechanism fired (PF: resampling and annealing steps)
+            row["counts"] = res.info["counts"]
     except SteerableError as e:  # one bad item is recorded and the run goes on
         row.update(error=str(e), correct=False, seconds=round(time.perf_counter() - t0, 4))
     return row

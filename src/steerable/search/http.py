@@ -23,7 +23,7 @@ from steerable.errors import ConfigError, InputError
 from steerable.lm.http import HTTPGenerator, params_body
 from steerable.lm.sampling import mix
 from steerable.lm.types import SamplingParams
-from steerable.search.process import Completes, Forces, TokenBudgeted
+from steerable.search.process import Completes, Forces, StepCapped, TokenBudgeted
 
 
 @dataclass
@@ -38,7 +38,7 @@ class HTTPState:
 
 
 @dataclass
-class HTTPProcess(TokenBudgeted, Forces, Completes):
+class HTTPProcess(TokenBudgeted, Forces, Completes, StepCapped):
     """The language-model process over a server; the same knobs as ``LMProcess``."""
 
     generator: HTTPGenerator

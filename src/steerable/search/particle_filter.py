@@ -8,11 +8,23 @@ particles are resampled at every step and finished particles stay in the pool
 with their final score. The answer is the particle with the highest final
 score (or one sampled by weight).
 
+Resampling draws N ancestors from w by ``resampling``: ``multinomial`` (Puri
+et al.'s, the default for ``pf``), ``systematic`` or ``stratified`` (lower
+variance; ``epf`` defaults to systematic, as the ePF authors' code does). With
+``ess_threshold`` > 0 a step resamples only when ESS/N < ``ess_threshold``
+(adaptive resampling; 0, the default, resamples at every step as the paper).
+
 Entropic annealing ("Mitigating Premature Exploitation in Particle-based Monte
-Carlo for Inference-Time Scaling"): with p = softmax(logit r) and
-ESS = 1 / sum(p^2), when ESS/N < ``ess_threshold`` in the first
-``anneal_until`` of the run, T = max(1, (N / ESS)(1 - t / t_max)), which
-flattens the resampling distribution while diversity is low.
+Carlo for Inference-Time Scaling", ePF): with p = softmax(logit r) and
+ESS = 1 / sum(p^2), when ESS/N < ``anneal_threshold`` and t / t_max <
+``anneal_until``, the resampling temperature becomes
+T = max(T0, (N / ESS)(1 - t / t_max)), which flattens the resampling
+distribution while diversity is low. t counts steps taken (1 at the first
+resampling). t_max is the run's step cap: the process's ``max_steps``, as in the
+authors' code (its_hub's ``EntropicParticleFiltering``: ``progress =
+current_step / sg.max_steps``), unless ``t_max`` is given. ``Result.info``
+counts the resampling steps and the steps where annealing raised T
+(``counts``), with every step's ESS and temperature.
 
 Look-ahead modulation (LaM) is described in that paper only as judging "a
 state's potential based on its successors"; no formula is public. Ours: before
@@ -35,16 +47,17 @@ from typing import Literal
 import torch
 
 from steerable.config import check, opt
+from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, logit, no_answer, require
-from steerable.search.process import Process
+from steerable.search.process import Process, StepCapped
 from steerable.search.resampling import Scheme, ess, normalise, resample
 from steerable.search.result import Candidate, Result
 
 
 @dataclass(frozen=True)
 class ParticleFilter:
-    temperature: float = opt(1.0, "T in softmax(logit(r) / T).", gt=0.0, le=1000.0)
+    temperature: float = opt(1.0, "T0 in softmax(logit(r) / T0).", gt=0.0, le=1000.0)
     resampling: Scheme = opt("multinomial", "Puri et al.'s multinomial, or systematic or stratified (lower variance).")
     ess_threshold: float = opt(
         0.0, "Resample only when ESS/N falls below this (0: the paper's every step, as 1.0).", ge=0.0, le=1.0
@@ -53,7 +66,9 @@ class ParticleFilter:
     entropic: bool = opt(False, "ePF's entropic annealing.")
     anneal_threshold: float = opt(0.5, "ePF: anneal when ESS/N is below this ...", ge=0.0, le=1.0)
     anneal_until: float = opt(0.5, "... and t / t_max is below this.", ge=0.0, le=1.0)
-    t_max: int = opt(20, "ePF: expected number of steps.", ge=1, le=10_000)
+    t_max: int | None = opt(
+        None, "ePF: T in (1 - t/T); default (null): the process's step cap, as the authors' code.", ge=1, le=10_000
+    )
     lookahead: int = opt(
         0, "Look-ahead modulation: successors sampled per particle before resampling (0: off).", ge=0, le=16
     )
@@ -74,11 +89,16 @@ class ParticleFilter:
     ) -> Result:
         """``new_run=False`` when called inside another strategy's run (shares its token budget)."""
         require(budget, scorer, self.name, unit_range=True)
+        t_max = self.t_max
+        if self.entropic and t_max is None:
+            if not isinstance(process, StepCapped):
+                raise ConfigError(f"{self.name}: {type(process).__name__} has no step cap: give t_max")
+            t_max = process.max_steps
         meter = Meter(process, scorer, new_run)
         g = torch.Generator().manual_seed(0 if seed is None else seed)
         state = process.init(prompt, budget, seed)
         scores = [0.5] * budget
-        t, temps, ess_log = 0, [], []
+        t, temps, ess_log, resampled, annealed = 0, [], [], 0, 0
         while True:
             if not self.lookahead or t == 0:
                 was_terminal = process.is_terminal(state)
@@ -102,11 +122,13 @@ class ParticleFilter:
             n_eff = ess(normalise(logits))
             ess_log.append(round(n_eff, 3))
             temp = self.temperature
-            if self.entropic and n_eff / budget < self.anneal_threshold and t / self.t_max < self.anneal_until:
-                temp = max(temp, (budget / n_eff) * (1 - t / self.t_max))
+            if self.entropic and n_eff / budget < self.anneal_threshold and t / t_max < self.anneal_until:
+                temp = max(temp, (budget / n_eff) * (1 - t / t_max))
             temps.append(round(temp, 3))
             if self.ess_threshold and n_eff / budget >= self.ess_threshold and not self.lookahead:
                 continue
+            resampled += 1
+            annealed += temp > self.temperature
             idx = resample(self.resampling, normalise(logits / temp), budget, g)
             if self.lookahead:
                 copies: dict[int, int] = {}
@@ -130,7 +152,13 @@ class ParticleFilter:
         cands = tuple(
             Candidate(x, self.extract(x), s, float(wi)) for x, s, wi in zip(texts, scores, w.tolist(), strict=True)
         )
-        info = {"steps": t, "ess": ess_log, "temperatures": temps}
+        info = {
+            "steps": t,
+            "ess": ess_log,
+            "temperatures": temps,
+            "t_max": t_max,
+            "counts": {"resampling_steps": resampled, "annealed_steps": annealed},
+        }
         return Result(self.name, budget, texts[pick], cands[pick].answer, cands, meter.cost(), info)
 
     def _look_ahead(self, process: Process, scorer: Scorer, state, prompt: str, scores: list[float]):

@@ -72,6 +72,13 @@ class Forces(Protocol):
     def force(self, state: Any, row: int, step: Sample, final: bool = False) -> None: ...
 
 
+@runtime_checkable
+class StepCapped(Protocol):
+    """Ends every row after at most ``max_steps`` steps (ePF's t_max, a schedule's length)."""
+
+    max_steps: int
+
+
 class TokenBudgeted:
     """What language-model processes share: usage from their generator and a per-run token budget.
 
@@ -117,7 +124,7 @@ class LMState:
 
 
 @dataclass
-class LMProcess(TokenBudgeted, Forces):
+class LMProcess(TokenBudgeted, Forces, StepCapped):
     """Language-model process: a step is the text up to ``delimiter`` (or ``max_step_tokens`` tokens).
 
     ``delimiter`` is ``"\\n"`` for the built-in world, ``"\\n\\n"`` for chat

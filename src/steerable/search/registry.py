@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 
 from steerable.config import from_mapping
@@ -37,9 +38,31 @@ METHODS: dict[str, Callable[[Extract], object]] = {
 UNSCORED = {"greedy", "sc", "sc-early", "sc-short"}
 
 
+def parse_method(spec: str) -> tuple[str, dict]:
+    """``"pf:resampling=systematic:temperature=0.5"`` -> ``("pf", {"resampling": "systematic", "temperature": 0.5})``.
+
+    How a command line names a method with options (``--methods pf:resampling=systematic,epf``); a value is
+    read as JSON where it parses (numbers, true/false, null), else as a string.
+    """
+    name, *pairs = spec.split(":")
+    options: dict = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"method {spec!r}: options are name=value after the method, joined by ':'")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return name, options
+
+
 def make_strategy(name: str, extract: Extract, options: Mapping | None = None):
-    """A strategy by name; ``options`` (user values, JSON types) override its fields, each checked against
-    its declared type and bounds (``{"temperature": 0.5}`` for PF)."""
+    """A strategy by name (or ``name:key=value:...``, see :func:`parse_method`); ``options`` (user values, JSON
+    types) override its fields, each checked against its declared type and bounds (``{"temperature": 0.5}``)."""
+    if ":" in name:
+        name, spec_options = parse_method(name)
+        options = {**spec_options, **(options or {})}
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
     strategy = METHODS[name](extract)
