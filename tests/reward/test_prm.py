@@ -1,7 +1,8 @@
 import pytest
 
-from steerable.reward.prm import OraclePRM, TokenClassifierPRM
+from steerable.reward.prm import TokenClassifierPRM
 from steerable.tasks.builtin.arithmetic import eval_problems
+from steerable.tasks.builtin.verifier import OraclePRM
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,27 @@ def process(char_tokenizer):
 
 
 def test_steps_end_at_the_delimiter_or_the_cap_and_samples_at_max_steps(process):
-    state = process.init("Q: 1+2=\n", 4, seed=0)
+    state = process.init("Q: 1+2=\n", 8, seed=0)
+    ends = set()
     for _ in range(3):
         before = process.preview(state)
+        live = [not t for t in process.is_terminal(state)]
+        n0 = [len(state.seqs.generated(r)) for r in range(8)]
         process.propose(state)
-        for old, new in zip(before, process.preview(state), strict=True):
-            added = new[len(old) :]
+        for r, (old, new) in enumerate(zip(before, process.preview(state), strict=True)):
+            if not live[r]:
+                continue
+            added, n_new = new[len(old) :], len(state.seqs.generated(r)) - n0[r]
             assert new.startswith(old)
-            assert added.endswith("e") or len(added) <= 6
+            if "e" in added:  # the step stops at its first delimiter, which it keeps
+                assert added.endswith("e") and added.count("e") == 1
+                ends.add("delimiter")
+            elif state.seqs.finished[r]:
+                ends.add("eos")
+            else:  # no delimiter: the step ran to its token cap
+                assert n_new == 6
+                ends.add("cap")
+    assert {"delimiter", "cap"} <= ends  # both ways of ending a step happened
     assert all(process.is_terminal(state))
     frozen = process.preview(state)
     process.propose(state)

@@ -6,11 +6,11 @@ from conftest import tiny_model
 from steerable.errors import ConfigError
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams
-from steerable.reward.prm import OraclePRM
 from steerable.reward.scorer import ScorerError
 from steerable.search.process import LMProcess
 from steerable.search.registry import METHODS, UNSCORED, make_scorer, make_strategy
 from steerable.tasks.builtin.arithmetic import Problem
+from steerable.tasks.builtin.verifier import OraclePRM
 
 PROMPT = Problem((12, 30), ("+",)).prompt
 

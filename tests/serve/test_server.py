@@ -264,6 +264,6 @@ def test_a_controller_steers_per_request_like_locally(serve_app, tmp_path, local
         got = [c["text"] for c in httpx.post(s.url + "/v1/completions", json=body, timeout=60).json()["choices"]]
     finally:
         s.close()
-    with ctl.steering(local.model, alpha=8.0):
+    with ctl.steering(local.model, strength=8.0):
         want = [c.text for c in local.generate(prompts, SamplingParams(temperature=0, max_new_tokens=30))]
     assert got == want

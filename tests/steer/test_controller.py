@@ -37,7 +37,7 @@ def test_decisions_follow_their_prompt_through_batching_and_forks(trained, tmp_p
     params = SamplingParams(temperature=1.0, n=2, seed=3, max_new_tokens=12)  # n=2: prefill once, then fork
     greedy = SamplingParams(temperature=0.0, max_new_tokens=12)
     base = [c.token_ids for c in gen.generate(prompts, params)]
-    with ctl.steering(model, alpha=40.0) as st:  # strong enough to change what harmful prompts get
+    with ctl.steering(model, strength=40.0) as st:  # strong enough to change what harmful prompts get
         batch = [c.token_ids for c in gen.generate(prompts, params)]
         scales = st.last_scales
         together = [c.token_ids for c in gen.generate(prompts, greedy)]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from steerable.lm.loading import BUILTIN_DIR, BUILTIN_PRM_DIR, builtin_path, load_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "model"
-BUILTIN_PRM_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "prm"
+__all__ = ["BUILTIN_DIR", "BUILTIN_PRM_DIR", "info", "load", "model_config", "path"]
+path = builtin_path
 
 
 def model_config(vocab_size: int, pad_token_id: int, bos_token_id: int, eos_token_id: int):
@@ -32,18 +33,6 @@ def model_config(vocab_size: int, pad_token_id: int, bos_token_id: int, eos_toke
     )
 
 
-def path() -> Path:
-    """Directory of the shipped model (a normal ``transformers`` model directory)."""
-    from steerable.errors import ModelLoadError
-
-    if not (BUILTIN_DIR / "config.json").exists():
-        raise ModelLoadError(
-            f"the built-in model is missing from {BUILTIN_DIR}: reinstall steerable or run "
-            "`steerable builtin train --out DIR` and pass --model DIR"
-        )
-    return BUILTIN_DIR
-
-
 def info() -> dict:
     """The training record written next to the weights by ``steerable builtin train``."""
     rec = path() / "training.json"
@@ -52,6 +41,4 @@ def info() -> dict:
 
 def load(device: str = "cpu", dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """``(model, tokenizer)`` of the built-in model, ready for inference."""
-    from steerable.lm.loading import load_model
-
     return load_model(str(path()), device=device, dtype=dtype)

@@ -47,14 +47,27 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+#: where the shipped built-in model and PRM live (normal ``transformers`` model directories)
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "model"
+BUILTIN_PRM_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "prm"
+
+
+def builtin_path() -> Path:
+    """Directory of the shipped model."""
+    if not (BUILTIN_DIR / "config.json").exists():
+        raise ModelLoadError(
+            f"the built-in model is missing from {BUILTIN_DIR}: reinstall steerable or run "
+            "`steerable builtin train --out DIR` and pass --model DIR"
+        )
+    return BUILTIN_DIR
+
+
 def load_model(name_or_path: str, device: str = "auto", dtype: str = "float32"):
     """``(model, tokenizer)`` for a causal LM directory (or ``builtin``), in eval mode."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if name_or_path == "builtin":
-        from steerable.lm.builtin import path
-
-        name_or_path = str(path())
+        name_or_path = str(builtin_path())
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     p = Path(name_or_path)
     if not p.exists():

@@ -8,6 +8,8 @@ row continues from a seed :func:`mix` derives from the parent's.
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 from steerable.lm.types import SamplingParams
@@ -24,6 +26,13 @@ def mix(*values: int) -> int:
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
         z ^= z >> 31
     return z >> 1
+
+
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """The seed of a sub-stream of a run seeded with ``seed`` (a strategy's round or sweep): :func:`mix` over
+    ``seed`` and ``keys`` (a string by its CRC-32), so two sub-streams never share a seed the way ``seed + 7919 k``
+    and another run's ``seed'`` can."""
+    return mix(seed, *(zlib.crc32(k.encode()) if isinstance(k, str) else k for k in keys))
 
 
 def _srl(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -3,7 +3,8 @@
 :class:`TokenClassifierPRM` is any ``transformers`` token-classification model
 with one label whose logit at the last token of ``prompt + partial solution``
 says whether the solution is still on a correct path (the built-in PRM is one).
-:class:`OraclePRM` is the built-in world's exact step checker used as a PRM.
+The built-in world's exact checker as a PRM is
+:class:`steerable.tasks.builtin.verifier.OraclePRM`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import torch
 
 from steerable.errors import ModelLoadError
 from steerable.lm.prefix_cache import PrefixCache, PrefixCachedScorer
-from steerable.tasks.builtin.verifier import prefix_correct
 
 
 class TokenClassifierPRM(PrefixCachedScorer):
@@ -59,21 +59,3 @@ class TokenClassifierPRM(PrefixCachedScorer):
             return []
         rows = self.tokenizer(texts)["input_ids"]
         return [float(torch.sigmoid(out[-1, 0])) for out in self.cache(rows)]
-
-
-class OraclePRM:
-    """The exact step checker as a PRM: 1 if every line so far is correct, else 0."""
-
-    range = (0.0, 1.0)
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.forward_tokens = 0  # no model
-
-    def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
-        self.calls += 1
-        out = []
-        for p, s in zip(prompts, partials, strict=True):
-            flags = prefix_correct(p, s)
-            out.append(1.0 if (not flags or flags[-1]) else 0.0)
-        return out

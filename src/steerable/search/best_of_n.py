@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from steerable.config import check, opt
 from steerable.errors import ConfigError
+from steerable.lm.sampling import derive_seed
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
 from steerable.search.process import Process, Sample, TokenBudgeted
@@ -115,7 +116,9 @@ class SelfConsistency:
         rounds = 0
         while len(samples) < budget:
             k = min(self.round_size if self.early_stop else budget, budget - len(samples))
-            samples += list(_sample(process, prompt, k, None if seed is None else seed + 7919 * rounds))
+            # round 0 draws what plain self-consistency draws; later rounds their own streams
+            sub = seed if seed is None or rounds == 0 else derive_seed(seed, "sc-round", rounds)
+            samples += list(_sample(process, prompt, k, sub))
             rounds += 1
             if isinstance(process, TokenBudgeted) and process.tokens_left == 0:
                 break  # the run's token budget is spent

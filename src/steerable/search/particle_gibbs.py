@@ -18,6 +18,7 @@ import torch
 
 from steerable.config import check, opt
 from steerable.errors import ConfigError
+from steerable.lm.sampling import derive_seed
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, logit, no_answer, require
 from steerable.search.particle_filter import ParticleFilter
@@ -46,11 +47,11 @@ class ParticleGibbs:
         first = ParticleFilter(extract=self.extract).run(process, scorer, budget, prompt, seed, new_run=False)
         ref_text, ref_score = first.text, max(c.score for c in first.candidates)
         texts, scores = [c.text for c in first.candidates], [c.score for c in first.candidates]
-        g = torch.Generator().manual_seed((seed or 0) + 1)
+        g = torch.Generator().manual_seed(derive_seed(seed or 0, "pgibbs-resampling"))
         for sweep in range(1, self.sweeps):
             steps = [s + self.delimiter for s in ref_text.split(self.delimiter)]
             steps[-1] = steps[-1][: -len(self.delimiter)]
-            state = process.init(prompt, budget, None if seed is None else seed + 7919 * sweep)
+            state = process.init(prompt, budget, None if seed is None else derive_seed(seed, "pgibbs-sweep", sweep))
             cur = [0.5] * budget
             t = 0
             while not all(process.is_terminal(state)):

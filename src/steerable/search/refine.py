@@ -23,6 +23,7 @@ from typing import Literal
 
 from steerable.config import check, opt
 from steerable.errors import ConfigError
+from steerable.lm.sampling import derive_seed
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
 from steerable.search.process import Process
@@ -74,7 +75,8 @@ class IterativeRefine:
         cur_prompt, prefix, rounds = prompt, "", 0
         while len(pool) < budget:
             k = min(self.per_round, budget - len(pool))
-            state = process.init(cur_prompt + prefix, k, None if seed is None else seed + 104729 * rounds)
+            sub = seed if seed is None or rounds == 0 else derive_seed(seed, "refine-round", rounds)
+            state = process.init(cur_prompt + prefix, k, sub)
             samples = process.preview(run_to_end(process, state))
             if not all(isinstance(t, str) for t in samples):
                 raise ConfigError(

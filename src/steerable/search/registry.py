@@ -1,4 +1,25 @@
-"""Strategies by name, as the CLI and the server name them."""
+"""Strategies by name, as the CLI and the server name them, and what ``budget`` means for each.
+
+=========== ================================================================================
+method      budget N
+=========== ================================================================================
+greedy      ignored: one sample
+sc          N samples, majority vote (``sc-short``: length-aware vote)
+sc-early    at most N samples, in rounds of ``round_size``; stops once the leader cannot lose
+bon, wbon   N samples, each scored once finished
+beam        N / M beams (M = ``expansions``), each expanded M ways per step
+dvts        N / M independent subtrees, each expanded M ways per step
+pf, epf     N particles, scored and resampled at every step
+epf-lam     N particles, each sampling ``lookahead`` = k successors per step (about k times PF's tokens)
+pgibbs      N particles per sweep, ``sweeps`` sweeps (about ``sweeps`` times PF's cost)
+astar       stop after N complete solutions (or N x ``max_pops_per_sample`` pops)
+mcts        N simulations, each expanding a leaf ``expansions`` ways
+refine      N candidates in all, ``per_round`` per round
+=========== ================================================================================
+
+With ``steerable scale --budget-unit tokens`` a budget is instead a cap on the
+tokens a run may generate, and N is that cap over the mean sample length.
+"""
 
 from __future__ import annotations
 
@@ -87,7 +108,8 @@ def make_scorer(name: str, device: str = "cpu", generator=None):
     """
     from pathlib import Path
 
-    from steerable.reward.prm import OraclePRM, TokenClassifierPRM
+    from steerable.reward.prm import TokenClassifierPRM
+    from steerable.tasks.builtin.verifier import OraclePRM
 
     if name in ("none", ""):
         return None

@@ -43,7 +43,7 @@ def build(
         scorers["prm"] = make_scorer(
             "builtin-prm" if prm == "builtin" else prm, device="cpu" if device == "auto" else device
         )
-    from steerable.reward.prm import OraclePRM
+    from steerable.tasks.builtin.verifier import OraclePRM
 
     scorers["oracle"] = OraclePRM()
     if "prm" in scorers:  # the default scorer is the first: the PRM when there is one

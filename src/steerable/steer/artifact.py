@@ -11,30 +11,23 @@ silent wrong patch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from dataclasses import dataclass, field, replace
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
-from steerable.errors import IncompatibleArtifactError, InputError
-from steerable.steer.interventions import Ablate, Add, Intervention
-from steerable.steer.layers import decoder_layers, hidden_size
+from steerable.errors import InputError
+from steerable.steer.controller import Controller
+from steerable.steer.fingerprint import check_fingerprint, fingerprint
+from steerable.steer.interventions import Ablate, Add, Intervention, Steering
+
+__all__ = ["Steers", "SteeringVector", "fingerprint", "load_steering", "steering_context"]
 
 FORMAT = "steerable.vector/1"
-
-
-def fingerprint(model, tokenizer, layers_path: str | None = None) -> dict:
-    cfg = model.config
-    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode()
-    return {
-        "architecture": (getattr(cfg, "architectures", None) or [type(model).__name__])[0],
-        "hidden_size": hidden_size(model),
-        "n_layers": len(decoder_layers(model, layers_path)),
-        "tokenizer": hashlib.sha256(vocab).hexdigest()[:16],
-    }
 
 
 @dataclass(frozen=True)
@@ -65,8 +58,11 @@ class SteeringVector:
             return [Add(self.vector, self.layers, s, scope=self.scope, norm_preserve=self.norm_preserve)]
         raise InputError(f"unknown steering mode {mode!r}: use add or ablate")
 
-    def with_strength(self, strength: float) -> SteeringVector:
-        return replace(self, strength=strength)
+    def steering(
+        self, model, layers_path: str | None = None, mode: str | None = None, strength: float | None = None
+    ) -> Steering:
+        """The context manager that applies this artifact (``mode`` and ``strength`` override its own)."""
+        return Steering(model, self.interventions(mode, strength), layers_path)
 
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -128,15 +124,18 @@ class SteeringVector:
         return art
 
     def check(self, model, tokenizer, layers_path: str | None = None, where: str | Path = "artifact") -> None:
-        mine = fingerprint(model, tokenizer, layers_path)
-        diff = [f"{k} {self.model.get(k)!r} vs {mine[k]!r}" for k in mine if self.model.get(k) != mine[k]]
-        if diff:
-            raise IncompatibleArtifactError(
-                f"{where} was made for another model ({'; '.join(diff)}): extract it again on this model"
-            )
+        check_fingerprint(self.model, model, tokenizer, layers_path, where)
 
 
-def load_steering(path: str | Path, model, tokenizer, layers_path: str | None = None):
+class Steers(Protocol):
+    """A loaded artifact (a vector or a trained controller): it becomes a steering context on a model."""
+
+    def steering(
+        self, model, layers_path: str | None = None, mode: str | None = None, strength: float | None = None
+    ) -> AbstractContextManager: ...
+
+
+def load_steering(path: str | Path, model, tokenizer, layers_path: str | None = None) -> Steers:
     """A vector artifact or a trained controller, checked against ``model``."""
     from safetensors import safe_open
 
@@ -154,21 +153,14 @@ def load_steering(path: str | Path, model, tokenizer, layers_path: str | None = 
     if bad:  # a NaN steers every token to garbage (or to nothing) without any error
         raise InputError(f"{path} holds NaN or infinite values ({bad[0]}): re-create the artifact")
     if header.get("method") == "controller":
-        from steerable.steer.controller import Controller
-
         ctl = Controller.from_file(tensors, header)
-        SteeringVector("controller", "add", ctl.model).check(model, tokenizer, layers_path, path)
+        check_fingerprint(ctl.model, model, tokenizer, layers_path, path)
         return ctl
     return SteeringVector.load(path, model, tokenizer, layers_path)
 
 
-def steering_context(art, model, layers_path: str | None = None, mode: str | None = None, strength=None):
+def steering_context(
+    art: Steers, model, layers_path: str | None = None, mode: str | None = None, strength: float | None = None
+) -> AbstractContextManager:
     """The context manager that applies a loaded artifact (``strength`` is alpha for a controller)."""
-    from steerable.steer.controller import Controller
-    from steerable.steer.interventions import Steering
-
-    if isinstance(art, Controller):
-        if mode not in (None, "add"):
-            raise InputError("a controller only adds its direction: drop --mode")
-        return art.steering(model, layers_path, alpha=strength)
-    return Steering(model, art.interventions(mode, strength), layers_path)
+    return art.steering(model, layers_path, mode=mode, strength=strength)

@@ -48,6 +48,7 @@ from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError
 from steerable.lm.hooks import prompt_indices
 from steerable.lm.padding import left_padded
+from steerable.steer.fingerprint import fingerprint
 from steerable.steer.interventions import _Positions
 from steerable.steer.layers import decoder_layers, hidden_size
 
@@ -129,8 +130,13 @@ class Controller:
     model: dict  # fingerprint
     info: dict
 
-    def steering(self, model, layers_path: str | None = None, alpha: float | None = None) -> ControllerSteering:
-        return ControllerSteering(model, self, layers_path, alpha)
+    def steering(
+        self, model, layers_path: str | None = None, mode: str | None = None, strength: float | None = None
+    ) -> ControllerSteering:
+        """The context manager that steers ``model``; ``strength`` is alpha (default: the trained one)."""
+        if mode not in (None, "add"):
+            raise InputError("a controller only adds its direction: drop --mode")
+        return ControllerSteering(model, self, layers_path, strength)
 
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -169,7 +175,6 @@ def train_controller(
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> Controller:
     """BCE on the scale (harmful 1, benign 0) plus the paper's layer-weight regulariser on harmful rows."""
-    from steerable.steer.artifact import fingerprint
 
     if not harmful or not benign:
         raise InputError("training a controller needs harmful and benign prompts")

@@ -84,18 +84,6 @@ def evaluate(gen, split: str = "hard", n: int = 200, n_requests: int = 0, seed: 
     return result
 
 
-def training_split_accuracy(gen, n: int = 100, seed: int = 0) -> dict[str, float]:
-    """Greedy accuracy on each split (a quick summary for training logs and the demo)."""
-    out = {}
-    for split in arithmetic.SPLITS:
-        problems = arithmetic.eval_problems(split, n, seed=seed)
-        comps = generate_batched(
-            gen, [p.prompt for p in problems], SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS)
-        )
-        out[split] = round(sum(is_correct(p, c.text) for p, c in zip(problems, comps, strict=True)) / n, 4)
-    return out
-
-
 def steering_eval(
     gen, split: str = "medium", n: int = 100, seed: int = 0, progress: bool = True, n_requests: int = 0
 ) -> dict:

@@ -7,6 +7,7 @@ simply wrong steps.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from steerable.tasks.builtin.arithmetic import Problem, apply, parse_problem
@@ -99,3 +100,21 @@ def is_correct(problem: Problem | str, solution: str) -> bool:
         if problem is None:
             return False
     return extract_answer(solution) == problem.answer
+
+
+class OraclePRM:
+    """The exact step checker as a PRM: 1 if every line so far is correct, else 0."""
+
+    range = (0.0, 1.0)
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.forward_tokens = 0  # no model
+
+    def score(self, prompts: Sequence[str], samples: Sequence[str]) -> list[float]:
+        self.calls += 1
+        out = []
+        for p, s in zip(prompts, samples, strict=True):
+            flags = prefix_correct(p, s)
+            out.append(1.0 if (not flags or flags[-1]) else 0.0)
+        return out
