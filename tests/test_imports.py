@@ -19,12 +19,9 @@ RANK = {
     "control": 6,  # builds on the diffusion room
     "bench": 7,
     "serve": 8,
-    "cli": 9,  # cli.py / cli_*.py / the cli package, and demo.py: they only wire
+    "cli": 9,  # the cli package and demo.py: they only wire
 }
 BASE = {"steerable", "steerable.errors", "steerable.config", "steerable.usage"}
-# cycles that exist on main today and whose fix is another engineer's open work; an entry that no longer
-# exists is an error too, so this list only shrinks
-KNOWN_CYCLES = [{"steerable.cli", "steerable.cli_steer"}]  # issue 13 section 3: the cli/ package removes it
 
 
 def modules() -> dict[str, Path]:
@@ -65,7 +62,7 @@ def room(module: str) -> str:
     if module in BASE:
         return ""
     part = module.split(".")[1]
-    if part == "demo" or part == "cli" or part.startswith("cli_"):
+    if part == "demo":
         return "cli"
     return part
 
@@ -110,11 +107,8 @@ def test_the_graph_sees_lazy_and_relative_imports():
 
 
 def test_no_import_cycle_among_steerable_modules():
-    found = cycles(import_graph(modules()))
-    new = [sorted(c) for c in found if c not in KNOWN_CYCLES]
-    assert not new, f"import cycles: {new}"
-    gone = [sorted(c) for c in KNOWN_CYCLES if c not in found]
-    assert not gone, f"these cycles are gone: remove them from KNOWN_CYCLES: {gone}"
+    found = [sorted(c) for c in cycles(import_graph(modules()))]
+    assert not found, f"import cycles: {found}"
 
 
 def test_rooms_import_only_rooms_below_them():
