@@ -134,9 +134,7 @@ def _is_model_file(name: str) -> bool:
 def model_fingerprint(name_or_path: str) -> str:
     """:func:`files_fingerprint` of a model directory (``builtin``: the built-in model's)."""
     if name_or_path == "builtin":
-        from steerable.lm.builtin import path
-
-        name_or_path = str(path())
+        name_or_path = str(builtin_path())
     p = Path(name_or_path)
     if not p.is_dir():
         raise ModelLoadError(f"model path {name_or_path!r} is not a directory: pass a model directory or 'builtin'")
