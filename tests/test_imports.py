@@ -122,3 +122,13 @@ def test_rooms_import_only_rooms_below_them():
         if room(a) != room(b) and RANK[room(b)] >= RANK[room(a)]
     ]
     assert not bad, "imports of a room at or above the importer's:\n" + "\n".join(bad)
+
+
+def test_test_modules_have_unique_basenames():
+    # pytest's default import mode puts each test folder on sys.path and imports a test file by its basename,
+    # so two folders holding test_inputs.py stop collection of the whole suite (CI failed so once)
+    tests = Path(__file__).resolve().parent
+    seen = defaultdict(list)
+    for p in tests.rglob("test_*.py"):
+        seen[p.name].append(str(p.relative_to(tests)))
+    assert not {k: v for k, v in seen.items() if len(v) > 1}
