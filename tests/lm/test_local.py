@@ -274,3 +274,13 @@ def test_step_returns_the_top_alternatives_of_each_sampled_token(gen):
             assert [t for t, _ in alts] == best.indices.tolist()
             assert [v for _, v in alts] == pytest.approx(best.values.tolist(), abs=1e-4)
     assert gen.step(seqs, SamplingParams(seed=4), max_tokens=1).top_logprobs == ()
+
+
+def test_stop_token_lookup_is_bounded_and_matches_decoding(gen):
+    tok = gen.tokenizer
+    want = {i for i in tok.get_vocab().values() if i not in tok.all_special_ids and "e" in tok.decode([i])}
+    assert set(gen._stop_tokens(("e",)).tolist()) == want
+    for k in range(300):  # a server sees whatever stop strings its clients send
+        gen._stop_tokens((f"stop-{k}",))
+    assert len(gen._stop_token_cache) == 256
+    assert set(gen._stop_tokens(("e",)).tolist()) == want

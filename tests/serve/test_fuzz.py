@@ -47,7 +47,7 @@ def test_fuzzing_the_schema_finds_no_server_error(small):
 
             @given(op.as_strategy(generation_mode=mode))
             @settings(
-                max_examples=20,
+                max_examples=15,
                 deadline=None,
                 database=None,
                 derandomize=True,
@@ -66,6 +66,6 @@ def test_fuzzing_the_schema_finds_no_server_error(small):
                 assert mode is schemathesis.GenerationMode.NEGATIVE and op.method.upper() == "GET"
     sent = sum(statuses.values())
     assert not errors, errors
-    assert sent >= 100
+    assert sent >= 80
     assert statuses[("POST /v1/completions", 200)] > 0 and statuses[("POST /v1/chat/completions", 200)] > 0
     assert httpx.get(small.url + "/health").status_code == 200

@@ -202,8 +202,9 @@ def test_a_chunked_body_over_the_limit_is_refused_while_reading(serve_app):
 
 
 def test_metrics_label_routes_by_template_and_unmatched_paths_once(server):
-    for i in range(30):
-        assert httpx.get(f"{server.url}/v1/nope-{i}").status_code == 404
+    with httpx.Client() as http:
+        for i in range(30):
+            assert http.get(f"{server.url}/v1/nope-{i}").status_code == 404
     text = httpx.get(server.url + "/metrics").text
     assert "nope-" not in text
     assert 'steerable_requests_total{route="unmatched",status="404"}' in text

@@ -12,6 +12,7 @@ one ``step``; search strategies call ``step`` repeatedly and ``select`` /
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,7 +55,9 @@ class LocalGenerator:
         self.device = next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids, default=0)
-        self._stop_token_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        # stop strings -> ids of tokens containing one; bounded, since a server sees any stop strings clients send
+        self._stop_token_cache: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+        self._pieces: list[tuple[int, str]] | None = None  # (id, text) of every non-special token, decoded once
         self.usage = Usage()  # cumulative over the generator's life
 
     @classmethod
@@ -375,18 +378,22 @@ class LocalGenerator:
         return comps
 
     def _stop_tokens(self, stop: tuple[str, ...]) -> torch.Tensor | None:
-        """Ids of the tokens whose text contains a stop string (found once per stop tuple)."""
+        """Ids of the tokens whose text contains a stop string (found once per stop tuple, the last 256 kept)."""
         if not stop:
             return None
-        if stop not in self._stop_token_cache:
+        hit = self._stop_token_cache.get(stop)
+        if hit is not None:
+            self._stop_token_cache.move_to_end(stop)
+            return hit
+        if self._pieces is None:
             special = set(self.tokenizer.all_special_ids)
-            ids = [
-                i
-                for i in self.tokenizer.get_vocab().values()
-                if i not in special and any(s in self.tokenizer.decode([i]) for s in stop)
-            ]
-            self._stop_token_cache[stop] = torch.tensor(sorted(set(ids)), dtype=torch.long)
-        return self._stop_token_cache[stop]
+            vocab = sorted(set(self.tokenizer.get_vocab().values()) - special)
+            self._pieces = list(zip(vocab, self.tokenizer.batch_decode([[i] for i in vocab]), strict=True))
+        ids = [i for i, piece in self._pieces if any(s in piece for s in stop)]
+        self._stop_token_cache[stop] = out = torch.tensor(ids, dtype=torch.long)
+        if len(self._stop_token_cache) > 256:
+            self._stop_token_cache.popitem(last=False)
+        return out
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
