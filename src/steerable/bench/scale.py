@@ -19,6 +19,7 @@ from pathlib import Path
 
 from steerable.bench.report import LM_COST
 from steerable.errors import ConfigError, SteerableError
+from steerable.lm.sampling import item_seed
 from steerable.reward.scorer import CachedScorer
 from steerable.search.registry import UNSCORED, make_strategy
 from steerable.tasks.answers import AnswerChecker
@@ -84,7 +85,7 @@ def run_job(
             None if method in UNSCORED else scorer,
             width,
             item.prompt,
-            seed=seed * 1_000_003 + i,
+            seed=item_seed(seed, i),
         )
         row.update(
             answer=res.answer,

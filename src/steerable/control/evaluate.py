@@ -1,6 +1,6 @@
 """Run a controller for N seeded episodes: success, return, NFE per control step, seconds per step.
 
-Episode i starts the env at seed ``seed * 1_000_003 + i`` and the controller's
+Episode i starts the env at seed ``item_seed(seed, i)`` and the controller's
 sampling at ``mix(seed, i)``, so two methods run with the same ``--seed`` meet
 the same starts, winds and gusts. Results are appended one JSON line per
 episode to ``--resume FILE`` (when given) and a rerun skips the episodes
@@ -20,6 +20,7 @@ import numpy as np
 
 from steerable.diffusion.noise import mix
 from steerable.errors import InputError
+from steerable.lm.sampling import item_seed
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def run_block(env, controller, indices: list[int], seed: int, keep_path: bool = 
     envs = [_fresh(env) for _ in indices]
     seen, infos = [], []
     for e, i in zip(envs, indices, strict=True):
-        obs, info = e.reset(seed=seed * 1_000_003 + i)
+        obs, info = e.reset(seed=item_seed(seed, i))
         seen.append([obs])
         infos.append(info)
     controller.reset([mix(seed, i) for i in indices])

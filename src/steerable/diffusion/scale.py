@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from steerable.errors import SteerableError
+from steerable.lm.sampling import item_seed
 from steerable.tasks.loader import Item
 
 
@@ -72,7 +73,7 @@ class DiffusionExecutor:
         row: dict = {"item": item.id, "method": method, "budget": budget, "gold": item.answer}
         t0 = time.perf_counter()
         try:
-            res = strategy.run(process, self.world.reward, budget, item.prompt, seed=seed * 1_000_003 + i)
+            res = strategy.run(process, self.world.reward, budget, item.prompt, seed=item_seed(seed, i))
             row.update(
                 answer=res.answer,
                 correct=self.world.name == "digits" and res.answer == item.answer,

@@ -19,6 +19,7 @@ from typing import Literal
 from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.lm.loading import DEVICE_HELP
+from steerable.lm.sampling import derive_seed
 from steerable.rl.algos import ALGOS
 from steerable.rl.rewards import TEMPLATES
 
@@ -121,7 +122,7 @@ def _held_in(task: str, n: int, seed: int) -> list[dict]:
     """A fixed held-in evaluation set: the training distribution, drawn with another seed (for a test-time
     run, the test problems themselves: TTRL reports on the prompts it adapts to)."""
     if task.startswith("builtin:") and not _builtin_split(task)[1]:
-        return _items(task, n, seed + 7919)
+        return _items(task, n, derive_seed(seed, "held-in"))
     rows = [r for r in _items(task, 10**9, seed) if r["answer"] is not None]
     return rows[:n]
 
@@ -439,7 +440,7 @@ def _demo(task: str, seed: int) -> str:
     from steerable.tasks.builtin import arithmetic as A
 
     lo, hi = A.split_range(_builtin_split(task)[0])
-    p = A.train_problem(random.Random(seed + 104729), lo, hi)
+    p = A.train_problem(random.Random(derive_seed(seed, "icpo-demo")), lo, hi)
     return p.prompt + p.solution("concise") + "\n"
 
 
