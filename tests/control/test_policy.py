@@ -86,8 +86,10 @@ def test_same_seed_same_episodes_whatever_the_batch_and_vgps_picks_the_best_q(po
     seen = [[e.reset(seed=s)[0]] for e, s in zip(envs, (0, 1), strict=True)]
     act = vgps.act([0, 1], seen, envs)
     for r in (0, 1):
+        # the control process's streams: the run's seed mix(episode seed, query), row j, then its query 0
         cond = policy.condition(policy.frames(seen[r])).expand(5, -1)
-        chunks = policy.future(policy.sample_rows(cond, [mix(vgps.seeds[r], 0, j) for j in range(5)]))
+        streams = [mix(mix(mix(vgps.seeds[r], 0), j), 0) for j in range(5)]
+        chunks = policy.future(policy.sample_rows(cond, streams))
         best = chunks[int(np.argmax(vgps.last_q[r]))]
         assert np.allclose(act[r], policy.to_env(best[:4]), atol=1e-6)
 
@@ -137,20 +139,29 @@ def test_dsrl_wrapper_stops_a_chunk_at_termination_and_passes_truncated(policy):
 
 
 def test_ptp_keeps_the_candidate_whose_past_matches_the_executed_actions(data):
+    from steerable.control.process import Plan
     from steerable.control.ptp import PTP
+    from steerable.control.scorers import PastConsistency
 
     cfg = PolicyConfig(data="-", out="-", steps=2, hidden=16, layers=1, steps_inference=2, history=2, stride=2, past=2)
     pol = train_policy(cfg, data, SCALE, progress=False)[0]
-    ptp = PTP(pol, m=3)
-    ptp.reset([0])
-    ptp.executed = [[np.array([0.5, 0.0]), np.array([0.0, 0.0]), np.array([-0.5, 0.5])]]
+    executed = (np.array([0.5, 0.0]), np.array([0.0, 0.0]), np.array([-0.5, 0.5]))
     # t = 3: past slots are a_{3-4} (none yet) and a_{3-2} = a_1 = (0, 0)
     samples = torch.zeros(3, 2 + 8, 2)
     samples[0, 1] = torch.tensor([0.3, 0.4])  # error 0.25
     samples[1, 1] = torch.tensor([0.1, 0.0])  # error 0.01
     samples[2, 0] = torch.tensor([9.0, 9.0])  # slot without an executed action: ignored
     samples[2, 1] = torch.tensor([0.0, 0.2])  # error 0.04
-    assert ptp.past_error(0, samples).tolist() == pytest.approx([0.25, 0.01, 0.04])
+    plans = [Plan(np.zeros(6, np.float32), (s,), executed) for s in samples]
+    scorer = PastConsistency(pol)
+    assert scorer.score(["ptp"] * 3, plans) == pytest.approx([-0.25, -0.01, -0.04])
+    assert scorer.calls == 3
+    # over a real episode: verification runs best-of-M once actions were executed, the plain policy before
+    ptp = PTP(pol, m=3)
+    eps = evaluate(PointNav2D(), ptp, 2, seed=0, progress=False)
+    for e in eps:
+        assert e.scorer_calls == 3 * (e.predictions - 1)
+        assert e.nfe == 2 * (1 + 3 * (e.predictions - 1))
     with pytest.raises(ConfigError, match="--past"):
         PTP(train_policy(PolicyConfig(data="-", out="-", steps=1, hidden=8, layers=1), data, SCALE, False)[0], m=2)
 

@@ -9,8 +9,15 @@ episode's actions do not depend on which episodes share its batch.
 
 Every controller counts, per row, what it spends: ``nfe`` (denoiser
 evaluations per sampled chunk), ``scorer_calls`` (critic or verifier
-evaluations, one per scored candidate) and ``predictions`` (policy queries).
+evaluations, one per scored candidate), ``fork_steps`` (env steps run in
+forked copies by a lookahead search) and ``predictions`` (policy queries).
 The base controller samples one chunk and runs ``execute`` of its actions.
+
+Search-like methods (V-GPS, past-token verification, lookahead search) run a
+search strategy (:mod:`steerable.search`) over the control process
+(:class:`~steerable.control.process.ControlProcess`, a step is one chunk)
+at every control step, through :meth:`Controller._search`, and add up the
+strategy's :class:`~steerable.search.result.Cost`.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ class Controller:
         n = len(seeds)
         self.query = [0] * n
         self.executed: list[list[np.ndarray]] = [[] for _ in range(n)]
-        self.nfe, self.scorer_calls, self.predictions = [0] * n, [0] * n, [0] * n
+        self.nfe, self.scorer_calls, self.predictions, self.fork_steps = [0] * n, [0] * n, [0] * n, [0] * n
 
     def _sample(self, rows: list[int], seen: list[list[np.ndarray]], n: int = 1, x_init=None, start: int = 0):
         """n normalised samples per row: [len(rows), n, past+H, act_dim]."""
@@ -56,6 +63,17 @@ class Controller:
             self.predictions[r] += 1
             self.query[r] += 1
         return out.reshape(len(rows), n, *p.sample_shape)
+
+    def _search(self, row: int, seen: list[list[np.ndarray]], envs, strategy, scorer, budget: int, process):
+        """One run of ``strategy`` over ``process`` rooted at ``row``'s episode; its cost is added to the row's."""
+        root = process.at(envs[row], seen[row], self.executed[row])
+        res = strategy.run(root, scorer, budget, self.name, seed=mix(self.seeds[row], self.query[row]))
+        self.nfe[row] += res.cost.nfe
+        self.scorer_calls[row] += res.cost.scorer_calls
+        self.fork_steps[row] += res.cost.env_steps
+        self.predictions[row] += 1
+        self.query[row] += 1
+        return res
 
     def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
         chunks = self.policy.future(self._sample(rows, seen)[:, 0])

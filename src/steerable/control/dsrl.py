@@ -58,10 +58,12 @@ class NoiseActionEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, env: gym.Env, policy: DiffusionPolicy, magnitude: float = 1.5) -> None:
+    def __init__(
+        self, env: gym.Env, policy: DiffusionPolicy, magnitude: float = 1.5, reward_scale: float = 1.0
+    ) -> None:
         if policy.history or policy.past:
             raise ConfigError("dsrl steers a policy that sees only the current observation (history 0, past 0)")
-        self.env, self.policy = env, policy
+        self.env, self.policy, self.reward_scale = env, policy, reward_scale
         self.observation_space = env.observation_space
         shape = (policy.horizon * policy.act_dim,)
         self.action_space = GaussianBox(-magnitude, magnitude, shape=shape, dtype=np.float32)
@@ -95,7 +97,7 @@ class NoiseActionEnv(gym.Env):
             self.env_steps += 1
             if term or trunc:
                 break
-        return self.obs, total, term, trunc, info
+        return self.obs, total * self.reward_scale, term, trunc, info
 
 
 def batched_vec_env(envs: list[NoiseActionEnv]):
@@ -135,6 +137,9 @@ class DSRLConfig:
     width: int = opt(256, "Hidden width of actor and critics.", ge=8, le=4096)
     layers: int = opt(3, "Hidden layers.", ge=1, le=8)
     target_entropy: float = opt(0.0, "SAC target entropy (the paper's 0, not SB3's -dim).", ge=-1000, le=1000)
+    alpha_init: float = opt(1.0, "Initial entropy coefficient (SB3's 'auto' starts at 1).", gt=0, le=100)
+    alpha_fixed: bool = opt(False, "Keep the entropy coefficient at --alpha-init (no tuning).")
+    reward_scale: float = opt(1.0, "Multiplies every chunk reward SAC sees.", gt=0, le=1e6)
     layer_norm: bool = opt(True, "LayerNorm after each hidden layer of the critics (the authors' fork).")
     eval_every: int = opt(5000, "Env steps between success checks (0: none).", ge=0)
     eval_episodes: int = opt(50, "Episodes per success check.", ge=1, le=10_000)
@@ -188,6 +193,35 @@ def layer_norm_critics(sac, width: int, layers: int, lr: float) -> None:
     sac.critic.optimizer = torch.optim.Adam(sac.critic.parameters(), lr=lr)
 
 
+def sac_diagnostics(sac, n: int = 1024) -> dict:
+    """What SAC's pieces are doing, on a replay batch: the entropy coefficient alpha, the actor's entropy
+    (-log pi, in SB3's [-1, 1] action units), the soft bonus alpha * entropy that every non-terminal chunk earns
+    in the TD target, the critics' Q at buffer actions and at the actor's, the mean chunk reward in the buffer,
+    and how far the actor's mean noise sits into tanh's saturation (|tanh(mu)| > 0.99)."""
+    if sac.replay_buffer is None or sac.replay_buffer.size() == 0:
+        return {}
+    with torch.no_grad():
+        batch = sac.replay_buffer.sample(n)
+        pi, log_prob = sac.actor.action_log_prob(batch.observations)
+        mean, log_std, _ = sac.actor.get_action_dist_params(batch.observations)
+        q_data = torch.min(*sac.critic(batch.observations, batch.actions)).mean()
+        q_pi = torch.min(*sac.critic(batch.observations, pi)).mean()
+        alpha = float(torch.exp(sac.log_ent_coef).item()) if sac.log_ent_coef is not None else float(sac.ent_coef)
+        entropy = float(-log_prob.mean())
+        squashed = torch.tanh(mean)
+    return {
+        "alpha": round(alpha, 5),
+        "entropy": round(entropy, 3),
+        "soft_bonus": round(alpha * entropy, 4),
+        "q_data": round(float(q_data), 4),
+        "q_pi": round(float(q_pi), 4),
+        "reward": round(float(batch.rewards.mean()), 4),
+        "mean_abs_w": round(float(squashed.abs().mean()) * float(sac.action_space.high[0]), 3),
+        "saturated": round(float((squashed.abs() > 0.99).float().mean()), 3),
+        "log_std": round(float(log_std.mean()), 3),
+    }
+
+
 def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
     """SAC over the noise; a success check every ``eval_every`` env steps; writes ``sac.zip`` and ``training.json``."""
     from stable_baselines3 import SAC
@@ -198,7 +232,7 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
 
     torch.set_num_threads(cfg.threads)
     policy = DiffusionPolicy.load(cfg.policy)
-    envs = [NoiseActionEnv(make_env(cfg.env), policy, cfg.magnitude) for _ in range(cfg.envs)]
+    envs = [NoiseActionEnv(make_env(cfg.env), policy, cfg.magnitude, cfg.reward_scale) for _ in range(cfg.envs)]
     for e in envs[1:]:
         e.proc = envs[0].proc  # one process: its usage counts every decode
     env = envs[0]
@@ -219,7 +253,7 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
         tau=0.005,
         learning_starts=max(1, cfg.learning_starts // policy.execute),  # counted in chunks
         gradient_steps=cfg.gradient_steps,
-        ent_coef="auto",
+        ent_coef=cfg.alpha_init if cfg.alpha_fixed else f"auto_{cfg.alpha_init}",
         target_entropy=cfg.target_entropy,
         seed=cfg.seed,
         policy_kwargs={"net_arch": [cfg.width] * cfg.layers, "activation_fn": torch.nn.Tanh},
@@ -234,6 +268,7 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
         return sum(e.env_steps for e in envs)
 
     t0 = time.perf_counter()
+    train_outcomes: dict[str, int] = {}  # how the training episodes ended since the last check
 
     def check_now() -> None:
         ctl = DSRLController(policy, noise_policy=sac)
@@ -244,9 +279,13 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
                 "env_steps": steps(),
                 "success": row["success"],
                 "return": row["return"],
+                "outcomes": row["outcomes"],
+                "train_outcomes": dict(sorted(train_outcomes.items())),
                 "seconds": round(time.perf_counter() - t0, 1),
+                **sac_diagnostics(sac),
             }
         )
+        train_outcomes.clear()
         if progress:
             print(curve[-1], file=sys.stderr, flush=True)
 
@@ -256,6 +295,10 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
             self.next = cfg.eval_every
 
         def _on_step(self) -> bool:
+            for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+                if done:
+                    k = str(info.get("outcome", "end"))
+                    train_outcomes[k] = train_outcomes.get(k, 0) + 1
             if cfg.eval_every and steps() >= self.next:
                 self.next += cfg.eval_every
                 check_now()
@@ -275,7 +318,7 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
         "nfe": env.nfe,
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "curve": curve,
-        "final_ent_coef": float(torch.exp(sac.log_ent_coef.detach()).item()),
+        "final": sac_diagnostics(sac),
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -134,6 +134,11 @@ class PointNav2D(gym.Env):
         """An independent copy with the same state and the same random stream (forking for search)."""
         return copy.deepcopy(self)
 
+    def reseed(self, seed: int) -> None:
+        """A new random stream for the draws to come (gusts); the state, wind included, stays. A search's fork
+        re-seeds so that it cannot read the real episode's future draws."""
+        self._rng = np.random.default_rng(seed)
+
     def get_state(self) -> dict[str, Any]:
         """Everything that determines the future, as a plain dict (the random stream included)."""
         return {

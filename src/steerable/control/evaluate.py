@@ -35,6 +35,7 @@ class Episode:
     predictions: int  # policy queries
     seconds: float
     satisfied: bool | None = None  # STL tasks only
+    fork_steps: int = 0  # env steps a lookahead search ran in forked copies
     path: tuple[tuple[float, float], ...] = ()
 
 
@@ -85,6 +86,7 @@ def run_block(env, controller, indices: list[int], seed: int, keep_path: bool = 
             predictions=controller.predictions[r],
             seconds=round(seconds[r], 5),
             satisfied=infos[r].get("satisfied"),
+            fork_steps=controller.fork_steps[r],
             path=tuple(paths[r]) if keep_path else (),
         )
         for r, i in enumerate(indices)
@@ -154,6 +156,7 @@ def summary(method: str, budget: int, eps: list[Episode]) -> dict:
         "nfe_per_step": round(sum(e.nfe for e in eps) / steps, 3),
         "nfe_per_prediction": round(sum(e.nfe for e in eps) / preds, 3),
         "scorer_calls_per_step": round(sum(e.scorer_calls for e in eps) / steps, 3),
+        "fork_steps_per_step": round(sum(e.fork_steps for e in eps) / steps, 3),
         "seconds_per_step": round(sum(e.seconds for e in eps) / steps, 6),
         "outcomes": {k: sum(e.outcome == k for e in eps) for k in sorted({e.outcome for e in eps})},
     }

@@ -10,8 +10,8 @@ actually executed:
     m* = argmin_m  sum_{k: t - k*stride >= 0} || a^m_{t - k*stride} - a_{t - k*stride} ||^2
 
 (best-of-M with a past-consistency scorer, in normalised action units). With
-M = 1, or before any action was taken, it is the plain policy. Cost per
-prediction: M samples and M scorer calls.
+M = 1, or before any action was taken, it is the plain policy (one sample).
+Cost per verified prediction: M samples and M scorer calls.
 """
 
 from __future__ import annotations
@@ -19,14 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from steerable.control.controllers import Controller
+from steerable.control.process import ControlProcess
+from steerable.control.scorers import PastConsistency
 from steerable.errors import ConfigError
+from steerable.search.best_of_n import BestOfN, Greedy
 
 
 @dataclass
 class PTP(Controller):
+    """Best-of-M by past consistency: the search room's :class:`~steerable.search.best_of_n.BestOfN` over a
+    one-chunk :class:`ControlProcess` with a :class:`~steerable.control.scorers.PastConsistency` scorer."""
+
     m: int = 1
     name = "ptp"
 
@@ -36,25 +41,15 @@ class PTP(Controller):
             raise ConfigError(f"ptp: M must be >= 1 (got {self.m})")
         if self.m > 1 and self.policy.past == 0:
             raise ConfigError("ptp verification needs a policy trained with --past > 0 (it predicts past actions)")
-
-    def past_error(self, row: int, samples: torch.Tensor) -> torch.Tensor:
-        """[M] squared distance of each sample's predicted past to row's executed actions (0 where none exist)."""
-        p, stride, done = self.policy.past, self.policy.stride, self.executed[row]
-        t = len(done)
-        err = torch.zeros(len(samples), dtype=samples.dtype)
-        for j, k in enumerate(range(p, 0, -1)):
-            if t - k * stride >= 0:
-                a = self.policy.action_scale.normalize(torch.as_tensor(done[t - k * stride]))
-                err += ((samples[:, j] - a.to(samples.dtype)) ** 2).sum(-1)
-        return err
+        self.process = ControlProcess(self.policy, eta=self.eta)
+        self.scorer = PastConsistency(self.policy) if self.m > 1 else None
 
     def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
-        samples = self._sample(rows, seen, self.m)  # [rows, M, past + H, act_dim]
         out = {}
-        for i, r in enumerate(rows):
-            pick = 0
-            if self.m > 1 and self.executed[r]:
-                self.scorer_calls[r] += self.m
-                pick = int(torch.argmin(self.past_error(r, samples[i])))
-            out[r] = self._run(r, self.policy.future(samples[i])[pick])
+        for r in rows:
+            if self.scorer is not None and self.executed[r]:
+                res = self._search(r, seen, envs, BestOfN(), self.scorer, self.m, self.process)
+            else:  # nothing to verify against yet: the plain policy
+                res = self._search(r, seen, envs, Greedy(), None, 1, self.process)
+            out[r] = self._run(r, self.policy.future(res.sample.chunks[0][None])[0])
         return out

@@ -10,7 +10,7 @@ from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError
 
 BUILTIN = Path(__file__).parent / "builtin"
-Method = Literal["base", "vgps", "rti", "dsrl", "ptp", "stl", "fk"]
+Method = Literal["base", "vgps", "rti", "dsrl", "ptp", "stl", "fk", "search"]
 
 
 def builtin_dir(env: str, what: str) -> Path:
@@ -28,11 +28,13 @@ class EvalConfig:
     env: str = opt("builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav or Pendulum-v1.")
     method: Method = opt(
         "base",
-        "base, vgps (K chunks by Q), rti (warm start), dsrl (learnt noise), ptp (verified), stl (guided), fk (STL).",
+        "base, vgps (K chunks by Q), rti (warm start), dsrl (learnt noise), ptp (verified), stl (guided), fk (STL), "
+        "search (a strategy over chunks run in env forks, scored by r + gamma^n V).",
     )
     budget: int = opt(
         1,
-        "vgps: chunks K; rti: steps K' per prediction; ptp: candidates M; stl: guided last steps; fk: particles.",
+        "vgps: chunks K; rti: steps K' per prediction; ptp: candidates M; stl: guided last steps; fk: particles; "
+        "search: the strategy's budget (plans).",
         ge=1,
         le=1024,
     )
@@ -43,6 +45,8 @@ class EvalConfig:
     noise_policy: str = opt("", "dsrl: the SAC noise policy (sac.zip from `steerable control dsrl`).")
     beta: float = opt(0.0, "vgps: softmax temperature over Q (0: argmax).", ge=0, le=1e6)
     rti_mode: Literal["direct", "renoise"] = opt("direct", "rti: the guess as x_t (authors') or re-noised (SDEdit).")
+    strategy: str = opt("bon", "search: the search strategy (bon, beam, dvts, ...).", min_len=1)
+    depth: int = opt(2, "search: chunks each plan looks ahead (each run in its env fork).", ge=1, le=64)
     execute: int = opt(0, "Actions run per prediction (0: the policy's own; rti always runs 1).", ge=0, le=64)
     resume: str = opt("", "JSONL file of finished episodes: appended to, and a rerun skips them.")
     threads: int = opt(1, "torch threads.", ge=1, le=256)
@@ -96,4 +100,13 @@ def make_controller(cfg: EvalConfig, policy):
         if not cfg.noise_policy or not Path(cfg.noise_policy).exists():
             raise InputError("dsrl needs --noise-policy PATH/sac.zip: train it with `steerable control dsrl`")
         return DSRLController(policy, execute=execute, noise_policy=load_noise_policy(cfg.noise_policy))
+    if cfg.method == "search":
+        from steerable.control.lookahead import Lookahead
+        from steerable.control.q import IQLCritic
+
+        path = builtin_dir(cfg.env, "critic") if cfg.critic == "builtin" else Path(cfg.critic)
+        return Lookahead(
+            policy, execute=execute, critic=IQLCritic.load(path), strategy=cfg.strategy, budget=cfg.budget,
+            depth=cfg.depth,
+        )  # fmt: skip
     raise ConfigError(f"unknown method {cfg.method!r}")

@@ -19,15 +19,55 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from steerable.config import check, opt
 from steerable.control.controllers import Controller
 from steerable.control.normalize import require_same
+from steerable.control.process import ControlProcess
 from steerable.control.q import IQLCritic
+from steerable.control.scorers import QScorer
 from steerable.diffusion.noise import mix
 from steerable.errors import ConfigError
+from steerable.reward.scorer import Scorer, checked_scores
+from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
+from steerable.search.best_of_n import BestOfN
+from steerable.search.process import Process
+from steerable.search.result import Candidate, Result
+
+
+@dataclass(frozen=True)
+class SoftmaxOfN:
+    """Sample N, then draw one with probability softmax(score / beta) (V-GPS's ``action_temp``).
+
+    The draw comes from its own stream, ``mix(seed, 7)``, so a run is a function of its seed.
+    """
+
+    beta: float = opt(1.0, "Temperature of the softmax over scores.", gt=0.0, le=1e6)
+    extract: Extract = no_answer
+    name = "softmax-of-n"
+
+    def __post_init__(self) -> None:
+        check(self, f"{self.name}: ")
+
+    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+        require(budget, scorer, self.name)
+        meter = Meter(process, scorer)
+        seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else seed
+        samples = process.preview(run_to_end(process, process.init(prompt, budget, seed)))
+        scores = checked_scores(scorer, [prompt] * len(samples), samples)
+        w = torch.softmax(torch.tensor(scores, dtype=torch.float64) / self.beta, 0)
+        g = torch.Generator().manual_seed(mix(seed, 7) & ((1 << 63) - 1))
+        pick = int(torch.multinomial(w, 1, generator=g))
+        cands = tuple(
+            Candidate(t, self.extract(t), s, float(w[i])) for i, (t, s) in enumerate(zip(samples, scores, strict=True))
+        )
+        return Result(self.name, budget, samples[pick], cands[pick].answer, cands, meter.cost())
 
 
 @dataclass
 class VGPS(Controller):
+    """Best-of-K chunks by the critic: the search room's :class:`~steerable.search.best_of_n.BestOfN` (or
+    :class:`SoftmaxOfN` with ``beta`` > 0) over a one-chunk :class:`ControlProcess` with a :class:`QScorer`."""
+
     critic: IQLCritic | None = None
     k: int = 8
     beta: float = 0.0
@@ -44,21 +84,16 @@ class VGPS(Controller):
                 f"vgps: the critic scores {self.critic.chunk} actions, the policy plans only {self.policy.horizon}"
             )
         require_same(self.policy.action_scale, self.critic.action_scale, "vgps")
-        self.last_q: np.ndarray | None = None
+        self.process = ControlProcess(self.policy, eta=self.eta)
+        self.scorer = QScorer(self.critic, self.policy)
+        self.strategy = BestOfN() if self.beta == 0 else SoftmaxOfN(beta=self.beta)
+        self.last_q: np.ndarray | None = None  # [rows, K] the critic's scores at the last step (for tests)
 
     def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
-        chunks = self.policy.future(self._sample(rows, seen, self.k).flatten(0, 1))  # [rows*K, H, act_dim]
-        obs = torch.as_tensor(np.stack([seen[r][-1] for r in rows]).astype(np.float32)).repeat_interleave(self.k, 0)
-        with torch.no_grad():
-            q = self.critic.q(obs, chunks).reshape(len(rows), self.k)
-        self.last_q = q.numpy()
-        out = {}
-        for i, r in enumerate(rows):
-            self.scorer_calls[r] += self.k
-            if self.beta == 0:
-                pick = int(torch.argmax(q[i]))
-            else:
-                g = torch.Generator().manual_seed(mix(self.seeds[r], self.query[r], 7) & ((1 << 63) - 1))
-                pick = int(torch.multinomial(torch.softmax(q[i] / self.beta, 0), 1, generator=g))
-            out[r] = self._run(r, chunks[i * self.k + pick])
+        out, qs = {}, []
+        for r in rows:
+            res = self._search(r, seen, envs, self.strategy, self.scorer, self.k, self.process)
+            qs.append([c.score for c in res.candidates])
+            out[r] = self._run(r, self.policy.future(res.sample.chunks[0][None])[0])
+        self.last_q = np.array(qs)
         return out
