@@ -68,6 +68,12 @@ def _run_train_policy(cfg) -> None:
     typer.echo(json.dumps({"out": cfg.out, **{k: record[k] for k in ("steps", "wall_seconds", "final_loss_ema")}}))
 
 
+def _run_tgpo(cfg) -> None:
+    from steerable.control.tgpo import train_tgpo
+
+    typer.echo(json.dumps(train_tgpo(cfg)))
+
+
 def _run_dsrl(cfg) -> None:
     from steerable.control.dsrl import train_dsrl
 
@@ -119,6 +125,7 @@ def _register() -> None:
         from steerable.control.policy import PolicyConfig
         from steerable.control.q import TrainQConfig
         from steerable.control.run import EvalConfig
+        from steerable.control.tgpo import TGPOConfig
     except ImportError as e:  # the [control] extra is optional
         absent = e.name
 
@@ -133,6 +140,9 @@ def _register() -> None:
     config_command(control_app, "train-policy", PolicyConfig, _run_train_policy, "Train a diffusion policy by BC.")
     config_command(control_app, "train-q", TrainQConfig, _run_train_q, "Train an IQL critic offline (for V-GPS).")
     config_command(control_app, "dsrl", DSRLConfig, _run_dsrl, "DSRL: SAC over the frozen policy's initial noise.")
+    config_command(
+        control_app, "tgpo", TGPOConfig, _run_tgpo, "TGPO-style: a time-conditioned policy and its allocation critic."
+    )
 
     @command(control_app, "eval")
     def control_eval(cfg: EvalConfig, printing: Printing, drawing: EvalPlot) -> None:

@@ -10,7 +10,7 @@ from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError
 
 BUILTIN = Path(__file__).parent / "builtin"
-Method = Literal["base", "vgps", "rti", "dsrl", "ptp", "stl", "fk", "search"]
+Method = Literal["base", "vgps", "rti", "dsrl", "ptp", "stl", "fk", "search", "tgpo"]
 
 
 def builtin_dir(env: str, what: str) -> Path:
@@ -21,6 +21,10 @@ def builtin_dir(env: str, what: str) -> Path:
     return BUILTIN / {"stlnav": "pointnav"}.get(name, name) / what
 
 
+def tgpo_dir(cfg) -> Path:
+    return BUILTIN / "stlnav" / "tgpo" if cfg.tgpo == "builtin" else Path(cfg.tgpo)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """How ``steerable control eval`` runs (the CLI's flags are these fields)."""
@@ -29,12 +33,12 @@ class EvalConfig:
     method: Method = opt(
         "base",
         "base, vgps (K chunks by Q), rti (warm start), dsrl (learnt noise), ptp (verified), stl (guided), fk (STL), "
-        "search (a strategy over chunks run in env forks, scored by r + gamma^n V).",
+        "search (a strategy over chunks run in env forks, scored by r + gamma^n V), tgpo (STLNav: deadlines by V).",
     )
     budget: int = opt(
         1,
         "vgps: chunks K; rti: steps K' per prediction; ptp: candidates M; stl: guided last steps; fk: particles; "
-        "search: the strategy's budget (plans).",
+        "search: the strategy's budget (plans); tgpo: allocations scored.",
         ge=1,
         le=1024,
     )
@@ -45,7 +49,10 @@ class EvalConfig:
     noise_policy: str = opt("", "dsrl: the SAC noise policy (sac.zip from `steerable control dsrl`).")
     beta: float = opt(0.0, "vgps: softmax temperature over Q (0: argmax).", ge=0, le=1e6)
     rti_mode: Literal["direct", "renoise"] = opt("direct", "rti: the guess as x_t (authors') or re-noised (SDEdit).")
-    strategy: str = opt("bon", "search: the search strategy (bon, beam, dvts, ...).", min_len=1)
+    strategy: str = opt(
+        "bon", "search: the strategy (bon, beam, dvts, ...); tgpo: random, bon or mh over allocations.", min_len=1
+    )
+    tgpo: str = opt("builtin", "tgpo: the directory of `steerable control tgpo` (policy/ and critic/), or builtin.")
     depth: int = opt(2, "search: chunks each plan looks ahead (each run in its env fork).", ge=1, le=64)
     execute: int = opt(0, "Actions run per prediction (0: the policy's own; rti always runs 1).", ge=0, le=64)
     resume: str = opt("", "JSONL file of finished episodes: appended to, and a rerun skips them.")
@@ -58,6 +65,8 @@ class EvalConfig:
 def load_policy(cfg: EvalConfig):
     from steerable.control.policy import DiffusionPolicy
 
+    if cfg.method == "tgpo":
+        return DiffusionPolicy.load(tgpo_dir(cfg) / "policy")
     path = builtin_dir(cfg.env, "policy") if cfg.policy == "builtin" else Path(cfg.policy)
     if cfg.policy == "builtin" and not path.exists():
         raise InputError(
@@ -109,4 +118,9 @@ def make_controller(cfg: EvalConfig, policy):
             policy, execute=execute, critic=IQLCritic.load(path), strategy=cfg.strategy, budget=cfg.budget,
             depth=cfg.depth,
         )  # fmt: skip
+    if cfg.method == "tgpo":
+        from steerable.control.tgpo import TGPO, AllocationCritic
+
+        critic = None if cfg.strategy == "random" else AllocationCritic.load(tgpo_dir(cfg) / "critic")
+        return TGPO(policy, execute=execute, critic=critic, search=cfg.strategy, budget=cfg.budget)
     raise ConfigError(f"unknown method {cfg.method!r}")
