@@ -5,7 +5,9 @@
 
 Each entry is METHOD[:BUDGET[:MODE]]: ``base:1`` runs one action per
 prediction (the execution horizon RTI uses), ``vgps:K`` K chunks by Q,
-``rti:K'[:renoise]``. Every method meets the same starts, winds and gusts
+``rti:K'[:renoise]``, ``tgpo:N[:random|bon|mh]`` (allocations scored, the
+search over them; ``--tgpo DIR`` from ``steerable control tgpo``),
+``search:N[:STRATEGY]``. Every method meets the same starts, winds and gusts
 (episode i at seed*1000003 + i). Episodes are appended to
 ``--runs DIR/METHOD.jsonl`` as they finish, so an interrupted report resumes.
 Seconds per step are wall time on whatever machine runs this: compare them
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--policy", default="builtin")
     ap.add_argument("--critic", default="builtin")
     ap.add_argument("--noise-policy", default="")
+    ap.add_argument("--tgpo", default="builtin", help="tgpo: the directory of `steerable control tgpo`")
     ap.add_argument("--methods", default="base,vgps:8,vgps:16")
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -49,10 +52,12 @@ def main() -> None:
     for entry in args.methods.split(","):
         method, *rest = entry.split(":")
         budget = int(rest[0]) if rest else 1
-        mode = rest[1] if len(rest) > 1 else "direct"
+        mode = rest[1] if len(rest) > 1 else ""
         execute = budget if method == "base" and rest else 0
         cfg = EvalConfig(env=args.env, method=method, budget=budget, episodes=args.episodes, seed=args.seed,
-                         policy=args.policy, critic=args.critic, noise_policy=args.noise_policy, rti_mode=mode,
+                         policy=args.policy, critic=args.critic, noise_policy=args.noise_policy,
+                         rti_mode=mode if method == "rti" and mode else "direct",
+                         strategy=mode if method in ("tgpo", "search") and mode else "bon", tgpo=args.tgpo,
                          execute=execute)  # fmt: skip
         policy = load_policy(cfg)
         controller = make_controller(cfg, policy)

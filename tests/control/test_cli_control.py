@@ -32,6 +32,7 @@ def test_data_then_train_q_writes_a_critic(tmp_path):
         (["data", "--out", "x.npz", "--episodes", "0"], "episodes must be >= 1"),
         (["data", "--out", "x.npz", "--env", "builtin:moon"], "unknown env"),
         (["train-q", "--data", "/no/such.npz", "--out", "q"], "no dataset at /no/such.npz"),
+        (["eval", "--method", "tgpo", "--episodes", "1"], "run it with --env builtin:stlnav"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
@@ -83,3 +84,7 @@ def test_shipped_policy_and_critic_run_out_of_the_box():
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)
     assert row["method"] == "vgps" and row["nfe_per_prediction"] == 20 and row["scorer_calls_per_step"] > 0
+    r = run("eval", "--env", "builtin:stlnav", "--method", "tgpo", "--budget", "4", "--episodes", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)  # 4 allocations scored once per episode (8 calls over at most 200 steps)
+    assert row["method"] == "tgpo" and 0.04 <= row["scorer_calls_per_step"] <= 8 / 8

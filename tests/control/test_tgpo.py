@@ -75,7 +75,7 @@ def test_allocation_search_best_of_n_and_mh_pick_by_the_critic(tpolicy):
     prior = Allocations()
     assert all(prior.a_min <= a <= prior.a_max and a + prior.gap <= g <= prior.horizon for a, g in taus)
     critic, fit = train_critic(obs0, taus, sat, steps=5, seed=0)
-    assert set(fit) == {"held_out_bce", "held_out_bce_of_the_base_rate"}
+    assert set(fit) == {"held_out_bce", "held_out_bce_of_the_base_rate", "kept_step"}
     scorer = CriticScorer(critic, obs0[0])
     proc = AllocationProcess(prior)
     res = BestOfN().run(proc, scorer, 8, "tgpo", seed=1)
@@ -97,3 +97,41 @@ def test_tgpo_controller_chooses_once_per_episode_and_counts_scores(tpolicy):
         TGPO(tpolicy, search="mh")
     with pytest.raises(ConfigError, match="random, bon or mh"):
         TGPO(tpolicy, critic=critic, search="beam")
+
+
+def test_critic_keeps_the_weights_with_the_lowest_held_out_loss():
+    import torch
+
+    rng = np.random.default_rng(0)
+    obs0 = rng.normal(size=(60, 6)).astype(np.float32)
+    taus = np.stack([rng.integers(10, 61, 60), rng.integers(75, 101, 60)], 1)
+    sat = rng.random(60) < 0.5  # noise: anything fitted beyond the base rate overfits
+    critic, fit = train_critic(obs0, taus, sat, steps=400, seed=0, check_every=10)
+    held = np.random.default_rng(0).permutation(60)[:6]  # the split train_critic draws for seed 0
+    with torch.no_grad():
+        logit = critic.logit(torch.as_tensor(obs0[held]), torch.as_tensor(taus[held]))
+        bce = float(
+            torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.as_tensor(sat[held], dtype=torch.float32))
+        )
+    assert bce == pytest.approx(fit["held_out_bce"], abs=1e-4)  # the kept weights are the ones recorded
+    assert fit["kept_step"] < 400  # 400 steps on 54 noisy rows overfit: an earlier state was kept
+
+
+def test_train_tgpo_writes_a_policy_and_critic_the_controller_loads(tmp_path, data):
+    from steerable.control.policy import DiffusionPolicy
+    from steerable.control.tgpo import AllocationCritic, TGPOConfig, train_tgpo
+
+    data.save(tmp_path / "d.npz")
+    out = tmp_path / "t"
+    rec = train_tgpo(TGPOConfig(data=str(tmp_path / "d.npz"), out=str(out), steps=2, rollouts=10, critic_steps=3),
+                     progress=False)  # fmt: skip
+    assert rec["rollouts"] == 10 and rec["policy_steps"] == 2
+    saved = np.load(out / "critic" / "rollouts.npz")
+    assert saved["taus"].shape == (10, 2) and rec["satisfied_under_random_tau"] == pytest.approx(
+        saved["satisfied"].mean()
+    )
+    ctl = TGPO(
+        DiffusionPolicy.load(out / "policy"), critic=AllocationCritic.load(out / "critic"), search="mh", budget=3
+    )
+    eps = evaluate(STLNav(), ctl, 1, seed=0, progress=False)
+    assert eps[0].scorer_calls == 3

@@ -22,7 +22,7 @@ def builtin_dir(env: str, what: str) -> Path:
 
 
 def tgpo_dir(cfg) -> Path:
-    return BUILTIN / "stlnav" / "tgpo" if cfg.tgpo == "builtin" else Path(cfg.tgpo)
+    return BUILTIN / "tgpo" if cfg.tgpo == "builtin" else Path(cfg.tgpo)
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,9 @@ def make_controller(cfg: EvalConfig, policy):
         )  # fmt: skip
     if cfg.method == "tgpo":
         from steerable.control.tgpo import TGPO, AllocationCritic
+
+        if not cfg.env.endswith("stlnav"):
+            raise ConfigError(f"tgpo plans STLNav's subgoals: run it with --env builtin:stlnav (got {cfg.env})")
 
         critic = None if cfg.strategy == "random" else AllocationCritic.load(tgpo_dir(cfg) / "critic")
         return TGPO(policy, execute=execute, critic=critic, search=cfg.strategy, budget=cfg.budget)

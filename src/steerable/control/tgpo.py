@@ -358,29 +358,49 @@ def collect(policy, episodes: int, seed: int, progress: bool = True) -> tuple[np
     )
 
 
-def train_critic(obs0, taus, sat, steps: int, seed: int) -> tuple[AllocationCritic, dict]:
-    """Cross-entropy fit of V(s0, tau) to satisfaction; 10% held out for the record."""
+def train_critic(obs0, taus, sat, steps: int, seed: int, check_every: int = 25) -> tuple[AllocationCritic, dict]:
+    """Cross-entropy fit of V(s0, tau) to satisfaction, early-stopped: 10% of the rollouts are held out and the
+    weights with the lowest held-out loss (checked every ``check_every`` steps) are kept. Measured on STLNav's
+    1,500 rollouts: 300 steps 0.566 held-out BCE, 3,000 steps 1.04 (the base rate's is 0.664): it overfits."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(sat))
-    held, fit = idx[: len(idx) // 10], idx[len(idx) // 10 :]
+    held, fit = idx[: max(1, len(idx) // 10)], idx[max(1, len(idx) // 10) :]
+    if len(fit) == 0:
+        raise InputError(f"tgpo: {len(sat)} rollouts leave none to fit the critic on: collect more")
     critic = AllocationCritic(ObsScale.fit(obs0[fit]))
     o, t, y = (torch.as_tensor(a) for a in (obs0.astype(np.float32), taus, sat.astype(np.float32)))
     opt_ = torch.optim.Adam(critic.parameters(), lr=1e-3, weight_decay=1e-4)
     loss_fn = nn.BCEWithLogitsLoss()
-    for _ in range(steps):
+    h = torch.as_tensor(held)
+
+    def held_loss() -> float:
+        critic.eval()
+        with torch.no_grad():
+            out = float(loss_fn(critic.logit(o[h], t[h]), y[h]))
+        critic.train()
+        return out
+
+    best = (held_loss(), 0, {k: v.clone() for k, v in critic.state_dict().items()})
+    for step in range(1, steps + 1):
         i = torch.as_tensor(rng.choice(fit, size=min(256, len(fit))))
         loss = loss_fn(critic.logit(o[i], t[i]), y[i])
         opt_.zero_grad(set_to_none=True)
         loss.backward()
         opt_.step()
+        if step % check_every == 0 or step == steps:
+            cur = held_loss()
+            if cur < best[0]:
+                best = (cur, step, {k: v.clone() for k, v in critic.state_dict().items()})
+    critic.load_state_dict(best[2])
     critic.eval()
-    with torch.no_grad():
-        h = torch.as_tensor(held)
-        held_loss = float(loss_fn(critic.logit(o[h], t[h]), y[h])) if len(held) else math.nan
-    base = float(y[torch.as_tensor(held)].mean()) if len(held) else math.nan
+    base = float(y[h].mean())
     prior_loss = -(base * math.log(base) + (1 - base) * math.log(1 - base)) if 0 < base < 1 else math.nan
-    return critic, {"held_out_bce": round(held_loss, 4), "held_out_bce_of_the_base_rate": round(prior_loss, 4)}
+    return critic, {
+        "held_out_bce": round(best[0], 4),
+        "held_out_bce_of_the_base_rate": round(prior_loss, 4),
+        "kept_step": best[1],
+    }
 
 
 def train_tgpo(cfg: TGPOConfig, progress: bool = True) -> dict:
@@ -407,6 +427,8 @@ def train_tgpo(cfg: TGPOConfig, progress: bool = True) -> dict:
     record["relabelled_pseudo_episodes"] = data.episodes
     policy.save(pcfg.out, record)
     obs0, taus, sat = collect(policy, cfg.rollouts, cfg.seed + 1, progress)
+    (Path(cfg.out) / "critic").mkdir(parents=True, exist_ok=True)
+    np.savez(Path(cfg.out) / "critic" / "rollouts.npz", obs0=obs0, taus=taus, satisfied=sat)
     critic, fit = train_critic(obs0, taus, sat, cfg.critic_steps, cfg.seed)
     crecord = {
         "config": asdict(cfg),
