@@ -87,6 +87,8 @@ def digits(args) -> list[dict]:
                 seconds += res.cost.seconds
                 resamples += res.info.get("resamples", 0)
                 below += res.info.get("expansions_below_root", 0)
+                if args.progress and (i + 1) % args.progress == 0:
+                    print(f"# {name}@{budget}: {i + 1} targets, judge success {ok / (i + 1):.4f}", flush=True)
             n = args.targets
             row = {
                 "method": name,
@@ -177,6 +179,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="4,8,16")
     ap.add_argument("--guidance-scale", type=float, default=1.0)
     ap.add_argument("--leaf-batch", type=int, default=1, help="DTS leaves per round (1: the paper's loop)")
+    ap.add_argument("--progress", type=int, default=0, help="print the running success every N targets (0: off)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     global LEAF_BATCH

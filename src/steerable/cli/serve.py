@@ -33,12 +33,21 @@ class ServeOptions:
         ge=1,
         le=10**9,
     )
+    max_request_nfe: int = opt(
+        25_600,
+        "Diffusion models: most denoiser evaluations one image request may spend (n x budget x 50 steps).",
+        ge=1,
+        le=10**9,
+    )
     max_body_mb: float = opt(1.0, "Request bodies over this get 413 (checked while reading).", gt=0, le=1024)
 
 
 @command(app, "serve")
 def serve(options: ServeOptions, model: ModelConfig) -> None:
-    """An OpenAI-compatible server: /v1/completions, /v1/chat/completions, /v1/score, /metrics."""
+    """An OpenAI-compatible server: /v1/completions, /v1/chat/completions, /v1/score, /metrics.
+
+    With --model builtin:digits (a diffusion model): /v1/images/generations instead.
+    """
     from steerable.serve import build
 
     threads()
@@ -56,6 +65,7 @@ def serve(options: ServeOptions, model: ModelConfig) -> None:
         max_n=o.max_n,
         max_tokens=o.max_tokens,
         max_request_tokens=o.max_request_tokens,
+        max_request_nfe=o.max_request_nfe,
         max_body_bytes=int(o.max_body_mb * (1 << 20)),
     )
     import uvicorn

@@ -22,8 +22,11 @@ def build(
         import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError("serving needs FastAPI and uvicorn: pip install 'steerable[serve]'") from None
-    from steerable.lm.local import LocalGenerator
     from steerable.serve.app import ServeConfig, create_app
+
+    if is_diffusion(model):
+        return build_images(model, steer, prm, device, **config)
+    from steerable.lm.local import LocalGenerator
     from steerable.serve.engine import Engine
     from steerable.steer.artifact import load_steering
 
@@ -53,3 +56,35 @@ def build(
         cfg.api_key = os.environ.get("STEERABLE_API_KEY") or None
     engine = Engine(gen, arts)
     return engine, create_app(engine, cfg)
+
+
+def is_diffusion(model: str) -> bool:
+    """``builtin:digits`` and ``builtin:mixture`` name the built-in diffusion worlds (``builtin`` is the LM)."""
+    from steerable.diffusion.worlds import WORLDS
+
+    return model.startswith("builtin:") and model.removeprefix("builtin:") in WORLDS
+
+
+def build_images(model: str, steer, prm: str | None, device: str, **config):
+    """The images server (``POST /v1/images/generations``) on a built-in diffusion world."""
+    from steerable.serve.app import ServeConfig
+    from steerable.serve.images import create_images_app
+
+    if steer:
+        raise InputError(f"--steer loads activation steering for language models; {model} is a diffusion model")
+    if prm is not None:
+        raise InputError(f"--prm scores language-model steps; {model} is steered by its own reward: leave --prm out")
+    if device not in ("auto", "cpu"):
+        raise ConfigError("the built-in diffusion worlds run on the CPU (185k parameters): leave --device out")
+    try:
+        from steerable.diffusion.worlds import load_world
+
+        world = load_world(model)
+    except ImportError:
+        raise ConfigError(
+            "serving a diffusion model needs diffusers and scikit-learn: pip install 'steerable[diffusion]'"
+        ) from None
+    cfg = ServeConfig(model_name=config.pop("model_name", None) or model, **config)
+    if cfg.api_key is None:
+        cfg.api_key = os.environ.get("STEERABLE_API_KEY") or None
+    return create_images_app(world, cfg)

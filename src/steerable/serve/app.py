@@ -56,6 +56,13 @@ class ServeConfig:
         "steps and scores): refused up front where the worst case is known, stopped with an error where not.",
         ge=1,
     )
+    max_request_nfe: int = opt(
+        25_600,
+        "Most denoiser evaluations one image request may spend (n x scaling budget x 50 steps at most, a diffusion "
+        "model's cap in place of --max-request-tokens): refused up front, stopped with an error past it.",
+        ge=1,
+        le=10**9,
+    )
     # name -> scorer for scaling and /v1/score (built by `build`, not a user setting)
     scorers: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={"help": "Loaded scorers."})
 
@@ -66,13 +73,7 @@ class ServeConfig:
 
 
 def create_app(engine: Engine, config: ServeConfig):
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
-    from starlette.exceptions import HTTPException
-
-    from steerable.serve.gate import Gate, Metrics
-    from steerable.serve.openai import APIError, describe, dumps, error_body
+    from steerable.serve.gate import Metrics
     from steerable.serve.routes import Routes
 
     metrics = Metrics()
@@ -82,6 +83,27 @@ def create_app(engine: Engine, config: ServeConfig):
         metrics.rows.set(rows)
 
     engine.on_step = on_step
+    app = base_app(engine, config, metrics)
+    routes = Routes(engine, config, metrics)
+    app.get("/health")(routes.health)
+    app.get("/metrics")(routes.metrics_text)
+    app.get("/v1/models")(routes.models)
+    app.post("/v1/completions")(routes.completions)
+    app.post("/v1/chat/completions")(routes.chat)
+    app.post("/v1/score")(routes.score)
+    return app
+
+
+def base_app(engine: Engine, config: ServeConfig, metrics):
+    """A FastAPI app with no routes yet: the engine's lifespan, the gate (key, body limit, metrics) and the
+    error handlers that turn every refusal into an OpenAI-style 4xx body (shared by the text and image servers)."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    from steerable.serve.gate import Gate
+    from steerable.serve.openai import APIError, describe, dumps, error_body
 
     @asynccontextmanager
     async def lifespan(app):
@@ -127,11 +149,4 @@ def create_app(engine: Engine, config: ServeConfig):
             message = f"{request.method} is not allowed on {request.url.path}"
         return SafeJSON(error_body(e.status_code, message), status_code=e.status_code, headers=e.headers)
 
-    routes = Routes(engine, config, metrics)
-    app.get("/health")(routes.health)
-    app.get("/metrics")(routes.metrics_text)
-    app.get("/v1/models")(routes.models)
-    app.post("/v1/completions")(routes.completions)
-    app.post("/v1/chat/completions")(routes.chat)
-    app.post("/v1/score")(routes.score)
     return app

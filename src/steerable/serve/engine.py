@@ -50,11 +50,15 @@ class _Group:
 
 
 class Engine:
-    """Owns ``generator`` (and anything else that touches the model) on one worker thread."""
+    """Owns ``generator`` (and anything else that touches the model) on one worker thread.
+
+    ``generator`` None is an engine of jobs only (the images server: a diffusion run is one job); it must then
+    be given no :class:`GenRequest`.
+    """
 
     def __init__(
         self,
-        generator: LocalGenerator,
+        generator: LocalGenerator | None,
         steering: dict[str, Any] | None = None,
         max_batch: int = 256,
         on_step: Callable[[int, int], None] | None = None,
@@ -89,6 +93,8 @@ class Engine:
     def submit(self, item: GenRequest | Job) -> None:
         if self._stop.is_set():
             raise ConfigError("the server is shutting down: retry on another replica")
+        if self.gen is None and not isinstance(item, Job):
+            raise ConfigError("this engine runs jobs only: it has no language model to generate with")
         self._queue.put(item)
 
     @property

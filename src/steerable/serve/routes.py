@@ -182,41 +182,10 @@ class Routes:
     # ---- the engine ------------------------------------------------------------------------------
 
     def _submit(self, item: GenRequest | Job) -> asyncio.Queue:
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue = asyncio.Queue()
-
-        def emit(kind: str, payload) -> None:
-            loop.call_soon_threadsafe(q.put_nowait, (kind, payload))
-
-        item.emit = emit
-        try:
-            self.engine.submit(item)
-        except ConfigError as e:
-            raise APIError(503, str(e)) from None
-        return q
-
-    @staticmethod
-    async def _result(q: asyncio.Queue):
-        while True:
-            kind, payload = await q.get()
-            if kind == "done":
-                return payload
-            if kind == "error":
-                raise as_api_error(payload)
+        return submit(self.engine, item)
 
     async def _wait(self, q: asyncio.Queue, request: Request):
-        """The request's result; :class:`ClientGone` as soon as its client disconnects."""
-        result = asyncio.ensure_future(self._result(q))
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (result, gone):
-                if not task.done():
-                    task.cancel()
-        if result.done():
-            return result.result()
-        raise ClientGone
+        return await wait(q, request)
 
     async def _stream(self, q, req: GenRequest, head, chat, want_lp, top, include_usage) -> AsyncIterator[str]:
         obj = "chat.completion.chunk" if chat else "text_completion"
@@ -348,6 +317,46 @@ class ModelScorer(Scorer, Protocol):
 
     model: Any
     tokenizer: Any
+
+
+def submit(engine: Engine, item: GenRequest | Job) -> asyncio.Queue:
+    """Queue ``item`` on the engine; its events (``delta``, ``done``, ``error``) arrive on the returned queue."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue = asyncio.Queue()
+
+    def emit(kind: str, payload) -> None:
+        loop.call_soon_threadsafe(q.put_nowait, (kind, payload))
+
+    item.emit = emit
+    try:
+        engine.submit(item)
+    except ConfigError as e:
+        raise APIError(503, str(e)) from None
+    return q
+
+
+async def _result(q: asyncio.Queue):
+    while True:
+        kind, payload = await q.get()
+        if kind == "done":
+            return payload
+        if kind == "error":
+            raise as_api_error(payload)
+
+
+async def wait(q: asyncio.Queue, request: Request):
+    """The request's result; :class:`ClientGone` as soon as its client disconnects."""
+    result = asyncio.ensure_future(_result(q))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (result, gone):
+            if not task.done():
+                task.cancel()
+    if result.done():
+        return result.result()
+    raise ClientGone
 
 
 async def _disconnected(request: Request) -> None:

@@ -191,6 +191,48 @@ class ScoreRequest(Body):
         return (self.prompts or [self.prompt or ""] * len(self.partials)), self.partials
 
 
+class ImageScalingSpec(Body):
+    """The ``scaling`` field of an image request: a ``steerable diffuse`` method over the diffusion model."""
+
+    method: NonEmpty = Field(description="bon, fk, fk-max, fk-sum, fk-sample, dts, dts-star, dps or fk-dps.")
+    budget: Annotated[int, Field(ge=1, le=4096)] = Field(
+        4, description="Samples, particles or rollouts per image: at most budget x steps denoiser evaluations."
+    )
+    guidance_scale: Annotated[Finite, Field(ge=0.0, le=1e4)] | None = Field(
+        None, description="dps / fk-dps only: lambda of the reward-gradient guidance (default 1)."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="The strategy's fields, e.g. {'lam': 5}.")
+
+
+class ImageRequest(Body):
+    """``POST /v1/images/generations``: OpenAI's images body, b64_json PNGs, with ``scaling`` and ``seed``."""
+
+    prompt: Annotated[NonEmpty, Field(max_length=1000)] = Field(
+        description="The condition; for builtin:digits the target digit, '0' .. '9'."
+    )
+    model: Text | None = None
+    n: Annotated[int, Field(ge=1, le=4096)] = Field(1, description="Images, each its own steered run.")
+    size: Annotated[Text, Field(pattern=r"^[0-9]{1,5}x[0-9]{1,5}$")] | None = Field(
+        None, description="WxH: the model's own size (8x8 for digits) or a square multiple of it up to 256x256."
+    )
+    response_format: Annotated[Text | None, _unsupported("images come inline: send b64_json", (None, "b64_json"))] = (
+        None
+    )
+    output_format: Annotated[Text | None, _unsupported("PNG only: leave it out or send png", (None, "png"))] = None
+    quality: Annotated[Text | None, _unsupported("leave it out or send auto", (None, "auto", "standard"))] = None
+    background: Annotated[Text | None, _unsupported("leave it out or send auto", (None, "auto", "opaque"))] = None
+    style: Annotated[Text | None, _unsupported("leave it out")] = None
+    output_compression: Annotated[int | None, _unsupported("PNG is lossless: leave it out")] = None
+    moderation: Annotated[Text | None, _unsupported("leave it out", (None, "auto"))] = None
+    stream: Annotated[bool | None, _unsupported("images come whole: leave it out or send false", (None, False))] = None
+    partial_images: Annotated[int | None, _unsupported("leave it out or send 0", (None, 0))] = None
+    seed: Annotated[int, Field(ge=0, lt=1 << 53)] | None = Field(
+        None, description="Image i is `steerable diffuse sample --seed SEED+i`'s run (default: drawn, and returned)."
+    )
+    scaling: ImageScalingSpec | None = Field(None, description="Default: FK steering with 4 particles.")
+    user: Text | None = Field(None, description="An end-user id; recorded nowhere.")
+
+
 #: every field name of the bodies: a location part that is none of these is a union member's tag
 FIELD_NAMES = (
     frozenset(
@@ -200,4 +242,6 @@ FIELD_NAMES = (
     )
     | frozenset(ChatCompletionRequest.model_fields)
     | frozenset(ScoreRequest.model_fields)
+    | frozenset(ImageScalingSpec.model_fields)
+    | frozenset(ImageRequest.model_fields)
 )

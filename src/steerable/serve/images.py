@@ -1,0 +1,295 @@
+"""``POST /v1/images/generations`` on a built-in diffusion world: ``steerable serve --model builtin:digits``.
+
+OpenAI's images shape, ``{"prompt", "n", "size", "response_format": "b64_json"}`` in and
+``{"created", "data": [{"b64_json": PNG}]}`` out, with the completions server's extra bodies where they mean
+something here:
+
+- ``prompt`` is the condition: for builtin:digits the target digit, ``"0"`` .. ``"9"`` (anything else is a
+  400 naming ``prompt``). The digits denoiser is unconditional, so only steering makes an image follow its
+  prompt: a request without ``scaling`` runs FK steering with 4 particles (the FK paper's default);
+  ``{"method": "bon", "budget": 1}`` is a plain, unsteered sample.
+- ``scaling``: ``{"method", "budget", "guidance_scale", "options"}``, any ``steerable diffuse`` method; its
+  options are the strategy's declared fields, checked against their types and bounds
+  (:func:`steerable.diffusion.registry.make_strategy`), as the completions server checks its strategies'.
+- ``seed``: image i is the run ``steerable diffuse sample --seed SEED+i`` makes (default: drawn at random and
+  returned in the ``steerable`` field, so any answer can be reproduced).
+- ``steerable`` in the response: per image the judge's verdict (the independent SVC), the reward, the NFE and
+  reward calls it cost and the strategy's diagnostics (FK's resampling steps, DTS's expansions).
+
+Compute is bounded per request: every method spends at most budget x steps denoiser evaluations per image,
+so ``n x budget x steps`` over ``--max-request-nfe`` is refused up front, and a guard inside the process
+stops a run that would pass it (and stops it at once when the client leaves). The work runs as jobs on the
+engine's worker thread, one request at a time, never on the event loop: ``/health`` answers while images are
+being made. The route, the gate (API key, body limit, metrics) and the error bodies are the completions
+server's.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from fastapi import Request
+from fastapi.responses import Response
+
+from steerable.diffusion.process import DiffusionProcess
+from steerable.errors import ConfigError, InputError, SteerableError
+from steerable.serve.engine import Engine, Job
+from steerable.serve.gate import Metrics
+from steerable.serve.openai import APIError, json_safe
+from steerable.serve.routes import CLIENT_GONE, ClientGone, submit, wait
+from steerable.serve.scaling import Cancelled
+from steerable.serve.schemas import ImageRequest, ImageScalingSpec
+
+#: a request without ``scaling``: FK steering, the paper's 4 particles
+DEFAULT_SCALING = ImageScalingSpec(method="fk", budget=4)
+#: DDIM steps and eta of every served run (eta 1: SMC and tree search need a stochastic sampler)
+STEPS, ETA = 50, 1.0
+#: the largest side a PNG may be scaled up to (nearest neighbour)
+MAX_SIDE = 256
+ROUTE = "/v1/images/generations"
+
+
+@dataclass
+class NFEGuard:
+    """Stops a run when its client has left, or before a denoiser call would pass the request's NFE cap."""
+
+    cap: int
+    used: int = 0
+    cancelled: bool = False
+
+    def charge(self, rows: int) -> None:
+        if self.cancelled:
+            raise Cancelled("the client closed the connection")
+        if self.used + rows > self.cap:
+            raise APIError(
+                400,
+                f"the run needed more than the server's --max-request-nfe of {self.cap} denoiser evaluations "
+                f"({self.used} spent): lower n or scaling.budget",
+                "scaling.budget",
+                "request_too_large",
+            )
+        self.used += rows
+
+
+@dataclass
+class GuardedDiffusion(DiffusionProcess):
+    """A diffusion process that asks its guard before every denoiser call."""
+
+    guard: NFEGuard = field(default_factory=lambda: NFEGuard(0))
+
+    def model_output(self, state, rows: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        self.guard.charge(len(rows))
+        return super().model_output(state, rows, x)
+
+
+def png(sample: torch.Tensor, side: int) -> str:
+    """A digits sample ``[64]`` in [-1, 1] as a base64 PNG, dark ink on white (as the README's figures), ``side``
+    pixels square (nearest-neighbour upscaling of the 8x8 grid)."""
+    from PIL import Image
+
+    grid = sample.detach().float().reshape(8, 8).clamp(-1, 1)
+    pixels = ((1 - grid) / 2 * 255).round().to(torch.uint8).numpy()
+    image = Image.fromarray(pixels, mode="L")
+    if side != 8:
+        image = image.resize((side, side), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+@dataclass
+class ImageRun:
+    """One request's work, checked by the route before it is queued: ``n`` runs of ``strategy``."""
+
+    world: Any
+    strategy: Any
+    guidance: Any
+    prompt: str
+    n: int
+    budget: int
+    seed: int
+    side: int
+    guard: NFEGuard
+
+    def __call__(self) -> list[dict]:
+        from steerable.diffusion.digits import judge
+
+        world = self.world
+        process = GuardedDiffusion(
+            world.denoiser, world.scheduler, num_steps=STEPS, eta=ETA, guidance=self.guidance, guard=self.guard
+        )
+        images = []
+        for i in range(self.n):
+            t0, backward = time.perf_counter(), process.backward_passes
+            res = self.strategy.run(process, world.reward, self.budget, self.prompt, seed=self.seed + i)
+            answer = judge().answer(res.sample)
+            images.append(
+                {
+                    "b64_json": png(res.sample, self.side),
+                    "answer": answer,
+                    "success": answer == self.prompt,
+                    "reward": world.reward.score([self.prompt], res.sample[None])[0],
+                    "nfe": res.cost.nfe,
+                    "backward_passes": process.backward_passes - backward,
+                    "reward_calls": res.cost.scorer_calls,
+                    "seconds": round(time.perf_counter() - t0, 4),
+                    "info": {k: v for k, v in res.info.items() if k != "ess"},
+                }
+            )
+        return images
+
+
+class ImageRoutes:
+    """The images server's handlers, bound to one world and one server configuration."""
+
+    def __init__(self, engine: Engine, world, config, metrics: Metrics):
+        self.engine, self.world, self.config, self.metrics = engine, world, config, metrics
+
+    async def health(self) -> dict:
+        return {"status": "ok", "queue_depth": self.engine.queue_depth}
+
+    async def metrics_text(self) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        self.metrics.queue.set(self.engine.queue_depth)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def models(self) -> dict:
+        from steerable.diffusion.registry import METHODS
+
+        entry = {
+            "id": self.config.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "steerable",
+            "kind": "diffusion",
+            "size": "8x8",
+            "steps": STEPS,
+            "methods": sorted(METHODS),
+        }
+        return {"object": "list", "data": [entry]}
+
+    async def generations(self, body: ImageRequest, request: Request):
+        run = self.prepare(body)
+        job = Job(run, None)  # type: ignore[arg-type]
+        q = submit(self.engine, job)
+        try:
+            images = await wait(q, request)
+        except ClientGone:
+            job.cancelled = run.guard.cancelled = True
+            self.metrics.cancelled.labels(ROUTE).inc()
+            return Response(status_code=CLIENT_GONE)
+        spec = body.scaling or DEFAULT_SCALING
+        return {
+            "created": int(time.time()),
+            "data": [{"b64_json": im["b64_json"], "revised_prompt": None} for im in images],
+            "output_format": "png",
+            "size": f"{run.side}x{run.side}",
+            "steerable": json_safe(
+                {
+                    "method": spec.method,
+                    "budget": spec.budget,
+                    "seed": run.seed,
+                    "images": [{k: v for k, v in im.items() if k != "b64_json"} for im in images],
+                    "cost": {
+                        "nfe": sum(im["nfe"] for im in images),
+                        "backward_passes": sum(im["backward_passes"] for im in images),
+                        "reward_calls": sum(im["reward_calls"] for im in images),
+                        "seconds": round(sum(im["seconds"] for im in images), 4),
+                    },
+                }
+            ),
+        }
+
+    def prepare(self, body: ImageRequest) -> ImageRun:
+        """The request's run, with every server-side limit checked (a 4xx naming the field)."""
+        from steerable.diffusion.digits import judge, parse_target
+        from steerable.diffusion.guidance import RewardGuidance
+        from steerable.diffusion.registry import make_strategy, method
+
+        cfg = self.config
+        if body.model is not None and body.model != cfg.model_name:
+            raise APIError(
+                404, f"model {body.model!r} is not served here: use {cfg.model_name}", "model", "model_not_found"
+            )
+        try:
+            parse_target(body.prompt)
+        except InputError as e:
+            raise APIError(400, f"prompt: {e}: {cfg.model_name} draws the digit its prompt names", "prompt") from None
+        if body.n > cfg.max_n:
+            raise APIError(400, f"n must be <= {cfg.max_n}, the server's --max-n (got {body.n})", "n")
+        side = self.side(body.size)
+        spec = body.scaling or DEFAULT_SCALING
+        if spec.budget > cfg.max_budget:
+            raise APIError(400, f"scaling.budget must be <= {cfg.max_budget} (got {spec.budget})", "scaling.budget")
+        try:
+            meta = method(spec.method)
+        except ConfigError as e:
+            raise APIError(400, f"scaling.method: {e}", "scaling.method") from None
+        try:
+            strategy = make_strategy(spec.method, judge().answer, spec.options)
+        except SteerableError as e:
+            raise APIError(400, f"scaling.options: {e}", "scaling.options") from None
+        if spec.guidance_scale is not None and not meta.guided:
+            raise APIError(
+                400, f"scaling.guidance_scale applies to dps and fk-dps, not {spec.method}: leave it out",
+                "scaling.guidance_scale",
+            )  # fmt: skip
+        worst = body.n * spec.budget * STEPS
+        if worst > cfg.max_request_nfe:
+            raise APIError(
+                400,
+                f"n x scaling.budget x {STEPS} steps is {worst} denoiser evaluations, over the server's "
+                f"--max-request-nfe of {cfg.max_request_nfe}: lower n or scaling.budget",
+                "scaling.budget",
+                "request_too_large",
+            )
+        guidance = None
+        if meta.guided:
+            scale = 1.0 if spec.guidance_scale is None else spec.guidance_scale
+            guidance = RewardGuidance(self.world.reward, scale=scale)
+        seed = body.seed if body.seed is not None else random.getrandbits(52)
+        return ImageRun(
+            self.world, strategy, guidance, body.prompt.strip(), body.n, spec.budget, seed, side,
+            NFEGuard(cfg.max_request_nfe),
+        )  # fmt: skip
+
+    @staticmethod
+    def side(size: str | None) -> int:
+        """The PNG's side: 8 (the model's own) or a square multiple of it up to :data:`MAX_SIDE`."""
+        if size is None:
+            return 8
+        w, h = (int(v) for v in size.split("x"))
+        if w != h or w % 8 or not 8 <= w <= MAX_SIDE:
+            raise APIError(
+                400, f"size must be 8x8 or a square multiple of it up to {MAX_SIDE}x{MAX_SIDE} (got {size})", "size"
+            )
+        return w
+
+
+def create_images_app(world, config):
+    """The images server: an engine of jobs only, the shared gate and error handling, and the image routes."""
+    from steerable.diffusion.digits import judge
+    from steerable.serve.app import base_app
+
+    if world.name != "digits":
+        raise ConfigError(
+            f"builtin:{world.name} samples 2-D points, not images: serve builtin:digits "
+            "(steer the mixture with steerable diffuse)"
+        )
+    judge()  # fitted once, here, not inside the first request
+    metrics = Metrics()
+    engine = Engine(None)
+    app = base_app(engine, config, metrics)
+    routes = ImageRoutes(engine, world, config, metrics)
+    app.get("/health")(routes.health)
+    app.get("/metrics")(routes.metrics_text)
+    app.get("/v1/models")(routes.models)
+    app.post(ROUTE)(routes.generations)
+    return engine, app
