@@ -49,7 +49,8 @@ def test_png_is_dark_ink_on_white_pixel_for_pixel():
     assert size == (8, 8)
     assert px[:3].tolist() == [0, 128, 0] and px[63] == 191 and px[3:63].eq(255).all()  # (1 - x) / 2 * 255
     size, big = pixels(png(x, 32))
-    assert size == (32, 32) and big[0] == 0 and big[3 * 32 + 3] == 0 and big[4] == 128 and big[4 * 32] == 255  # 4x4 blocks
+    assert size == (32, 32)  # 4x4 blocks of the 8x8 grid
+    assert big[0] == 0 and big[3 * 32 + 3] == 0 and big[4] == 128 and big[4 * 32] == 255
 
 
 def test_each_image_is_the_seeded_run_of_diffuse_sample(served):
