@@ -38,7 +38,32 @@ def small(serve_app, artifact):
 
 
 def test_fuzzing_the_schema_finds_no_server_error(small):
-    schema = schemathesis.openapi.from_url(small.url + "/openapi.json")
+    statuses, errors = fuzz(small.url)
+    assert not errors, errors
+    assert sum(statuses.values()) >= 80
+    assert statuses[("POST /v1/completions", 200)] > 0 and statuses[("POST /v1/chat/completions", 200)] > 0
+    assert httpx.get(small.url + "/health").status_code == 200
+
+
+def test_fuzzing_the_images_schema_finds_no_server_error(serve_app):
+    pytest.importorskip("diffusers")
+    from steerable.serve import build
+
+    _, app = build("builtin:digits", max_n=2, max_budget=2, max_request_nfe=200)
+    s = serve_app(app)
+    try:
+        statuses, errors = fuzz(s.url)
+        assert not errors, errors
+        assert sum(statuses.values()) >= 30  # 15 valid and 15 invalid bodies, and the GET routes
+        assert statuses[("POST /v1/images/generations", 200)] > 0
+        assert httpx.get(s.url + "/health").status_code == 200
+    finally:
+        s.close()
+
+
+def fuzz(url: str) -> tuple[Counter, list[str]]:
+    """Valid and invalid bodies for every route of the server's own schema: (status counts, 5xx answers)."""
+    schema = schemathesis.openapi.from_url(url + "/openapi.json")
     statuses: Counter = Counter()
     errors = []
     for result in schema.get_all_operations():
@@ -55,7 +80,7 @@ def test_fuzzing_the_schema_finds_no_server_error(small):
                 suppress_health_check=list(HealthCheck),
             )
             def send(case):
-                r = case.call(base_url=small.url, timeout=60)
+                r = case.call(base_url=url, timeout=60)
                 statuses[(case.operation.label, r.status_code)] += 1
                 if r.status_code >= 500:
                     errors.append(f"{case.operation.label} {case.body!r:.200} -> {r.status_code} {r.text[:200]}")
@@ -64,8 +89,4 @@ def test_fuzzing_the_schema_finds_no_server_error(small):
                 send()
             except Unsatisfiable:  # no invalid input exists for a route without parameters
                 assert mode is schemathesis.GenerationMode.NEGATIVE and op.method.upper() == "GET"
-    sent = sum(statuses.values())
-    assert not errors, errors
-    assert sent >= 80
-    assert statuses[("POST /v1/completions", 200)] > 0 and statuses[("POST /v1/chat/completions", 200)] > 0
-    assert httpx.get(small.url + "/health").status_code == 200
+    return statuses, errors

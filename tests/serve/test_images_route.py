@@ -190,6 +190,18 @@ def test_the_official_client_gets_pngs(served):
     assert res.model_extra["steerable"]["cost"]["nfe"] == 200
 
 
+def test_the_default_fits_the_server_caps():
+    """Without scaling: FK with 4 particles, fewer where --max-request-nfe leaves fewer, refused where none fit."""
+    from steerable.serve import build
+
+    _, app = build("builtin:digits", max_request_nfe=150)
+    with TestClient(app) as c:
+        s = c.post(ROUTE, json={"prompt": "2", "seed": 0}).json()["steerable"]
+        assert (s["method"], s["budget"], s["cost"]["nfe"]) == ("fk", 3, 150)
+        r = c.post(ROUTE, json={"prompt": "2", "n": 4})  # one particle each is 200 NFE
+        assert r.status_code == 400 and r.json()["error"]["code"] == "request_too_large"
+
+
 def test_the_images_server_keeps_the_gate_and_only_its_routes():
     from steerable.serve import build
 

@@ -11,10 +11,19 @@ the score gains lambda grad_{x_t} r(x0_hat(x_t)), and in noise-prediction form
 
 with ``scale`` = lambda for the tilt's own score. The gradient runs through
 the denoiser (as in DPS), so a guided step costs one forward (1 NFE) and one
-backward pass (``process.backward_passes``). Where we differ from DPS: DPS
-subtracts zeta / |y - A(x0_hat)| times the gradient after a DDPM step; the
-score form here works with any eta and gives the step's proposal mean, which
-FK steering needs to correct for the guidance (below).
+backward pass (``process.backward_passes``).
+
+Where we differ from DPS's code (``PosteriorSampling.conditioning`` in
+DPS2022/diffusion-posterior-sampling): it takes the unguided DDPM step and
+then subtracts ``scale * grad_{x_t} ||y - A(x0_hat(x_t))||``, the gradient of
+the *unsquared* residual norm, which is the paper's normalised step
+zeta / ||y - A(x0_hat)|| on the squared norm (up to a factor 2), with no
+sqrt(1 - abar_t) factor. A reward has no residual to normalise by, so here
+the raw gradient of r enters the score as the tilt's own score does (above):
+the step size grows with |grad r| instead of being normalised, and ``scale``
+is lambda, not DPS's zeta (their 0.3-1.0 for images do not transfer). The
+score form works with any eta and gives the step's proposal mean, which FK
+steering needs to correct for the guidance (below).
 
 As FK's proposal q: each guided step's log p(x_{t-1} | x_t) - log q(x_{t-1} | x_t)
 (two Gaussians with the same variance sigma_t^2) is added to the row's

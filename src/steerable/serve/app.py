@@ -3,7 +3,9 @@
 Routes: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``,
 ``POST /v1/score`` (the PRM), ``GET /health``, ``GET /metrics`` (Prometheus text),
 and FastAPI's ``/docs`` and ``/openapi.json`` (generated from the request models
-in :mod:`steerable.serve.schemas`).
+in :mod:`steerable.serve.schemas`). A diffusion model (``--model builtin:digits``)
+gets ``POST /v1/images/generations`` instead (:mod:`steerable.serve.images`), on
+the same :func:`base_app`.
 
 Two extra body fields:
 

@@ -6,7 +6,8 @@ something here:
 
 - ``prompt`` is the condition: for builtin:digits the target digit, ``"0"`` .. ``"9"`` (anything else is a
   400 naming ``prompt``). The digits denoiser is unconditional, so only steering makes an image follow its
-  prompt: a request without ``scaling`` runs FK steering with 4 particles (the FK paper's default);
+  prompt: a request without ``scaling`` runs FK steering with 4 particles (the FK paper's default; fewer
+  where the server's ``--max-request-nfe`` or budget cap leave fewer);
   ``{"method": "bon", "budget": 1}`` is a plain, unsteered sample.
 - ``scaling``: ``{"method", "budget", "guidance_scale", "options"}``, any ``steerable diffuse`` method; its
   options are the strategy's declared fields, checked against their types and bounds
@@ -116,6 +117,7 @@ class ImageRun:
     seed: int
     side: int
     guard: NFEGuard
+    spec: ImageScalingSpec
 
     def __call__(self) -> list[dict]:
         from steerable.diffusion.digits import judge
@@ -185,7 +187,7 @@ class ImageRoutes:
             job.cancelled = run.guard.cancelled = True
             self.metrics.cancelled.labels(ROUTE).inc()
             return Response(status_code=CLIENT_GONE)
-        spec = body.scaling or DEFAULT_SCALING
+        spec = run.spec
         return {
             "created": int(time.time()),
             "data": [{"b64_json": im["b64_json"], "revised_prompt": None} for im in images],
@@ -225,7 +227,7 @@ class ImageRoutes:
         if body.n > cfg.max_n:
             raise APIError(400, f"n must be <= {cfg.max_n}, the server's --max-n (got {body.n})", "n")
         side = self.side(body.size)
-        spec = body.scaling or DEFAULT_SCALING
+        spec = body.scaling or self.default_scaling(body.n)
         if spec.budget > cfg.max_budget:
             raise APIError(400, f"scaling.budget must be <= {cfg.max_budget} (got {spec.budget})", "scaling.budget")
         try:
@@ -257,8 +259,15 @@ class ImageRoutes:
         seed = body.seed if body.seed is not None else random.getrandbits(52)
         return ImageRun(
             self.world, strategy, guidance, body.prompt.strip(), body.n, spec.budget, seed, side,
-            NFEGuard(cfg.max_request_nfe),
+            NFEGuard(cfg.max_request_nfe), spec,
         )  # fmt: skip
+
+    def default_scaling(self, n: int) -> ImageScalingSpec:
+        """FK with the paper's 4 particles, or as many as the server's budget and NFE caps leave for ``n`` images
+        (at least 1: a request that cannot afford one particle is refused by the NFE check)."""
+        cfg = self.config
+        budget = max(1, min(DEFAULT_SCALING.budget, cfg.max_budget, cfg.max_request_nfe // (n * STEPS)))
+        return DEFAULT_SCALING.model_copy(update={"budget": budget})
 
     @staticmethod
     def side(size: str | None) -> int:

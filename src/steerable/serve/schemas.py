@@ -207,8 +207,11 @@ class ImageScalingSpec(Body):
 class ImageRequest(Body):
     """``POST /v1/images/generations``: OpenAI's images body, b64_json PNGs, with ``scaling`` and ``seed``."""
 
+    # the pattern is documentation for clients and fuzzers (builtin:digits is the one world served); the route
+    # checks the prompt against the served world, with a message that says what a prompt must be
     prompt: Annotated[NonEmpty, Field(max_length=1000)] = Field(
-        description="The condition; for builtin:digits the target digit, '0' .. '9'."
+        description="The condition; for builtin:digits the target digit, '0' .. '9'.",
+        json_schema_extra={"pattern": r"^\s*[0-9]\s*$"},
     )
     model: Text | None = None
     n: Annotated[int, Field(ge=1, le=4096)] = Field(1, description="Images, each its own steered run.")
