@@ -13,10 +13,14 @@
 - ``throughput``: FK at 16 particles against plain batched denoising of 16
   samples (one batch, no scoring), alternated item by item; prints the ratio
   of samples per second (goal >= 0.9x).
+- ``serve``: ``POST /v1/images/generations`` (its default, FK with 4
+  particles) through FastAPI's TestClient against the same FK runs called
+  directly, alternated; prints the ratio and how often both answers agree.
 
     python benchmarks/diffusion_steering.py digits --targets 200 --budgets 4,8,16 --out runs/diffusion-digits.json
     python benchmarks/diffusion_steering.py mixture --targets 200 --budgets 8
     python benchmarks/diffusion_steering.py throughput --targets 50
+    python benchmarks/diffusion_steering.py serve --targets 100
 """
 
 from __future__ import annotations
@@ -171,9 +175,45 @@ def throughput(args) -> list[dict]:
     return [row]
 
 
+def serve(args) -> list[dict]:
+    """The images route (FK, 4 particles, one image per request, through FastAPI's TestClient) against the same
+    FK runs called directly, alternated item by item: what the HTTP layer, PNG encoding and judge add."""
+    from fastapi.testclient import TestClient
+
+    from steerable.diffusion.digits import judge
+    from steerable.diffusion.fk import FKSteering
+    from steerable.diffusion.worlds import load_world
+    from steerable.serve import build
+
+    world = load_world("builtin:digits")
+    process, fk = world.process(), FKSteering(extract=judge().answer)
+    _, app = build("builtin:digits")
+    t_http = t_direct = 0.0
+    same = 0
+    with TestClient(app) as client:
+        for i in range(args.targets):
+            target = str(i % 10)
+            t0 = time.perf_counter()
+            r = client.post("/v1/images/generations", json={"prompt": target, "seed": i})
+            t_http += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res = fk.run(process, world.reward, 4, target, seed=i)
+            t_direct += time.perf_counter() - t0
+            same += r.json()["steerable"]["images"][0]["answer"] == res.answer
+    row = {
+        "requests": args.targets,
+        "http_images_per_s": round(args.targets / t_http, 2),
+        "direct_runs_per_s": round(args.targets / t_direct, 2),
+        "ratio": round(t_direct / t_http, 3),
+        "same_answer": round(same / args.targets, 3),
+    }
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["digits", "mixture", "throughput"])
+    ap.add_argument("what", choices=["digits", "mixture", "throughput", "serve"])
     ap.add_argument("--targets", type=int, default=200)
     ap.add_argument("--methods", default=None)
     ap.add_argument("--budgets", default="4,8,16")
@@ -187,7 +227,7 @@ def main() -> None:
     if args.methods is None:
         args.methods = "bon,fk,dts-star,dts" if args.what == "digits" else "bon,fk-sample,dts"
     setup()
-    rows = {"digits": digits, "mixture": mixture, "throughput": throughput}[args.what](args)
+    rows = {"digits": digits, "mixture": mixture, "throughput": throughput, "serve": serve}[args.what](args)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
