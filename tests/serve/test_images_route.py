@@ -225,3 +225,21 @@ def test_what_cannot_be_served_is_refused_in_one_line():
         build("builtin:digits", prm="builtin")
     with pytest.raises(ConfigError, match="max_request_nfe"):
         build("builtin:digits", max_request_nfe=0)
+
+
+def test_the_cli_wires_the_images_server(monkeypatch, capsys):
+    """`steerable serve --model builtin:digits` builds the images app with --max-request-nfe (uvicorn stubbed)."""
+    import uvicorn
+
+    from steerable.cli import run
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    assert run(["serve", "--model", "builtin:digits", "--max-request-nfe", "100"]) == 0
+    with TestClient(served["app"]) as c:
+        r = c.post(ROUTE, json={"prompt": "3", "scaling": {"method": "bon", "budget": 3}})
+        assert r.status_code == 400 and "--max-request-nfe of 100" in r.json()["error"]["message"]
+    assert run(["serve", "--model", "builtin:mixture"]) == 2
+    assert run(["serve", "--model", "builtin:digits", "--max-request-nfe", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "2-D points, not images" in err and "max-request-nfe" in err
