@@ -243,3 +243,32 @@ def test_the_cli_wires_the_images_server(monkeypatch, capsys):
     assert run(["serve", "--model", "builtin:digits", "--max-request-nfe", "0"]) == 2
     err = capsys.readouterr().err
     assert "2-D points, not images" in err and "max-request-nfe" in err
+
+
+def test_a_client_that_leaves_cancels_its_images(serve_app):
+    """Over real HTTP: a request queued behind a held worker whose client times out is dropped, not run."""
+    httpx = pytest.importorskip("httpx")
+    from steerable.diffusion.worlds import load_world
+    from steerable.serve import build
+    from steerable.serve.engine import Job
+
+    engine, app = build("builtin:digits")
+    s = serve_app(app)
+    release = threading.Event()
+    try:
+        engine.submit(Job(lambda: release.wait(30), lambda *a: None))
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(s.url + ROUTE, json={"prompt": "3"}, timeout=1.0)
+        deadline = time.time() + 10
+        while 'steerable_cancelled_total{route="/v1/images/generations"} 1.0' not in httpx.get(s.url + "/metrics").text:
+            assert time.time() < deadline, "the disconnect was not seen"
+            time.sleep(0.05)
+        reward = load_world("builtin:digits").reward
+        calls = reward.calls
+        release.set()
+        r = httpx.post(s.url + ROUTE, json={"prompt": "3", "seed": 0}, timeout=30)
+        assert r.status_code == 200 and r.json()["steerable"]["cost"]["nfe"] == 200
+        assert reward.calls - calls == 5 + 1  # this request's FK weighings and its score: the left one never ran
+    finally:
+        release.set()
+        s.close()
