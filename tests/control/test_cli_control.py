@@ -33,6 +33,7 @@ def test_data_then_train_q_writes_a_critic(tmp_path):
         (["data", "--out", "x.npz", "--env", "builtin:moon"], "unknown env"),
         (["train-q", "--data", "/no/such.npz", "--out", "q"], "no dataset at /no/such.npz"),
         (["eval", "--method", "tgpo", "--episodes", "1"], "run it with --env builtin:stlnav"),
+        (["gorl", "--policy", "p", "--out", "o", "--stages", "0"], "stages must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):

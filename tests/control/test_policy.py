@@ -208,3 +208,20 @@ def test_fk_toward_robustness_resamples_and_counts_particles(policy):
     (ep,) = evaluate(STLNav(), fk, 1, seed=0, progress=False)
     assert ep.nfe == 3 * 4 * ep.predictions and ep.scorer_calls >= 3 * ep.predictions
     assert fk.resamples >= ep.predictions  # at least the final resampling of each prediction
+
+
+def test_dsrl_alpha_lr_survives_sb3_resetting_learning_rates(tmp_path):
+    from steerable.control.dsrl import DSRLConfig, train_dsrl
+
+    d = make_dataset(DataConfig(out="-", episodes=4, seed=1))
+    cfg = PolicyConfig(data="-", out="-", steps=2, hidden=16, layers=1, steps_inference=2)
+    pol, _ = train_policy(cfg, d, SCALE, progress=False)
+    pol.save(tmp_path / "p")
+    tiny = dict(policy=str(tmp_path / "p"), env_steps=96, learning_starts=8, envs=4, gradient_steps=4, batch_size=8,
+                width=8, layers=1, eval_every=0, alpha_init=0.5)  # fmt: skip
+    moved = {}
+    for alpha_lr in (0.0, 0.05):  # 0: alpha's steps are --lr (3e-4) as SB3's; 0.05 must take effect
+        rec = train_dsrl(DSRLConfig(out=str(tmp_path / f"s{alpha_lr}"), alpha_lr=alpha_lr, **tiny), progress=False)
+        moved[alpha_lr] = abs(np.log(rec["final"]["alpha"] / 0.5))
+    # 24 chunks, 4 updates per 4 chunks after 8 warm-up chunks: about 16 Adam steps of ~lr each on log alpha
+    assert moved[0.0] < 16 * 3e-4 * 1.5 + 1e-3 and moved[0.05] > 16 * 0.05 * 0.5

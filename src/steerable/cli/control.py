@@ -74,6 +74,12 @@ def _run_tgpo(cfg) -> None:
     typer.echo(json.dumps(train_tgpo(cfg)))
 
 
+def _run_gorl(cfg) -> None:
+    from steerable.control.gorl import train_gorl
+
+    typer.echo(json.dumps(train_gorl(cfg)))
+
+
 def _run_dsrl(cfg) -> None:
     from steerable.control.dsrl import train_dsrl
 
@@ -122,6 +128,7 @@ def _register() -> None:
     try:
         from steerable.control.data import DataConfig
         from steerable.control.dsrl import DSRLConfig
+        from steerable.control.gorl import GoRLConfig
         from steerable.control.policy import PolicyConfig
         from steerable.control.q import TrainQConfig
         from steerable.control.run import EvalConfig
@@ -140,6 +147,9 @@ def _register() -> None:
     config_command(control_app, "train-policy", PolicyConfig, _run_train_policy, "Train a diffusion policy by BC.")
     config_command(control_app, "train-q", TrainQConfig, _run_train_q, "Train an IQL critic offline (for V-GPS).")
     config_command(control_app, "dsrl", DSRLConfig, _run_dsrl, "DSRL: SAC over the frozen policy's initial noise.")
+    config_command(
+        control_app, "gorl", GoRLConfig, _run_gorl, "GoRL: latent SAC and decoder refits on its rollouts, by stages."
+    )
     config_command(
         control_app, "tgpo", TGPOConfig, _run_tgpo, "TGPO-style: a time-conditioned policy and its allocation critic."
     )
