@@ -150,7 +150,7 @@ class DSRLConfig:
     width: int = opt(256, "Hidden width of actor and critics.", ge=8, le=4096)
     layers: int = opt(3, "Hidden layers.", ge=1, le=8)
     target_entropy: float = opt(0.0, "SAC target entropy (the paper's 0, not SB3's -dim).", ge=-1000, le=1000)
-    alpha_init: float = opt(0.01, "Initial entropy coefficient (SB3's 'auto' and the authors' start at 1).", gt=0, le=100)
+    alpha_init: float = opt(0.01, "Initial entropy coefficient (SB3 and the authors start at 1).", gt=0, le=100)
     alpha_fixed: bool = opt(False, "Keep the entropy coefficient at --alpha-init (no tuning).")
     alpha_lr: float = opt(3e-3, "Adam learning rate of log alpha (0: --lr, as SB3 and the authors).", ge=0, le=1)
     reward_scale: float = opt(1.0, "Multiplies every chunk reward SAC sees.", gt=0, le=1e6)
