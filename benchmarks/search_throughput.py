@@ -3,9 +3,11 @@
 For each method: run it on hard built-in items at ``--particles``, count the
 tokens it generated and the time it spent (with and without the PRM's time),
 then have ``model.generate`` produce the same number of tokens as one batch of
-``--particles`` rows. Prints tokens/s of both and the ratio (target >= 0.8x).
+``--particles`` rows. Prints tokens/s of both and the ratio (target >= 0.8x), and
+what the PRM cost: tokens its model ran per generated token and its seconds per
+item (``--scorer`` picks the PRM: ``builtin-prm`` or a PRM directory).
 
-    python benchmarks/search_throughput.py [--items 10] [--particles 16] [--device cpu]
+    python benchmarks/search_throughput.py [--items 10] [--particles 16] [--device cpu] [--scorer DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main() -> None:
     ap.add_argument("--particles", type=int, default=16)
     ap.add_argument("--methods", default="pf,beam")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--scorer", default="builtin-prm", help="builtin-prm or a PRM directory")
     args = ap.parse_args()
     setup()
     from steerable.lm.local import LocalGenerator
@@ -34,13 +37,13 @@ def main() -> None:
     from steerable.tasks.loader import load_task
 
     gen = LocalGenerator.from_pretrained("builtin", device=args.device)
-    prm = make_scorer("builtin-prm")
+    prm = make_scorer(args.scorer)
 
     class Timed:
         range = prm.range
 
         def __init__(self):
-            self.seconds, self.calls = 0.0, 0
+            self.seconds, self.calls, self.tokens = 0.0, 0, 0
 
         @property
         def forward_tokens(self) -> int:
@@ -48,8 +51,10 @@ def main() -> None:
 
         def score(self, prompts, partials):
             t0 = time.perf_counter()
+            before = prm.forward_tokens
             out = prm.score(prompts, partials)
             self.seconds += time.perf_counter() - t0
+            self.tokens += prm.forward_tokens - before
             self.calls += 1
             return out
 
@@ -59,14 +64,19 @@ def main() -> None:
     )
     model, tok = gen.model, gen.tokenizer
     dev = next(model.parameters()).device
-    print(f"{args.items} hard items, {args.particles} particles, threads {torch.get_num_threads()}, device {dev}")
+    n_params = sum(p.numel() for p in prm.model.parameters())
+    print(
+        f"{args.items} hard items, {args.particles} particles, threads {torch.get_num_threads()}, device {dev}, "
+        f"PRM {args.scorer} ({n_params:,} parameters)"
+    )
     print(
         f"{'method':<6} {'tokens':>7} {'tok/s':>7} {'tok/s no PRM':>13} {'raw tok/s':>10} "
-        f"{'ratio':>6} {'ratio no PRM':>13}"
+        f"{'ratio':>6} {'ratio no PRM':>13} {'PRM tok/gen tok':>16} {'PRM s/item':>11} {'PRM share':>10}"
     )
     for method in args.methods.split(","):
         strategy = make_strategy(method, make_checker("builtin").extract)
         scorer = Timed()
+        prm.clear_cache()  # each method pays for its own scoring
         n_tok, t0 = 0, time.perf_counter()
         for i, item in enumerate(items):
             n_tok += strategy.run(process, scorer, args.particles, item.prompt, seed=i).cost.generated_tokens
@@ -91,7 +101,8 @@ def main() -> None:
         ours, ours_np = n_tok / wall, n_tok / (wall - scorer.seconds)
         print(
             f"{method:<6} {n_tok:>7} {ours:>7.0f} {ours_np:>13.0f} {raw:>10.0f} {ours / raw:>6.2f} "
-            f"{ours_np / raw:>13.2f}"
+            f"{ours_np / raw:>13.2f} {scorer.tokens / n_tok:>16.2f} {scorer.seconds / len(items):>11.2f} "
+            f"{scorer.seconds / wall:>10.0%}"
         )
 
 
