@@ -192,3 +192,42 @@ def partial(solution: str, line: int) -> str:
     lines = solution.split("\n")
     head = "\n".join(lines[: line + 1])
     return head + "\n" if line + 1 < len(lines) else head
+
+
+def char_labels(problem: Problem, solution: str) -> list[bool]:
+    """For every character of ``solution``: can the text up to it still be the start of a correct solution?
+
+    Inside a line that is a prefix of a line the checker would accept next
+    (the next step, a ``check`` of the last step, the answer); at each line's
+    end (its newline, or its last character at the end) exactly the checker's
+    judgement of the solution so far. The characters where an error is
+    written are where the label first drops, which gives a PRM a signal at
+    the token that is wrong, not only at the end of its line.
+    """
+    flags = prefix_correct(problem, solution)
+    steps = problem.steps
+    out: list[bool] = []
+    ok, acc, idx, last, k = True, problem.operands[0], 0, None, 0
+    lines = solution.split("\n")
+    for n, line in enumerate(lines):
+        has_newline = n + 1 < len(lines)
+        if not line.strip():
+            out += [ok] * (len(line) + has_newline)
+            continue
+        allowed = [f"check {last}"] if last else []
+        if idx < len(steps):
+            s = steps[idx]
+            allowed.append(f"{acc}{s.op}{s.b}={apply(acc, s.op, s.b)}")
+        else:
+            allowed.append(f"A: {problem.answer}")
+        out += [ok and any(x.startswith(line[: j + 1]) for x in allowed) for j in range(len(line))]
+        flag = flags[k] if k < len(flags) else False
+        if has_newline:
+            out.append(flag)
+        else:
+            out[-1] = flag
+        if ok and flag and not line.lstrip().startswith(("check", "A:")) and idx < len(steps):
+            s = steps[idx]
+            acc, last, idx = s.result, f"{s.a}{s.op}{s.b}={s.result}", idx + 1
+        ok, k = ok and flag, k + 1
+    return out

@@ -38,7 +38,7 @@ from steerable.lm.types import SamplingParams
 from steerable.reward.metrics import auroc, expected_calibration_error
 from steerable.tasks.builtin import arithmetic
 from steerable.tasks.builtin.evaluate import MAX_SOLUTION_TOKENS, generate_batched
-from steerable.tasks.builtin.prm_data import KINDS, plant
+from steerable.tasks.builtin.prm_data import KINDS, char_labels, plant
 from steerable.tasks.builtin.verifier import prefix_correct
 
 #: Seeds of the held-out problem sets (held-out problems never appear in training; these are apart from
@@ -62,6 +62,14 @@ class PRMTrainConfig:
         0.5, "Share of each batch drawn from synthetic solutions (correct or planted).", ge=0, le=1
     )
     correct_share: float = opt(0.3, "Share of synthetic solutions left correct (the rest carry one error).", ge=0, le=1)
+    token_loss: float = opt(
+        1.0,
+        "Weight of the per-token loss (can the text so far still start a right solution?) beside the line ends'.",
+        ge=0,
+    )
+    surprise_loss: float = opt(
+        1.0, "Weight of regressing the policy's -log p of each token (a second output, dropped when saving).", ge=0
+    )
     steps: int | None = opt(None, "Exact number of optimiser steps (reproducible); overrides --minutes.", ge=1)
     minutes: float = opt(25.0, "Training wall-time budget (sampling and evaluation not included).", gt=0)
     batch_size: int = opt(32, "Solutions per step.", ge=1)
@@ -100,6 +108,17 @@ def line_end_labels(tokenizer, prompt: str, solution: str) -> tuple[list[int], l
             ends.append(tok)
         pos += len(line) + 1
     return ids, ends[: len(flags)], flags[: len(ends)]
+
+
+def encode(tokenizer, prompt: str, solution: str) -> tuple[list[int], list[int], list[bool], list[int]]:
+    """:func:`line_end_labels` plus a dense label for every token (-1 in the prompt): :func:`char_labels` of its
+    last character."""
+    ids, ends, flags = line_end_labels(tokenizer, prompt, solution)
+    problem = arithmetic.parse_problem(prompt)
+    chars = char_labels(problem, solution) if problem is not None else [False] * len(solution)
+    offsets = tokenizer(prompt + solution, return_offsets_mapping=True)["offset_mapping"]
+    dense = [int(chars[b - 1 - len(prompt)]) if b > len(prompt) and b > a else -1 for a, b in offsets]
+    return ids, ends, flags, dense
 
 
 def sample_solutions(gen, problems: list[arithmetic.Problem], temps, seed: int, split: str, progress) -> list[dict]:
@@ -168,7 +187,7 @@ def batches(rng: random.Random, tok, pool: list[tuple[str, str]], cfg: PRMTrainC
         examples = []
         for _ in range(cfg.batch_size * group):
             prompt, sol = synthetic(rng, cfg) if rng.random() < cfg.planted_share or not pool else rng.choice(pool)
-            ex = line_end_labels(tok, prompt, sol)
+            ex = encode(tok, prompt, sol)
             if ex[1]:
                 examples.append(ex)
         examples.sort(key=lambda e: len(e[0]))  # batches of similar length: less padding
@@ -179,37 +198,75 @@ def batches(rng: random.Random, tok, pool: list[tuple[str, str]], cfg: PRMTrainC
 
 
 def _collate(batch, pad_id: int):
-    """Right-padded ids and mask, plus (row, token) positions of labelled line ends and their labels."""
+    """Right-padded ids and mask, (row, token) positions of labelled line ends and their labels, and the dense
+    token labels (-1: none) when the examples carry them."""
     width = max(len(e[0]) for e in batch)
     ids = torch.full((len(batch), width), pad_id)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
+    dense = torch.full((len(batch), width), -1.0)
     pos, lab = [], []
-    for r, (toks, ends, flags) in enumerate(batch):
+    for r, (toks, ends, flags, *rest) in enumerate(batch):
         ids[r, : len(toks)] = torch.tensor(toks)
         mask[r, : len(toks)] = 1
+        if rest:
+            dense[r, : len(toks)] = torch.tensor(rest[0], dtype=torch.float)
         pos.extend((r, e) for e in ends)
         lab.extend(float(f) for f in flags)
-    return ids, mask, torch.tensor(pos), torch.tensor(lab)
+    return ids, mask, torch.tensor(pos), torch.tensor(lab), dense
 
 
 # ---------------------------------------------------------------- model and measurement
 
 
-def build_model(policy_dir: str, extra_layers: int):
-    """A one-logit token classifier holding the policy's weights, ``extra_layers`` identity layers on top."""
+def build_model(policy_dir: str, extra_layers: int, labels: int = 1):
+    """A token classifier holding the policy's weights, ``extra_layers`` identity layers on top.
+
+    Label 0 is the PRM's ("on a correct path"); a second label, when asked
+    for, is the training-time regression of the policy's surprise at each
+    token (:func:`drop_extra_labels` removes it before saving).
+    """
     from transformers import AutoConfig, AutoModelForTokenClassification
 
     conf = AutoConfig.from_pretrained(policy_dir)
     base = conf.num_hidden_layers
     conf.num_hidden_layers = base + extra_layers
-    conf.num_labels, conf.classifier_dropout = 1, 0.0
-    conf.id2label, conf.label2id = {0: "on_correct_path"}, {"on_correct_path": 0}
+    conf.num_labels, conf.classifier_dropout = labels, 0.0
+    conf.id2label = {0: "on_correct_path", **({1: "policy_surprise"} if labels > 1 else {})}
+    conf.label2id = {v: k for k, v in conf.id2label.items()}
     model = AutoModelForTokenClassification.from_pretrained(policy_dir, config=conf)
     with torch.no_grad():
         for layer in model.model.layers[base:]:  # a residual block whose outputs are zero is the identity
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
     return model, base
+
+
+def drop_extra_labels(model) -> None:
+    """Keep only label 0 (what a PRM scorer reads): a one-label token classifier like any other."""
+    old = model.score
+    head = torch.nn.Linear(old.in_features, 1, bias=old.bias is not None).to(old.weight.device)
+    with torch.no_grad():
+        head.weight.copy_(old.weight[:1])
+        if old.bias is not None:
+            head.bias.copy_(old.bias[:1])
+    model.score = head
+    model.num_labels = model.config.num_labels = 1
+    model.config.id2label, model.config.label2id = {0: "on_correct_path"}, {"on_correct_path": 0}
+
+
+def surprise(policy, ids: torch.Tensor, mask: torch.Tensor, cap: float = 8.0) -> torch.Tensor:
+    """``-log p(token | tokens before it)`` under the policy, capped at ``cap`` and divided by it: ``[batch, seq]``.
+
+    Where the policy would not have written a token is where an error is, so
+    regressing this at every token teaches the PRM to compare what the
+    policy's circuits predict with what is written (the PRM starts as the
+    policy and keeps its predictions in its residual stream).
+    """
+    with torch.no_grad():
+        logp = policy(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+        out = torch.zeros(ids.shape, device=ids.device)
+        out[:, 1:] = -logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+    return out.clamp(max=cap) / cap
 
 
 @torch.inference_mode()
@@ -222,7 +279,7 @@ def line_logits(model, tok, pairs: list[tuple[str, str]], batch: int = 64) -> li
     out: list[list[float]] = [[] for _ in exs]
     for i in range(0, len(order), batch):
         idx = order[i : i + batch]
-        ids, mask, pos, _ = _collate([exs[j] for j in idx], tok.pad_token_id)
+        ids, mask, pos, _, _ = _collate([exs[j] for j in idx], tok.pad_token_id)
         logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits[..., 0].float().cpu()
         for r, j in enumerate(idx):
             out[j] = [float(logits[r, e]) for e in exs[j][1]]
@@ -309,12 +366,12 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
     calib = [r for r in rows if r["split"] == "calib"]
     evals = [r for r in rows if r["split"] == "eval"]
     sets = planted_sets(cfg.eval_problems)
-    quick_sets = {k: v[:100] for k, v in sets.items()}
+    quick_sets = {k: v[:60] for k, v in sets.items()}
 
     policy_dir = gen.model.config._name_or_path
-    model, base = build_model(policy_dir, cfg.extra_layers)
+    model, base = build_model(policy_dir, cfg.extra_layers, labels=2 if cfg.surprise_loss else 1)
     model.to(dev)
-    del gen
+    policy = gen.model.eval()
     copied = {id(p) for layer in model.model.layers[:base] for p in layer.parameters()}
     copied |= {id(p) for p in model.model.embed_tokens.parameters()}
     groups: dict[tuple[bool, bool], list] = {}
@@ -352,9 +409,18 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
             scale = min(scale, cfg.min_lr_ratio + 0.5 * (1 - cfg.min_lr_ratio) * (1 + math.cos(math.pi * frac)))
             for group in optim.param_groups:
                 group["lr"] = group["peak"] * scale
-            ids, mask, pos, lab = (t.to(dev) for t in next(data))
-            logits = model(input_ids=ids, attention_mask=mask).logits[..., 0]
+            ids, mask, pos, lab, dense = (t.to(dev) for t in next(data))
+            heads = model(input_ids=ids, attention_mask=mask).logits
+            logits = heads[..., 0]
             loss = F.binary_cross_entropy_with_logits(logits[pos[:, 0], pos[:, 1]], lab)
+            if cfg.token_loss:  # every token of the solution: "still a possible start of a right solution"
+                seen = dense >= 0
+                loss = loss + cfg.token_loss * F.binary_cross_entropy_with_logits(logits[seen], dense[seen])
+            if cfg.surprise_loss:
+                seen = dense >= 0
+                target = surprise(policy, ids, mask)
+                aux = heads[..., 1]
+                loss = loss + cfg.surprise_loss * F.mse_loss(aux[seen], target[seen])
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -364,13 +430,14 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
             bar.update(task, completed=min(frac, 1.0), step=step, loss=f"{ema:.4f}")
             if cfg.eval_every and step % cfg.eval_every == 0:
                 t_eval = time.time()
-                quick = measure(model, tok, evals[: len(evals) // 4], quick_sets)
+                quick = measure(model, tok, evals[:: len(evals) // 240 or 1], quick_sets)
                 history.append({"step": step, "seconds": round(time.time() - t0), "loss": round(ema, 4), **quick})
                 print(json.dumps(history[-1]), file=sys.stderr, flush=True)
                 model.train()
                 eval_seconds += time.time() - t_eval
     train_seconds = time.time() - t0 - eval_seconds
     model.eval()
+    drop_extra_labels(model)
     a, b = platt(*step_logits(model, tok, calib))
     with torch.no_grad():  # sigmoid(a z + b): fold the Platt scale into the head
         model.score.weight *= a
