@@ -66,24 +66,3 @@ def test_partial_is_what_a_search_scores_after_a_step():
     sol = "1+2=3\ncheck 1+2=3\nA: 3"
     assert partial(sol, 0) == "1+2=3\n"
     assert partial(sol, 2) == sol
-
-
-def test_char_labels_drop_at_the_first_wrong_character_and_agree_with_the_checker_at_line_ends():
-    from steerable.tasks.builtin.prm_data import char_labels
-
-    p = Problem((37, 48, 19), ("+", "-"))
-    right = p.solution("verbose")
-    assert char_labels(p, right) == [True] * len(right)
-    wrong = "37+48=86\ncheck 37+48=86\n86-19=67\nA: 67"
-    labels = char_labels(p, wrong)
-    assert labels.index(False) == wrong.index("86") + 1  # "8" can still start 85; "6" cannot
-    assert not any(labels[wrong.index("86") + 1 :])
-    skipped = "37-19=18\n"
-    assert char_labels(p, skipped).index(False) == 2  # "37" is right, "-" is the wrong operation
-    rng = random.Random(0)
-    for _ in range(50):
-        q = train_problem(rng, 2, 6)
-        x = plant(rng, q, rng.choice(KINDS))
-        labels = char_labels(q, x.solution)
-        ends = [i for i, ch in enumerate(x.solution) if ch == "\n"] + [len(x.solution) - 1]
-        assert [labels[i] for i in ends] == prefix_correct(q, x.solution)

@@ -28,36 +28,32 @@ def test_prm_labels_sit_on_each_line_end_and_follow_the_checker(char_tokenizer):
     assert good == [True] * 5
 
 
-def test_prm_training_runs_a_few_steps_and_writes_a_loadable_prm(tmp_path):
+def test_prm_training_fits_the_head_and_writes_a_loadable_prm(tmp_path):
     import json
 
     from steerable.reward.prm import TokenClassifierPRM
     from steerable.tasks.builtin.arithmetic import eval_problems
     from steerable.tasks.builtin.train_prm import PRMTrainConfig, train_prm
 
-    # policy solutions from a file (sampling is the slow part): right ones and one with a wrong step
+    # policy solutions from a file (sampling is the slow part): right ones and wrong ones
     rows = []
-    for split, seed in (("train", 1), ("calib", 2), ("eval", 3)):
-        for i, p in enumerate(eval_problems("medium", 6, seed=seed)):
+    for split, seed in (("train", 1), ("eval", 3)):
+        for i, p in enumerate(eval_problems("medium", 8, seed=seed)):
             sol = p.solution("verbose" if i % 2 else "concise")
             rows.append({"split": split, "temperature": 1.0, "prompt": p.prompt, "solution": sol})
-            rows.append({"split": split, "temperature": 1.0, "prompt": p.prompt, "solution": "1+1=3\nA: 3"})
+            wrong = sol.replace("=", "=1", 1)  # a wrong first result, then the rest as written
+            rows.append({"split": split, "temperature": 1.0, "prompt": p.prompt, "solution": wrong})
     sols = tmp_path / "solutions.jsonl"
     sols.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = PRMTrainConfig(
-        out=str(tmp_path / "prm"),
-        solutions=str(sols),
-        extra_layers=1,
-        steps=3,
-        batch_size=4,
-        eval_problems=10,
-        eval_every=2,
-        device="cpu",
-    )
+    cfg = PRMTrainConfig(out=str(tmp_path / "prm"), solutions=str(sols), eval_problems=10, device="cpu", iters=50)
     rec = train_prm(cfg, progress=False)
-    assert rec["optimizer_steps"] == 3 and rec["layers"] == 5 and len(rec["history"]) == 1
+    assert rec["train_steps"] > 16 and rec["fitted_parameters"] == 5 and rec["lbfgs_iterations"] >= 1
+    assert rec["step_auroc"] > 0.9  # the wrong first results are tokens the policy would not write
     assert set(rec["detection"]) >= {"skip", "repeat", "swap", "digit", "check"}
     prm = TokenClassifierPRM.from_pretrained(str(tmp_path / "prm"))
-    scores = prm.score([rows[0]["prompt"]] * 2, [rows[0]["solution"], "1+1=3\n"])
-    assert all(0.0 < s < 1.0 for s in scores)
-    assert prm.info["optimizer_steps"] == 3
+    p = rows[0]["prompt"]
+    right, wrong = prm.score(
+        [p, p], [rows[0]["solution"].split("\n")[0] + "\n", rows[1]["solution"].split("\n")[0] + "\n"]
+    )
+    assert 0.0 < wrong < right < 1.0
+    assert prm.info["train_steps"] == rec["train_steps"]

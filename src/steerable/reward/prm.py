@@ -36,6 +36,7 @@ class TokenClassifierPRM(PrefixCachedScorer):
     def from_pretrained(cls, path: str = "builtin", device: str = "cpu") -> TokenClassifierPRM:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+        import steerable.reward.surprise_prm  # noqa: F401  (registers the built-in PRM's architecture)
         from steerable.lm.loading import resolve_device
 
         if path == "builtin":

@@ -1,0 +1,100 @@
+"""The surprise PRM: features as defined (by hand, tiny random policy), cache-exact, a transformers model."""
+
+import math
+
+import pytest
+import torch
+
+from steerable.reward.surprise_prm import SurprisePRMForTokenClassification, from_policy
+
+START, CLASSES = 4, [[21, 22, 23], [15, 16]]
+
+
+@pytest.fixture(scope="module")
+def prm():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    conf = LlamaConfig(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    model = from_policy(LlamaForCausalLM(conf).eval(), CLASSES, START)
+    with torch.no_grad():
+        model.score.weight.copy_(torch.tensor([[0.3, -0.2, 0.5, 0.7]]))
+        model.score.bias.fill_(1.5)
+    return model
+
+
+def by_hand(prm, ids: list[int]) -> list[list[float]]:
+    """The four running features at every token, from the LM's log-probabilities, in plain Python."""
+    with torch.no_grad():
+        logp = prm.lm(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1).tolist()
+    cls = {t: k for k, c in enumerate(CLASSES) for t in c}
+    out, raws, withins, started = [], [], [], False
+    for t, x in enumerate(ids):
+        if started:
+            p = logp[t - 1]
+            same = [v for v in range(len(p)) if cls.get(v, -1) == cls.get(x, -1)]
+            raws.append(p[x])
+            withins.append(p[x] - math.log(sum(math.exp(p[v]) for v in same)))
+        started = started or x == START
+        out.append([sum(raws), min([0.0, *raws]), sum(withins), min([0.0, *withins])])
+    return out
+
+
+def test_features_are_the_running_sums_and_minima_of_the_solution_tokens_surprise(prm):
+    ids = [1, 30, 21, 16, 22, 4, 21, 15, 23, 4, 30, 22]  # prompt tokens up to the first START are not counted
+    got = prm.features(torch.tensor([ids]))[0]
+    want = torch.tensor(by_hand(prm, ids))
+    assert torch.allclose(got, want, atol=1e-5)
+    assert got[:6].abs().max() == 0 and got[6:, 0].lt(0).all()
+    logits = prm(input_ids=torch.tensor([ids])).logits[0, :, 0]
+    assert torch.allclose(logits, want @ torch.tensor([0.3, -0.2, 0.5, 0.7]) + 1.5, atol=1e-5)
+
+
+def test_right_padding_does_not_change_a_row(prm):
+    a, b = [1, 30, 4, 21, 16, 22, 4], [1, 30, 4, 21]
+    ids = torch.tensor([a, b + [0] * 3])
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    both = prm(input_ids=ids, attention_mask=mask).logits[..., 0]
+    alone = prm(input_ids=torch.tensor([b])).logits[0, :, 0]
+    assert torch.allclose(both[1, :4], alone, atol=1e-5)
+
+
+def test_prefix_cached_scoring_equals_a_full_run(prm):
+    """What search does: score a partial, then its continuations, reusing the partial's cache (left-padded rows)."""
+    from steerable.lm.prefix_cache import PrefixCache
+
+    rows = [[1, 30, 4, 21, 16], [1, 30, 4, 21, 16, 22, 4, 23], [1, 31, 22, 4, 15], [1, 30, 4, 21, 16, 23, 15, 4, 22]]
+    cache = PrefixCache(prm, lambda logits: logits[..., :1], 64, 64, 0)
+    cache(rows[:1])
+    got = cache(rows)
+    assert cache.reused_tokens > 0
+    for row, out in zip(rows, got, strict=True):
+        full = prm(input_ids=torch.tensor([row])).logits[0, :, :1]
+        assert torch.allclose(out, full, atol=1e-5)
+
+
+def test_saves_and_loads_through_the_transformers_auto_class(prm, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    prm.save_pretrained(tmp_path)
+    loaded = AutoModelForTokenClassification.from_pretrained(tmp_path)
+    assert isinstance(loaded, SurprisePRMForTokenClassification)
+    ids = torch.tensor([[1, 30, 4, 21, 16, 22, 4]])
+    assert torch.allclose(loaded(input_ids=ids).logits, prm(input_ids=ids).logits, atol=1e-6)
+
+
+def test_an_unfitted_head_scores_one_half():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    conf = LlamaConfig(vocab_size=40, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2)
+    model = from_policy(LlamaForCausalLM(conf), CLASSES, START)
+    assert model(input_ids=torch.tensor([[1, 4, 21, 22]])).logits.abs().max() == 0
