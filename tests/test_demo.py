@@ -5,15 +5,21 @@ from rich.console import Console
 from steerable.demo import prm_demo
 
 
-def test_the_demo_search_table_runs_every_method():
+def test_the_demo_search_table_sets_pf_beside_voting_at_four_times_its_budget():
     from steerable.lm.local import LocalGenerator
 
     out = io.StringIO()
     prm_demo(Console(file=out, width=120), LocalGenerator.from_pretrained("builtin", device="cpu"), items=2, budget=2)
     text = out.getvalue()
     rows = [line for line in text.splitlines() if "%" in line]
-    assert [line.split()[1] for line in rows] == ["greedy", "sc", "bon", "pf", "epf"]
-    assert "built-in PRM" in text
+    assert [(line.split()[1], line.split()[3]) for line in rows] == [
+        ("greedy", "1"),
+        ("sc", "2"),
+        ("sc", "8"),
+        ("bon", "2"),
+        ("pf", "2"),
+    ]
+    assert "voting at 8 vs the built-in PRM at 2" in text
 
 
 def test_the_demo_steering_section_steers():

@@ -81,13 +81,18 @@ def run_demo(gen, n: int = 100) -> None:
     for r, c in zip(reqs, comps, strict=True):
         rates.setdefault(r.kind, []).append(requests.is_refusal(c.text))
     con.print("  greedy refusal rate: " + ", ".join(f"{k} {sum(v) / len(v):.0%}" for k, v in sorted(rates.items())))
-    prm_demo(con, gen, items=20, budget=8)
+    prm_demo(con, gen, items=20, budget=4)
     steering_demo(con, gen)
     con.print(f"[dim]demo took {time.time() - t0:.0f}s[/]")
 
 
 def prm_demo(con: Console, gen, items: int, budget: int) -> None:
-    """Inference-time scaling in miniature: voting and PRM-guided search against greedy decoding."""
+    """Inference-time scaling in miniature: PRM-guided search at ``budget`` against voting at 4x the budget.
+
+    The particle-filtering paper's comparison: PF with N particles against
+    self-consistency with 4N samples (on all 200 hard items, README's
+    scaling section).
+    """
     from steerable.lm.builtin import BUILTIN_PRM_DIR
     from steerable.reward.prm import TokenClassifierPRM
     from steerable.search.process import LMProcess
@@ -98,13 +103,13 @@ def prm_demo(con: Console, gen, items: int, budget: int) -> None:
     if not (BUILTIN_PRM_DIR / "config.json").exists():
         con.print("[yellow]no built-in PRM shipped: skipping the search demo[/]")
         return
-    con.rule(f"inference-time scaling: {items} hard problems, budget {budget}, built-in PRM")
+    con.rule(f"inference-time scaling: {items} hard problems, voting at {4 * budget} vs the built-in PRM at {budget}")
     prm = TokenClassifierPRM.from_pretrained("builtin")
     checker = make_checker("builtin")
     table = Table()
-    for col in ("method", "accuracy", "tokens generated / item", "PRM calls / item", "seconds"):
+    for col in ("method", "N", "accuracy", "tokens generated / item", "PRM calls / item", "seconds"):
         table.add_column(col)
-    for method in ("greedy", "sc", "bon", "pf", "epf"):
+    for method, n in (("greedy", 1), ("sc", budget), ("sc", 4 * budget), ("bon", budget), ("pf", budget)):
         temp = 0.0 if method == "greedy" else 0.8
         process = LMProcess(
             gen, delimiter="\n", params=SamplingParams(temperature=temp), max_step_tokens=48, max_tokens=320
@@ -116,7 +121,7 @@ def prm_demo(con: Console, gen, items: int, budget: int) -> None:
             res = strategy.run(
                 process,
                 None if method in ("greedy", "sc") else prm,
-                1 if method == "greedy" else budget,
+                n,
                 item.prompt,
                 seed=i,
             )
@@ -124,7 +129,12 @@ def prm_demo(con: Console, gen, items: int, budget: int) -> None:
             tokens += res.cost.generated_tokens
             calls += res.cost.scorer_calls
         table.add_row(
-            method, f"{ok / items:.0%}", f"{tokens / items:.0f}", f"{calls / items:.1f}", f"{time.time() - t0:.1f}"
+            method,
+            str(n),
+            f"{ok / items:.0%}",
+            f"{tokens / items:.0f}",
+            f"{calls / items:.1f}",
+            f"{time.time() - t0:.1f}",
         )
     con.print(table)
 

@@ -36,8 +36,8 @@ def test_builtin_prm_ranks_the_policys_own_steps_better_than_chance(prm):
     scores = prm.score(prompts, partials)
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert 0 < sum(labels) < len(labels)
-    assert auroc(scores, labels) > 0.7  # 0.82 on the held-out set recorded in prm.json
-    assert prm.info["step_auroc"] > 0.8
+    assert auroc(scores, labels) > 0.9  # 0.971 on the held-out set recorded in prm.json (the old PRM: 0.82)
+    assert prm.info["step_auroc"] > 0.95
 
 
 def test_prm_scores_do_not_depend_on_batch_padding(prm):

@@ -18,6 +18,8 @@ class HTTPScorer:
         self.forward_tokens = 0
 
     def score(self, prompts: Sequence[str], partials: Sequence[str]) -> list[float]:
+        if not prompts:  # a search step where every particle had finished: nothing to ask (the server refuses [])
+            return []
         self.calls += 1
         body = {"prompts": list(prompts), "partials": list(partials)}
         if self.name:

@@ -265,7 +265,8 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, l2: float, iters: int) -> tuple[t
     with torch.no_grad():
         loss = float(F.binary_cross_entropy_with_logits(x @ w[:-1] + w[-1], y))
     n = solver.state[solver._params[0]].get("n_iter", 0)
-    return w[:-1].detach().float(), float(w[-1]), int(n), loss
+    w = w.detach()
+    return w[:-1].float(), float(w[-1]), int(n), loss
 
 
 # ---------------------------------------------------------------- training
