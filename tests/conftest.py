@@ -82,6 +82,19 @@ def tiny_model(family: str, tokenizer, seed: int = 0):
     return AutoModelForCausalLM.from_config(tiny_config(family, len(tokenizer))).eval()
 
 
+def graded_prm(tokenizer, seed: int = 0):
+    """A PRM over a tiny random token classifier: distinct scores for any texts (the built-in PRM scores a tiny
+    random policy's text ~0 alike, which gives RL no advantage to move on)."""
+    from transformers import AutoModelForTokenClassification
+
+    from steerable.reward.prm import TokenClassifierPRM
+
+    torch.manual_seed(seed)
+    conf = tiny_config("llama", len(tokenizer))
+    conf.num_labels = 1
+    return TokenClassifierPRM(AutoModelForTokenClassification.from_config(conf), tokenizer)
+
+
 # ---- a served built-in model (tests/serve) ---------------------------------------------------------
 
 

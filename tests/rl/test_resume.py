@@ -55,7 +55,11 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, tiny_dir
     assert _steps(tmp_path) == [0, 1, 1]  # base, step 1, final: once each
 
 
-def test_rerunning_a_spent_budget_keeps_the_trained_model(tmp_path, tiny_dir):
+def test_rerunning_a_spent_budget_keeps_the_trained_model(tmp_path, tiny_dir, char_tokenizer, monkeypatch):
+    from conftest import graded_prm
+
+    graded = graded_prm(char_tokenizer)  # distinct rewards: the step moves the weights
+    monkeypatch.setattr("steerable.rl.run._builtin_prm", lambda: graded)
     cfg = _cfg(tmp_path, tiny_dir, steps=None, minutes=0.0001, lr=1e-2, reward="prm")  # a step that moves weights
     first = train_rl(cfg, progress=False)
     assert first["steps"] == 1

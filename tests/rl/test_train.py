@@ -149,8 +149,12 @@ def test_bad_settings_are_clear_errors(tmp_path, tiny_dir):
         train_rl(_cfg(tmp_path, tiny_dir, algo="ettrl"), progress=False)  # trees of 4, groups of 2
 
 
-def test_iterations_reuse_a_generated_batch(tmp_path, tiny_dir):
-    # the PRM scores every rollout differently, so the first pass moves the policy and the second sees it
+def test_iterations_reuse_a_generated_batch(tmp_path, tiny_dir, char_tokenizer, monkeypatch):
+    # a PRM that scores every rollout differently, so the first pass moves the policy and the second sees it
+    from conftest import graded_prm
+
+    graded = graded_prm(char_tokenizer)
+    monkeypatch.setattr("steerable.rl.run._builtin_prm", lambda: graded)
     train_rl(_cfg(tmp_path, tiny_dir, steps=2, iterations=2, lr=1e-2, reward="prm"), progress=False)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = {r["step"]: r for r in rows if "loss/ratio_mean" in r}

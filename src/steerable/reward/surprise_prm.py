@@ -62,6 +62,8 @@ class SurprisePRMConfig(PreTrainedConfig):
         layers = int(self.policy.get("num_hidden_layers", 0)) + 1  # the LM's, then the running state
         kwargs.setdefault("num_labels", 1)
         kwargs.setdefault("vocab_size", self.policy.get("vocab_size", 0))
+        if "max_position_embeddings" in self.policy:  # the context a server checks texts against
+            kwargs.setdefault("max_position_embeddings", self.policy["max_position_embeddings"])
         super().__init__(**kwargs)
         self.num_hidden_layers = layers
         self.layer_types = ["full_attention"] * layers
