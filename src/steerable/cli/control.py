@@ -80,6 +80,14 @@ def _run_gorl(cfg) -> None:
     typer.echo(json.dumps(train_gorl(cfg)))
 
 
+def _run_pgd(cfg) -> None:
+    from steerable.control.pgd_agent import run_pgd
+
+    result = run_pgd(cfg)
+    keep = ("success", "success_se", "return", "outcomes", "final_on_policy_gap")
+    typer.echo(json.dumps({arm: {k: r[k] for k in keep if k in r} for arm, r in result["arms"].items()}))
+
+
 def _run_dsrl(cfg) -> None:
     from steerable.control.dsrl import train_dsrl
 
@@ -129,6 +137,7 @@ def _register() -> None:
         from steerable.control.data import DataConfig
         from steerable.control.dsrl import DSRLConfig
         from steerable.control.gorl import GoRLConfig
+        from steerable.control.pgd_agent import PGDConfig
         from steerable.control.policy import PolicyConfig
         from steerable.control.q import TrainQConfig
         from steerable.control.run import EvalConfig
@@ -149,6 +158,9 @@ def _register() -> None:
     config_command(control_app, "dsrl", DSRLConfig, _run_dsrl, "DSRL: SAC over the frozen policy's initial noise.")
     config_command(
         control_app, "gorl", GoRLConfig, _run_gorl, "GoRL: latent SAC and decoder refits on its rollouts, by stages."
+    )
+    config_command(
+        control_app, "pgd", PGDConfig, _run_pgd, "Policy-guided diffusion: TD3+BC on real vs real + synthetic data."
     )
     config_command(
         control_app, "tgpo", TGPOConfig, _run_tgpo, "TGPO-style: a time-conditioned policy and its allocation critic."

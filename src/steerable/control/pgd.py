@@ -1,0 +1,283 @@
+"""Policy-guided diffusion (Jackson, Matthews, Lu et al., "Policy-Guided Diffusion", RLC 2024; code in
+EmptyJackson/policy-guided-diffusion, JAX): a trajectory diffusion model of the offline data, steered while it
+samples by the target policy's action likelihood, so its synthetic trajectories are roughly on-policy and still
+follow the data's dynamics.
+
+The model is EDM (Karras et al. 2022) over whole sub-trajectories: ``length + 1`` rows of
+(obs, action, reward, terminated), each column standardised by the dataset's mean/std; transition t of a
+sample is (obs_t, a_t, r_t, done_t, obs_{t+1}). Windows never cross episodes; a terminated episode's last
+window ends on its terminal transition (its next observation is the extra row), as the authors add
+terminal-ending windows. Training is EDM's preconditioned denoiser loss (log-normal sigma, P_mean -1.2,
+P_std 1.2, sigma_data 1); sampling is EDM's stochastic Heun sampler (rho 7, sigma in [0.002, 80], S_churn 80).
+
+Guidance, before each denoising step i of n, moves the action columns of the current (noisy) sample:
+
+    a <- a + lambda_i * grad_a log pi(a | s),
+    lambda_i = coeff * [(1 - i/n) + cosine * sin(pi (i + 1) / n)]  for delay <= i < n - 1, else 0,
+
+with s the same sample's (noisy) observation columns. For a deterministic actor mu (TD3+BC) pi is the
+unit-variance Gaussian N(mu(s), I), as the authors' ``det_guidance``, so grad_a log pi = mu(s) - a in the
+actor's [-1, 1] units, times d(unit)/d(column) by the chain rule.
+
+Where it differs from the authors' code, and why:
+- **The guidance coefficient defaults to 0.05, not 0.** The authors' ``--policy_guidance_coeff`` defaults to
+  0.0, so their default run is unguided synthetic data (SynthER-style); here guidance is on unless
+  ``--guidance 0`` is passed (that is the unguided arm of the measurement). The cosine coefficient keeps their
+  default 0.3, and like their CLI (``--normalize_action_guidance`` is store_true) the gradient is not
+  normalised unless asked; when asked, it is divided by (its norm over the whole trajectory + 1e-8): the
+  authors add the 1e-8 after the division, so a zero gradient gives NaN there.
+- Actions are diffused as they are (standardised) and clipped to the env's bounds when the sample is read;
+  the authors diffuse arctanh(action) and apply tanh when reading and before the log-prob. That tanh is not a
+  double squashing (their dataset stores arctanh of the actions), but here the planner's actions sit exactly
+  on the bounds often, where arctanh(0.999) = 3.8 makes spiky columns a small MLP fits poorly.
+- The denoiser is the diffusion room's MLPDenoiser over the flattened trajectory (theirs is a 1-D U-Net with
+  1024 features); its time input is 250 * log(sigma) (EDM's c_noise = log(sigma) / 4, times 1000, so the
+  sinusoidal embedding's frequencies span it as they span DDPM's timesteps).
+- The Euler predictor starts from the churned sample x_hat (EDM's Algorithm 2); the authors' starts from the
+  sample before the churn noise was added while their Heun corrector uses x_hat.
+- CPU sizes: 64 sampling steps (theirs 256), sub-trajectories of 16 transitions (theirs 32).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from steerable.control.data import Dataset
+from steerable.diffusion.denoiser import MLPDenoiser
+from steerable.errors import InputError
+
+
+# ---------------------------------------------------------------- the data as trajectories
+@dataclass(frozen=True)
+class TrajectoryLayout:
+    """Columns of a trajectory row: obs, action, reward, terminated; and each column's mean/std on the data."""
+
+    obs_dim: int
+    act_dim: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def width(self) -> int:
+        return self.obs_dim + self.act_dim + 2
+
+    @property
+    def act(self) -> slice:
+        return slice(self.obs_dim, self.obs_dim + self.act_dim)
+
+    @classmethod
+    def fit(cls, data: Dataset) -> TrajectoryLayout:
+        cols = _rows(data.obs, data.action, data.reward, data.terminated)
+        return cls(data.obs.shape[1], data.action.shape[1], tuple(map(float, cols.mean(0))),
+                   tuple(float(max(s, 1e-3)) for s in cols.std(0)))  # fmt: skip
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - torch.tensor(self.mean, dtype=x.dtype)) / torch.tensor(self.std, dtype=x.dtype)
+
+    def unstandardise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.tensor(self.std, dtype=x.dtype) + torch.tensor(self.mean, dtype=x.dtype)
+
+
+def _rows(obs, action, reward, terminated) -> np.ndarray:
+    return np.concatenate([obs, action, reward[:, None], terminated[:, None].astype(np.float32)], 1).astype(np.float32)
+
+
+def trajectory_windows(data: Dataset, length: int, stride: int = 1) -> np.ndarray:
+    """Sub-trajectories ``[windows, length + 1, width]`` in data units: rows t = 0..length-1 are transitions
+    (obs_t, a_t, r_t, done_t); row ``length`` holds obs_{length} (action, reward, done set to 0, never read).
+    Windows start every ``stride`` steps inside an episode, plus one ending on each episode's last transition;
+    episodes shorter than ``length`` give none."""
+    out = []
+    for sl in data.episode_slices():
+        n = sl.stop - sl.start
+        if n < length:
+            continue
+        rows = _rows(data.obs[sl], data.action[sl], data.reward[sl], data.terminated[sl])
+        last = np.zeros((1, rows.shape[1]), np.float32)
+        last[0, : data.obs.shape[1]] = data.next_obs[sl][-1]
+        seq = np.concatenate([rows, last])
+        for s in sorted(set(range(0, n - length + 1, stride)) | {n - length}):
+            out.append(seq[s : s + length + 1])
+    if not out:
+        raise InputError(f"pgd: no episode has {length} transitions: pass a smaller --length")
+    return np.stack(out)
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """Flat transitions read from trajectories (real or synthetic), in env units."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    @classmethod
+    def from_dataset(cls, data: Dataset) -> Transitions:
+        return cls(data.obs, data.action, data.reward, data.next_obs, data.terminated.astype(bool))
+
+
+def read_transitions(traj: torch.Tensor, layout: TrajectoryLayout, low: np.ndarray, high: np.ndarray) -> Transitions:
+    """Transitions of trajectories ``[n, length + 1, width]`` in data units: obs_{t+1} is transition t's next
+    observation; actions clipped to [low, high]; done when the sampled flag exceeds 0.5 (as the authors)."""
+    x = traj.detach().numpy()
+    o, a = layout.obs_dim, layout.act
+    flat = lambda v: v.reshape(-1, *v.shape[2:])  # noqa: E731
+    return Transitions(
+        obs=flat(x[:, :-1, :o]).astype(np.float32),
+        action=np.clip(flat(x[:, :-1, a]), low, high).astype(np.float32),
+        reward=flat(x[:, :-1, -2]).astype(np.float32),
+        next_obs=flat(x[:, 1:, :o]).astype(np.float32),
+        terminated=flat(x[:, :-1, -1]) > 0.5,
+    )
+
+
+# ---------------------------------------------------------------- EDM
+@dataclass(frozen=True)
+class EDM:
+    """EDM's preconditioning, training noise and sampling schedule (the authors' defaults)."""
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 1.0
+    rho: float = 7.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    s_churn: float = 80.0
+    s_tmin: float = 0.05
+    s_tmax: float = 50.0
+    s_noise: float = 1.003
+
+    def denoise(self, model: MLPDenoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """D(x; sigma) = c_skip x + c_out F(c_in x, c_noise); ``sigma`` is [rows] (or a scalar)."""
+        sigma = torch.as_tensor(sigma, dtype=x.dtype).expand(x.shape[0])
+        s = sigma.view(-1, *([1] * (x.ndim - 1)))
+        sd2 = self.sigma_data**2
+        c_skip, c_out, c_in = sd2 / (s**2 + sd2), s * self.sigma_data / (s**2 + sd2).sqrt(), 1 / (s**2 + sd2).sqrt()
+        return c_skip * x + c_out * model(c_in * x, 1000 * torch.log(sigma) / 4).sample
+
+    def loss(self, model: MLPDenoiser, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2, ln sigma ~ N(P_mean, P_std^2), lambda = (s^2 + sd^2)/(s sd)^2."""
+        sigma = torch.exp(self.p_mean + self.p_std * torch.randn(x0.shape[0], generator=generator))
+        s = sigma.view(-1, *([1] * (x0.ndim - 1)))
+        noised = x0 + s * torch.randn(x0.shape, generator=generator)
+        weight = (s**2 + self.sigma_data**2) / (s * self.sigma_data) ** 2
+        return (weight * (self.denoise(model, noised, sigma) - x0) ** 2).mean()
+
+    def sigmas(self, steps: int) -> torch.Tensor:
+        """The authors' schedule: (s_max^(1/rho) + i/(n-1) (s_min^(1/rho) - s_max^(1/rho)))^rho for i = 0..n,
+        the last set to 0 (so sigma_{n-1} = sigma_min)."""
+        inv = 1 / self.rho
+        i = torch.arange(steps + 1, dtype=torch.float64)
+        s = (self.sigma_max**inv + i / max(steps - 1, 1) * (self.sigma_min**inv - self.sigma_max**inv)) ** self.rho
+        s[-1] = 0.0
+        return s
+
+    def gammas(self, sig: torch.Tensor) -> torch.Tensor:
+        steps = len(sig) - 1
+        g = min(self.s_churn / steps, math.sqrt(2) - 1)
+        return torch.where((sig >= self.s_tmin) & (sig <= self.s_tmax), g, 0.0)
+
+
+# ---------------------------------------------------------------- guidance
+def guidance_coefficients(coeff: float, steps: int, cosine: float = 0.3, delay: int = 0) -> list[float]:
+    """lambda_i = coeff [(1 - i/n) + cosine sin(pi (i+1)/n)] for delay <= i < n - 1, else 0 (none on the last)."""
+    return [
+        coeff * ((1 - i / steps) + cosine * math.sin(math.pi * (i + 1) / steps)) if delay <= i < steps - 1 else 0.0
+        for i in range(steps)
+    ]
+
+
+@dataclass
+class PolicyGuide:
+    """grad of log N(a; mu(s), I) w.r.t. a trajectory's standardised action columns, ``mu`` the target actor
+    (obs in env units -> action in the actor's [-1, 1] units; ``to_unit`` maps env actions to those units)."""
+
+    actor: Callable[[torch.Tensor], torch.Tensor]
+    to_unit: Callable[[torch.Tensor], torch.Tensor]
+    normalise: bool = False
+
+    def grad(self, x: torch.Tensor, layout: TrajectoryLayout) -> torch.Tensor:
+        """[n, rows, act_dim]: d/d(action columns) of sum_t log N(a_t; mu(s_t), I), s_t the sample's own obs."""
+        env = layout.unstandardise(x.detach())
+        with torch.no_grad():
+            mu = self.actor(env[..., : layout.obs_dim].reshape(-1, layout.obs_dim)).reshape(*x.shape[:-1], -1)
+        cols = x[..., layout.act].detach().clone().requires_grad_(True)
+        a_env = cols * torch.tensor(layout.std[layout.act], dtype=x.dtype) + torch.tensor(
+            layout.mean[layout.act], dtype=x.dtype
+        )
+        logp = -0.5 * ((self.to_unit(a_env) - mu) ** 2).sum()
+        (g,) = torch.autograd.grad(logp, cols)
+        if self.normalise:
+            g = g / (g.flatten(1).norm(dim=1).view(-1, 1, 1) + 1e-8)
+        return g
+
+
+# ---------------------------------------------------------------- sampling
+@dataclass(frozen=True)
+class SampleStats:
+    nfe: int  # denoiser evaluations per trajectory
+    guided_steps: int  # steps whose lambda_i > 0 (guidance fired)
+    mean_shift: float  # mean |lambda_i g| over guided action entries (standardised units), 0 when unguided
+
+
+def sample_trajectories(
+    model: MLPDenoiser,
+    layout: TrajectoryLayout,
+    n: int,
+    length: int,
+    steps: int,
+    generator: torch.Generator,
+    edm: EDM = EDM(),
+    guide: PolicyGuide | None = None,
+    coefficients: list[float] | None = None,
+) -> tuple[torch.Tensor, SampleStats]:
+    """n trajectories ``[n, length + 1, width]`` in data units by EDM's stochastic Heun sampler, each step's
+    action columns first moved by ``coefficients[i] * guide.grad`` when a guide is given."""
+    sig, shape = edm.sigmas(steps), (n, length + 1, layout.width)
+    gam = edm.gammas(sig)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64).float() * float(sig[0])
+    nfe, fired, shift = 0, 0, []
+    for i in range(steps):
+        s, s_next, g = float(sig[i]), float(sig[i + 1]), float(gam[i])
+        lam = coefficients[i] if (guide is not None and coefficients is not None) else 0.0
+        if lam != 0.0:
+            step = lam * guide.grad(x, layout)
+            x = x.clone()
+            x[..., layout.act] += step
+            fired += 1
+            shift.append(float(step.abs().mean()))
+        with torch.no_grad():
+            s_hat = s * (1 + g)
+            x_hat = x + math.sqrt(s_hat**2 - s**2) * edm.s_noise * torch.randn(shape, generator=generator) if g else x
+            d = (x_hat - edm.denoise(model, x_hat, torch.tensor(s_hat))) / s_hat
+            x_next = x_hat + (s_next - s_hat) * d
+            nfe += 1
+            if s_next > 0:  # Heun's correction
+                d2 = (x_next - edm.denoise(model, x_next, torch.tensor(s_next))) / s_next
+                x_next = x_hat + 0.5 * (s_next - s_hat) * (d + d2)
+                nfe += 1
+        x = x_next
+    return layout.unstandardise(x), SampleStats(nfe, fired, float(np.mean(shift)) if shift else 0.0)
+
+
+# ---------------------------------------------------------------- how well transitions follow the dynamics
+def dynamics_residual(t: Transitions, dt: float = 0.1, damping: float = 0.98) -> dict[str, float]:
+    """PointNav's noiseless step v' = damping v + dt a, p' = p + dt v' against each transition: mean |error| of
+    the next velocity and next position, and of the goal (constant within an episode). Real data is not 0: the
+    unobserved wind and gusts add dt * (wind + gust) to v'."""
+    p, v, goal = t.obs[:, :2], t.obs[:, 2:4], t.obs[:, 4:6]
+    v_pred = damping * v + dt * t.action
+    dv = np.abs(t.next_obs[:, 2:4] - v_pred).mean()
+    dp = np.abs(t.next_obs[:, :2] - (p + dt * t.next_obs[:, 2:4])).mean()
+    dg = np.abs(t.next_obs[:, 4:6] - goal).mean()
+    return {"velocity": round(float(dv), 4), "position": round(float(dp), 4), "goal": round(float(dg), 4)}

@@ -1,0 +1,343 @@
+"""TD3+BC (Fujimoto & Gu, 2021) on real and policy-guided synthetic data: ``steerable control pgd``.
+
+TD3+BC, as the PGD authors' ``rl/td3_bc.py`` runs it: a deterministic tanh actor and twin critics (two ReLU
+layers of ``hidden``), observations standardised by the real data's mean/std; each step one actor update then
+two critic updates, target networks Polyak-averaged (tau) before the step:
+
+    actor loss   = -lambda * mean Q1(s, pi(s)) + mean (pi(s) - a)^2,   lambda = alpha / mean |Q1(s, pi(s))| (no grad)
+    critic target y = r + gamma (1 - done) min(Q1', Q2')(s', clip(pi'(s') + clip(N(0, sigma), +-c), -1, 1))
+
+The experiment (:func:`run_pgd`) trains one trajectory model (:mod:`steerable.control.pgd`) and then, from the
+same seed, one agent per arm: ``real`` (batches of real transitions only), ``unguided`` (synthetic trajectories
+sampled with no guidance, SynthER-style) and ``pgd`` (synthetic trajectories guided by the agent being trained).
+In the synthetic arms each batch is ``synth_batch`` synthetic and the rest real transitions (the authors' 240 of
+256), and the synthetic set is regenerated every ``lifetime`` agent steps from the current actor; the first set
+is unguided in both arms (the authors' generator starts with no agent parameters). Each arm's agent is then
+evaluated on the same seeded episodes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from steerable.config import check, opt
+from steerable.control.data import DataConfig, Dataset, make_dataset
+from steerable.control.envs import make_env
+from steerable.control.normalize import ActionScale, ObsScale
+from steerable.control.pgd import (
+    EDM,
+    PolicyGuide,
+    TrajectoryLayout,
+    Transitions,
+    dynamics_residual,
+    guidance_coefficients,
+    read_transitions,
+    sample_trajectories,
+    trajectory_windows,
+)
+from steerable.diffusion.denoiser import MLPDenoiser
+from steerable.errors import ConfigError
+
+ARMS = ("real", "unguided", "pgd")
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    """How ``steerable control pgd`` trains the trajectory model and the TD3+BC arms (the CLI's flags)."""
+
+    data: str | None = opt(None, "Dataset .npz (default: the scripted planner's 400 episodes, seed 0, made in memory).")
+    env: str = opt("builtin:pointnav", "The env the data came from and the agents are evaluated in.")
+    out: str | None = opt(None, "Directory for the trajectory model and results.json (reused when it matches).")
+    arms: str = opt("real,unguided,pgd", "Comma-separated arms to train: real, unguided, pgd.", min_len=1)
+    length: int = opt(16, "Transitions per synthetic sub-trajectory.", ge=1, le=128)
+    stride: int = opt(2, "Steps between the starts of training windows.", ge=1, le=128)
+    diffusion_steps: int = opt(6000, "Gradient steps of the trajectory model.", ge=1, le=10_000_000)
+    diffusion_hidden: int = opt(512, "Trajectory denoiser width.", ge=8, le=4096)
+    diffusion_layers: int = opt(3, "Trajectory denoiser hidden layers.", ge=1, le=8)
+    diffusion_lr: float = opt(1e-3, "Peak AdamW learning rate of the trajectory model (cosine to 1%).", gt=0, le=1)
+    sample_steps: int = opt(64, "EDM sampling steps (2 NFE each but the last).", ge=2, le=1024)
+    guidance: float = opt(0.05, "Policy guidance coefficient (the authors' default is 0: unguided).", ge=0, le=100)
+    cosine: float = opt(0.3, "Cosine term of the guidance schedule.", ge=0, le=10)
+    guidance_delay: int = opt(0, "Sampling steps before guidance starts.", ge=0, le=1024)
+    normalise_guidance: bool = opt(False, "Divide the guidance by its norm over each trajectory.")
+    synth_trajectories: int = opt(512, "Trajectories sampled per regeneration.", ge=1, le=1_000_000)
+    lifetime: int = opt(2000, "Agent steps between regenerations of the synthetic set.", ge=1, le=10_000_000)
+    agent_steps: int = opt(10_000, "TD3+BC steps per arm.", ge=1, le=10_000_000)
+    batch: int = opt(256, "Transitions per TD3+BC batch.", ge=2, le=65_536)
+    synth_batch: int = opt(240, "Of which synthetic (synthetic arms).", ge=1, le=65_536)
+    hidden: int = opt(256, "Actor and critic width.", ge=8, le=4096)
+    lr: float = opt(3e-4, "Adam learning rate of actor and critics.", gt=0, le=1)
+    alpha: float = opt(2.5, "TD3+BC's alpha (weight of Q against BC).", ge=0, le=1000)
+    gamma: float = opt(0.99, "Discount.", gt=0, lt=1)
+    tau: float = opt(0.005, "Polyak step of the target networks.", gt=0, le=1)
+    policy_noise: float = opt(0.2, "Target policy smoothing noise std.", ge=0, le=10)
+    noise_clip: float = opt(0.5, "Target policy smoothing noise clip.", ge=0, le=10)
+    episodes: int = opt(200, "Evaluation episodes per arm (the same seeded starts for every arm).", ge=1, le=100_000)
+    seed: int = opt(0, "Seed (data order, networks, sampling; evaluation episodes).", ge=0)
+    threads: int = opt(1, "torch threads.", ge=1, le=256)
+
+    def __post_init__(self) -> None:
+        check(self, "pgd: ")
+        bad = [a for a in self.arm_list if a not in ARMS]
+        if bad or not self.arm_list:
+            raise ConfigError(f"pgd: --arms takes a comma-separated subset of {','.join(ARMS)} (got {self.arms!r})")
+        if self.synth_batch >= self.batch:
+            raise ConfigError(f"pgd: synth-batch must be < batch (got {self.synth_batch} >= {self.batch})")
+        if self.guidance_delay >= self.sample_steps:
+            raise ConfigError(f"pgd: guidance-delay must be < sample-steps (got {self.guidance_delay})")
+
+    @property
+    def arm_list(self) -> list[str]:
+        return [a.strip() for a in self.arms.split(",") if a.strip()]
+
+
+# ---------------------------------------------------------------- TD3+BC
+def td3bc_actor_loss(q: torch.Tensor, pi_action: torch.Tensor, action: torch.Tensor, alpha: float) -> torch.Tensor:
+    """-lambda mean Q + mean (pi - a)^2 with lambda = alpha / mean |Q| (held constant: no gradient through it)."""
+    lam = alpha / (q.abs().mean().detach() + 1e-7)
+    return -lam * q.mean() + ((pi_action - action) ** 2).mean()
+
+
+def td3_target(reward: torch.Tensor, done: torch.Tensor, q1_next: torch.Tensor, q2_next: torch.Tensor, gamma: float):
+    """r + gamma (1 - done) min(Q1', Q2')."""
+    return reward + gamma * (1 - done.float()) * torch.minimum(q1_next, q2_next)
+
+
+def _net(inp: int, out: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+class TD3BC:
+    """Actor pi(s) in [-1, 1]^act_dim (the env's bounds mapped by ``action_scale``), twin critics, targets."""
+
+    def __init__(self, obs_scale: ObsScale, action_scale: ActionScale, cfg: PGDConfig) -> None:
+        od, ad = len(obs_scale.mean), len(action_scale.low)
+        self.obs_scale, self.action_scale, self.cfg = obs_scale, action_scale, cfg
+        self.actor = _net(od, ad, cfg.hidden)
+        self.q1, self.q2 = _net(od + ad, 1, cfg.hidden), _net(od + ad, 1, cfg.hidden)
+        self.targets = [copy.deepcopy(m).requires_grad_(False) for m in (self.actor, self.q1, self.q2)]
+        self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.opt_q = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=cfg.lr)
+
+    def pi(self, obs_env: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Action in [-1, 1] units for observations in env units."""
+        return torch.tanh((net or self.actor)(self.obs_scale(obs_env)))
+
+    def act(self, obs_env: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            a = self.pi(torch.as_tensor(obs_env, dtype=torch.float32))
+        return self.action_scale.denormalize(a).numpy()
+
+    def _q(self, net: nn.Module, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return net(torch.cat([s, a], -1)).squeeze(-1)
+
+    def update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One step on a batch (obs, action in [-1, 1], reward, next_obs, done): targets, actor, two critic steps."""
+        c = self.cfg
+        with torch.no_grad():
+            for net, tgt in zip((self.actor, self.q1, self.q2), self.targets, strict=True):
+                for p, pt in zip(net.parameters(), tgt.parameters(), strict=True):
+                    pt.lerp_(p, c.tau)
+        s, s2 = self.obs_scale(b["obs"]), self.obs_scale(b["next_obs"])
+        pi = torch.tanh(self.actor(s))
+        q = self._q(self.q1, s, pi)
+        actor_loss = td3bc_actor_loss(q, pi, b["action"], c.alpha)
+        self.opt_actor.zero_grad()
+        actor_loss.backward()
+        self.opt_actor.step()
+        actor_t, q1_t, q2_t = self.targets
+        for _ in range(2):
+            with torch.no_grad():
+                noise = (torch.randn_like(b["action"]) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+                a2 = (torch.tanh(actor_t(s2)) + noise).clamp(-1, 1)
+                y = td3_target(b["reward"], b["done"], self._q(q1_t, s2, a2), self._q(q2_t, s2, a2), c.gamma)
+            q_loss = ((self._q(self.q1, s, b["action"]) - y) ** 2).mean() + (
+                (self._q(self.q2, s, b["action"]) - y) ** 2
+            ).mean()
+            self.opt_q.zero_grad()
+            q_loss.backward()
+            self.opt_q.step()
+        return {"actor_loss": actor_loss.item(), "q_loss": q_loss.item() / 2, "q_mean": q.mean().item()}
+
+
+class TransitionSampler:
+    """Uniform minibatches of transitions as tensors, actions mapped to [-1, 1]."""
+
+    def __init__(self, t: Transitions, action_scale: ActionScale) -> None:
+        self.t = {
+            "obs": torch.as_tensor(t.obs),
+            "action": action_scale.normalize(torch.as_tensor(t.action)).clamp(-1, 1),
+            "reward": torch.as_tensor(t.reward),
+            "next_obs": torch.as_tensor(t.next_obs),
+            "done": torch.as_tensor(t.terminated),
+        }
+        self.n = len(t)
+
+    def batch(self, size: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        i = torch.randint(self.n, (size,), generator=g)
+        return {k: v[i] for k, v in self.t.items()}
+
+
+@dataclass
+class AgentController:
+    """Runs the TD3+BC actor in :func:`steerable.control.evaluate.evaluate` (one action per query, no NFE)."""
+
+    agent: TD3BC
+    name: str = "td3bc"
+
+    def reset(self, seeds: list[int]) -> None:
+        n = len(seeds)
+        self.nfe, self.scorer_calls, self.fork_steps, self.predictions = [0] * n, [0] * n, [0] * n, [0] * n
+
+    def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, list[np.ndarray]]:
+        acts = self.agent.act(np.stack([seen[r][-1] for r in rows]))
+        for r in rows:
+            self.predictions[r] += 1
+        return {r: [a] for r, a in zip(rows, acts, strict=True)}
+
+
+# ---------------------------------------------------------------- the experiment
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train_trajectory_model(cfg: PGDConfig, windows: np.ndarray, layout: TrajectoryLayout) -> tuple[MLPDenoiser, dict]:
+    """EDM's loss on standardised windows, AdamW with cosine decay to 1%, ``cfg.diffusion_steps`` steps."""
+    torch.manual_seed(cfg.seed)
+    model = MLPDenoiser(
+        sample_shape=windows.shape[1:], hidden=cfg.diffusion_hidden, layers=cfg.diffusion_layers, time_dim=64
+    )
+    x = layout.standardise(torch.as_tensor(windows))
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.diffusion_lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * min(s / cfg.diffusion_steps, 1)))
+    )
+    g, edm, ema, t0 = torch.Generator().manual_seed(cfg.seed), EDM(), None, time.perf_counter()
+    for step in range(1, cfg.diffusion_steps + 1):
+        loss = edm.loss(model, x[torch.randint(len(x), (256,), generator=g)], g)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.99 * ema + 0.01 * loss.item()
+        if step % 1000 == 0 or step == cfg.diffusion_steps:
+            _log(f"pgd: trajectory model {step}/{cfg.diffusion_steps} steps, loss {ema:.4f}")
+    return model.eval(), {"steps": cfg.diffusion_steps, "final_loss_ema": round(ema, 5),
+                          "wall_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
+def _model_key(cfg: PGDConfig) -> dict:
+    keys = ("data", "env", "length", "stride", "diffusion_steps", "diffusion_hidden", "diffusion_layers",
+            "diffusion_lr", "seed")  # fmt: skip
+    return {k: getattr(cfg, k) for k in keys}
+
+
+def load_or_train_model(cfg: PGDConfig, data: Dataset, layout: TrajectoryLayout) -> tuple[MLPDenoiser, dict]:
+    """The trajectory model in ``out/trajectory_model`` when it was made with the same settings, else a new one."""
+    where = Path(cfg.out) / "trajectory_model" if cfg.out else None
+    if where is not None and (where / "made.json").exists():
+        made = json.loads((where / "made.json").read_text())
+        if made.get("key") == _model_key(cfg):
+            _log(f"pgd: reusing the trajectory model in {where}")
+            return MLPDenoiser.from_pretrained(where).eval(), made["record"]
+    windows = trajectory_windows(data, cfg.length, cfg.stride)
+    _log(f"pgd: {len(windows)} training windows of {cfg.length} transitions")
+    model, record = train_trajectory_model(cfg, windows, layout)
+    record["windows"] = len(windows)
+    if where is not None:
+        model.save_pretrained(where)
+        (where / "made.json").write_text(json.dumps({"key": _model_key(cfg), "record": record}))
+    return model, record
+
+
+def synthesize(cfg, model, layout, agent, guided: bool, g, low, high) -> tuple[Transitions, dict]:
+    """One synthetic set: ``cfg.synth_trajectories`` trajectories, guided by ``agent`` when ``guided``."""
+    guide, coefs = None, None
+    if guided and cfg.guidance > 0:
+        guide = PolicyGuide(lambda o: agent.pi(o), agent.action_scale.normalize, cfg.normalise_guidance)
+        coefs = guidance_coefficients(cfg.guidance, cfg.sample_steps, cfg.cosine, cfg.guidance_delay)
+    traj, stats = sample_trajectories(model, layout, cfg.synth_trajectories, cfg.length, cfg.sample_steps, g,
+                                      guide=guide, coefficients=coefs)  # fmt: skip
+    t = read_transitions(traj, layout, low, high)
+    return t, {"guided_steps": stats.guided_steps, "mean_shift": round(stats.mean_shift, 5), "nfe": stats.nfe}
+
+
+def _on_policy_gap(agent: TD3BC, t: Transitions) -> float:
+    """Mean squared distance, in [-1, 1] units, between the data's actions and the agent's at the same states."""
+    with torch.no_grad():
+        a = agent.action_scale.normalize(torch.as_tensor(t.action))
+        return round(float(((agent.pi(torch.as_tensor(t.obs)) - a) ** 2).sum(-1).mean()), 4)
+
+
+def train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high) -> tuple[TD3BC, dict]:
+    torch.manual_seed(cfg.seed)  # every arm's networks start the same
+    agent = TD3BC(obs_scale, action_scale, cfg)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    gs = torch.Generator().manual_seed(cfg.seed + 2)
+    real_s = TransitionSampler(real, action_scale)
+    synth_s, regen, synth, t0 = None, [], None, time.perf_counter()
+    for step in range(cfg.agent_steps):
+        if arm != "real" and step % cfg.lifetime == 0:
+            guided = arm == "pgd" and step > 0  # the first set is unguided (the authors start with no agent)
+            synth, info = synthesize(cfg, model, layout, agent, guided, gs, low, high)
+            synth_s = TransitionSampler(synth, action_scale)
+            info |= {"step": step, "on_policy_gap": _on_policy_gap(agent, synth)}
+            if layout.obs_dim == 6:
+                info["dynamics_residual"] = dynamics_residual(synth)
+            regen.append(info)
+            _log(f"pgd[{arm}]: synthetic set at step {step}: {json.dumps(info)}")
+        if synth_s is None:
+            b = real_s.batch(cfg.batch, g)
+        else:
+            rb, sb = real_s.batch(cfg.batch - cfg.synth_batch, g), synth_s.batch(cfg.synth_batch, g)
+            b = {k: torch.cat([rb[k], sb[k]]) for k in rb}
+        losses = agent.update(b)
+        if (step + 1) % 2000 == 0 or step + 1 == cfg.agent_steps:
+            _log(f"pgd[{arm}]: {step + 1}/{cfg.agent_steps} steps, " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+    record = {"steps": cfg.agent_steps, "wall_seconds": round(time.perf_counter() - t0, 1), "synthetic_sets": regen}
+    if synth is not None:  # how on-policy the last synthetic set is for the final agent, against the real data
+        record["final_on_policy_gap"] = {"synthetic": _on_policy_gap(agent, synth), "real": _on_policy_gap(agent, real)}
+    return agent, record
+
+
+def run_pgd(cfg: PGDConfig) -> dict:
+    """Train the trajectory model, then each arm's TD3+BC, and evaluate every arm on the same episodes."""
+    from steerable.control.evaluate import evaluate, summary
+
+    torch.set_num_threads(cfg.threads)
+    env = make_env(cfg.env)
+    if cfg.data:
+        data = Dataset.load(cfg.data)
+    else:
+        data = make_dataset(DataConfig(out="-", env=cfg.env, episodes=400, seed=0))
+    if data.obs.shape[1] != env.observation_space.shape[0]:
+        raise ConfigError(f"pgd: the data has {data.obs.shape[1]}-dim observations, {cfg.env} has "
+                          f"{env.observation_space.shape[0]}: pass the env the data came from with --env")  # fmt: skip
+    action_scale = ActionScale.from_space(env.action_space)
+    low, high = np.asarray(action_scale.low, np.float32), np.asarray(action_scale.high, np.float32)
+    layout = TrajectoryLayout.fit(data)
+    model, model_record = load_or_train_model(cfg, data, layout)
+    real = Transitions.from_dataset(data)
+    obs_scale = ObsScale.fit(data.obs)
+    result: dict = {"config": asdict(cfg), "trajectory_model": model_record, "real_transitions": len(real), "arms": {}}
+    if layout.obs_dim == 6:
+        result["real_dynamics_residual"] = dynamics_residual(real)
+    for arm in cfg.arm_list:
+        agent, record = train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high)
+        eps = evaluate(make_env(cfg.env), AgentController(agent, f"td3bc-{arm}"), cfg.episodes, cfg.seed, progress=False)
+        row = summary(f"td3bc-{arm}", 0, eps)
+        _log(f"pgd[{arm}]: success {row['success']:.3f} return {row['return']:.3f} outcomes {row['outcomes']}")
+        result["arms"][arm] = {k: row[k] for k in ("success", "success_se", "return", "outcomes")} | record
+    if cfg.out:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "results.json").write_text(json.dumps(result, indent=1))
+    return result
