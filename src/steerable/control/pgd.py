@@ -166,7 +166,8 @@ class EDM:
         return c_skip * x + c_out * model(c_in * x, 1000 * torch.log(sigma) / 4).sample
 
     def loss(self, model: MLPDenoiser, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2, ln sigma ~ N(P_mean, P_std^2), lambda = (s^2 + sd^2)/(s sd)^2."""
+        """lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2 with ln sigma ~ N(P_mean, P_std^2),
+        lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2."""
         sigma = torch.exp(self.p_mean + self.p_std * torch.randn(x0.shape[0], generator=generator))
         s = sigma.view(-1, *([1] * (x0.ndim - 1)))
         noised = x0 + s * torch.randn(x0.shape, generator=generator)

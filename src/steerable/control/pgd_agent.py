@@ -60,8 +60,8 @@ class PGDConfig:
     arms: str = opt("real,unguided,pgd", "Comma-separated arms to train: real, unguided, pgd.", min_len=1)
     length: int = opt(16, "Transitions per synthetic sub-trajectory.", ge=1, le=128)
     stride: int = opt(2, "Steps between the starts of training windows.", ge=1, le=128)
-    diffusion_steps: int = opt(6000, "Gradient steps of the trajectory model.", ge=1, le=10_000_000)
-    diffusion_hidden: int = opt(512, "Trajectory denoiser width.", ge=8, le=4096)
+    diffusion_steps: int = opt(4000, "Gradient steps of the trajectory model.", ge=1, le=10_000_000)
+    diffusion_hidden: int = opt(256, "Trajectory denoiser width.", ge=8, le=4096)
     diffusion_layers: int = opt(3, "Trajectory denoiser hidden layers.", ge=1, le=8)
     diffusion_lr: float = opt(1e-3, "Peak AdamW learning rate of the trajectory model (cosine to 1%).", gt=0, le=1)
     sample_steps: int = opt(64, "EDM sampling steps (2 NFE each but the last).", ge=2, le=1024)
@@ -70,8 +70,8 @@ class PGDConfig:
     guidance_delay: int = opt(0, "Sampling steps before guidance starts.", ge=0, le=1024)
     normalise_guidance: bool = opt(False, "Divide the guidance by its norm over each trajectory.")
     synth_trajectories: int = opt(512, "Trajectories sampled per regeneration.", ge=1, le=1_000_000)
-    lifetime: int = opt(2000, "Agent steps between regenerations of the synthetic set.", ge=1, le=10_000_000)
-    agent_steps: int = opt(10_000, "TD3+BC steps per arm.", ge=1, le=10_000_000)
+    lifetime: int = opt(1500, "Agent steps between regenerations of the synthetic set.", ge=1, le=10_000_000)
+    agent_steps: int = opt(6000, "TD3+BC steps per arm.", ge=1, le=10_000_000)
     batch: int = opt(256, "Transitions per TD3+BC batch.", ge=2, le=65_536)
     synth_batch: int = opt(240, "Of which synthetic (synthetic arms).", ge=1, le=65_536)
     hidden: int = opt(256, "Actor and critic width.", ge=8, le=4096)
@@ -113,7 +113,9 @@ def td3_target(reward: torch.Tensor, done: torch.Tensor, q1_next: torch.Tensor, 
 
 
 def _net(inp: int, out: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
+    return nn.Sequential(
+        nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out)
+    )
 
 
 class TD3BC:
@@ -302,7 +304,10 @@ def train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high)
             b = {k: torch.cat([rb[k], sb[k]]) for k in rb}
         losses = agent.update(b)
         if (step + 1) % 2000 == 0 or step + 1 == cfg.agent_steps:
-            _log(f"pgd[{arm}]: {step + 1}/{cfg.agent_steps} steps, " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+            _log(
+                f"pgd[{arm}]: {step + 1}/{cfg.agent_steps} steps, "
+                + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            )
     record = {"steps": cfg.agent_steps, "wall_seconds": round(time.perf_counter() - t0, 1), "synthetic_sets": regen}
     if synth is not None:  # how on-policy the last synthetic set is for the final agent, against the real data
         record["final_on_policy_gap"] = {"synthetic": _on_policy_gap(agent, synth), "real": _on_policy_gap(agent, real)}
@@ -333,7 +338,9 @@ def run_pgd(cfg: PGDConfig) -> dict:
         result["real_dynamics_residual"] = dynamics_residual(real)
     for arm in cfg.arm_list:
         agent, record = train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high)
-        eps = evaluate(make_env(cfg.env), AgentController(agent, f"td3bc-{arm}"), cfg.episodes, cfg.seed, progress=False)
+        eps = evaluate(
+            make_env(cfg.env), AgentController(agent, f"td3bc-{arm}"), cfg.episodes, cfg.seed, progress=False
+        )
         row = summary(f"td3bc-{arm}", 0, eps)
         _log(f"pgd[{arm}]: success {row['success']:.3f} return {row['return']:.3f} outcomes {row['outcomes']}")
         result["arms"][arm] = {k: row[k] for k in ("success", "success_se", "return", "outcomes")} | record
