@@ -6,10 +6,21 @@ import time
 import pytest
 import torch
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# One torch thread in tests, whatever the shell says (the Makefile exports OMP_NUM_THREADS=nproc for the CLI):
+# the models here are tiny, so more threads only add contention on shared cores, and in-process CLI calls
+# (cli/common.py reads OMP_NUM_THREADS) and worker processes inherit the 1 instead of the machine's core count.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 from steerable.tasks.builtin.tokenizer import build_tokenizer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """A test that raises torch's thread count (a CLI call, a training config's ``threads``) sets it back."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,14 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def executor(local_ray):
+    """Two workers for the module: each starts a process and loads the model and PRM, the slow part of a Ray run."""
+    ex = RayExecutor(SETUP, 0.8, 1.0, workers=2)
+    yield ex
+    ex.close()
+
+
 def _rows(path):
     return {
         (r["item"], r["method"], r["budget"]): {k: v for k, v in r.items() if k != "seconds"}
@@ -26,7 +34,7 @@ def _rows(path):
     }
 
 
-def test_ray_run_equals_local_run_and_resumes(tmp_path, local_ray):
+def test_ray_run_equals_local_run_and_resumes(tmp_path, executor):
     items = load_task("builtin:hard", limit=4)
     checker = make_checker("builtin")
     built = SETUP.build()
@@ -54,36 +62,20 @@ def test_ray_run_equals_local_run_and_resumes(tmp_path, local_ray):
         seed=3,
         progress=False,
     )
-    ex = RayExecutor(SETUP, 0.8, 1.0, workers=2)
-    try:
-        summary = run_scale(
-            items, methods, budgets, None, None, checker, tmp_path / "ray", seed=3, progress=False, executor=ex
-        )
-    finally:
-        ex.close()
+    summary = run_scale(
+        items, methods, budgets, None, None, checker, tmp_path / "ray", seed=3, progress=False, executor=executor
+    )
     assert _rows(tmp_path / "ray" / "results.jsonl") == _rows(tmp_path / "local" / "results.jsonl")
     assert len(read_results(tmp_path / "ray" / "results.jsonl")) == len(items) * 2  # no row twice
     assert {r["method"] for r in summary["rows"]} == {"sc", "pf"}
 
 
-def test_ray_calibrates_token_budgets_on_a_worker(tmp_path, local_ray):
+def test_ray_calibrates_token_budgets_on_a_worker(tmp_path, executor):
     items = load_task("builtin:hard", limit=2)
-    ex = RayExecutor(SETUP, 0.8, 1.0, workers=1)
-    try:
-        summary = run_scale(
-            items,
-            ["sc"],
-            [200],
-            None,
-            None,
-            make_checker("builtin"),
-            tmp_path,
-            progress=False,
-            unit="tokens",
-            executor=ex,
-        )
-    finally:
-        ex.close()
+    summary = run_scale(
+        items, ["sc"], [200], None, None, make_checker("builtin"), tmp_path, progress=False, unit="tokens",
+        executor=executor,
+    )  # fmt: skip
     assert summary["tokens_per_sample"] > 10
     assert all(r["generated_tokens"] <= 200 for r in read_results(tmp_path / "results.jsonl"))
 

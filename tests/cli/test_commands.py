@@ -130,7 +130,7 @@ def test_steer_extract_apply_and_eval_through_the_cli(cli, tmp_path):
     r = cli("steer", "apply", "R: how do I bake a cake?\\n", "--artifact", vec, "--json", "--device", "cpu")
     assert r.code == 0, r.err
     assert json.loads(r.out)["text"].startswith("I can't")  # the harmful-minus-benign vector makes it refuse
-    r = cli("steer", "eval", "--artifact", vec, "--n", "4", "--requests", "91", "--json", "--device", "cpu")
+    r = cli("steer", "eval", "--artifact", vec, "--n", "4", "--requests", "20", "--json", "--device", "cpu")
     assert r.code == 0, r.err
     base, steered = json.loads(r.out)
     assert base["refusal"]["benign"] == 0.0 and steered["refusal"]["benign"] > 0.5

@@ -1,6 +1,7 @@
 """Issue 12 section 5 through the command line: settings recorded, resumes checked, honest counts and output."""
 
 import json
+import shutil
 
 import pytest
 
@@ -8,10 +9,19 @@ BASE = ("scale", "--task", "builtin:easy", "--methods", "greedy,sc", "--budgets"
         "--max-tokens", "40", "--device", "cpu")  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def _first_run_once(tmp_path_factory):
+    from steerable.cli import run as main
+
+    out = tmp_path_factory.mktemp("first")
+    assert main([*BASE, "--limit", "3", "--out", str(out), "--json"]) == 0
+    return out
+
+
 @pytest.fixture
-def first_run(cli, tmp_path):
-    r = cli(*BASE, "--limit", "3", "--out", tmp_path, "--json")
-    assert r.code == 0, r.err
+def first_run(_first_run_once, tmp_path):
+    """A finished 3-item run, run once for the module; each test gets its own copy to resume or refuse."""
+    shutil.copytree(_first_run_once, tmp_path, dirs_exist_ok=True)
     return tmp_path
 
 
