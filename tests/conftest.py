@@ -173,3 +173,27 @@ def local():
 def serve_app():
     """Start an app on a free port: ``s = serve_app(app); s.url; s.close()``."""
     return _Server
+
+
+# ---- RL runs (tests/rl) ------------------------------------------------------------------------------
+
+_RL_ROWS: dict = {}
+
+
+@pytest.fixture
+def rl_rows_once(monkeypatch):
+    """Each ``train_rl`` on a built-in task draws 20,000 training problems (~0.7 s): draw each (task, n, seed)
+    once per session. ``rl.run._items`` is a pure function of its arguments; ``train_rl`` edits the rows it
+    gets, so every call gets fresh copies of the same rows."""
+    import steerable.rl.run as run
+
+    real = run._items
+
+    def once(task: str, n: int, seed: int) -> list[dict]:
+        if not task.startswith("builtin:"):  # a file may change between calls
+            return real(task, n, seed)
+        if (task, n, seed) not in _RL_ROWS:
+            _RL_ROWS[task, n, seed] = real(task, n, seed)
+        return [dict(r) for r in _RL_ROWS[task, n, seed]]
+
+    monkeypatch.setattr(run, "_items", once)

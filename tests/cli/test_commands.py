@@ -112,7 +112,7 @@ def test_scale_runs_and_resumes(cli, tmp_path):
 def test_scale_sweeps_sampling_knobs_into_one_directory_each(cli, tmp_path):
     r = cli(
         "scale", "--limit", "1", "--methods", "sc", "--budgets", "2", "--scorer", "none", "--temperature", "0.6,1.0",
-        "--top-p", "0.9,1.0", "--out", tmp_path, "--json", "--device", "cpu",
+        "--top-p", "0.9,1.0", "--max-tokens", "24", "--out", tmp_path, "--json", "--device", "cpu",
     )  # fmt: skip
     assert r.code == 0, r.err
     lines = [json.loads(x) for x in r.out.splitlines()]

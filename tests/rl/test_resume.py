@@ -12,6 +12,8 @@ pytest.importorskip("trl")
 
 from steerable.rl.run import RLRunConfig, train_rl  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("rl_rows_once")
+
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, char_tokenizer):
