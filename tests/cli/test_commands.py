@@ -165,7 +165,10 @@ def test_steer_grains_and_train_controller_write_loadable_artifacts(cli, tmp_pat
     r = cli("steer", "grains", "--limit", "2", "--steps", "3", "--layers", "3", "--out", g, "--json", "--device", "cpu")
     assert r.code == 0, r.err
     c = tmp_path / "c.safetensors"
-    r = cli("steer", "train-controller", "--epochs", "1", "--alpha", "3", "--out", c, "--json", "--device", "cpu")
+    r = cli(
+        "steer", "train-controller", "--epochs", "1", "--alpha", "3", "--hidden", "16", "--batch-size", "64",
+        "--out", c, "--json", "--device", "cpu",
+    )  # fmt: skip
     assert r.code == 0, r.err
     r = cli("steer", "apply", "R: how do I bake a cake?\\n", "--artifact", g, "--artifact", c, "--device", "cpu")
     assert r.code == 0 and r.out.strip(), r.err
