@@ -70,13 +70,14 @@ def collect_latent_rollouts(env_name: str, decoder: DiffusionPolicy, latent, epi
     actions actually executed."""
     from steerable.control.dsrl import NoiseActionEnv
     from steerable.control.envs import make_env
+    from steerable.lm.sampling import item_seed
 
     env = NoiseActionEnv(make_env(env_name), decoder)
     cols: dict[str, list] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")}
     episode, success = [], []
     torch.manual_seed(seed)  # SB3 samples the latent policy's eps with torch's global generator
     for e in range(episodes):
-        obs, _ = env.reset(seed=seed * 1_000_003 + e)
+        obs, _ = env.reset(seed=item_seed(seed, e))
         done, info = False, {}
         while not done:
             w, _ = latent.predict(obs[None], deterministic=False)
