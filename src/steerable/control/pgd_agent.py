@@ -270,7 +270,11 @@ def synthesize(cfg, model, layout, agent, guided: bool, g, low, high) -> tuple[T
     traj, stats = sample_trajectories(model, layout, cfg.synth_trajectories, cfg.length, cfg.sample_steps, g,
                                       guide=guide, coefficients=coefs)  # fmt: skip
     t = read_transitions(traj, layout, low, high)
-    return t, {"guided_steps": stats.guided_steps, "mean_shift": round(stats.mean_shift, 5), "nfe": stats.nfe}
+    info = {"guided_steps": stats.guided_steps, "mean_shift": round(stats.mean_shift, 5), "nfe": stats.nfe}
+    return t, info | {
+        "reward_mean": round(float(t.reward.mean()), 4),
+        "terminal_share": round(float(t.terminated.mean()), 4),
+    }
 
 
 def _on_policy_gap(agent: TD3BC, t: Transitions) -> float:
