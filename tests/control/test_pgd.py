@@ -159,6 +159,9 @@ def test_run_pgd_end_to_end_and_reuses_the_trajectory_model(tmp_path, data):
     assert json.loads((tmp_path / "o" / "results.json").read_text())["arms"]["real"]["steps"] == 4
     r2 = run_pgd(PGDConfig(**{**cfg.__dict__, "arms": "real"}))
     assert r2["trajectory_model"] == r["trajectory_model"]  # reused, not retrained
+    make_dataset(DataConfig(out="-", episodes=5, seed=4)).save(tmp_path / "d.npz")  # other data, same path
+    r3 = run_pgd(PGDConfig(**{**cfg.__dict__, "arms": "real"}))
+    assert r3["trajectory_model"]["windows"] != r["trajectory_model"]["windows"]  # retrained on the new data
 
 
 @pytest.mark.parametrize(

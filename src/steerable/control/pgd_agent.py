@@ -19,6 +19,7 @@ evaluated on the same seeded episodes.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import sys
 import time
@@ -237,18 +238,23 @@ def train_trajectory_model(cfg: PGDConfig, windows: np.ndarray, layout: Trajecto
                           "wall_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
 
-def _model_key(cfg: PGDConfig) -> dict:
-    keys = ("data", "env", "length", "stride", "diffusion_steps", "diffusion_hidden", "diffusion_layers",
-            "diffusion_lr", "seed")  # fmt: skip
-    return {k: getattr(cfg, k) for k in keys}
+def _model_key(cfg: PGDConfig, data: Dataset) -> dict:
+    """What the trajectory model is a function of: its settings and the data's contents (not just its path)."""
+    keys = ("env", "length", "stride", "diffusion_steps", "diffusion_hidden", "diffusion_layers", "diffusion_lr",
+            "seed")  # fmt: skip
+    digest = hashlib.sha1()
+    for col in (data.obs, data.action, data.reward, data.next_obs, data.terminated, data.episode):
+        digest.update(np.ascontiguousarray(col).tobytes())
+    return {k: getattr(cfg, k) for k in keys} | {"data_sha1": digest.hexdigest()}
 
 
 def load_or_train_model(cfg: PGDConfig, data: Dataset, layout: TrajectoryLayout) -> tuple[MLPDenoiser, dict]:
-    """The trajectory model in ``out/trajectory_model`` when it was made with the same settings, else a new one."""
+    """The trajectory model in ``out/trajectory_model`` when it was made with the same settings and data, else a
+    new one (written there)."""
     where = Path(cfg.out) / "trajectory_model" if cfg.out else None
     if where is not None and (where / "made.json").exists():
         made = json.loads((where / "made.json").read_text())
-        if made.get("key") == _model_key(cfg):
+        if made.get("key") == _model_key(cfg, data):
             _log(f"pgd: reusing the trajectory model in {where}")
             return MLPDenoiser.from_pretrained(where).eval(), made["record"]
     windows = trajectory_windows(data, cfg.length, cfg.stride)
@@ -257,7 +263,7 @@ def load_or_train_model(cfg: PGDConfig, data: Dataset, layout: TrajectoryLayout)
     record["windows"] = len(windows)
     if where is not None:
         model.save_pretrained(where)
-        (where / "made.json").write_text(json.dumps({"key": _model_key(cfg), "record": record}))
+        (where / "made.json").write_text(json.dumps({"key": _model_key(cfg, data), "record": record}))
     return model, record
 
 
