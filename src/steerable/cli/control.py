@@ -90,8 +90,9 @@ def _run_pgd(cfg) -> None:
 
 def _run_dsrl(cfg) -> None:
     from steerable.control.dsrl import train_dsrl
+    from steerable.control.dsrl_na import train_dsrl_na
 
-    record = train_dsrl(cfg)
+    record = (train_dsrl_na if cfg.variant == "na" else train_dsrl)(cfg)
     typer.echo(json.dumps({k: record[k] for k in ("env_steps", "nfe", "wall_seconds", "curve")}))
 
 

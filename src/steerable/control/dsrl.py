@@ -43,6 +43,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -159,6 +160,8 @@ class DSRLConfig:
     eval_episodes: int = opt(50, "Episodes per success check.", ge=1, le=10_000)
     seed: int = opt(0, "Seed.", ge=0)
     threads: int = opt(1, "torch threads.", ge=1, le=256)
+    variant: Literal["sac", "na"] = opt("sac", "sac: SAC over the noise; na: noise-aliased (Q on actions distilled).")
+    noise_critic_steps: int = opt(10, "na: distillation steps of Q^W per update (the authors' 10).", ge=1, le=1000)
 
     def __post_init__(self) -> None:
         check(self, "dsrl: ")
@@ -180,7 +183,7 @@ class DSRLController(Controller):
 
 def load_noise_policy(path: str | Path):
     """The actor of a saved DSRL run (``sac.zip``), enough to act: SB3's policy with only the actor's weights
-    (the critics, LayerNorm or not, are not needed to act)."""
+    (the critics, LayerNorm or not, are not needed to act). A DSRL-NA ``actor.pt``: ``dsrl_na.load_na_actor``."""
     from stable_baselines3.common.save_util import load_from_zip_file
     from stable_baselines3.sac.policies import SACPolicy
 
@@ -238,6 +241,8 @@ def sac_diagnostics(sac, n: int = 1024) -> dict:
 
 def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
     """SAC over the noise; a success check every ``eval_every`` env steps; writes ``sac.zip`` and ``training.json``."""
+    if cfg.variant != "sac":
+        raise ConfigError(f"train_dsrl runs --variant sac; --variant {cfg.variant} is dsrl_na.train_dsrl_na")
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 

@@ -46,7 +46,9 @@ class EvalConfig:
     seed: int = opt(0, "Seed.", ge=0)
     policy: str = opt("builtin", "Diffusion policy directory, or 'builtin' (the shipped one for --env).")
     critic: str = opt("builtin", "IQL critic directory for vgps, or 'builtin'.")
-    noise_policy: str = opt("", "dsrl: the SAC noise policy (sac.zip from `steerable control dsrl`).")
+    noise_policy: str = opt(
+        "", "dsrl: the noise policy from `steerable control dsrl` (sac.zip, or actor.pt of --variant na)."
+    )
     beta: float = opt(0.0, "vgps: softmax temperature over Q (0: argmax).", ge=0, le=1e6)
     rti_mode: Literal["direct", "renoise"] = opt("direct", "rti: the guess as x_t (authors') or re-noised (SDEdit).")
     strategy: str = opt(
@@ -108,6 +110,10 @@ def make_controller(cfg: EvalConfig, policy):
 
         if not cfg.noise_policy or not Path(cfg.noise_policy).exists():
             raise InputError("dsrl needs --noise-policy PATH/sac.zip: train it with `steerable control dsrl`")
+        if cfg.noise_policy.endswith(".pt"):  # the actor of --variant na
+            from steerable.control.dsrl_na import load_na_actor
+
+            return DSRLController(policy, execute=execute, noise_policy=load_na_actor(cfg.noise_policy))
         return DSRLController(policy, execute=execute, noise_policy=load_noise_policy(cfg.noise_policy))
     if cfg.method == "search":
         from steerable.control.lookahead import Lookahead

@@ -1,0 +1,273 @@
+"""DSRL-NA: noise-aliased DSRL (Wagenmaker et al., CoRL 2025; class ``DSRL`` in the authors' SB3 fork).
+
+Same frozen DDIM (eta = 0) policy and :class:`NoiseActionEnv` as DSRL-SAC, but
+two critics: one on actions, one on noise. With a = pi_dp(s, w) the decoded
+chunk (in the policy's normalised units, flattened) and pi^W the tanh-Gaussian
+noise actor on Box(+-magnitude):
+
+  Q^A by TD on the real transitions (a the chunk actually executed):
+      y = r + gamma (1 - terminated) [min_j Qbar^A_j(s', pi_dp(s', w')) - alpha log pi^W(w'|s')],
+      w' ~ pi^W(s'),  loss = sum_j (Q^A_j(s, a) - y)^2 / 2
+  Q^W distilled from Q^A on fresh noise w ~ N(0, I) (``noise_critic_steps`` times per update):
+      loss = sum_j (Q^W_j(s, w) - min_k Q^A_k(s, pi_dp(s, w)))^2 / 2
+  the actor:  loss = alpha log pi^W(w|s) - min_j Q^W_j(s, w),  w ~ pi^W(s)
+  alpha:      loss = -log alpha (log pi^W(w|s) + target_entropy)   (as SAC)
+
+Aliasing: many w decode to the same a, so Q^W learns from every w whose
+chunk Q^A has seen, not only the w that was played.
+
+Where it differs from the authors' code, and why:
+- written in torch here (no SB3 fork); the chunk wrapper, warm-up from N(0, I)
+  noise clipped to the box, LayerNorm+Tanh critics, alpha_init / alpha_lr,
+  and ``gradient_steps`` updates per step of all envs are DSRL-SAC's
+  (:mod:`steerable.control.dsrl`, which says why each differs from the paper);
+- the TD target stops at termination, not at the time limit (the authors'
+  wrapper reports the limit as terminal);
+- the distillation target is the min over the two online Q^A critics
+  (detached), where the fork's exact choice of critic was not checked here;
+- Q^A sees the chunk in the policy's normalised action units (all H steps,
+  also those not executed), so it is the same a that pi_dp(s', w') gives for
+  the backup.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from steerable.control.dsrl import DSRLConfig, DSRLController, NoiseActionEnv
+from steerable.control.policy import DiffusionPolicy
+from steerable.errors import InputError
+
+Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (obs [B, o], w [B, D]) -> a [B, D]
+Sample = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # obs -> (w, log pi(w|obs))
+
+
+def mlp(d_in: int, width: int, layers: int, d_out: int, layer_norm: bool) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for _ in range(layers):
+        mods += [nn.Linear(d_in, width), *([nn.LayerNorm(width)] if layer_norm else []), nn.Tanh()]
+        d_in = width
+    return nn.Sequential(*mods, nn.Linear(d_in, d_out))
+
+
+class TwinQ(nn.Module):
+    """Two critics Q_j(s, x) with x an action chunk (Q^A) or a noise (Q^W)."""
+
+    def __init__(self, obs_dim: int, x_dim: int, width: int, layers: int, layer_norm: bool) -> None:
+        super().__init__()
+        self.q = nn.ModuleList([mlp(obs_dim + x_dim, width, layers, 1, layer_norm) for _ in range(2)])
+
+    def forward(self, obs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[2, B]: both critics."""
+        sx = torch.cat([obs, x], -1)
+        return torch.stack([q(sx).squeeze(-1) for q in self.q])
+
+
+class NoiseActor(nn.Module):
+    """Tanh-Gaussian policy over w in Box(+-magnitude); ``predict`` is the deterministic mean (DSRLController's API)."""
+
+    def __init__(self, obs_dim: int, w_dim: int, width: int, layers: int, magnitude: float) -> None:
+        super().__init__()
+        self.body = mlp(obs_dim, width, layers - 1, width, False) if layers > 1 else nn.Linear(obs_dim, width)
+        self.mu, self.log_std = nn.Linear(width, w_dim), nn.Linear(width, w_dim)
+        self.magnitude = magnitude
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.tanh(self.body(obs))
+        mu, log_std = self.mu(h), self.log_std(h).clamp(-20, 2)
+        u = mu + log_std.exp() * torch.randn_like(mu)
+        logp = torch.distributions.Normal(mu, log_std.exp()).log_prob(u) - torch.log(1 - torch.tanh(u) ** 2 + 1e-6)
+        return torch.tanh(u) * self.magnitude, logp.sum(-1)  # log pi in tanh units, as SB3
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        with torch.no_grad():
+            mu = self.mu(torch.tanh(self.body(torch.as_tensor(np.asarray(obs, np.float32)))))
+        return (torch.tanh(mu) * self.magnitude).numpy(), None
+
+
+def td_target(
+    qa_target: TwinQ, sample: Sample, decode: Decode, r: torch.Tensor, next_obs: torch.Tensor,
+    terminated: torch.Tensor, gamma: float, alpha: float,
+) -> torch.Tensor:  # fmt: skip
+    """y = r + gamma (1 - terminated) [min_j Qbar^A_j(s', pi_dp(s', w')) - alpha log pi(w'|s')], w' ~ pi^W(s')."""
+    with torch.no_grad():
+        w2, logp2 = sample(next_obs)
+        q2 = qa_target(next_obs, decode(next_obs, w2)).min(0).values
+        return r + gamma * (1.0 - terminated) * (q2 - alpha * logp2)
+
+
+def distill_target(qa: TwinQ, decode: Decode, obs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """min_k Q^A_k(s, pi_dp(s, w)): what Q^W(s, w) regresses to, on fresh noise w."""
+    with torch.no_grad():
+        return qa(obs, decode(obs, w)).min(0).values
+
+
+def load_na_actor(path: str | Path) -> NoiseActor:
+    """The noise actor of a saved DSRL-NA run (``actor.pt``)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    actor = NoiseActor(**blob["shape"])
+    actor.load_state_dict(blob["state"])
+    return actor.eval()
+
+
+def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
+    """DSRL-NA training; a success check every ``eval_every`` env steps; writes ``actor.pt`` and ``training.json``."""
+    from steerable.control.envs import make_env
+    from steerable.control.evaluate import evaluate, summary
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    p = DiffusionPolicy.load(cfg.policy)
+    envs = [NoiseActionEnv(make_env(cfg.env), p, cfg.magnitude, cfg.reward_scale) for _ in range(cfg.envs)]
+    for e in envs[1:]:
+        e.proc = envs[0].proc
+    obs_dim = envs[0].observation_space.shape[0]
+    if obs_dim != p.obs_dim:
+        raise InputError(
+            f"{cfg.policy} was trained on {p.obs_dim}-dim observations, {cfg.env} has {obs_dim}: "
+            "pass the env it was trained on"
+        )
+    d = int(np.prod(p.sample_shape))
+    actor = NoiseActor(obs_dim, d, cfg.width, cfg.layers, cfg.magnitude)
+    qa, qw = (TwinQ(obs_dim, d, cfg.width, cfg.layers, cfg.layer_norm) for _ in range(2))
+    qa_target = TwinQ(obs_dim, d, cfg.width, cfg.layers, cfg.layer_norm)
+    qa_target.load_state_dict(qa.state_dict())
+    log_alpha = torch.tensor(float(np.log(cfg.alpha_init)), requires_grad=not cfg.alpha_fixed)
+    opt_a, opt_qa, opt_qw = (torch.optim.Adam(m.parameters(), lr=cfg.lr) for m in (actor, qa, qw))
+    opt_alpha = torch.optim.Adam([log_alpha], lr=cfg.alpha_lr or cfg.lr)
+
+    def decode(obs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Model-unit chunks [B, H * act_dim] the noises decode to (one batched DDIM call)."""
+        cond = torch.stack([p.condition(o[None]) for o in obs.numpy()])
+        x = w.reshape(len(w), *p.sample_shape)
+        return p.sample_rows(cond, [0] * len(w), envs[0].proc, x_init=x).reshape(len(w), -1)
+
+    n = max(cfg.env_steps, 1000)
+    buf = {
+        "obs": np.zeros((n, obs_dim), np.float32), "a": np.zeros((n, d), np.float32),
+        "r": np.zeros(n, np.float32), "next": np.zeros((n, obs_dim), np.float32), "term": np.zeros(n, np.float32),
+    }  # fmt: skip
+    size = ptr = 0
+    stats: dict[str, float] = {}
+
+    def update() -> None:
+        idx = rng.integers(0, size, cfg.batch_size)
+        s, a, r, s2, term = (torch.as_tensor(buf[k][idx]) for k in ("obs", "a", "r", "next", "term"))
+        alpha = float(log_alpha.detach().exp())
+        y = td_target(qa_target, actor, decode, r, s2, term, cfg.gamma, alpha)
+        loss_qa = 0.5 * ((qa(s, a) - y) ** 2).sum(0).mean()
+        opt_qa.zero_grad()
+        loss_qa.backward()
+        opt_qa.step()
+        for _ in range(cfg.noise_critic_steps):
+            w = torch.randn(len(s), d)  # fresh base-policy noise, unclipped (as the authors)
+            loss_qw = 0.5 * ((qw(s, w) - distill_target(qa, decode, s, w)) ** 2).sum(0).mean()
+            opt_qw.zero_grad()
+            loss_qw.backward()
+            opt_qw.step()
+        w, logp = actor(s)
+        loss_pi = (alpha * logp - qw(s, w).min(0).values).mean()
+        opt_a.zero_grad()
+        loss_pi.backward()
+        opt_a.step()
+        if not cfg.alpha_fixed:
+            loss_alpha = -(log_alpha * (logp.detach() + cfg.target_entropy)).mean()
+            opt_alpha.zero_grad()
+            loss_alpha.backward()
+            opt_alpha.step()
+        with torch.no_grad():
+            for t, o in zip(qa_target.parameters(), qa.parameters(), strict=True):
+                t.mul_(0.995).add_(0.005 * o)
+        with torch.no_grad():
+            stats.update(
+                alpha=alpha,
+                entropy=float(-logp.mean()),
+                q_data=float(qa(s, a).min(0).values.mean()),
+                q_w_pi=float(qw(s, w).min(0).values.mean()),
+                loss_qa=float(loss_qa),
+                loss_qw=float(loss_qw),
+            )
+
+    eval_env = make_env(cfg.env)
+    curve: list[dict] = []
+    t0 = time.perf_counter()
+    outcomes: dict[str, int] = {}
+
+    def steps() -> int:
+        return sum(e.env_steps for e in envs)
+
+    def check_now() -> None:
+        eps = evaluate(eval_env, DSRLController(p, noise_policy=actor), cfg.eval_episodes, seed=10_000 + cfg.seed,
+                       progress=False)  # fmt: skip
+        row = summary("dsrl-na", 1, eps)
+        curve.append(
+            {
+                "env_steps": steps(),
+                **{k: row[k] for k in ("success", "return", "outcomes")},
+                "train_outcomes": dict(sorted(outcomes.items())),
+                "seconds": round(time.perf_counter() - t0, 1),
+                **{k: round(v, 4) for k, v in stats.items()},
+            }
+        )
+        outcomes.clear()
+        if progress:
+            print(curve[-1], file=sys.stderr, flush=True)
+
+    obs = np.stack([e.reset(seed=cfg.seed + i)[0] for i, e in enumerate(envs)]).astype(np.float32)
+    next_check = cfg.eval_every
+    if cfg.eval_every:
+        check_now()
+    chunks = 0
+    while steps() < cfg.env_steps:
+        if steps() < cfg.learning_starts:
+            w = np.clip(rng.normal(size=(len(envs), d)), -cfg.magnitude, cfg.magnitude).astype(np.float32)
+        else:
+            with torch.no_grad():
+                w = actor(torch.as_tensor(obs))[0].numpy()
+        with torch.no_grad():
+            a = decode(torch.as_tensor(obs), torch.as_tensor(w))
+        env_chunks = p.to_env(p.future(a.reshape(len(envs), *p.sample_shape)))
+        for i, e in enumerate(envs):
+            e.decoded = env_chunks[i]
+            o2, r, term, trunc, info = e.step(w[i])
+            j, ptr = ptr % n, ptr + 1
+            buf["obs"][j], buf["a"][j], buf["r"][j], buf["next"][j], buf["term"][j] = obs[i], a[i], r, o2, term
+            size = min(ptr, n)
+            if term or trunc:
+                k = str(info.get("outcome", "end"))
+                outcomes[k] = outcomes.get(k, 0) + 1
+                o2, _ = e.reset()
+            obs[i] = o2
+        chunks += len(envs)
+        if steps() >= cfg.learning_starts:
+            for _ in range(cfg.gradient_steps):
+                update()
+        if cfg.eval_every and steps() >= next_check:
+            next_check += cfg.eval_every
+            check_now()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shape = {"obs_dim": obs_dim, "w_dim": d, "width": cfg.width, "layers": cfg.layers, "magnitude": cfg.magnitude}
+    torch.save({"shape": shape, "state": actor.state_dict()}, out / "actor.pt")
+    record = {
+        "command": "steerable control dsrl --variant na",
+        "config": asdict(cfg),
+        "env_steps": steps(),
+        "chunks": chunks,
+        "nfe": envs[0].nfe,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "curve": curve,
+        "final": {k: round(v, 4) for k, v in stats.items()},
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
