@@ -1,5 +1,7 @@
 import random
 
+import pytest
+
 from steerable.tasks.builtin.arithmetic import Problem
 from steerable.tasks.builtin.train import batches
 from steerable.tasks.builtin.train_prm import line_end_labels
@@ -57,3 +59,17 @@ def test_prm_training_fits_the_head_and_writes_a_loadable_prm(tmp_path):
     )
     assert 0.0 < wrong < right < 1.0
     assert prm.info["train_steps"] == rec["train_steps"]
+
+
+def test_prm_token_classes_need_one_token_per_digit_and_operator():
+    from steerable.errors import ConfigError
+    from steerable.tasks.builtin.train_prm import build_model
+
+    class WordTokenizer:  # knows no single-character tokens: every digit maps to <unk>
+        unk_token_id = 3
+
+        def convert_tokens_to_ids(self, token: str) -> int:
+            return self.unk_token_id
+
+    with pytest.raises(ConfigError, match="no single token for each of '0123456789'"):
+        build_model(None, WordTokenizer())

@@ -55,14 +55,16 @@ class PRMTrainConfig:
 
     out: str = opt(..., "Directory to write the PRM to.")
     policy: str = opt("builtin", "Policy whose solutions are labelled and whose weights the PRM reads.")
-    problems: int = opt(2000, "Training problems the policy solves (1-8 operations, uniformly).", ge=10)
+    problems: int = opt(2000, "Training problems the policy solves (1-8 operations, uniformly).", ge=10, le=1_000_000)
     temperatures: tuple[float, ...] = opt(
         (0.6, 0.8, 1.0, 1.2), "Sampling temperatures; every problem is solved once at each.", gt=0, le=4
     )
     solutions: str | None = opt(None, "Reuse the sampled solutions of an earlier run (its solutions.jsonl).")
     iters: int = opt(200, "L-BFGS iterations of the head's logistic regression.", ge=1, le=10000)
     l2: float = opt(1e-4, "L2 penalty on the head's weights (not its bias).", ge=0)
-    eval_problems: int = opt(300, "Held-out problems for each evaluation set (policy steps; planted errors).", ge=10)
+    eval_problems: int = opt(
+        300, "Held-out problems for each evaluation set (policy steps; planted errors).", ge=10, le=100_000
+    )
     seed: int = opt(0, "Seed for problems, sampling and planting.", ge=0)
     device: str = opt("auto", "Sampling and scoring device: cpu, cuda, cuda:N or auto.")
     threads: int | None = opt(None, "torch threads (default: OMP_NUM_THREADS or every core).", ge=1)
@@ -163,7 +165,13 @@ def build_model(policy, tok):
     from steerable.reward.surprise_prm import from_policy
 
     def ids(chars: str) -> list[int]:
-        return [tok.convert_tokens_to_ids(c) for c in chars]
+        out = [tok.convert_tokens_to_ids(c) for c in chars]
+        if len(set(out)) != len(chars) or tok.unk_token_id in out or None in out:
+            raise ConfigError(
+                f"policy tokenizer has no single token for each of {chars!r}: the surprise PRM's token classes "
+                "need a character-level tokenizer like the built-in one"
+            )
+        return out
 
     return from_policy(policy, [ids(DIGITS), ids(OPERATORS)], ids(NEWLINE)[0])
 
