@@ -1,22 +1,29 @@
 import json
 import subprocess
-import sys
 
 import pytest
 
 pytest.importorskip("gymnasium")
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from steerable.cli import main; main()", "control", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+@pytest.fixture
+def run(capsys, tmp_path, monkeypatch):
+    """``steerable control ARGS...`` in this process (a subprocess would pay the imports again per call), in a
+    scratch directory so relative paths land nowhere else."""
+    from steerable.cli import run as main
+
+    monkeypatch.chdir(tmp_path)
+
+    def go(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = main(["control", *map(str, args)])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return go
 
 
-def test_data_then_train_q_writes_a_critic(tmp_path):
+def test_data_then_train_q_writes_a_critic(run, tmp_path):
     r = run("data", "--out", str(tmp_path / "d.npz"), "--episodes", "10")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["episodes"] == 10
@@ -36,12 +43,12 @@ def test_data_then_train_q_writes_a_critic(tmp_path):
         (["gorl", "--policy", "p", "--out", "o", "--stages", "0"], "stages must be >= 1"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, needle):
+def test_bad_input_is_one_line_and_exit_2(run, args, needle):
     r = run(*args)
     assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
-def test_policy_dsrl_and_eval_end_to_end(tmp_path):
+def test_policy_dsrl_and_eval_end_to_end(run, tmp_path):
     d, p, s, log = tmp_path / "d.npz", tmp_path / "p", tmp_path / "s", tmp_path / "eps.jsonl"
     assert run("data", "--out", str(d), "--episodes", "6").returncode == 0
     small = ["--steps", "5", "--hidden", "16", "--layers", "1", "--steps-inference", "2"]
@@ -80,7 +87,7 @@ def test_policy_dsrl_and_eval_end_to_end(tmp_path):
     assert r.returncode == 2 and "train-q" in r.stderr
 
 
-def test_shipped_policy_and_critic_run_out_of_the_box():
+def test_shipped_policy_and_critic_run_out_of_the_box(run):
     r = run("eval", "--method", "vgps", "--budget", "2", "--episodes", "2", "--json")
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)
