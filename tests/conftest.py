@@ -28,6 +28,15 @@ def char_tokenizer():
     return build_tokenizer()
 
 
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, char_tokenizer):
+    """A tiny random Llama saved with the char tokenizer, as a model directory (RL runs load it by path; read-only)."""
+    d = tmp_path_factory.mktemp("tiny")
+    tiny_model("llama", char_tokenizer, seed=1).save_pretrained(d)
+    char_tokenizer.save_pretrained(d)
+    return str(d)
+
+
 def tiny_config(family: str, vocab_size: int):
     """A random-config model of ``family`` small enough to build in milliseconds."""
     import transformers as T

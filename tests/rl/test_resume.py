@@ -6,21 +6,11 @@ import shutil
 import pytest
 from safetensors.torch import load_file
 
-from conftest import tiny_model
-
 pytest.importorskip("trl")
 
 from steerable.rl.run import RLRunConfig, train_rl  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("rl_rows_once")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, char_tokenizer):
-    d = tmp_path_factory.mktemp("tiny")
-    tiny_model("llama", char_tokenizer, seed=1).save_pretrained(d)
-    char_tokenizer.save_pretrained(d)
-    return str(d)
 
 
 def _cfg(out, model, **kw):
