@@ -47,9 +47,12 @@ def test_prm_training_fits_the_head_and_writes_a_loadable_prm(tmp_path):
             rows.append({"split": split, "temperature": 1.0, "prompt": p.prompt, "solution": wrong})
     sols = tmp_path / "solutions.jsonl"
     sols.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = PRMTrainConfig(out=str(tmp_path / "prm"), solutions=str(sols), eval_problems=10, device="cpu", iters=50)
+    cfg = PRMTrainConfig(
+        out=str(tmp_path / "prm"), solutions=str(sols), eval_problems=10, device="cpu", iters=50, calc_steps=0
+    )
     rec = train_prm(cfg, progress=False)
     assert rec["train_steps"] > 16 and rec["fitted_parameters"] == 5 and rec["lbfgs_iterations"] >= 1
+    assert rec["calculator"] is None
     assert rec["step_auroc"] > 0.9  # the wrong first results are tokens the policy would not write
     assert set(rec["detection"]) >= {"skip", "repeat", "swap", "digit", "check"}
     prm = TokenClassifierPRM.from_pretrained(str(tmp_path / "prm"))
@@ -73,3 +76,65 @@ def test_prm_token_classes_need_one_token_per_digit_and_operator():
 
     with pytest.raises(ConfigError, match="no single token for each of '0123456789'"):
         build_model(None, WordTokenizer())
+
+
+def test_prm_training_with_a_calculator_fits_two_more_features(tmp_path):
+    import json
+
+    from steerable.reward.prm import TokenClassifierPRM
+    from steerable.tasks.builtin.arithmetic import eval_problems
+    from steerable.tasks.builtin.train_prm import PRMTrainConfig, train_prm
+
+    rows = [
+        {"split": split, "temperature": 1.0, "prompt": p.prompt, "solution": p.solution()}
+        for split, seed in (("train", 1), ("eval", 3))
+        for p in eval_problems("medium", 6, seed=seed)
+    ]
+    rows += [{**r, "solution": r["solution"].replace("=", "=1", 1)} for r in rows]
+    sols = tmp_path / "solutions.jsonl"
+    sols.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = PRMTrainConfig(
+        out=str(tmp_path / "prm"),
+        solutions=str(sols),
+        eval_problems=10,
+        device="cpu",
+        iters=20,
+        calc_steps=20,
+        calc_batch=16,
+        calc_width=32,
+    )
+    rec = train_prm(cfg, progress=False)
+    assert rec["fitted_parameters"] == 7 and list(rec["head"])[4:6] == ["sum_calc", "min_calc"]
+    assert rec["calculator"]["steps"] == 20 and 0.0 <= rec["calculator"]["held_out_line_accuracy"] <= 1.0
+    prm = TokenClassifierPRM.from_pretrained(str(tmp_path / "prm"))
+    assert prm.model.calc is not None
+
+
+def test_the_calculator_reads_a_line_to_its_equals_sign_and_writes_the_result_backwards():
+    from transformers import AutoTokenizer
+
+    from steerable.lm.loading import builtin_path
+    from steerable.tasks.builtin.calculator import encode
+
+    tok = AutoTokenizer.from_pretrained(builtin_path())
+    ids, target = encode(tok, ["check 37+48=85", "5*9=45"])
+    text = [tok.convert_ids_to_tokens(row) for row in ids.tolist()]
+    assert "".join(text[0][1:]) == "check 37+48=58\n" and text[0][0] == tok.bos_token
+    assert "".join(t for t, m in zip(text[0], target[0].tolist(), strict=True) if m) == "58\n"
+    assert "".join(t for t, m in zip(text[1], target[1].tolist(), strict=True) if m) == "54\n"
+
+
+def test_calculator_lines_are_the_worlds_steps_a_third_in_the_check_form():
+    import random
+
+    from steerable.tasks.builtin import arithmetic
+    from steerable.tasks.builtin.calculator import lines
+
+    train = lines(random.Random(0), 400)
+    held = lines(random.Random(1), 400, held_out=True)
+    assert sum(t.startswith("check ") for t in train) in range(80, 190)
+    for text in train + held:
+        a, rest = text.removeprefix("check ").split("=")[0], text.split("=")[1]
+        op = next(c for c in "+-*" if c in a[1:])
+        x, y = a.split(op, 1)
+        assert arithmetic.apply(int(x), op, int(y)) == int(rest)

@@ -55,11 +55,20 @@ class PRMTrainConfig:
 
     out: str = opt(..., "Directory to write the PRM to.")
     policy: str = opt("builtin", "Policy whose solutions are labelled and whose weights the PRM reads.")
-    problems: int = opt(2000, "Training problems the policy solves (1-8 operations, uniformly).", ge=10, le=1_000_000)
+    problems: int = opt(500, "Training problems the policy solves (1-8 operations, uniformly).", ge=10, le=1_000_000)
     temperatures: tuple[float, ...] = opt(
         (0.6, 0.8, 1.0, 1.2), "Sampling temperatures; every problem is solved once at each.", gt=0, le=4
     )
     solutions: str | None = opt(None, "Reuse the sampled solutions of an earlier run (its solutions.jsonl).")
+    calc_steps: int = opt(
+        6000,
+        "Training steps of the calculator (0: none, the PRM reads only the policy's surprise).",
+        ge=0,
+        le=1_000_000,
+    )
+    calc_batch: int = opt(256, "Arithmetic lines per calculator step.", ge=1, le=65536)
+    calc_width: int = opt(128, "The calculator's hidden size (3 layers, 4 heads).", ge=16, le=4096)
+    calc_lr: float = opt(2e-3, "The calculator's peak learning rate (warm-up, then cosine to 0).", gt=0, le=1)
     iters: int = opt(200, "L-BFGS iterations of the head's logistic regression.", ge=1, le=10000)
     l2: float = opt(1e-4, "L2 penalty on the head's weights (not its bias).", ge=0)
     eval_problems: int = opt(
@@ -73,6 +82,8 @@ class PRMTrainConfig:
         check(self)
         if not self.temperatures:
             raise ConfigError("temperatures must name at least one temperature")
+        if self.calc_width % 4:
+            raise ConfigError(f"calc_width must be a multiple of 4 (the calculator's heads), got {self.calc_width}")
 
 
 # ---------------------------------------------------------------- data
@@ -160,8 +171,9 @@ def _collate(batch, pad_id: int):
 # ---------------------------------------------------------------- model and measurement
 
 
-def build_model(policy, tok):
-    """A surprise PRM over a copy of ``policy``, with the built-in tokenizer's digit and operator classes."""
+def build_model(policy, tok, calculator=None):
+    """A surprise PRM over a copy of ``policy`` (and ``calculator``), with the built-in tokenizer's digit and
+    operator classes."""
     from steerable.reward.surprise_prm import from_policy
 
     def ids(chars: str) -> list[int]:
@@ -173,7 +185,9 @@ def build_model(policy, tok):
             )
         return out
 
-    return from_policy(policy, [ids(DIGITS), ids(OPERATORS)], ids(NEWLINE)[0])
+    return from_policy(
+        policy, [ids(DIGITS), ids(OPERATORS)], ids(NEWLINE)[0], calculator=calculator, equals_token_id=ids("=")[0]
+    )
 
 
 @torch.inference_mode()
@@ -204,7 +218,7 @@ def line_logits(model, tok, pairs: list[tuple[str, str]], batch: int = 64) -> li
 
 
 def step_features(model, tok, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[steps, 4]`` features and checker labels at every line end of the policy solutions ``rows``."""
+    """``[steps, n_features]`` features and checker labels at every line end of the policy solutions ``rows``."""
     model.eval()
     dev = next(model.parameters()).device
     pairs = [(r["prompt"], r["solution"]) for r in rows]
@@ -280,9 +294,25 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, l2: float, iters: int) -> tuple[t
 # ---------------------------------------------------------------- training
 
 
+def fit_calculator(cfg: PRMTrainConfig, tok, device, progress: bool):
+    """Train the calculator (:mod:`steerable.tasks.builtin.calculator`) with a progress bar."""
+    from rich.progress import Progress
+
+    from steerable.tasks.builtin.calculator import train_calculator
+
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("train the calculator", total=cfg.calc_steps)
+
+        def on_step(step: int, loss: float) -> None:
+            bar.update(task, completed=step, description=f"train the calculator (loss {loss:.3f})")
+
+        return train_calculator(
+            tok, cfg.calc_steps, cfg.calc_batch, cfg.calc_width, cfg.calc_lr, cfg.seed, device, on_step
+        )
+
+
 def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
     from steerable.lm.local import LocalGenerator
-    from steerable.reward.surprise_prm import FEATURES
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -301,8 +331,11 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
         raise ConfigError("solutions: need rows of split 'train' and 'eval' (a solutions.jsonl from train-prm)")
     sets = planted_sets(cfg.eval_problems)
 
+    calc, calc_record = None, None
+    if cfg.calc_steps:
+        calc, calc_record = fit_calculator(cfg, tok, gen.device, progress)
     t0 = time.time()
-    model = build_model(gen.model, tok).to(gen.device)
+    model = build_model(gen.model, tok, calc).to(gen.device)
     x, y = step_features(model, tok, train)
     w, b, iters, loss = fit_head(x, y, cfg.l2, cfg.iters)
     with torch.no_grad():
@@ -315,10 +348,13 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
     record = {
         "command": "steerable " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["builtin", "train-prm"] else "",
         "config": asdict(cfg),
-        "architecture": "steerable_surprise_prm (reward/surprise_prm.py): the policy's surprise, a linear head",
+        "architecture": "steerable_surprise_prm (reward/surprise_prm.py): the policy's surprise"
+        + (" and a calculator's score of each line" if calc is not None else "")
+        + ", a linear head",
         "parameters": sum(p.numel() for p in model.parameters()),
         "fitted_parameters": model.score.weight.numel() + model.score.bias.numel(),
-        "head": {**{f: round(float(v), 4) for f, v in zip(FEATURES, w, strict=True)}, "bias": round(b, 4)},
+        "head": {**{f: round(float(v), 4) for f, v in zip(model.feature_names, w, strict=True)}, "bias": round(b, 4)},
+        "calculator": calc_record,
         "policy_solutions": {s: sum(r["split"] == s for r in rows) for s in ("train", "eval")},
         "train_steps": len(y),
         "train_positive_share": round(float(y.mean()), 4),
