@@ -134,11 +134,11 @@ def calc_prm():
 
 
 def calc_by_hand(prm, line: list[int]) -> float:
-    """The calculator's log-probability of the line's result read backwards, then the newline, one token at a time."""
+    """The calculator's log-probability of what the line writes after '=', then the newline, one token at a time."""
     q = line.index(EQ)
     seq = [1, *line[: q + 1]]
     total = 0.0
-    for x in [*reversed(line[q + 1 :]), START]:
+    for x in [*line[q + 1 :], START]:
         with torch.no_grad():
             logp = prm.calc(input_ids=torch.tensor([seq])).logits[0, -1].log_softmax(-1)
         total += float(logp[x])

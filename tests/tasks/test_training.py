@@ -110,7 +110,7 @@ def test_prm_training_with_a_calculator_fits_two_more_features(tmp_path):
     assert prm.model.calc is not None
 
 
-def test_the_calculator_reads_a_line_to_its_equals_sign_and_writes_the_result_backwards():
+def test_the_calculator_learns_what_a_line_writes_after_its_equals_sign():
     from transformers import AutoTokenizer
 
     from steerable.lm.loading import builtin_path
@@ -119,9 +119,9 @@ def test_the_calculator_reads_a_line_to_its_equals_sign_and_writes_the_result_ba
     tok = AutoTokenizer.from_pretrained(builtin_path())
     ids, target = encode(tok, ["check 37+48=85", "5*9=45"])
     text = [tok.convert_ids_to_tokens(row) for row in ids.tolist()]
-    assert "".join(text[0][1:]) == "check 37+48=58\n" and text[0][0] == tok.bos_token
-    assert "".join(t for t, m in zip(text[0], target[0].tolist(), strict=True) if m) == "58\n"
-    assert "".join(t for t, m in zip(text[1], target[1].tolist(), strict=True) if m) == "54\n"
+    assert "".join(text[0][1:]) == "check 37+48=85\n" and text[0][0] == tok.bos_token
+    assert "".join(t for t, m in zip(text[0], target[0].tolist(), strict=True) if m) == "85\n"
+    assert "".join(t for t, m in zip(text[1], target[1].tolist(), strict=True) if m) == "45\n"
 
 
 def test_calculator_lines_are_the_worlds_steps_a_third_in_the_check_form():

@@ -18,16 +18,14 @@ checker-labelled policy steps (:mod:`steerable.tasks.builtin.train_prm`).
 With a calculator (``config.calculator``, a small causal LM of its own,
 trained only on single arithmetic lines), two more features: at the newline
 that ends each solution line ``L`` holding an ``=`` at index ``q``, the
-calculator reads ``<s> L[:q+1]`` and scores what was written after the
-``=``, read backwards (lowest digit first, then the newline)::
+calculator, reading the line alone (``<s> L``), scores what was written after
+the ``=`` and the newline::
 
-    line_k = sum_j log p_calc(rev(L[q+1:]) + newline)_j | <s> L[:q+1], earlier targets)
+    line_k = sum_{j > q} log p_calc((L + newline)_j | <s> (L + newline)_{<j})
 
 and the head also reads ``[sum_k line_k, min(0, min_k line_k)]`` over the
-lines ended so far. Reading the result backwards is this model's
-architecture, not the text's: carries run from the lowest digit, so a small
-model learns the lines far faster that way. Lines of more than
-``calc_max_line`` tokens, and lines without ``=``, add nothing.
+lines ended so far. Lines of more than ``calc_max_line`` tokens, and lines
+without ``=``, add nothing.
 
 Why this ranks: the policy's sampled errors are mostly tokens it gave low
 probability to (greedy decoding is right far more often than sampling), and
@@ -223,14 +221,14 @@ class SurprisePRMForTokenClassification(PreTrainedModel):
         return scores, torch.tensor(states, dtype=torch.float32)
 
     def score_lines(self, lines: list[list[int]]) -> torch.Tensor:
-        """The calculator's log-probability of each line's result read backwards (then the newline), given
-        ``<s>`` and the line up to its ``=``."""
+        """The calculator's log-probability of what each line writes after its ``=`` (then the newline), given
+        ``<s>`` and the line before it."""
         eq, nl = self.config.equals_token_id, self.config.start_token_id
         bos, pad = self.config.bos_token_id, self.config.pad_token_id or 0
         seqs, starts = [], []
         for line in lines:
             q = line.index(eq)
-            seqs.append([bos, *line[: q + 1], *reversed(line[q + 1 :]), nl])
+            seqs.append([bos, *line, nl])
             starts.append(q + 2)  # the first target's index in the sequence
         width = max(map(len, seqs))
         dev = next(self.calc.parameters()).device

@@ -1,9 +1,10 @@
 """The built-in PRM's calculator: a small causal LM trained only on the world's single arithmetic lines.
 
-It reads ``<s>`` and a line up to its ``=`` (``37+48=`` or ``check 37+48=``)
-and writes the result backwards, lowest digit first, then the newline
-(``58\\n``): the order in which carries run, which a small model learns far
-faster than the written order. The surprise PRM
+It is trained on lines alone (``<s>37+48=85\\n`` or ``<s>check 37+48=85\\n``),
+with the loss on what follows the ``=``. (Writing the result backwards,
+lowest digit first, as carries run, learnt far slower here: 19% of lines
+after 700 steps against 90% in the written order, where a result mostly
+copies its first operand's leading digits.) The surprise PRM
 (:mod:`steerable.reward.surprise_prm`) scores each finished solution line
 with it, so the PRM knows arithmetic its policy gets wrong.
 
@@ -44,13 +45,13 @@ def lines(rng: random.Random, n: int, held_out: bool = False) -> list[str]:
 
 
 def encode(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``<s> line[:q+1] reversed(line[q+1:]) \\n`` ids and a mask of the target tokens."""
+    """Right-padded ``<s> line \\n`` ids and a mask of the target tokens (after the ``=``)."""
     eq, nl = tok.convert_tokens_to_ids("="), tok.convert_tokens_to_ids("\n")
     seqs, starts = [], []
     for text in texts:
         ids = tok.encode(text, add_special_tokens=False)
         q = ids.index(eq)
-        seqs.append([tok.bos_token_id, *ids[: q + 1], *reversed(ids[q + 1 :]), nl])
+        seqs.append([tok.bos_token_id, *ids, nl])
         starts.append(q + 2)
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), tok.pad_token_id)
