@@ -7,7 +7,9 @@ line, and for arithmetic slips (``a op b = c`` with ``c`` wrong) whether the
 policy gets that one step right when asked it alone (``Q: a op b=``). A PRM
 that scores a wrong greedy solution above the right one steers search
 towards it; a slip the policy also makes alone is something the policy does
-not know, so no PRM read from the policy can flag it.
+not know, so no PRM read from the policy can flag it. With a PRM that holds
+a calculator (the built-in one), also how many of those slips' lines the
+calculator writes right (greedy, the line alone).
 
     python benchmarks/prm_ceiling.py [--prm builtin] [--limit 200] [--json]
 """
@@ -41,7 +43,7 @@ def main() -> None:
     items = load_task("builtin:hard", limit=args.limit)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=320)
     comps = gen.generate([it.prompt for it in items], greedy)
-    wrong, prefers_wrong, reasons, asks = 0, 0, Counter(), []
+    wrong, prefers_wrong, reasons, asks, lines = 0, 0, Counter(), [], []
     for it, c in zip(items, comps, strict=True):
         p = parse_problem(it.prompt)
         if extract_answer(c.text) == p.answer:
@@ -55,6 +57,7 @@ def main() -> None:
         if m:
             a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
             asks.append((f"Q: {a}{op}{b}=\n", apply(a, op, b)))
+            lines.append(f"{a}{op}{b}={apply(a, op, b)}")
     alone = gen.generate([q for q, _ in asks], greedy)
     right_alone = sum(extract_answer(o.text) == want for o, (_, want) in zip(alone, asks, strict=True))
     out = {
@@ -66,6 +69,11 @@ def main() -> None:
         "arithmetic_slips": len(asks),
         "slips_right_when_asked_alone": right_alone,
     }
+    calc = getattr(prm.model, "calc", None)
+    if calc is not None and lines:
+        from steerable.tasks.builtin.calculator import accuracy
+
+        out["slips_the_calculator_writes_right"] = round(accuracy(calc, prm.tokenizer, lines) * len(lines))
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -73,6 +81,8 @@ def main() -> None:
     print(f"PRM {args.prm} scores the wrong greedy solution above the right one on {prefers_wrong} of {wrong}")
     print("first wrong line: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
     print(f"arithmetic slips the policy gets right when asked the step alone: {right_alone} of {len(asks)}")
+    if "slips_the_calculator_writes_right" in out:
+        print(f"... and the PRM's calculator writes right: {out['slips_the_calculator_writes_right']} of {len(asks)}")
 
 
 if __name__ == "__main__":

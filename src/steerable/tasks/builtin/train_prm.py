@@ -1,23 +1,28 @@
-"""Train the built-in process reward model: the policy's own next-token surprise, weighed on checker labels.
+"""Train the built-in process reward model: the policy's own surprise and a calculator, weighed on checker labels.
 
 ``steerable builtin train-prm --out DIR`` (1) samples the policy's solutions
 to training problems at several temperatures (wrong steps are common at the
-higher ones) and to held-out problems,
-(2) builds a :class:`steerable.reward.surprise_prm.SurprisePRMForTokenClassification`
-holding a copy of the policy, (3) fits its head (five numbers) by logistic
-regression on every line end of the training solutions, labelled by the
-exact checker ("every line so far is correct"), (4) measures step AUROC and
-ECE on the held-out evaluation solutions and, per planted error kind
-(:mod:`steerable.tasks.builtin.prm_data`, held-out problems), how often the
-wrong line scores below the right one; everything goes to ``prm.json``.
+higher ones) and to held-out problems, (2) trains the calculator, a small
+causal LM, on single arithmetic lines (:mod:`steerable.tasks.builtin.calculator`;
+``--calc-steps 0`` leaves it out), (3) builds a
+:class:`steerable.reward.surprise_prm.SurprisePRMForTokenClassification`
+holding a copy of the policy and the calculator, (4) fits its head (seven
+numbers; five without a calculator) by logistic regression on every line end
+of the training solutions, labelled by the exact checker ("every line so far
+is correct"), (5) measures step AUROC and ECE on the held-out evaluation
+solutions and, per planted error kind (:mod:`steerable.tasks.builtin.prm_data`,
+held-out problems), how often the wrong line scores below the right one;
+everything goes to ``prm.json``.
 
-Why not fine-tune a transformer: the earlier built-in PRM was the policy
-fine-tuned as a token classifier; it reached step AUROC 0.82 and learnt
-arithmetic consistency, not correctness, and 20-minute runs with planted
-errors, dense token labels and surprise regression on two cores stayed at
-chance on planted errors (0.4-0.6). The policy's own distribution already
-separates them: a planted error is a token it would not write, and the
-wrong steps it samples are mostly tokens it gave low probability.
+Why not fine-tune a transformer as the classifier: the earlier built-in PRM
+was the policy fine-tuned as a token classifier; it reached step AUROC 0.82
+and learnt arithmetic consistency, not correctness, and 20-minute runs with
+planted errors, dense token labels and surprise regression on two cores
+stayed at chance on planted errors (0.4-0.6). The policy's own distribution
+already separates them: a planted error is a token it would not write, and
+the wrong steps it samples are mostly tokens it gave low probability. What
+it writes confidently wrong, the calculator (99.98% of held-out lines right
+after 5,000 steps) catches.
 """
 
 from __future__ import annotations
@@ -134,13 +139,37 @@ def policy_solutions(gen, cfg: PRMTrainConfig, progress: bool) -> list[dict]:
         "eval": arithmetic.eval_problems("all", cfg.eval_problems, seed=EVAL_SEED),
     }
     total = sum(len(v) for v in sets.values()) * len(cfg.temperatures)
+    tick, done = minute_lines("sample policy solutions", total, progress), 0
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("sample policy solutions", total=total)
+
+        def advance(k: int) -> None:
+            nonlocal done
+            done += k
+            bar.advance(task, k)
+            tick(done)
+
         return [
             row
             for split, probs in sets.items()
-            for row in sample_solutions(gen, probs, cfg.temperatures, cfg.seed, split, lambda k: bar.advance(task, k))
+            for row in sample_solutions(gen, probs, cfg.temperatures, cfg.seed, split, advance)
         ]
+
+
+def minute_lines(label: str, total: int, progress: bool):
+    """``tick(done, note)``: off a terminal (nohup, a pipe, CI), a progress line on stderr every minute."""
+    if not progress or sys.stderr.isatty():
+        return lambda done, note="": None
+    t0 = last = time.time()
+
+    def tick(done: int, note: str = "") -> None:
+        nonlocal last
+        now = time.time()
+        if now - last >= 60 or done == total:
+            last = now
+            print(f"train-prm: {label} {done}/{total}{note}, {now - t0:.0f}s", file=sys.stderr, flush=True)
+
+    return tick
 
 
 def planted_sets(n: int) -> dict[str, list]:
@@ -300,11 +329,13 @@ def fit_calculator(cfg: PRMTrainConfig, tok, device, progress: bool):
 
     from steerable.tasks.builtin.calculator import train_calculator
 
+    tick = minute_lines("train the calculator: step", cfg.calc_steps, progress)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("train the calculator", total=cfg.calc_steps)
 
         def on_step(step: int, loss: float) -> None:
             bar.update(task, completed=step, description=f"train the calculator (loss {loss:.3f})")
+            tick(step, f" (loss {loss:.3f})")
 
         return train_calculator(
             tok, cfg.calc_steps, cfg.calc_batch, cfg.calc_width, cfg.calc_lr, cfg.seed, device, on_step
