@@ -5,8 +5,10 @@
 Prints accuracy (± one standard error) and mean cost per method and budget
 over the items every method in a directory finished, then paired comparisons
 on the same items: PF at N against self-consistency at 4N (the paper's claim
-that PF beats voting per budget) and ePF against PF at each N, each with the
-items only one side solved (a sign test's inputs) and the tokens each spent.
+that PF beats voting per budget), PF against best-of-N and beam search at
+the same N, ePF against PF at each N, and each method at its largest budget
+against its smallest (does it fall as N grows?), each with the items only
+one side solved (a sign test's inputs) and the tokens each spent.
 ``--plot`` draws every directory's accuracy against tokens on one plot
 (budget labels, standard-error bars; each directory's own summary.json).
 """
@@ -56,7 +58,7 @@ def compare(runs, a: tuple[str, int], b: tuple[str, int]) -> str | None:
     b_only = sum(bool(rb[i]["correct"]) and not ra[i]["correct"] for i in items)
     return (
         f"{a[0]}@{a[1]} {acc(ra):.1%} ({tok(ra):.0f} tok) vs {b[0]}@{b[1]} {acc(rb):.1%} ({tok(rb):.0f} tok) "
-        f"on {len(items)} items: only {a[0]} {a_only}, only {b[0]} {b_only}, "
+        f"on {len(items)} items: only {a[0]}@{a[1]} {a_only}, only {b[0]}@{b[1]} {b_only}, "
         f"sign test p = {sign_test(a_only, b_only):.2f}"
     )
 
@@ -99,9 +101,18 @@ def main(argv: list[str] | None = None) -> None:
     print()
     budgets = sorted({b for _, b in runs})
     for n in budgets:
-        for line in (compare(runs, ("pf", n), ("sc", 4 * n)), compare(runs, ("epf", n), ("pf", n))):
-            if line:
+        for a, b in (
+            (("pf", n), ("sc", 4 * n)),
+            (("pf", n), ("bon", n)),
+            (("pf", n), ("beam", n)),
+            (("epf", n), ("pf", n)),
+        ):
+            if line := compare(runs, a, b):
                 print(line)
+    for method in sorted({m for m, _ in runs}):
+        own = sorted(b for m, b in runs if m == method)
+        if len(own) > 1 and (line := compare(runs, (method, own[-1]), (method, own[0]))):
+            print(line)
     if args.plot:
         print(f"wrote {plot_dirs(dirs, args.plot)}")
 
