@@ -11,7 +11,7 @@ def test_the_demo_search_table_sets_pf_beside_voting_at_four_times_its_budget():
     out = io.StringIO()
     prm_demo(Console(file=out, width=120), LocalGenerator.from_pretrained("builtin", device="cpu"), items=2, budget=2)
     text = out.getvalue()
-    rows = [line for line in text.splitlines() if "%" in line]
+    rows = [line for line in text.splitlines() if "%" in line and "│" in line]
     assert [(line.split()[1], line.split()[3]) for line in rows] == [
         ("greedy", "1"),
         ("sc", "2"),
@@ -20,6 +20,21 @@ def test_the_demo_search_table_sets_pf_beside_voting_at_four_times_its_budget():
         ("pf", "2"),
     ]
     assert "voting at 8 vs the built-in PRM at 2" in text
+    assert "Measured on all 200 builtin:hard items: greedy 83.5%" in text.replace("\n", " ")
+
+
+def test_the_demo_quotes_the_prm_record_only_when_it_has_scaling_figures(tmp_path):
+    from steerable.demo import measured_scaling
+
+    record = tmp_path / "prm.json"
+    assert measured_scaling(record) is None  # no file
+    record.write_text('{"step_auroc": 0.9}')
+    assert measured_scaling(record) is None
+    record.write_text(
+        '{"scaling": {"task": "t", "items": 9, "accuracy": {"pf@4": 0.5}, '
+        '"pf@4_vs_sc@16": {"only_pf": 2, "only_sc": 1, "sign_test_p": 1.0}}}'
+    )
+    assert measured_scaling(record).startswith("Measured on all 9 t items: pf@4 50.0% (pf@4 vs sc@16: 2 items")
 
 
 def test_the_demo_steering_section_steers():

@@ -137,6 +137,26 @@ def prm_demo(con: Console, gen, items: int, budget: int) -> None:
             f"{time.time() - t0:.1f}",
         )
     con.print(table)
+    measured = measured_scaling(BUILTIN_PRM_DIR / "prm.json")
+    if measured:
+        con.print(f"[dim]{measured} {items} items are too few to tell these apart.[/]")
+
+
+def measured_scaling(record) -> str | None:
+    """The shipped PRM's scaling figures on all hard items (its ``prm.json``), as one line, or None."""
+    import json
+
+    try:
+        rec = json.loads(record.read_text()).get("scaling")
+        acc = ", ".join(f"{k} {v:.1%}" for k, v in rec["accuracy"].items())
+        t = rec["pf@4_vs_sc@16"]
+        return (
+            f"Measured on all {rec['items']} {rec['task']} items: {acc} (pf@4 vs sc@16: {t['only_pf']} items only "
+            f"PF solves, {t['only_sc']} only voting, sign test p = {t['sign_test_p']}; "
+            "README, Scaling on builtin:hard)."
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def steering_demo(con: Console, gen) -> None:
