@@ -58,6 +58,23 @@ from steerable.lm import cache as kv
 
 FEATURES = ("sum_raw", "min_raw", "sum_class", "min_class")
 CALC_FEATURES = ("sum_calc", "min_calc")
+#: Longest line (tokens, without its newline) the calculator scores.
+CALC_MAX_LINE = 24
+
+
+def line_batch(lines: list[list[int]], eq: int, nl: int, bos: int, pad: int):
+    """Right-padded ``<s> line newline`` ids ``[n, width]``, their mask, and a mask of the calculator's targets
+    (every token after the line's first ``eq``, the newline included): how the calculator reads and is trained."""
+    seqs = [[bos, *line, nl] for line in lines]
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    target = torch.zeros_like(ids, dtype=torch.bool)
+    for i, (line, seq) in enumerate(zip(lines, seqs, strict=True)):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        target[i, line.index(eq) + 2 : len(seq)] = True  # seq[0] is <s>, so the '=' sits at index + 1
+    return ids, mask, target
 
 
 class SurprisePRMConfig(PreTrainedConfig):
@@ -70,7 +87,7 @@ class SurprisePRMConfig(PreTrainedConfig):
         start_token_id: int = 4,
         calculator: dict | None = None,
         equals_token_id: int | None = None,
-        calc_max_line: int = 24,
+        calc_max_line: int = CALC_MAX_LINE,
         **kwargs,
     ):
         self.policy = dict(policy or {})
@@ -173,7 +190,7 @@ class SurprisePRMForTokenClassification(PreTrainedModel):
         ]
         bufs = None
         if self.calc is not None:
-            lines, bufs = self.calc_lines(input_ids, prev[:, vocab + nf + 1 :], real, on)
+            lines, bufs = self.calc_lines(input_ids, prev[:, vocab + nf + 1 :], real, on, keep=cache is not None)
             cols += [agg[:, 4:5] + lines.cumsum(1), torch.minimum(agg[:, 5:6], lines.cummin(1).values)]
         feats = torch.stack(cols, -1)
         started = (was_started + torch.cumsum(is_start, 1) > 0).float()
@@ -183,8 +200,9 @@ class SurprisePRMForTokenClassification(PreTrainedModel):
             cache.update(state, state, self.state_layer)
         return feats
 
-    def calc_lines(self, input_ids, prev_buf, real, on):
-        """``([b, t] line scores, [b, t, k+1] line buffers)``: each solution line's calculator score at its newline.
+    def calc_lines(self, input_ids, prev_buf, real, on, keep: bool):
+        """``([b, t] line scores, [b, t, k+1] line buffers or None)``: each solution line's calculator score at its
+        newline, and (``keep``: for the cache) the unfinished line after every token.
 
         ``prev_buf`` is the unfinished line carried in from the cache (token ids, -1 for none, then its length;
         ``k + 1`` means too long to score). Pad tokens leave the buffer as it was.
@@ -194,7 +212,7 @@ class SurprisePRMForTokenClassification(PreTrainedModel):
         ids, real_l, on_l = input_ids.tolist(), real.tolist(), on.tolist()
         carried = prev_buf.long().tolist()
         queue: list[tuple[int, int, list[int]]] = []
-        states = [] if prev_buf is not None else None
+        states = []
         for r in range(b):
             n = carried[r][-1]
             line = carried[r][: min(n, k)]
@@ -210,7 +228,8 @@ class SurprisePRMForTokenClassification(PreTrainedModel):
                         if n < k:
                             line = [*line, x]
                         n = min(n + 1, k + 1)
-                row_states.append(line + [-1] * (k - len(line)) + [n])
+                if keep:
+                    row_states.append(line + [-1] * (k - len(line)) + [n])
             states.append(row_states)
         scores = torch.zeros(b, t, device=input_ids.device)
         if queue:
@@ -218,28 +237,15 @@ class SurprisePRMForTokenClassification(PreTrainedModel):
             rows = torch.tensor([q[0] for q in queue], device=input_ids.device)
             cols = torch.tensor([q[1] for q in queue], device=input_ids.device)
             scores[rows, cols] = line_scores.to(scores.device)
-        return scores, torch.tensor(states, dtype=torch.float32)
+        return scores, torch.tensor(states, dtype=torch.float32) if keep else None
 
     def score_lines(self, lines: list[list[int]]) -> torch.Tensor:
         """The calculator's log-probability of what each line writes after its ``=`` (then the newline), given
         ``<s>`` and the line before it."""
-        eq, nl = self.config.equals_token_id, self.config.start_token_id
-        bos, pad = self.config.bos_token_id, self.config.pad_token_id or 0
-        seqs, starts = [], []
-        for line in lines:
-            q = line.index(eq)
-            seqs.append([bos, *line, nl])
-            starts.append(q + 2)  # the first target's index in the sequence
-        width = max(map(len, seqs))
+        conf = self.config
         dev = next(self.calc.parameters()).device
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        target = torch.zeros_like(ids, dtype=torch.bool)
-        for i, (seq, st) in enumerate(zip(seqs, starts, strict=True)):
-            ids[i, : len(seq)] = torch.tensor(seq)
-            mask[i, : len(seq)] = 1
-            target[i, st : len(seq)] = True
-        ids, mask, target = ids.to(dev), mask.to(dev), target.to(dev)
+        batch = line_batch(lines, conf.equals_token_id, conf.start_token_id, conf.bos_token_id, conf.pad_token_id or 0)
+        ids, mask, target = (x.to(dev) for x in batch)
         logp = self.calc(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
         tok_lp = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
         return tok_lp.masked_fill(~target[:, 1:], 0.0).sum(1)

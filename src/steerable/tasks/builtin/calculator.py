@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import torch
 
+from steerable.reward.surprise_prm import CALC_MAX_LINE, line_batch
 from steerable.tasks.builtin import arithmetic
 
 LAYERS, HEADS = 3, 4
-MAX_LINE = 24
 
 
 def lines(rng: random.Random, n: int, held_out: bool = False) -> list[str]:
@@ -45,20 +45,10 @@ def lines(rng: random.Random, n: int, held_out: bool = False) -> list[str]:
 
 
 def encode(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``<s> line \\n`` ids and a mask of the target tokens (after the ``=``)."""
+    """Right-padded ``<s> line \\n`` ids and a mask of the target tokens (after the ``=``), as the PRM reads them."""
     eq, nl = tok.convert_tokens_to_ids("="), tok.convert_tokens_to_ids("\n")
-    seqs, starts = [], []
-    for text in texts:
-        ids = tok.encode(text, add_special_tokens=False)
-        q = ids.index(eq)
-        seqs.append([tok.bos_token_id, *ids, nl])
-        starts.append(q + 2)
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), tok.pad_token_id)
-    target = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for i, (seq, st) in enumerate(zip(seqs, starts, strict=True)):
-        ids[i, : len(seq)] = torch.tensor(seq)
-        target[i, st : len(seq)] = True
+    lines = [tok.encode(text, add_special_tokens=False) for text in texts]
+    ids, _, target = line_batch(lines, eq, nl, tok.bos_token_id, tok.pad_token_id)
     return ids, target
 
 
@@ -72,7 +62,7 @@ def build(tok, width: int):
         num_hidden_layers=LAYERS,
         num_attention_heads=HEADS,
         num_key_value_heads=HEADS,
-        max_position_embeddings=MAX_LINE + 8,
+        max_position_embeddings=CALC_MAX_LINE + 8,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,

@@ -66,7 +66,7 @@ class PRMTrainConfig:
     )
     solutions: str | None = opt(None, "Reuse the sampled solutions of an earlier run (its solutions.jsonl).")
     calc_steps: int = opt(
-        6000,
+        5000,
         "Training steps of the calculator (0: none, the PRM reads only the policy's surprise).",
         ge=0,
         le=1_000_000,
