@@ -10,22 +10,41 @@ from steerable.reward.surprise_prm import SurprisePRMForTokenClassification, fro
 START, CLASSES = 4, [[21, 22, 23], [15, 16]]
 
 
-@pytest.fixture(scope="module")
-def prm():
+def tiny_llama(layers: int):
+    """A random causal LM over 40 tokens (0 pads, 1 begins)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
     conf = LlamaConfig(
         vocab_size=40,
         hidden_size=16,
         intermediate_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=2,
         max_position_embeddings=64,
         pad_token_id=0,
+        bos_token_id=1,
     )
-    model = from_policy(LlamaForCausalLM(conf).eval(), CLASSES, START)
+    return LlamaForCausalLM(conf).eval()
+
+
+def assert_cached_scoring_equals_a_full_run(model, rows: list[list[int]]) -> None:
+    """Score ``rows[0]``, then every row reusing its cache (left-padded rows): each equals the row scored alone."""
+    from steerable.lm.prefix_cache import PrefixCache
+
+    cache = PrefixCache(model, lambda logits: logits[..., :1], 64, 64, 0)
+    cache(rows[:1])
+    got = cache(rows)
+    assert cache.reused_tokens > 0
+    for row, out in zip(rows, got, strict=True):
+        full = model(input_ids=torch.tensor([row])).logits[0, :, :1]
+        assert torch.allclose(out, full, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def prm():
+    torch.manual_seed(0)
+    model = from_policy(tiny_llama(2), CLASSES, START)
     with torch.no_grad():
         model.score.weight.copy_(torch.tensor([[0.3, -0.2, 0.5, 0.7]]))
         model.score.bias.fill_(1.5)
@@ -70,16 +89,8 @@ def test_right_padding_does_not_change_a_row(prm):
 
 def test_prefix_cached_scoring_equals_a_full_run(prm):
     """What search does: score a partial, then its continuations, reusing the partial's cache (left-padded rows)."""
-    from steerable.lm.prefix_cache import PrefixCache
-
     rows = [[1, 30, 4, 21, 16], [1, 30, 4, 21, 16, 22, 4, 23], [1, 31, 22, 4, 15], [1, 30, 4, 21, 16, 23, 15, 4, 22]]
-    cache = PrefixCache(prm, lambda logits: logits[..., :1], 64, 64, 0)
-    cache(rows[:1])
-    got = cache(rows)
-    assert cache.reused_tokens > 0
-    for row, out in zip(rows, got, strict=True):
-        full = prm(input_ids=torch.tensor([row])).logits[0, :, :1]
-        assert torch.allclose(out, full, atol=1e-5)
+    assert_cached_scoring_equals_a_full_run(prm, rows)
 
 
 def test_saves_and_loads_through_the_transformers_auto_class(prm, tmp_path):
@@ -107,26 +118,8 @@ EQ = 34
 
 @pytest.fixture(scope="module")
 def calc_prm():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(1)
-
-    def tiny(layers):
-        return LlamaForCausalLM(
-            LlamaConfig(
-                vocab_size=40,
-                hidden_size=16,
-                intermediate_size=32,
-                num_hidden_layers=layers,
-                num_attention_heads=2,
-                num_key_value_heads=2,
-                max_position_embeddings=64,
-                pad_token_id=0,
-                bos_token_id=1,
-            )
-        ).eval()
-
-    model = from_policy(tiny(2), CLASSES, START, calculator=tiny(1), equals_token_id=EQ)
+    model = from_policy(tiny_llama(2), CLASSES, START, calculator=tiny_llama(1), equals_token_id=EQ)
     with torch.no_grad():
         model.score.weight.copy_(torch.tensor([[0.3, -0.2, 0.5, 0.7, 0.4, 0.9]]))
         model.score.bias.fill_(1.5)
@@ -171,21 +164,13 @@ def test_a_line_longer_than_the_calculators_window_adds_nothing(calc_prm):
 
 
 def test_calculator_features_survive_padding_and_cached_continuations_split_inside_a_line(calc_prm):
-    from steerable.lm.prefix_cache import PrefixCache
-
     rows = [
         [1, 30, 4, 21, 16],  # cut inside a line: the cache must carry the unfinished line
         [1, 30, 4, 21, 16, 22, EQ, 23, 4, 22],
         [1, 30, 4, 21, 16, 22, EQ, 23, 4, 22, 15, 21, EQ, 24, 4],
         [1, 31, 22, 4, 15, EQ, 21, 4],
     ]
-    cache = PrefixCache(calc_prm, lambda logits: logits[..., :1], 64, 64, 0)
-    cache(rows[:1])
-    got = cache(rows)
-    assert cache.reused_tokens > 0
-    for row, out in zip(rows, got, strict=True):
-        full = calc_prm(input_ids=torch.tensor([row])).logits[0, :, :1]
-        assert torch.allclose(out, full, atol=1e-5)
+    assert_cached_scoring_equals_a_full_run(calc_prm, rows)
     a, b = rows[2], rows[3]
     ids = torch.tensor([a, b + [0] * (len(a) - len(b))])
     mask = torch.tensor([[1] * len(a), [1] * len(b) + [0] * (len(a) - len(b))])
