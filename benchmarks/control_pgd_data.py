@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steerable.control.data import DataConfig, Dataset, make_dataset
-from steerable.control.pgd import (
+from steerable.control.training.pgd import (
     TrajectoryLayout,
     Transitions,
     dynamics_residual,
     read_transitions,
     sample_trajectories,
 )
+from steerable.control.worlds.data import DataConfig, Dataset, make_dataset
 from steerable.diffusion.denoiser import MLPDenoiser
 
 

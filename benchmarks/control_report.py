@@ -41,10 +41,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from steerable.control.envs import make_env
     from steerable.control.evaluate import evaluate, summary
-    from steerable.control.run import EvalConfig, load_policy, make_controller
-    from steerable.control.stl_guide import path_diversity
+    from steerable.control.registry import EvalConfig, load_policy, make_controller
+    from steerable.control.steering.stl_guide import path_diversity
+    from steerable.control.worlds.envs import make_env
 
     torch.set_num_threads(1)
     Path(args.runs).mkdir(parents=True, exist_ok=True)

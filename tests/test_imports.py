@@ -132,3 +132,28 @@ def test_test_modules_have_unique_basenames():
     for p in tests.rglob("test_*.py"):
         seen[p.name].append(str(p.relative_to(tests)))
     assert not {k: v for k, v in seen.items() if len(v) > 1}
+
+
+# control/'s rooms, as stable-baselines3 keeps them apart: worlds (envs, data) < policies (networks, how an action is
+# drawn) < steering (decision-time methods: a strategy over a process) < evaluate < training (algorithms that make
+# policies) < registry (methods by name). A sub-room imports its own modules and lower ones only.
+CONTROL_RANK = {"worlds": 0, "policies": 1, "steering": 2, "evaluate": 3, "training": 4, "registry": 5}
+
+
+def control_room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "control" else None
+
+
+def test_control_rooms_import_only_rooms_below_them():
+    mods = modules()
+    rooms = {control_room(m) for m in mods} - {None}
+    assert not rooms - set(CONTROL_RANK), f"control rooms {sorted(rooms - set(CONTROL_RANK))} have no rank"
+    bad = [
+        f"{a} -> {b}"
+        for a, targets in sorted(import_graph(mods).items())
+        for b in sorted(targets)
+        if control_room(a) and control_room(b) and control_room(a) != control_room(b)
+        and CONTROL_RANK[control_room(b)] >= CONTROL_RANK[control_room(a)]
+    ]  # fmt: skip
+    assert not bad, "control imports of a room at or above the importer's:\n" + "\n".join(bad)

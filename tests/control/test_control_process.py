@@ -7,16 +7,16 @@ import torch
 pytest.importorskip("gymnasium")
 pytest.importorskip("diffusers")
 
-from steerable.control.data import DataConfig, make_dataset  # noqa: E402
-from steerable.control.envs import NavConfig, PointNav2D  # noqa: E402
 from steerable.control.evaluate import evaluate, summary  # noqa: E402
-from steerable.control.lookahead import Lookahead  # noqa: E402
-from steerable.control.normalize import ActionScale  # noqa: E402
-from steerable.control.policy import PolicyConfig, train_policy  # noqa: E402
-from steerable.control.process import ControlProcess, Plan  # noqa: E402
-from steerable.control.q import TrainQConfig, train_q  # noqa: E402
-from steerable.control.scorers import QScorer, ReturnToGo  # noqa: E402
-from steerable.control.vgps import SoftmaxOfN  # noqa: E402
+from steerable.control.policies.normalize import ActionScale  # noqa: E402
+from steerable.control.steering.lookahead import Lookahead  # noqa: E402
+from steerable.control.steering.process import ControlProcess, Plan  # noqa: E402
+from steerable.control.steering.scorers import QScorer, ReturnToGo  # noqa: E402
+from steerable.control.steering.vgps import SoftmaxOfN  # noqa: E402
+from steerable.control.training.bc import PolicyConfig, train_policy  # noqa: E402
+from steerable.control.training.iql import TrainQConfig, train_q  # noqa: E402
+from steerable.control.worlds.data import DataConfig, make_dataset  # noqa: E402
+from steerable.control.worlds.envs import NavConfig, PointNav2D  # noqa: E402
 from steerable.errors import ConfigError, InputError  # noqa: E402
 from steerable.search.best_of_n import BestOfN  # noqa: E402
 

@@ -3,7 +3,7 @@ import pytest
 
 pytest.importorskip("gymnasium")
 
-from steerable.control.data import DataConfig, Dataset, make_dataset  # noqa: E402
+from steerable.control.worlds.data import DataConfig, Dataset, make_dataset  # noqa: E402
 from steerable.errors import InputError  # noqa: E402
 
 

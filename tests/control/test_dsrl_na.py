@@ -7,11 +7,12 @@ import torch
 pytest.importorskip("gymnasium")
 pytest.importorskip("diffusers")
 
-from steerable.control.data import DataConfig, make_dataset  # noqa: E402
-from steerable.control.dsrl import DSRLConfig, train_dsrl  # noqa: E402
-from steerable.control.dsrl_na import TwinQ, distill_target, load_na_actor, td_target, train_dsrl_na  # noqa: E402
-from steerable.control.normalize import ActionScale  # noqa: E402
-from steerable.control.policy import PolicyConfig, train_policy  # noqa: E402
+from steerable.control.policies.noise import load_na_actor  # noqa: E402
+from steerable.control.policies.normalize import ActionScale  # noqa: E402
+from steerable.control.training.bc import PolicyConfig, train_policy  # noqa: E402
+from steerable.control.training.dsrl import DSRLConfig, train_dsrl  # noqa: E402
+from steerable.control.training.dsrl_na import TwinQ, distill_target, td_target, train_dsrl_na  # noqa: E402
+from steerable.control.worlds.data import DataConfig, make_dataset  # noqa: E402
 from steerable.errors import ConfigError  # noqa: E402
 
 

@@ -3,7 +3,7 @@ import pytest
 
 pytest.importorskip("gymnasium")
 
-from steerable.control.envs import MemoryNav, NavConfig, PointNav2D, STLNav, make_env  # noqa: E402
+from steerable.control.worlds.envs import MemoryNav, NavConfig, PointNav2D, STLNav, make_env  # noqa: E402
 from steerable.errors import ConfigError  # noqa: E402
 
 

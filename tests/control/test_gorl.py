@@ -6,10 +6,11 @@ import pytest
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("diffusers")
 
-from steerable.control.data import DataConfig, make_dataset  # noqa: E402
-from steerable.control.gorl import GoRLConfig, collect_latent_rollouts, train_gorl  # noqa: E402
-from steerable.control.normalize import ActionScale  # noqa: E402
-from steerable.control.policy import DiffusionPolicy, PolicyConfig, train_policy  # noqa: E402
+from steerable.control.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
+from steerable.control.policies.normalize import ActionScale  # noqa: E402
+from steerable.control.training.bc import PolicyConfig, train_policy  # noqa: E402
+from steerable.control.training.gorl import GoRLConfig, collect_latent_rollouts, train_gorl  # noqa: E402
+from steerable.control.worlds.data import DataConfig, make_dataset  # noqa: E402
 from steerable.errors import ConfigError  # noqa: E402
 
 SCALE = ActionScale((-1.0, -1.0), (1.0, 1.0))
@@ -34,8 +35,8 @@ def test_rollouts_record_the_decoded_actions_the_latent_policy_chose(decoder_dir
     data = collect_latent_rollouts("builtin:pointnav", dec, Fixed(), episodes=2, seed=3)
     assert data.episodes == 2 and len(data) == int(np.sum(np.bincount(data.episode)))
     # the first 4 actions are the chunk that noise decodes to at the first observation
-    from steerable.control.dsrl import NoiseActionEnv
-    from steerable.control.envs import make_env
+    from steerable.control.training.dsrl import NoiseActionEnv
+    from steerable.control.worlds.envs import make_env
 
     env = NoiseActionEnv(make_env("builtin:pointnav"), dec)
     obs, _ = env.reset(seed=3 * 1_000_003)

@@ -8,8 +8,7 @@ import torch
 
 pytest.importorskip("gymnasium")
 
-from steerable.control.data import DataConfig, make_dataset  # noqa: E402
-from steerable.control.pgd import (  # noqa: E402
+from steerable.control.training.pgd import (  # noqa: E402
     PolicyGuide,
     TrajectoryLayout,
     Transitions,
@@ -19,7 +18,9 @@ from steerable.control.pgd import (  # noqa: E402
     sample_trajectories,
     trajectory_windows,
 )
-from steerable.control.pgd_agent import PGDConfig, run_pgd, td3_target, td3bc_actor_loss  # noqa: E402
+from steerable.control.training.pgd_run import PGDConfig, run_pgd  # noqa: E402
+from steerable.control.training.td3bc import td3_target, td3bc_actor_loss  # noqa: E402
+from steerable.control.worlds.data import DataConfig, make_dataset  # noqa: E402
 from steerable.errors import ConfigError  # noqa: E402
 
 LOW, HIGH = np.array([-1.0, -1.0], np.float32), np.array([1.0, 1.0], np.float32)
@@ -105,7 +106,7 @@ def test_windows_are_real_sub_trajectories(data):
 
 def test_synthetic_trajectories_follow_the_dynamics_better_than_mismatched_pairs(data):
     torch.manual_seed(0)
-    from steerable.control.pgd_agent import train_trajectory_model
+    from steerable.control.training.pgd_run import train_trajectory_model
 
     cfg = PGDConfig(
         length=4, stride=1, diffusion_steps=400, diffusion_hidden=128, diffusion_layers=2, diffusion_lr=3e-3

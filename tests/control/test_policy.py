@@ -5,15 +5,16 @@ import torch
 pytest.importorskip("gymnasium")
 pytest.importorskip("diffusers")
 
-from steerable.control.controllers import Controller  # noqa: E402
-from steerable.control.data import DataConfig, make_dataset  # noqa: E402
-from steerable.control.envs import PointNav2D  # noqa: E402
 from steerable.control.evaluate import evaluate, summary  # noqa: E402
-from steerable.control.normalize import ActionScale  # noqa: E402
-from steerable.control.policy import DiffusionPolicy, PolicyConfig, train_policy, training_chunks  # noqa: E402
-from steerable.control.q import TrainQConfig, train_q  # noqa: E402
-from steerable.control.rti import RTI  # noqa: E402
-from steerable.control.vgps import VGPS  # noqa: E402
+from steerable.control.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
+from steerable.control.policies.normalize import ActionScale  # noqa: E402
+from steerable.control.steering.controller import Controller  # noqa: E402
+from steerable.control.steering.rti import RTI  # noqa: E402
+from steerable.control.steering.vgps import VGPS  # noqa: E402
+from steerable.control.training.bc import PolicyConfig, train_policy, training_chunks  # noqa: E402
+from steerable.control.training.iql import TrainQConfig, train_q  # noqa: E402
+from steerable.control.worlds.data import DataConfig, make_dataset  # noqa: E402
+from steerable.control.worlds.envs import PointNav2D  # noqa: E402
 from steerable.diffusion.noise import mix  # noqa: E402
 from steerable.errors import ConfigError, IncompatibleArtifactError  # noqa: E402
 
@@ -109,8 +110,8 @@ def test_method_errors(policy, data):
 
 
 def test_dsrl_wrapper_stops_a_chunk_at_termination_and_passes_truncated(policy):
-    from steerable.control.dsrl import NoiseActionEnv
-    from steerable.control.envs import NavConfig
+    from steerable.control.training.dsrl import NoiseActionEnv
+    from steerable.control.worlds.envs import NavConfig
 
     nohist = DiffusionPolicy(
         policy.denoiser.__class__(sample_shape=(8, 2), condition_dim=6, hidden=8, layers=1),
@@ -139,9 +140,9 @@ def test_dsrl_wrapper_stops_a_chunk_at_termination_and_passes_truncated(policy):
 
 
 def test_ptp_keeps_the_candidate_whose_past_matches_the_executed_actions(data):
-    from steerable.control.process import Plan
-    from steerable.control.ptp import PTP
-    from steerable.control.scorers import PastConsistency
+    from steerable.control.steering.process import Plan
+    from steerable.control.steering.ptp import PTP
+    from steerable.control.steering.scorers import PastConsistency
 
     cfg = PolicyConfig(data="-", out="-", steps=2, hidden=16, layers=1, steps_inference=2, history=2, stride=2, past=2)
     pol = train_policy(cfg, data, SCALE, progress=False)[0]
@@ -167,8 +168,8 @@ def test_ptp_keeps_the_candidate_whose_past_matches_the_executed_actions(data):
 
 
 def test_chunk_robustness_prefers_heading_to_the_open_subgoal_and_guidance_fires(policy):
-    from steerable.control.envs import NavConfig, STLNav
-    from steerable.control.stl_guide import ChunkRobustness, STLGuided, integrate
+    from steerable.control.steering.stl_guide import ChunkRobustness, STLGuided, integrate
+    from steerable.control.worlds.envs import NavConfig, STLNav
 
     # integrate matches the env's own dynamics without wind or gusts
     env = STLNav(NavConfig(wind=0.0, gust=0.0))
@@ -192,8 +193,8 @@ def test_chunk_robustness_prefers_heading_to_the_open_subgoal_and_guidance_fires
 
 
 def test_fk_toward_robustness_resamples_and_counts_particles(policy):
-    from steerable.control.envs import STLNav
-    from steerable.control.stl_guide import STLFK
+    from steerable.control.steering.stl_guide import STLFK
+    from steerable.control.worlds.envs import STLNav
 
     nohist = DiffusionPolicy(
         policy.denoiser.__class__(sample_shape=(8, 2), condition_dim=6, hidden=8, layers=1),
@@ -211,7 +212,7 @@ def test_fk_toward_robustness_resamples_and_counts_particles(policy):
 
 
 def test_dsrl_alpha_lr_survives_sb3_resetting_learning_rates(tmp_path):
-    from steerable.control.dsrl import DSRLConfig, train_dsrl
+    from steerable.control.training.dsrl import DSRLConfig, train_dsrl
 
     d = make_dataset(DataConfig(out="-", episodes=4, seed=1))
     cfg = PolicyConfig(data="-", out="-", steps=2, hidden=16, layers=1, steps_inference=2)

@@ -4,9 +4,10 @@ import torch
 
 pytest.importorskip("gymnasium")
 
-from steerable.control.data import Dataset  # noqa: E402
-from steerable.control.normalize import ActionScale, require_same  # noqa: E402
-from steerable.control.q import IQLCritic, TrainQConfig, chunk_targets, train_q  # noqa: E402
+from steerable.control.policies.critics import IQLCritic  # noqa: E402
+from steerable.control.policies.normalize import ActionScale, require_same  # noqa: E402
+from steerable.control.training.iql import TrainQConfig, chunk_targets, train_q  # noqa: E402
+from steerable.control.worlds.data import Dataset  # noqa: E402
 from steerable.errors import ConfigError, IncompatibleArtifactError, InputError  # noqa: E402
 
 SCALE = ActionScale((-1.0, -1.0), (1.0, 1.0))

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from steerable.control.stl import Always, And, Eventually, Not, Or, Predicate, Until, inside_disk, nav_spec
+from steerable.control.worlds.stl import Always, And, Eventually, Not, Or, Predicate, Until, inside_disk, nav_spec
 
 
 def _x(values):

@@ -6,22 +6,20 @@ import pytest
 pytest.importorskip("gymnasium")
 pytest.importorskip("diffusers")
 
-from steerable.control.data import DataConfig, make_dataset  # noqa: E402
-from steerable.control.envs import STLNav  # noqa: E402
 from steerable.control.evaluate import evaluate  # noqa: E402
-from steerable.control.normalize import ActionScale  # noqa: E402
-from steerable.control.policy import PolicyConfig, train_policy  # noqa: E402
-from steerable.control.tgpo import (  # noqa: E402
+from steerable.control.policies.normalize import ActionScale  # noqa: E402
+from steerable.control.steering.tgpo import (  # noqa: E402
     TGPO,
     AllocationProcess,
     Allocations,
     CriticScorer,
     MetropolisHastings,
-    collect,
-    relabel,
     subgoal_obs,
-    train_critic,
 )
+from steerable.control.training.bc import PolicyConfig, train_policy  # noqa: E402
+from steerable.control.training.tgpo import collect, relabel, train_critic  # noqa: E402
+from steerable.control.worlds.data import DataConfig, make_dataset  # noqa: E402
+from steerable.control.worlds.envs import STLNav  # noqa: E402
 from steerable.errors import ConfigError  # noqa: E402
 from steerable.search.best_of_n import BestOfN  # noqa: E402
 
@@ -118,8 +116,9 @@ def test_critic_keeps_the_weights_with_the_lowest_held_out_loss():
 
 
 def test_train_tgpo_writes_a_policy_and_critic_the_controller_loads(tmp_path, data):
-    from steerable.control.policy import DiffusionPolicy
-    from steerable.control.tgpo import AllocationCritic, TGPOConfig, train_tgpo
+    from steerable.control.policies.critics import AllocationCritic
+    from steerable.control.policies.diffusion_policy import DiffusionPolicy
+    from steerable.control.training.tgpo import TGPOConfig, train_tgpo
 
     data.save(tmp_path / "d.npz")
     out = tmp_path / "t"

@@ -14,7 +14,7 @@ from steerable.errors import InputError
 
 
 def _run_data(cfg) -> None:
-    from steerable.control.data import make_dataset
+    from steerable.control.worlds.data import make_dataset
 
     data = make_dataset(cfg)
     data.save(cfg.out)
@@ -33,10 +33,10 @@ def _run_data(cfg) -> None:
 
 
 def _run_train_q(cfg) -> None:
-    from steerable.control.data import Dataset
-    from steerable.control.envs import make_env
-    from steerable.control.normalize import ActionScale
-    from steerable.control.q import train_q
+    from steerable.control.policies.normalize import ActionScale
+    from steerable.control.training.iql import train_q
+    from steerable.control.worlds.data import Dataset
+    from steerable.control.worlds.envs import make_env
 
     data = Dataset.load(cfg.data)
     env = make_env(cfg.env)
@@ -51,10 +51,10 @@ def _run_train_q(cfg) -> None:
 
 
 def _run_train_policy(cfg) -> None:
-    from steerable.control.data import Dataset
-    from steerable.control.envs import make_env
-    from steerable.control.normalize import ActionScale
-    from steerable.control.policy import train_policy
+    from steerable.control.policies.normalize import ActionScale
+    from steerable.control.training.bc import train_policy
+    from steerable.control.worlds.data import Dataset
+    from steerable.control.worlds.envs import make_env
 
     data = Dataset.load(cfg.data)
     env = make_env(cfg.env)
@@ -69,19 +69,19 @@ def _run_train_policy(cfg) -> None:
 
 
 def _run_tgpo(cfg) -> None:
-    from steerable.control.tgpo import train_tgpo
+    from steerable.control.training.tgpo import train_tgpo
 
     typer.echo(json.dumps(train_tgpo(cfg)))
 
 
 def _run_gorl(cfg) -> None:
-    from steerable.control.gorl import train_gorl
+    from steerable.control.training.gorl import train_gorl
 
     typer.echo(json.dumps(train_gorl(cfg)))
 
 
 def _run_pgd(cfg) -> None:
-    from steerable.control.pgd_agent import run_pgd
+    from steerable.control.training.pgd_run import run_pgd
 
     result = run_pgd(cfg)
     keep = ("success", "success_se", "return", "outcomes", "final_on_policy_gap")
@@ -89,8 +89,8 @@ def _run_pgd(cfg) -> None:
 
 
 def _run_dsrl(cfg) -> None:
-    from steerable.control.dsrl import train_dsrl
-    from steerable.control.dsrl_na import train_dsrl_na
+    from steerable.control.training.dsrl import train_dsrl
+    from steerable.control.training.dsrl_na import train_dsrl_na
 
     record = (train_dsrl_na if cfg.variant == "na" else train_dsrl)(cfg)
     typer.echo(json.dumps({k: record[k] for k in ("env_steps", "nfe", "wall_seconds", "curve")}))
@@ -104,10 +104,10 @@ class EvalPlot:
 def _run_eval(cfg, printing: Printing, drawing: EvalPlot) -> None:
     import torch
 
-    from steerable.control.envs import make_env
     from steerable.control.evaluate import evaluate, summary
     from steerable.control.evaluate import plot as draw
-    from steerable.control.run import load_policy, make_controller
+    from steerable.control.registry import load_policy, make_controller
+    from steerable.control.worlds.envs import make_env
 
     torch.set_num_threads(cfg.threads)
     env = make_env(cfg.env)
@@ -135,14 +135,14 @@ def _register() -> None:
     from steerable.config import command, config_command
 
     try:
-        from steerable.control.data import DataConfig
-        from steerable.control.dsrl import DSRLConfig
-        from steerable.control.gorl import GoRLConfig
-        from steerable.control.pgd_agent import PGDConfig
-        from steerable.control.policy import PolicyConfig
-        from steerable.control.q import TrainQConfig
-        from steerable.control.run import EvalConfig
-        from steerable.control.tgpo import TGPOConfig
+        from steerable.control.registry import EvalConfig
+        from steerable.control.training.bc import PolicyConfig
+        from steerable.control.training.dsrl import DSRLConfig
+        from steerable.control.training.gorl import GoRLConfig
+        from steerable.control.training.iql import TrainQConfig
+        from steerable.control.training.pgd_run import PGDConfig
+        from steerable.control.training.tgpo import TGPOConfig
+        from steerable.control.worlds.data import DataConfig
     except ImportError as e:  # the [control] extra is optional
         absent = e.name
 

@@ -2,10 +2,10 @@
 
 At every control step, a strategy of the search room (``bon``, ``beam``,
 ``dvts``, ...; :func:`steerable.search.registry.make_strategy`) runs over a
-:class:`~steerable.control.process.ControlProcess` with ``rollout``: each
+:class:`~steerable.control.steering.process.ControlProcess` with ``rollout``: each
 row plans ``depth`` chunks, running each in its own fork of the env (the
 state, wind included, but fresh gusts), and is scored by
-:class:`~steerable.control.scorers.ReturnToGo`, the discounted reward the
+:class:`~steerable.control.steering.scorers.ReturnToGo`, the discounted reward the
 fork collected plus gamma^n V(s_n) from the IQL critic (no value after a
 termination). The first chunk of the best plan is executed in the real
 episode. This is model-predictive control with the simulator as the model:
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steerable.control.controllers import Controller
-from steerable.control.normalize import require_same
-from steerable.control.process import ControlProcess
-from steerable.control.q import IQLCritic
-from steerable.control.scorers import ReturnToGo
+from steerable.control.policies.critics import IQLCritic
+from steerable.control.policies.normalize import require_same
+from steerable.control.steering.controller import Controller
+from steerable.control.steering.process import ControlProcess
+from steerable.control.steering.scorers import ReturnToGo
 from steerable.errors import ConfigError
 from steerable.search.base import no_answer
 from steerable.search.registry import UNSCORED, make_strategy

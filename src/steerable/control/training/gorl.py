@@ -7,12 +7,12 @@ Stages alternate:
 (a) the decoder g (here the chunked diffusion policy, DDIM eta = 0, so eps is
     its initial noise) is frozen and a *fresh* latent policy pi_theta(eps | s)
     is trained by RL in eps-space: exactly DSRL's SAC over the noise
-    (:func:`steerable.control.dsrl.train_dsrl`, same settings);
+    (:func:`steerable.control.training.dsrl.train_dsrl`, same settings);
 (b) the latent policy is frozen, its rollouts are collected (eps sampled from
     pi_theta, as the authors collect with the encoder's sampling policy), and
     a *fresh* decoder is fitted by the diffusion loss to map the fixed prior
     eps ~ N(0, I), given s, to the actions taken (behaviour cloning on those
-    rollouts, :func:`steerable.control.policy.train_policy`).
+    rollouts, :func:`steerable.control.training.bc.train_policy`).
 
 Stage 0 starts from the BC policy as the decoder. The authors' defaults are a
 fresh encoder each stage (``fresh_encoder_each_stage``) and a fresh decoder
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from steerable.config import check, opt
-from steerable.control.data import Dataset
-from steerable.control.policy import DiffusionPolicy
+from steerable.control.policies.diffusion_policy import DiffusionPolicy
+from steerable.control.worlds.data import Dataset
 from steerable.errors import ConfigError
 
 
@@ -68,8 +68,8 @@ class GoRLConfig:
 def collect_latent_rollouts(env_name: str, decoder: DiffusionPolicy, latent, episodes: int, seed: int) -> Dataset:
     """Episodes of the latent policy (eps sampled from it) decoded through ``decoder``, as a dataset of the env
     actions actually executed."""
-    from steerable.control.dsrl import NoiseActionEnv
-    from steerable.control.envs import make_env
+    from steerable.control.training.dsrl import NoiseActionEnv
+    from steerable.control.worlds.envs import make_env
     from steerable.lm.sampling import item_seed
 
     env = NoiseActionEnv(make_env(env_name), decoder)
@@ -105,11 +105,13 @@ def train_gorl(cfg: GoRLConfig, progress: bool = True) -> dict:
     """Stages of (fresh latent SAC on the frozen decoder, fresh decoder fitted to its rollouts); writes each
     stage's ``latent/sac.zip`` and ``decoder/``, and ``gorl.json`` with success per stage of: the decoder
     alone (eps ~ N(0, I)) and the latent policy on it (deterministic, as DSRL evaluates)."""
-    from steerable.control.controllers import Controller
-    from steerable.control.dsrl import DSRLConfig, DSRLController, load_noise_policy, train_dsrl
-    from steerable.control.envs import make_env
     from steerable.control.evaluate import evaluate, summary
-    from steerable.control.policy import PolicyConfig, train_policy
+    from steerable.control.policies.noise import load_noise_policy
+    from steerable.control.steering.controller import Controller
+    from steerable.control.steering.dsrl import DSRLController
+    from steerable.control.training.bc import PolicyConfig, train_policy
+    from steerable.control.training.dsrl import DSRLConfig, train_dsrl
+    from steerable.control.worlds.envs import make_env
 
     torch.set_num_threads(cfg.threads)
     decoder = DiffusionPolicy.load(cfg.policy)

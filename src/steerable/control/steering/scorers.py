@@ -1,4 +1,4 @@
-"""Scorers of control plans (:class:`~steerable.control.process.Plan`): the critic, past consistency, return-to-go.
+"""Scorers of control plans (:class:`~steerable.control.steering.process.Plan`): critic, past consistency, return.
 
 Each is a :class:`~steerable.reward.scorer.Scorer`: it declares its range,
 counts its ``calls`` (one per plan scored) and scores a batch of plans in one
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from steerable.control.policy import DiffusionPolicy
-from steerable.control.process import Plan
-from steerable.control.q import IQLCritic
+from steerable.control.policies.critics import IQLCritic
+from steerable.control.policies.diffusion_policy import DiffusionPolicy
+from steerable.control.steering.process import Plan
 from steerable.errors import ConfigError
 
 INF = float("inf")

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from steerable.control.data import Dataset
+from steerable.control.worlds.data import Dataset
 from steerable.diffusion.denoiser import MLPDenoiser
 from steerable.errors import InputError
 

@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from steerable.config import check, opt
-from steerable.control.envs import MemoryNav, PointNav2D, make_env
+from steerable.control.worlds.envs import MemoryNav, PointNav2D, make_env
 from steerable.errors import InputError
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "episode")

@@ -50,8 +50,8 @@ import numpy as np
 import torch
 
 from steerable.config import check, opt
-from steerable.control.controllers import Controller
-from steerable.control.policy import DiffusionPolicy
+from steerable.control.policies.diffusion_policy import DiffusionPolicy
+from steerable.control.steering.dsrl import DSRLController
 from steerable.errors import ConfigError, InputError
 
 
@@ -167,33 +167,6 @@ class DSRLConfig:
         check(self, "dsrl: ")
 
 
-@dataclass
-class DSRLController(Controller):
-    """Acts with the learnt noise policy (its mean: deterministic) decoded through the frozen diffusion policy."""
-
-    noise_policy: object = None
-    name = "dsrl"
-
-    def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
-        w, _ = self.noise_policy.predict(np.stack([seen[r][-1] for r in rows]), deterministic=True)
-        x = torch.as_tensor(np.asarray(w, np.float32)).reshape(len(rows), *self.policy.sample_shape)
-        chunks = self.policy.future(self._sample(rows, seen, x_init=x)[:, 0])
-        return {r: self._run(r, chunks[i]) for i, r in enumerate(rows)}
-
-
-def load_noise_policy(path: str | Path):
-    """The actor of a saved DSRL run (``sac.zip``), enough to act: SB3's policy with only the actor's weights
-    (the critics, LayerNorm or not, are not needed to act). A DSRL-NA ``actor.pt``: ``dsrl_na.load_na_actor``."""
-    from stable_baselines3.common.save_util import load_from_zip_file
-    from stable_baselines3.sac.policies import SACPolicy
-
-    data, params, _ = load_from_zip_file(path, device="cpu")
-    pol = SACPolicy(data["observation_space"], data["action_space"], lambda _: 0.0, **data["policy_kwargs"])
-    actor = {k.removeprefix("actor."): v for k, v in params["policy"].items() if k.startswith("actor.")}
-    pol.actor.load_state_dict(actor)
-    return pol.eval()
-
-
 def layer_norm_critics(sac, width: int, layers: int, lr: float) -> None:
     """Rebuild SB3's SAC critics as Linear-LayerNorm-Tanh stacks (the authors' ``post_linear_modules``)."""
     for critic in (sac.critic, sac.critic_target):
@@ -246,8 +219,8 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from steerable.control.envs import make_env
     from steerable.control.evaluate import evaluate, summary
+    from steerable.control.worlds.envs import make_env
 
     torch.set_num_threads(cfg.threads)
     policy = DiffusionPolicy.load(cfg.policy)

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from steerable.control.controllers import Controller
-from steerable.control.envs import STLNav
-from steerable.control.stl import Always, And, Eventually, Formula, Not, inside_disk
+from steerable.control.steering.controller import Controller
+from steerable.control.worlds.envs import STLNav
+from steerable.control.worlds.stl import Always, And, Eventually, Formula, Not, inside_disk
 from steerable.diffusion.noise import mix
 from steerable.errors import ConfigError
 

@@ -5,9 +5,9 @@ each by the critic, and execute the argmax, or (``beta`` > 0) a chunk drawn
 from softmax(Q / beta), as the authors' ``get_vgps_action`` does
 (``jax.random.categorical(values / action_temp)``; temperature 0 is argmax).
 The paper's critic scores the first action of each chunk; an
-:class:`~steerable.control.q.IQLCritic` trained with ``--chunk H`` scores the
+:class:`~steerable.control.policies.critics.IQLCritic` trained with ``--chunk H`` scores the
 whole chunk instead (it says which in ``critic.chunk``). The policy and the
-critic must normalise actions alike (:func:`~steerable.control.normalize.require_same`):
+critic must normalise actions alike (:func:`~steerable.control.policies.normalize.require_same`):
 the authors' code normalises them differently. Cost per control step: K
 policy samples (K x DDIM steps NFE) and K critic calls.
 """
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from steerable.config import check, opt
-from steerable.control.controllers import Controller
-from steerable.control.normalize import require_same
-from steerable.control.process import ControlProcess
-from steerable.control.q import IQLCritic
-from steerable.control.scorers import QScorer
+from steerable.control.policies.critics import IQLCritic
+from steerable.control.policies.normalize import require_same
+from steerable.control.steering.controller import Controller
+from steerable.control.steering.process import ControlProcess
+from steerable.control.steering.scorers import QScorer
 from steerable.diffusion.noise import mix
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores

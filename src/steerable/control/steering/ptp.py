@@ -3,7 +3,7 @@ via Past-Token Prediction", 2025; no official code was found, this follows the p
 
 A long-context policy (``history`` > 0 frames) trained with ``past`` > 0
 predicts the actions it took at the history's times along with the next
-chunk (:mod:`steerable.control.policy`). At test time it samples M
+chunk (:mod:`steerable.control.policies.diffusion_policy`). At test time it samples M
 candidates and keeps the one whose predicted past best matches the actions
 actually executed:
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steerable.control.controllers import Controller
-from steerable.control.process import ControlProcess
-from steerable.control.scorers import PastConsistency
+from steerable.control.steering.controller import Controller
+from steerable.control.steering.process import ControlProcess
+from steerable.control.steering.scorers import PastConsistency
 from steerable.errors import ConfigError
 from steerable.search.best_of_n import BestOfN, Greedy
 
@@ -30,7 +30,7 @@ from steerable.search.best_of_n import BestOfN, Greedy
 @dataclass
 class PTP(Controller):
     """Best-of-M by past consistency: the search room's :class:`~steerable.search.best_of_n.BestOfN` over a
-    one-chunk :class:`ControlProcess` with a :class:`~steerable.control.scorers.PastConsistency` scorer."""
+    one-chunk :class:`ControlProcess` with a :class:`~steerable.control.steering.scorers.PastConsistency` scorer."""
 
     m: int = 1
     name = "ptp"

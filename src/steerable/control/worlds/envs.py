@@ -267,7 +267,7 @@ class STLNav(PointNav2D):
 
     The episode still ends at the goal or a collision (the env's reward is
     PointNav's); ``info["satisfied"]`` at the end says whether the visited
-    trajectory satisfies phi, and :func:`steerable.control.stl.nav_spec`
+    trajectory satisfies phi, and :func:`steerable.control.worlds.stl.nav_spec`
     gives the smooth robustness used for steering.
     """
 

@@ -21,7 +21,7 @@ the root's stream (a clairvoyant search, for ablations).
 Cost, in ``usage``: ``nfe`` (denoiser evaluations: rows x DDIM steps per
 chunk) and ``env_steps`` (steps run in forks; the real episode's steps are
 counted by the evaluation, not here). Scorer calls are counted by the
-scorers (:mod:`steerable.control.scorers`).
+scorers (:mod:`steerable.control.steering.scorers`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from steerable.control.policy import DiffusionPolicy
+from steerable.control.policies.diffusion_policy import DiffusionPolicy
 from steerable.diffusion.noise import mix
 from steerable.errors import ConfigError, InputError
 from steerable.usage import Usage

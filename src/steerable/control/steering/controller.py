@@ -15,7 +15,7 @@ The base controller samples one chunk and runs ``execute`` of its actions.
 
 Search-like methods (V-GPS, past-token verification, lookahead search) run a
 search strategy (:mod:`steerable.search`) over the control process
-(:class:`~steerable.control.process.ControlProcess`, a step is one chunk)
+(:class:`~steerable.control.steering.process.ControlProcess`, a step is one chunk)
 at every control step, through :meth:`Controller._search`, and add up the
 strategy's :class:`~steerable.search.result.Cost`.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from steerable.control.policy import DiffusionPolicy
+from steerable.control.policies.diffusion_policy import DiffusionPolicy
 from steerable.diffusion.noise import mix
 
 

@@ -20,7 +20,7 @@ Where it differs from the authors' code, and why:
 - written in torch here (no SB3 fork); the chunk wrapper, warm-up from N(0, I)
   noise clipped to the box, LayerNorm+Tanh critics, alpha_init / alpha_lr,
   and ``gradient_steps`` updates per step of all envs are DSRL-SAC's
-  (:mod:`steerable.control.dsrl`, which says why each differs from the paper);
+  (:mod:`steerable.control.training.dsrl`, which says why each differs from the paper);
 - the TD target stops at termination, not at the time limit (the authors'
   wrapper reports the limit as terminal);
 - the distillation target is the min over the two online Q^A critics
@@ -43,20 +43,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from steerable.control.dsrl import DSRLConfig, DSRLController, NoiseActionEnv
-from steerable.control.policy import DiffusionPolicy
+from steerable.control.policies.diffusion_policy import DiffusionPolicy
+from steerable.control.policies.noise import NoiseActor, mlp
+from steerable.control.steering.dsrl import DSRLController
+from steerable.control.training.dsrl import DSRLConfig, NoiseActionEnv
 from steerable.errors import InputError
 
 Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (obs [B, o], w [B, D]) -> a [B, D]
 Sample = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # obs -> (w, log pi(w|obs))
-
-
-def mlp(d_in: int, width: int, layers: int, d_out: int, layer_norm: bool) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    for _ in range(layers):
-        mods += [nn.Linear(d_in, width), *([nn.LayerNorm(width)] if layer_norm else []), nn.Tanh()]
-        d_in = width
-    return nn.Sequential(*mods, nn.Linear(d_in, d_out))
 
 
 class TwinQ(nn.Module):
@@ -70,28 +64,6 @@ class TwinQ(nn.Module):
         """[2, B]: both critics."""
         sx = torch.cat([obs, x], -1)
         return torch.stack([q(sx).squeeze(-1) for q in self.q])
-
-
-class NoiseActor(nn.Module):
-    """Tanh-Gaussian policy over w in Box(+-magnitude); ``predict`` is the deterministic mean (DSRLController's API)."""
-
-    def __init__(self, obs_dim: int, w_dim: int, width: int, layers: int, magnitude: float) -> None:
-        super().__init__()
-        self.body = mlp(obs_dim, width, layers - 1, width, False) if layers > 1 else nn.Linear(obs_dim, width)
-        self.mu, self.log_std = nn.Linear(width, w_dim), nn.Linear(width, w_dim)
-        self.magnitude = magnitude
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.tanh(self.body(obs))
-        mu, log_std = self.mu(h), self.log_std(h).clamp(-20, 2)
-        u = mu + log_std.exp() * torch.randn_like(mu)
-        logp = torch.distributions.Normal(mu, log_std.exp()).log_prob(u) - torch.log(1 - torch.tanh(u) ** 2 + 1e-6)
-        return torch.tanh(u) * self.magnitude, logp.sum(-1)  # log pi in tanh units, as SB3
-
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
-        with torch.no_grad():
-            mu = self.mu(torch.tanh(self.body(torch.as_tensor(np.asarray(obs, np.float32)))))
-        return (torch.tanh(mu) * self.magnitude).numpy(), None
 
 
 def td_target(
@@ -111,18 +83,10 @@ def distill_target(qa: TwinQ, decode: Decode, obs: torch.Tensor, w: torch.Tensor
         return qa(obs, decode(obs, w)).min(0).values
 
 
-def load_na_actor(path: str | Path) -> NoiseActor:
-    """The noise actor of a saved DSRL-NA run (``actor.pt``)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    actor = NoiseActor(**blob["shape"])
-    actor.load_state_dict(blob["state"])
-    return actor.eval()
-
-
 def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
     """DSRL-NA training; a success check every ``eval_every`` env steps; writes ``actor.pt`` and ``training.json``."""
-    from steerable.control.envs import make_env
     from steerable.control.evaluate import evaluate, summary
+    from steerable.control.worlds.envs import make_env
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

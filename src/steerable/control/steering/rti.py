@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from steerable.control.controllers import Controller
+from steerable.control.steering.controller import Controller
 from steerable.diffusion.noise import gaussian, mix
 from steerable.errors import ConfigError
 

@@ -65,7 +65,7 @@ class EvalConfig:
 
 
 def load_policy(cfg: EvalConfig):
-    from steerable.control.policy import DiffusionPolicy
+    from steerable.control.policies.diffusion_policy import DiffusionPolicy
 
     if cfg.method == "tgpo":
         return DiffusionPolicy.load(tgpo_dir(cfg) / "policy")
@@ -78,46 +78,47 @@ def load_policy(cfg: EvalConfig):
 
 
 def make_controller(cfg: EvalConfig, policy):
-    from steerable.control.controllers import Controller
+    from steerable.control.steering.controller import Controller
 
     execute = cfg.execute or None
     if cfg.method == "base":
         return Controller(policy, execute=execute)
     if cfg.method == "vgps":
-        from steerable.control.q import IQLCritic
-        from steerable.control.vgps import VGPS
+        from steerable.control.policies.critics import IQLCritic
+        from steerable.control.steering.vgps import VGPS
 
         path = builtin_dir(cfg.env, "critic") if cfg.critic == "builtin" else Path(cfg.critic)
         return VGPS(policy, execute=execute, critic=IQLCritic.load(path), k=cfg.budget, beta=cfg.beta)
     if cfg.method == "rti":
-        from steerable.control.rti import RTI
+        from steerable.control.steering.rti import RTI
 
         return RTI(policy, k_prime=cfg.budget, mode=cfg.rti_mode)
     if cfg.method == "ptp":
-        from steerable.control.ptp import PTP
+        from steerable.control.steering.ptp import PTP
 
         return PTP(policy, execute=execute, m=cfg.budget)
     if cfg.method == "stl":
-        from steerable.control.stl_guide import STLGuided
+        from steerable.control.steering.stl_guide import STLGuided
 
         return STLGuided(policy, execute=execute, last=min(cfg.budget, policy.steps_inference))
     if cfg.method == "fk":
-        from steerable.control.stl_guide import STLFK
+        from steerable.control.steering.stl_guide import STLFK
 
         return STLFK(policy, execute=execute, particles=cfg.budget)
     if cfg.method == "dsrl":
-        from steerable.control.dsrl import DSRLController, load_noise_policy
+        from steerable.control.policies.noise import load_noise_policy
+        from steerable.control.steering.dsrl import DSRLController
 
         if not cfg.noise_policy or not Path(cfg.noise_policy).exists():
             raise InputError("dsrl needs --noise-policy PATH/sac.zip: train it with `steerable control dsrl`")
         if cfg.noise_policy.endswith(".pt"):  # the actor of --variant na
-            from steerable.control.dsrl_na import load_na_actor
+            from steerable.control.policies.noise import load_na_actor
 
             return DSRLController(policy, execute=execute, noise_policy=load_na_actor(cfg.noise_policy))
         return DSRLController(policy, execute=execute, noise_policy=load_noise_policy(cfg.noise_policy))
     if cfg.method == "search":
-        from steerable.control.lookahead import Lookahead
-        from steerable.control.q import IQLCritic
+        from steerable.control.policies.critics import IQLCritic
+        from steerable.control.steering.lookahead import Lookahead
 
         path = builtin_dir(cfg.env, "critic") if cfg.critic == "builtin" else Path(cfg.critic)
         return Lookahead(
@@ -125,7 +126,8 @@ def make_controller(cfg: EvalConfig, policy):
             depth=cfg.depth,
         )  # fmt: skip
     if cfg.method == "tgpo":
-        from steerable.control.tgpo import TGPO, AllocationCritic
+        from steerable.control.policies.critics import AllocationCritic
+        from steerable.control.steering.tgpo import TGPO
 
         if not cfg.env.endswith("stlnav"):
             raise ConfigError(f"tgpo plans STLNav's subgoals: run it with --env builtin:stlnav (got {cfg.env})")
