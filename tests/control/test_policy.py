@@ -15,8 +15,8 @@ from steerable.control.training.bc import PolicyConfig, train_policy, training_c
 from steerable.control.training.iql import TrainQConfig, train_q  # noqa: E402
 from steerable.control.worlds.data import DataConfig, make_dataset  # noqa: E402
 from steerable.control.worlds.envs import PointNav2D  # noqa: E402
-from steerable.diffusion.noise import mix  # noqa: E402
 from steerable.errors import ConfigError, IncompatibleArtifactError  # noqa: E402
+from steerable.streams import stream  # noqa: E402
 
 SCALE = ActionScale((-1.0, -1.0), (1.0, 1.0))
 
@@ -87,9 +87,9 @@ def test_same_seed_same_episodes_whatever_the_batch_and_vgps_picks_the_best_q(po
     seen = [[e.reset(seed=s)[0]] for e, s in zip(envs, (0, 1), strict=True)]
     act = vgps.act([0, 1], seen, envs)
     for r in (0, 1):
-        # the control process's streams: the run's seed mix(episode seed, query), row j, then its query 0
+        # the control process's streams: the run's seed stream(episode seed, query), row j, then its query 0
         cond = policy.condition(policy.frames(seen[r])).expand(5, -1)
-        streams = [mix(mix(mix(vgps.seeds[r], 0), j), 0) for j in range(5)]
+        streams = [stream(stream(stream(vgps.seeds[r], 0), j), 0) for j in range(5)]
         chunks = policy.future(policy.sample_rows(cond, streams))
         best = chunks[int(np.argmax(vgps.last_q[r]))]
         assert np.allclose(act[r], policy.to_env(best[:4]), atol=1e-6)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from steerable.bench.report import LM_COST
 from steerable.errors import ConfigError, SteerableError
-from steerable.lm.sampling import item_seed
 from steerable.reward.scorer import CachedScorer
 from steerable.search.registry import UNSCORED, make_strategy
+from steerable.streams import item_seed
 from steerable.tasks.answers import AnswerChecker
 from steerable.tasks.loader import Item
 

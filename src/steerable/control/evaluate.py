@@ -1,7 +1,7 @@
 """Run a controller for N seeded episodes: success, return, NFE per control step, seconds per step.
 
 Episode i starts the env at seed ``item_seed(seed, i)`` and the controller's
-sampling at ``mix(seed, i)``, so two methods run with the same ``--seed`` meet
+sampling at ``stream(seed, i)``, so two methods run with the same ``--seed`` meet
 the same starts, winds and gusts. Results are appended one JSON line per
 episode to ``--resume FILE`` (when given) and a rerun skips the episodes
 already there, so a long evaluation that was interrupted resumes.
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from steerable.diffusion.noise import mix
 from steerable.errors import InputError
-from steerable.lm.sampling import item_seed
+from steerable.streams import item_seed, stream
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def run_block(env, controller, indices: list[int], seed: int, keep_path: bool = 
         obs, info = e.reset(seed=item_seed(seed, i))
         seen.append([obs])
         infos.append(info)
-    controller.reset([mix(seed, i) for i in indices])
+    controller.reset([stream(seed, i) for i in indices])
     n = len(indices)
     total, steps, seconds, ended = [0.0] * n, [0] * n, [0.0] * n, [False] * n
     paths = [[tuple(map(float, infos[r].get("pos", seen[r][0][:2])))] for r in range(n)]

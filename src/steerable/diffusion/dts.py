@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 import torch
 
 from steerable.config import check, opt
-from steerable.diffusion.noise import mix
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require
 from steerable.search.result import Candidate, Result
+from steerable.streams import stream
 
 
 @dataclass(eq=False)
@@ -179,7 +179,7 @@ class DiffusionTreeSampling:
         for parent, child in leaves:
             k = parent.children.index(child)  # its number among its siblings: its noise stream
             if parent.parent is None:
-                starts.append(process.init(prompt, 1, mix(seed, k)))
+                starts.append(process.init(prompt, 1, stream(seed, k)))
             else:
                 # the k-th branch of the parent's noise stream (child 0 continued the stream itself)
                 starts.append(process.select(process.select(parent.state, [0] * (k + 1)), [k]))

@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from steerable.diffusion.noise import gaussian, mix
 from steerable.errors import ConfigError, InputError
+from steerable.streams import gaussian, stream
 from steerable.usage import Usage
 
 
@@ -124,7 +124,7 @@ class DiffusionProcess:
             raise InputError(f"a diffusion state needs at least one row (got {n})")
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
-        streams = torch.tensor([mix(seed, r) for r in range(n)], dtype=torch.long)
+        streams = torch.tensor([stream(seed, r) for r in range(n)], dtype=torch.long)
         dims = int(torch.tensor(self.sample_shape).prod())
         x = gaussian(streams, -1, dims).float().reshape(n, *self.sample_shape) * self.scheduler.init_noise_sigma
         cond = self.encode(prompt) if self.encode is not None else None
@@ -160,7 +160,7 @@ class DiffusionProcess:
             k = copies.get(r, 0)
             copies[r] = k + 1
             s = int(state.streams[r])
-            streams.append(s if k == 0 else mix(s, k, int(state.index[r])))
+            streams.append(s if k == 0 else stream(s, k, int(state.index[r])))
         return DiffusionState(
             state.x[idx.to(state.x.device)].clone(),
             state.index[idx].clone(),

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from steerable.errors import SteerableError
-from steerable.lm.sampling import item_seed
+from steerable.streams import item_seed
 from steerable.tasks.loader import Item
 
 

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from steerable.errors import ConfigError, InputError, SteerableError
-from steerable.lm.sampling import mix
 from steerable.lm.types import Completion, SamplingParams, Usage
+from steerable.streams import mix
 
 
 class RemoteError(SteerableError):

@@ -14,7 +14,7 @@ import torch
 
 from steerable.errors import InputError
 from steerable.lm import cache as kv
-from steerable.lm.sampling import mix
+from steerable.streams import mix
 
 
 class Sequences:

@@ -19,9 +19,9 @@ from typing import Literal
 from steerable.config import check, opt
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.lm.loading import DEVICE_HELP
-from steerable.lm.sampling import derive_seed
 from steerable.rl.algos import ALGOS
 from steerable.rl.rewards import TEMPLATES
+from steerable.streams import derive_seed
 
 #: ``--algo`` takes a name of the registry, ``--template`` a prior prompt: the flags list what the code has.
 AlgoName = Literal[tuple(ALGOS)]  # type: ignore[valid-type]

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from steerable.config import check, opt
 from steerable.errors import ConfigError
-from steerable.lm.sampling import derive_seed
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
 from steerable.search.process import Process, Sample, TokenBudgeted
 from steerable.search.result import Candidate, Result
+from steerable.streams import derive_seed
 
 
 def _sample(process: Process, prompt: str, n: int, seed: int | None) -> Sequence[Sample]:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 from steerable.errors import ConfigError, InputError
 from steerable.lm.http import HTTPGenerator, params_body
-from steerable.lm.sampling import mix
 from steerable.lm.types import SamplingParams
 from steerable.search.process import Completes, Forces, StepCapped, TokenBudgeted
+from steerable.streams import mix
 
 
 @dataclass

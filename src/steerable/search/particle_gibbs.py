@@ -18,13 +18,13 @@ import torch
 
 from steerable.config import check, opt
 from steerable.errors import ConfigError
-from steerable.lm.sampling import derive_seed
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, logit, no_answer, require
 from steerable.search.particle_filter import ParticleFilter
 from steerable.search.process import Forces, Process
 from steerable.search.resampling import normalise, resample
 from steerable.search.result import Candidate, Result
+from steerable.streams import derive_seed
 
 
 @dataclass(frozen=True)

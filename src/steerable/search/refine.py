@@ -23,11 +23,11 @@ from typing import Literal
 
 from steerable.config import check, opt
 from steerable.errors import ConfigError
-from steerable.lm.sampling import derive_seed
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
+from steerable.streams import derive_seed
 
 TEMPLATE = "{prompt}\nA previous attempt (verifier score {score:.2f}):\n{attempt}\n\nWrite an improved answer.\n"
 #: what a template may name: ``{prompt}``, ``{attempt}`` and ``{score}`` (also as ``{score:.Nf}``, N a digit)

@@ -32,10 +32,10 @@ from typing import Any
 
 from steerable.errors import ConfigError, InputError
 from steerable.lm.local import LocalGenerator
-from steerable.lm.sampling import mix
 from steerable.lm.sequences import Sequences
 from steerable.lm.types import SamplingParams
 from steerable.serve.requests import GenRequest, Job, RequestResult, Row, RowDelta, RowResult, Tracker
+from steerable.streams import mix
 
 __all__ = ["Engine", "GenRequest", "Job", "RequestResult", "RowDelta", "RowResult"]
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from steerable.control.policies.normalize import ActionScale, ObsScale
-from steerable.diffusion.noise import gaussian, mix
 from steerable.diffusion.process import DiffusionProcess
 from steerable.errors import InputError
+from steerable.streams import gaussian, stream
 from steerable.usage import Usage
 
 TRAIN_TIMESTEPS = 100
@@ -106,8 +106,8 @@ class DiffusionPolicy:
         return state
 
     def sample(self, cond: torch.Tensor, n: int, seed: int, process=None, x_init=None, start: int = 0) -> torch.Tensor:
-        """``n`` normalised chunks [n, past+H, act_dim] for one condition [dim] (rows r draw stream mix(seed, r))."""
-        return self.sample_rows(cond.reshape(1, -1).expand(n, -1), [mix(seed, r) for r in range(n)], process,
+        """``n`` normalised chunks [n, past+H, act_dim] for one condition [dim] (rows r draw stream stream(seed, r))."""
+        return self.sample_rows(cond.reshape(1, -1).expand(n, -1), [stream(seed, r) for r in range(n)], process,
                                 x_init, start)  # fmt: skip
 
     def sample_rows(self, cond: torch.Tensor, streams: list[int], process=None, x_init=None, start: int = 0):

@@ -4,7 +4,7 @@ A controller runs B episodes side by side (row r is episode r of the block):
 ``act(rows, seen, envs)`` gets the rows that need actions, every row's
 observations so far and the envs, and returns each row's actions to execute
 next. All rows' chunks denoise together, one denoiser call per step, each
-row from its own noise stream (``mix(episode seed, query, candidate)``), so an
+row from its own noise stream (``stream(episode seed, query, candidate)``), so an
 episode's actions do not depend on which episodes share its batch.
 
 Every controller counts, per row, what it spends: ``nfe`` (denoiser
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from steerable.control.policies.diffusion_policy import DiffusionPolicy
-from steerable.diffusion.noise import mix
+from steerable.streams import stream
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Controller:
         """n normalised samples per row: [len(rows), n, past+H, act_dim]."""
         p = self.policy
         cond = torch.stack([p.condition(p.frames(seen[r])) for r in rows]).repeat_interleave(n, dim=0)
-        streams = [mix(self.seeds[r], self.query[r], j) for r in rows for j in range(n)]
+        streams = [stream(self.seeds[r], self.query[r], j) for r in rows for j in range(n)]
         out = p.sample_rows(cond, streams, self.proc, x_init, start)
         for r in rows:
             self.nfe[r] += n * (p.steps_inference - start)
@@ -67,7 +67,7 @@ class Controller:
     def _search(self, row: int, seen: list[list[np.ndarray]], envs, strategy, scorer, budget: int, process):
         """One run of ``strategy`` over ``process`` rooted at ``row``'s episode; its cost is added to the row's."""
         root = process.at(envs[row], seen[row], self.executed[row])
-        res = strategy.run(root, scorer, budget, self.name, seed=mix(self.seeds[row], self.query[row]))
+        res = strategy.run(root, scorer, budget, self.name, seed=stream(self.seeds[row], self.query[row]))
         self.nfe[row] += res.cost.nfe
         self.scorer_calls[row] += res.cost.scorer_calls
         self.fork_steps[row] += res.cost.env_steps

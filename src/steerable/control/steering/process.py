@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from steerable.control.policies.diffusion_policy import DiffusionPolicy
-from steerable.diffusion.noise import mix
 from steerable.errors import ConfigError, InputError
+from steerable.streams import stream
 from steerable.usage import Usage
 
 
@@ -128,9 +128,9 @@ class ControlProcess:
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         root = self.root
-        streams = [mix(seed, r) for r in range(n)]
+        streams = [stream(seed, r) for r in range(n)]
         plan = Plan(root.seen[-1], (), tuple(root.executed))
-        envs = [fork(root.env, None if self.peek else mix(s, 1)) if self.rollout else None for s in streams]
+        envs = [fork(root.env, None if self.peek else stream(s, 1)) if self.rollout else None for s in streams]
         return ControlState(root, prompt, streams, [plan] * n, envs, [list(root.seen) for _ in range(n)], [0] * n)
 
     def size(self, state: ControlState) -> int:
@@ -146,7 +146,7 @@ class ControlProcess:
             return
         p = self.policy
         cond = torch.stack([p.condition(p.frames(state.seen[r])) for r in live])
-        streams = [mix(state.streams[r], state.queries[r]) for r in live]
+        streams = [stream(state.streams[r], state.queries[r]) for r in live]
         chunks = p.sample_rows(cond, streams, self.proc)
         self._usage = self._usage + Usage(nfe=len(live) * p.steps_inference)
         k = self.execute or p.execute
@@ -182,10 +182,10 @@ class ControlProcess:
         for r in rows:
             c = copies.get(r, 0)
             copies[r] = c + 1
-            s = state.streams[r] if c == 0 else mix(state.streams[r], c, state.queries[r])
+            s = state.streams[r] if c == 0 else stream(state.streams[r], c, state.queries[r])
             streams.append(s)
             e = state.envs[r]
-            envs.append(None if e is None else fork(e, None if (self.peek or c == 0) else mix(s, 1)))
+            envs.append(None if e is None else fork(e, None if (self.peek or c == 0) else stream(s, 1)))
         return ControlState(
             state.root,
             state.prompt,

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from steerable.control.steering.controller import Controller
-from steerable.diffusion.noise import gaussian, mix
 from steerable.errors import ConfigError
+from steerable.streams import gaussian, stream
 
 
 @dataclass
@@ -61,7 +61,7 @@ class RTI(Controller):
             start = self.policy.steps_inference - self.k_prime
             if self.mode == "renoise":
                 abar = self.proc.abar(torch.tensor([start]))[0]
-                streams = torch.tensor([mix(self.seeds[r], self.query[r], 11) for r in warm])
+                streams = torch.tensor([stream(self.seeds[r], self.query[r], 11) for r in warm])
                 z = gaussian(streams, 0, x[0].numel()).float().reshape(x.shape)
                 x = abar.sqrt() * x + (1 - abar).sqrt() * z
             fresh.update(zip(warm, self._sample(warm, seen, x_init=x, start=start)[:, 0], strict=True))

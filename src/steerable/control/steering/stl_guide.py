@@ -33,8 +33,8 @@ import torch
 from steerable.control.steering.controller import Controller
 from steerable.control.worlds.envs import STLNav
 from steerable.control.worlds.stl import Always, And, Eventually, Formula, Not, inside_disk
-from steerable.diffusion.noise import mix
 from steerable.errors import ConfigError
+from steerable.streams import stream
 
 
 def integrate(pos: torch.Tensor, vel: torch.Tensor, actions: torch.Tensor, dt: float, damping: float) -> torch.Tensor:
@@ -99,7 +99,7 @@ class STLGuided(Controller):
         p, proc, n = self.policy, self.proc, self.policy.steps_inference
         robust = [ChunkRobustness(envs[r], self.tau) for r in rows]
         cond = torch.stack([p.condition(p.frames(seen[r])) for r in rows])
-        state = p.start_state(proc, cond, [mix(self.seeds[r], self.query[r], 0) for r in rows])
+        state = p.start_state(proc, cond, [stream(self.seeds[r], self.query[r], 0) for r in rows])
         for i in range(n):
             with torch.no_grad():
                 proc.propose(state, 1)
@@ -185,7 +185,7 @@ class STLFK(Controller):
             self.single.encode = lambda _prompt, c=cond: c
             scorer = RobustnessScorer(p, ChunkRobustness(envs[r], self.tau))
             before = self.single.usage.nfe
-            res = self.fk.run(self.single, scorer, self.particles, "stl", mix(self.seeds[r], self.query[r]))
+            res = self.fk.run(self.single, scorer, self.particles, "stl", stream(self.seeds[r], self.query[r]))
             self.nfe[r] += self.single.usage.nfe - before
             self.scorer_calls[r] += scorer.calls
             self.predictions[r] += 1

@@ -40,12 +40,12 @@ from steerable.config import check, opt
 from steerable.control.policies.critics import AllocationCritic
 from steerable.control.steering.controller import Controller
 from steerable.control.worlds.envs import STLNav
-from steerable.diffusion.noise import mix
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require
 from steerable.search.best_of_n import BestOfN
 from steerable.search.result import Candidate, Result
+from steerable.streams import stream
 from steerable.usage import Usage
 
 SUB_DIM = 7  # (x, y, vx, vy, subgoal x, subgoal y, steps left)
@@ -104,7 +104,7 @@ class AllocationProcess:
 
     def init(self, prompt: str, n: int, seed: int | None = None) -> AllocState:
         seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else seed
-        self._seeds = [mix(seed, r) & ((1 << 63) - 1) for r in range(n)]
+        self._seeds = [stream(seed, r) & ((1 << 63) - 1) for r in range(n)]
         return AllocState([(-1, -1)] * n, prompt)
 
     def propose(self, state: AllocState) -> None:
@@ -163,7 +163,7 @@ class MetropolisHastings:
         process.propose(state)
         cur = process.preview(state)[0]
         v = checked_scores(scorer, [prompt], [cur])[0]
-        rng = np.random.default_rng(mix(seed, 3) & ((1 << 63) - 1))
+        rng = np.random.default_rng(stream(seed, 3) & ((1 << 63) - 1))
         visited, accepted = [(cur, v)], 0
         for _ in range(budget - 1):
             prop = self.prior.clip(cur[0] + rng.normal(0, self.step), cur[1] + rng.normal(0, self.step))
@@ -207,7 +207,7 @@ class TGPO(Controller):
 
     def choose(self, row: int, obs0: np.ndarray) -> tuple[int, int]:
         """The row's allocation, chosen once at its episode's start (recorded in ``chosen`` by episode seed)."""
-        seed = mix(self.seeds[row], 99)
+        seed = stream(self.seeds[row], 99)
         value = math.nan
         if self.search == "random":
             state = self.alloc.init("tgpo", 1, seed)

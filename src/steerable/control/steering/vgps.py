@@ -25,20 +25,20 @@ from steerable.control.policies.normalize import require_same
 from steerable.control.steering.controller import Controller
 from steerable.control.steering.process import ControlProcess
 from steerable.control.steering.scorers import QScorer
-from steerable.diffusion.noise import mix
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
 from steerable.search.best_of_n import BestOfN
 from steerable.search.process import Process
 from steerable.search.result import Candidate, Result
+from steerable.streams import stream
 
 
 @dataclass(frozen=True)
 class SoftmaxOfN:
     """Sample N, then draw one with probability softmax(score / beta) (V-GPS's ``action_temp``).
 
-    The draw comes from its own stream, ``mix(seed, 7)``, so a run is a function of its seed.
+    The draw comes from its own stream, ``stream(seed, 7)``, so a run is a function of its seed.
     """
 
     beta: float = opt(1.0, "Temperature of the softmax over scores.", gt=0.0, le=1e6)
@@ -55,7 +55,7 @@ class SoftmaxOfN:
         samples = process.preview(run_to_end(process, process.init(prompt, budget, seed)))
         scores = checked_scores(scorer, [prompt] * len(samples), samples)
         w = torch.softmax(torch.tensor(scores, dtype=torch.float64) / self.beta, 0)
-        g = torch.Generator().manual_seed(mix(seed, 7) & ((1 << 63) - 1))
+        g = torch.Generator().manual_seed(stream(seed, 7) & ((1 << 63) - 1))
         pick = int(torch.multinomial(w, 1, generator=g))
         cands = tuple(
             Candidate(t, self.extract(t), s, float(w[i])) for i, (t, s) in enumerate(zip(samples, scores, strict=True))

@@ -70,7 +70,7 @@ def collect_latent_rollouts(env_name: str, decoder: DiffusionPolicy, latent, epi
     actions actually executed."""
     from steerable.control.training.dsrl import NoiseActionEnv
     from steerable.control.worlds.envs import make_env
-    from steerable.lm.sampling import item_seed
+    from steerable.streams import item_seed
 
     env = NoiseActionEnv(make_env(env_name), decoder)
     cols: dict[str, list] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")}

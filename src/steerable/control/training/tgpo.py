@@ -18,8 +18,8 @@ from steerable.control.policies.normalize import ObsScale
 from steerable.control.steering.tgpo import TGPO
 from steerable.control.worlds.data import Dataset
 from steerable.control.worlds.envs import STLNav
-from steerable.diffusion.noise import mix
 from steerable.errors import InputError
+from steerable.streams import stream
 
 
 # ---------------------------------------------------------------- the time-conditioned policy's data
@@ -87,7 +87,7 @@ def collect(policy, episodes: int, seed: int, progress: bool = True) -> tuple[np
 
     ctl = TGPO(policy, search="random")
     eps = evaluate(STLNav(), ctl, episodes, seed, progress=progress)
-    rows = [ctl.chosen[mix(seed, e.index)] for e in eps]
+    rows = [ctl.chosen[stream(seed, e.index)] for e in eps]
     return (
         np.stack([r[0] for r in rows]),
         np.asarray([r[1] for r in rows]),
