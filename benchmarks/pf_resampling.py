@@ -26,7 +26,7 @@ def main() -> None:
     from steerable.lm.local import LocalGenerator
     from steerable.lm.types import SamplingParams
     from steerable.reward.prm import TokenClassifierPRM
-    from steerable.search.process import LMProcess
+    from steerable.search.lm_process import LMProcess
     from steerable.search.registry import make_strategy
     from steerable.tasks.answers import make_checker
     from steerable.tasks.loader import load_task

@@ -32,7 +32,7 @@ def main() -> None:
     setup()
     from steerable.lm.local import LocalGenerator, Sequences
     from steerable.lm.types import SamplingParams
-    from steerable.search.process import LMProcess
+    from steerable.search.lm_process import LMProcess
     from steerable.search.registry import make_scorer, make_strategy
     from steerable.tasks.answers import make_checker
     from steerable.tasks.loader import load_task

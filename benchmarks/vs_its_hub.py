@@ -8,7 +8,7 @@ the same items (the first ``--items`` of ``builtin:hard``) at budgets 4, 8, 16:
   ``OpenAICompatibleLanguageModel`` (vLLM mode: ``continue_final_message``),
   ``StepGeneration(step_token="\\n", stop_token="A:")``, and a PRM adapter that
   calls our ``/v1/score``;
-- **steerable over HTTP**: our ``sc`` and ``pf`` on :class:`HTTPProcess` with
+- **steerable over HTTP**: our ``sc`` and ``pf`` on :class:`LMProcess` over the HTTP generator with
   the remote scorer (the same server, the same PRM);
 - **steerable local**: the same strategies on the local generator and PRM.
 
@@ -140,8 +140,7 @@ def main() -> None:
     from steerable.lm.types import SamplingParams
     from steerable.reward.http import HTTPScorer
     from steerable.reward.prm import TokenClassifierPRM
-    from steerable.search.http import HTTPProcess
-    from steerable.search.process import LMProcess
+    from steerable.search.lm_process import LMProcess
     from steerable.search.registry import make_strategy
     from steerable.tasks.answers import make_checker
     from steerable.tasks.loader import load_task
@@ -195,7 +194,7 @@ def main() -> None:
             for name in ("sc", "pf"):
                 strategy = make_strategy(name, checker.extract)
                 for system, make, scorer in (
-                    ("steerable http", lambda: HTTPProcess(remote, **kw), remote_prm),
+                    ("steerable http", lambda: LMProcess(remote, **kw), remote_prm),
                     ("steerable local", lambda: LMProcess(local, **kw), local_prm),
                 ):
                     before = server_tokens(url)

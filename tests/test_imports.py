@@ -157,3 +157,11 @@ def test_control_rooms_import_only_rooms_below_them():
         and CONTROL_RANK[control_room(b)] >= CONTROL_RANK[control_room(a)]
     ]  # fmt: skip
     assert not bad, "control imports of a room at or above the importer's:\n" + "\n".join(bad)
+
+
+def test_the_contract_module_holds_only_protocols():
+    # search/process.py is what every process and strategy stands on: it may import the ground floor (Usage), never
+    # an implementation (it once imported lm.local.LocalGenerator to type LMProcess)
+    mods = modules()
+    found = sorted(import_graph(mods).get("steerable.search.process", set()) - BASE)
+    assert not found, f"search/process.py imports implementations: {found}"

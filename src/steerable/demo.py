@@ -95,7 +95,7 @@ def prm_demo(con: Console, gen, items: int, budget: int) -> None:
     """
     from steerable.lm.builtin import BUILTIN_PRM_DIR
     from steerable.reward.prm import TokenClassifierPRM
-    from steerable.search.process import LMProcess
+    from steerable.search.lm_process import LMProcess
     from steerable.search.registry import make_strategy
     from steerable.tasks.answers import make_checker
     from steerable.tasks.loader import load_task

@@ -7,7 +7,7 @@ from steerable.bench.scale import read_results, run_scale
 from steerable.errors import ConfigError
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams
-from steerable.search.process import LMProcess
+from steerable.search.lm_process import LMProcess
 from steerable.tasks.answers import make_checker
 from steerable.tasks.builtin.verifier import OraclePRM
 from steerable.tasks.loader import load_task

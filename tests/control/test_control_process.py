@@ -10,7 +10,7 @@ pytest.importorskip("diffusers")
 from steerable.control.evaluate import evaluate, summary  # noqa: E402
 from steerable.control.policies.normalize import ActionScale  # noqa: E402
 from steerable.control.steering.lookahead import Lookahead  # noqa: E402
-from steerable.control.steering.process import ControlProcess, Plan  # noqa: E402
+from steerable.control.steering.process import ControlProcess, Plan, Root  # noqa: E402
 from steerable.control.steering.scorers import QScorer, ReturnToGo  # noqa: E402
 from steerable.control.steering.vgps import SoftmaxOfN  # noqa: E402
 from steerable.control.training.bc import PolicyConfig, train_policy  # noqa: E402
@@ -40,15 +40,16 @@ def critic(data):
 
 
 def rooted(policy, **kw):
+    """An env at its start, a control process and the root it is conditioned on."""
     env = PointNav2D()
     obs, _ = env.reset(seed=4)
-    return env, ControlProcess(policy, **kw).at(env, [obs], [])
+    return env, ControlProcess(policy, **kw), Root.of(env, [obs])
 
 
 def test_rollout_forks_never_touch_the_root_and_count_their_steps(policy):
-    env, proc = rooted(policy, depth=2, rollout=True)
+    env, proc, root = rooted(policy, depth=2, rollout=True)
     before = env.get_state()
-    state = proc.init("x", 3, seed=1)
+    state = proc.init(root, 3, seed=1)
     proc.propose(state)
     assert proc.is_terminal(state) == [False] * 3
     proc.propose(state)
@@ -63,8 +64,8 @@ def test_rollout_forks_never_touch_the_root_and_count_their_steps(policy):
 
 
 def test_select_gives_each_copy_its_own_env_and_only_peek_sees_the_real_gusts(policy):
-    env, proc = rooted(policy, rollout=True)
-    state = proc.init("x", 1, seed=0)
+    env, proc, root = rooted(policy, rollout=True)
+    state = proc.init(root, 1, seed=0)
     two = proc.select(state, [0, 0])
     assert two.envs[0] is not two.envs[1] and two.streams[0] != two.streams[1]
     a = np.array([0.5, 0.2])
@@ -73,11 +74,10 @@ def test_select_gives_each_copy_its_own_env_and_only_peek_sees_the_real_gusts(po
     # the real episode's next position after action a, against a fork's
     real = env.clone()
     real.step(a)
-    _, peeking = rooted(policy, rollout=True, peek=True)
-    peeking.root.env = env
-    seer = peeking.init("x", 1, seed=0).envs[0]
+    _, peeking, _ = rooted(policy, rollout=True, peek=True)
+    seer = peeking.init(root, 1, seed=0).envs[0]
     seer.step(a)
-    blind = proc.init("x", 1, seed=0).envs[0]
+    blind = proc.init(root, 1, seed=0).envs[0]
     blind.step(a)
     assert np.array_equal(seer.pos, real.pos) and not np.array_equal(blind.pos, real.pos)
 
@@ -85,13 +85,13 @@ def test_select_gives_each_copy_its_own_env_and_only_peek_sees_the_real_gusts(po
 def test_process_errors(policy):
     with pytest.raises(ConfigError, match="need rollout"):
         ControlProcess(policy, depth=2)
-    with pytest.raises(InputError, match="needs a root"):
+    with pytest.raises(InputError, match="conditioned on a Root"):
         ControlProcess(policy).init("x", 1)
-    _, proc = rooted(policy)
+    _, proc, root = rooted(policy)
     with pytest.raises(InputError, match="out of range"):
-        proc.select(proc.init("x", 2, 0), [2])
+        proc.select(proc.init(root, 2, 0), [2])
     with pytest.raises(ConfigError, match="rollout=True"):
-        ReturnToGo(None).score(["x"], proc.preview(proc.init("x", 1, 0)))
+        ReturnToGo(None).score([root], proc.preview(proc.init(root, 1, 0)))
 
 
 def test_scorers_by_hand(policy, critic):
@@ -121,15 +121,15 @@ class Fixed:
 
 
 def test_softmax_of_n_draws_by_softmax_and_best_of_n_takes_the_max(policy):
-    _, proc = rooted(policy)
+    _, proc, root = rooted(policy)
     scores = Fixed([0.0, math.log(3.0)])
     picks = []
     for seed in range(200):
-        res = SoftmaxOfN(beta=1.0).run(proc, scores, 2, "x", seed=seed)
+        res = SoftmaxOfN(beta=1.0).run(proc, scores, 2, root, seed=seed)
         picks.append(int(res.candidates[1].sample is res.sample))
     assert 0.65 < np.mean(picks) < 0.85  # P(second) = 3 / 4
     assert [c.weight for c in res.candidates] == pytest.approx([0.25, 0.75])
-    best = BestOfN().run(proc, Fixed([0.3, 0.9, 0.1]), 3, "x", seed=0)
+    best = BestOfN().run(proc, Fixed([0.3, 0.9, 0.1]), 3, root, seed=0)
     assert best.sample is best.candidates[1].sample and best.cost.nfe == 3 * policy.steps_inference
 
 

@@ -74,14 +74,17 @@ def test_allocation_search_best_of_n_and_mh_pick_by_the_critic(tpolicy):
     assert all(prior.a_min <= a <= prior.a_max and a + prior.gap <= g <= prior.horizon for a, g in taus)
     critic, fit = train_critic(obs0, taus, sat, steps=5, seed=0)
     assert set(fit) == {"held_out_bce", "held_out_bce_of_the_base_rate", "kept_step"}
-    scorer = CriticScorer(critic, obs0[0])
+    scorer = CriticScorer(critic)
     proc = AllocationProcess(prior)
-    res = BestOfN().run(proc, scorer, 8, "tgpo", seed=1)
+    res = BestOfN().run(proc, scorer, 8, obs0[0], seed=1)
     v = critic.prob(obs0[0], [c.sample for c in res.candidates])
     assert res.sample == res.candidates[int(np.argmax(v))].sample and res.cost.scorer_calls == 8
-    mh = MetropolisHastings(prior).run(proc, scorer, 12, "tgpo", seed=1)
+    mh = MetropolisHastings(prior).run(proc, scorer, 12, obs0[0], seed=1)
     assert len(mh.candidates) == 12 and 0 <= mh.info["accepted"] <= 11
     assert max(c.score for c in mh.candidates) == pytest.approx(critic.prob(obs0[0], [mh.sample])[0])
+    # the condition, not the scorer, says whose start it is: another start scores the same taus otherwise
+    other = scorer.score([obs0[1]] * 8, [c.sample for c in res.candidates])
+    assert other == pytest.approx(critic.prob(obs0[1], [c.sample for c in res.candidates]).tolist())
 
 
 def test_tgpo_controller_chooses_once_per_episode_and_counts_scores(tpolicy):

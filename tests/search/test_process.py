@@ -4,7 +4,7 @@ from conftest import tiny_model
 from steerable.errors import ConfigError
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams
-from steerable.search.process import LMProcess
+from steerable.search.lm_process import LMProcess
 
 
 @pytest.fixture(scope="module")

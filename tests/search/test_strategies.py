@@ -7,7 +7,7 @@ from steerable.errors import ConfigError
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams
 from steerable.reward.scorer import ScorerError
-from steerable.search.process import LMProcess
+from steerable.search.lm_process import LMProcess
 from steerable.search.registry import METHODS, UNSCORED, make_scorer, make_strategy
 from steerable.tasks.builtin.arithmetic import Problem
 from steerable.tasks.builtin.verifier import OraclePRM

@@ -9,8 +9,7 @@ httpx = pytest.importorskip("httpx")
 from steerable.lm.http import HTTPClient, HTTPGenerator, RemoteError  # noqa: E402
 from steerable.lm.types import SamplingParams  # noqa: E402
 from steerable.reward.http import HTTPScorer  # noqa: E402
-from steerable.search.http import HTTPProcess  # noqa: E402
-from steerable.search.process import LMProcess  # noqa: E402
+from steerable.search.lm_process import LMProcess  # noqa: E402
 from steerable.search.registry import make_strategy  # noqa: E402
 
 PROMPT = "Q: 37+48-19=\n"
@@ -35,7 +34,8 @@ def test_generate_equals_local(remote, local):
 def test_greedy_steps_over_http_equal_local_steps(remote, local, mode):
     greedy = make_strategy("greedy", lambda t: None)
     kw = dict(delimiter="\n", params=SamplingParams(temperature=0), max_step_tokens=64, max_steps=64, max_tokens=200)
-    got = greedy.run(HTTPProcess(remote, mode=mode, **kw), None, 1, PROMPT)
+    stepper = HTTPGenerator(remote.client, remote.model, remote.server, step_mode=mode)
+    got = greedy.run(LMProcess(stepper, **kw), None, 1, PROMPT)
     want = greedy.run(LMProcess(local, **kw), None, 1, PROMPT)
     assert got.text == want.text and got.text.endswith("A: 66")
     assert got.cost.generated_tokens == want.cost.generated_tokens
@@ -46,7 +46,7 @@ def test_scaling_strategies_run_unchanged_and_reproduce(remote, kind):
     remote = HTTPGenerator(remote.client, "builtin", server=kind)
     scorer = HTTPScorer(remote.client)
     prompt = PROMPT if kind == "steerable" else "Q: 12+34-5=\n"  # the server's PRM caches what it has scored
-    proc = lambda: HTTPProcess(remote, delimiter="\n", params=SamplingParams(temperature=0.8), max_step_tokens=64)  # noqa: E731
+    proc = lambda: LMProcess(remote, delimiter="\n", params=SamplingParams(temperature=0.8), max_step_tokens=64)  # noqa: E731
     for method in ("sc", "pf", "beam"):
         a = make_strategy(method, lambda t: t.rsplit("A: ", 1)[-1] if "A: " in t else None)
         r1 = a.run(proc(), scorer, 4, prompt, seed=5)
@@ -57,7 +57,7 @@ def test_scaling_strategies_run_unchanged_and_reproduce(remote, kind):
 
 
 def test_token_budget_is_exact_over_http(remote):
-    p = HTTPProcess(remote, delimiter="\n", params=SamplingParams(temperature=0.8), max_step_tokens=64, token_budget=50)
+    p = LMProcess(remote, delimiter="\n", params=SamplingParams(temperature=0.8), max_step_tokens=64, token_budget=50)
     res = make_strategy("sc", lambda t: None).run(p, None, 4, PROMPT, seed=1)
     assert 0 < res.cost.generated_tokens <= 50
 

@@ -66,7 +66,7 @@ class ScaleSetup(ModelConfig):
             from steerable.lm.http import HTTPClient, HTTPGenerator
 
             client = HTTPClient(self.model, api_key=self.api_key, concurrency=self.concurrency)
-            gen = HTTPGenerator(client, self.model_name)
+            gen = HTTPGenerator(client, self.model_name, step_mode=self.http_mode)
             name = gen.model
         else:
             from steerable.lm.local import LocalGenerator
@@ -111,11 +111,7 @@ class Built:
                 max_steps=64,
                 max_tokens=s.max_tokens,
             )
-            if s.remote:
-                from steerable.search.http import HTTPProcess
-
-                return HTTPProcess(self.generator, mode=s.http_mode, **kw)
-            from steerable.search.process import LMProcess
+            from steerable.search.lm_process import LMProcess
 
             return LMProcess(self.generator, **kw)
 

@@ -46,6 +46,7 @@ import torch
 from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require
+from steerable.search.process import C
 from steerable.search.result import Candidate, Result
 from steerable.streams import stream
 
@@ -89,7 +90,7 @@ class DiffusionTreeSampling:
     def name(self) -> str:
         return "dts-star" if self.greedy else "dts"
 
-    def run(self, process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+    def run(self, process, scorer: Scorer, budget: int, cond: C, seed: int | None = None) -> Result:
         require(budget, scorer, self.name)
         meter = Meter(process, scorer)
         g = torch.Generator().manual_seed(0 if seed is None else seed)
@@ -123,7 +124,7 @@ class DiffusionTreeSampling:
                 leaves.append((node, child))
                 paths.append(path + [child])
             if leaves:
-                self._rollout(process, scorer, prompt, leaves, base_seed)
+                self._rollout(process, scorer, cond, leaves, base_seed)
                 rollouts += len(leaves)
                 for path in paths:
                     self._backup(path)
@@ -173,13 +174,13 @@ class DiffusionTreeSampling:
         logits = torch.tensor([self.lam * c.value for c in children], dtype=torch.float64)
         return children[int(torch.multinomial(torch.softmax(logits, 0), 1, generator=g))]
 
-    def _rollout(self, process, scorer: Scorer, prompt: str, leaves: list[tuple[_Node, _Node]], seed: int) -> None:
+    def _rollout(self, process, scorer: Scorer, cond: C, leaves: list[tuple[_Node, _Node]], seed: int) -> None:
         """Expand every leaf by one segment and roll all of them out to x0 in one batch, keeping each state."""
         starts = []
         for parent, child in leaves:
             k = parent.children.index(child)  # its number among its siblings: its noise stream
             if parent.parent is None:
-                starts.append(process.init(prompt, 1, stream(seed, k)))
+                starts.append(process.init(cond, 1, stream(seed, k)))
             else:
                 # the k-th branch of the parent's noise stream (child 0 continued the stream itself)
                 starts.append(process.select(process.select(parent.state, [0] * (k + 1)), [k]))
@@ -200,7 +201,7 @@ class DiffusionTreeSampling:
                 tips[r] = node
             first = False
         samples = process.preview(batch)
-        rewards = checked_scores(scorer, [prompt] * len(tips), samples)
+        rewards = checked_scores(scorer, [cond] * len(tips), samples)
         for r, node in enumerate(tips):
             node.done, node.known = True, True
             node.sample, node.reward, node.value = samples[r], rewards[r], rewards[r]

@@ -52,6 +52,7 @@ from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require
+from steerable.search.process import C
 from steerable.search.resampling import Scheme, ess, normalise, resample
 from steerable.search.result import Candidate, Result
 
@@ -79,7 +80,7 @@ class FKSteering:
             {s for s in range(self.t_start, self.t_end + 1, self.resample_every) if s < num_steps} | {num_steps}
         )
 
-    def run(self, process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+    def run(self, process, scorer: Scorer, budget: int, cond: C, seed: int | None = None) -> Result:
         require(budget, scorer, self.name)
         if getattr(process, "eta", 1.0) == 0:
             raise ConfigError(
@@ -87,7 +88,7 @@ class FKSteering:
             )
         meter = Meter(process, scorer)
         g = torch.Generator().manual_seed(0 if seed is None else seed)
-        state = process.init(prompt, budget, seed)
+        state = process.init(cond, budget, seed)
         n, lam = budget, self.lam
         logw = torch.zeros(n, dtype=torch.float64)
         prev = torch.full((n,), float("-inf") if self.potential == "max" else 0.0, dtype=torch.float64)
@@ -98,7 +99,7 @@ class FKSteering:
         for k in schedule:
             process.propose(state, steps=k - taken)
             taken = k
-            rewards = torch.tensor(checked_scores(scorer, [prompt] * n, process.preview(state)), dtype=torch.float64)
+            rewards = torch.tensor(checked_scores(scorer, [cond] * n, process.preview(state)), dtype=torch.float64)
             last = k == schedule[-1]
             if self.potential == "diff":
                 log_g, prev = lam * (rewards - prev), rewards

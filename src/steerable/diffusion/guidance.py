@@ -46,7 +46,7 @@ from steerable.errors import ConfigError
 
 @dataclass
 class RewardGuidance:
-    scorer: Any  # has reward(prompts, samples) -> differentiable [rows] tensor
+    scorer: Any  # has reward(conds, samples) -> differentiable [rows] tensor
     scale: float = 1.0  # lambda in the tilted score; 0 turns guidance off
     calls: int = 0  # reward gradients taken (one per guided batch)
 
@@ -70,7 +70,7 @@ class RewardGuidance:
         with torch.enable_grad():
             eps = process.model_output(state, live, x=x)
             _, x0 = process.ddim_step(eps, index, x)
-            r = self.scorer.reward([state.prompt] * len(x), process.decode(x0))
+            r = self.scorer.reward([state.cond] * len(x), process.decode(x0))
             (grad,) = torch.autograd.grad(r.sum(), x)
         self.calls += 1
         process.backward_passes += 1

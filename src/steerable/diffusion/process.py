@@ -41,8 +41,8 @@ class DiffusionState:
     x: torch.Tensor  # [rows, *shape] each row's x_t
     index: torch.Tensor  # [rows] long: steps taken; a row is done at num_steps
     streams: torch.Tensor  # [rows] long: each row's noise stream
-    prompt: str
-    condition: Any = None  # the prompt's encoding, shared by every row (None: unconditional)
+    cond: Any  # the run's condition (a prompt, a target, ...), what scorers are told
+    condition: Any = None  # the denoiser's encoding of ``cond``, shared by every row (None: unconditional)
     eps: torch.Tensor | None = None  # [rows, *shape] model output at x where `fresh`
     x0: torch.Tensor | None = None  # [rows, *shape] x0-prediction at x where `fresh`
     fresh: torch.Tensor | None = None  # [rows] bool: eps/x0 belong to the current x
@@ -71,8 +71,9 @@ def ddim(scheduler) -> Any:
 class DiffusionProcess:
     """Any diffusers denoiser (``denoiser(x, t, **{condition_arg: c}).sample`` is the noise) and its scheduler.
 
-    ``encode`` maps a prompt to the denoiser's condition (None: unconditional,
-    the prompt then only tells the scorer what is wanted). ``guidance``
+    The process's condition ``C`` is whatever ``encode`` takes: ``encode``
+    maps it to the denoiser's condition (None: unconditional, the condition
+    then only tells the scorer what is wanted: the digits world's target). ``guidance``
     (:class:`~steerable.diffusion.guidance.RewardGuidance`) shifts every step
     by a reward's gradient.
     """
@@ -83,7 +84,7 @@ class DiffusionProcess:
     eta: float = 1.0
     segment: int = 1
     sample_shape: tuple[int, ...] | None = None  # default: the denoiser config's sample_shape
-    encode: Callable[[str], Any] | None = None
+    encode: Callable[[Any], Any] | None = None
     condition_arg: str = "condition"
     guidance: Any = None
     device: str = "cpu"
@@ -119,7 +120,7 @@ class DiffusionProcess:
     def start_run(self) -> None:
         """Nothing to reset: a diffusion run's length is fixed by ``num_steps``."""
 
-    def init(self, prompt: str, n: int, seed: int | None = None) -> DiffusionState:
+    def init(self, cond: Any, n: int, seed: int | None = None) -> DiffusionState:
         if n < 1:
             raise InputError(f"a diffusion state needs at least one row (got {n})")
         if seed is None:
@@ -127,8 +128,8 @@ class DiffusionProcess:
         streams = torch.tensor([stream(seed, r) for r in range(n)], dtype=torch.long)
         dims = int(torch.tensor(self.sample_shape).prod())
         x = gaussian(streams, -1, dims).float().reshape(n, *self.sample_shape) * self.scheduler.init_noise_sigma
-        cond = self.encode(prompt) if self.encode is not None else None
-        return DiffusionState(x.to(self.device), torch.zeros(n, dtype=torch.long), streams, prompt, cond)
+        encoded = self.encode(cond) if self.encode is not None else None
+        return DiffusionState(x.to(self.device), torch.zeros(n, dtype=torch.long), streams, cond, encoded)
 
     def size(self, state: DiffusionState) -> int:
         return len(state.x)
@@ -165,7 +166,7 @@ class DiffusionProcess:
             state.x[idx.to(state.x.device)].clone(),
             state.index[idx].clone(),
             torch.tensor(streams, dtype=torch.long),
-            state.prompt,
+            state.cond,
             state.condition,
             state.eps[idx.to(state.x.device)].clone(),
             state.x0[idx.to(state.x.device)].clone(),
@@ -177,14 +178,15 @@ class DiffusionProcess:
     def concat(self, states: Sequence[DiffusionState]) -> DiffusionState:
         if not states:
             raise InputError("concat needs at least one state")
-        if any(s.prompt != states[0].prompt for s in states):
-            raise InputError("concat joins states of one prompt; these were started from different prompts")
+        c = states[0].cond
+        if any(s.cond is not c and s.cond != c for s in states):
+            raise InputError("concat joins states of one condition; these were started from different ones")
         cat = torch.cat
         return DiffusionState(
             cat([s.x for s in states]),
             cat([s.index for s in states]),
             cat([s.streams for s in states]),
-            states[0].prompt,
+            states[0].cond,
             states[0].condition,
             cat([s.eps for s in states]),
             cat([s.x0 for s in states]),

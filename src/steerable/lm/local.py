@@ -39,7 +39,7 @@ class PromptLogprobs:
 
 
 class LocalGenerator:
-    """Batched sampling and step-wise continuation on a local causal LM.
+    """Batched sampling and step-wise continuation on a local causal LM (a :class:`~steerable.lm.base.StepGenerator`).
 
     ``chat_template``: ``"auto"`` applies the tokenizer's chat template to plain
     string prompts when it has one; ``"never"`` feeds strings raw. Chat
@@ -59,6 +59,8 @@ class LocalGenerator:
         self._stop_token_cache: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
         self._pieces: list[tuple[int, str]] | None = None  # (id, text) of every non-special token, decoded once
         self.usage = Usage()  # cumulative over the generator's life
+
+    remote = False  # a step is a model call here, not a round trip
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = "builtin", device: str = "auto", dtype: str = "float32", **kw):
@@ -236,6 +238,18 @@ class LocalGenerator:
             seqs.token_ids[r].extend(toks)
             seqs.pending[r].extend(toks)
             seqs.finished[r] = False
+
+    @staticmethod
+    def concat(batches: Sequence[Sequences]) -> Sequences:
+        """One batch of every row of ``batches``, in order (their caches joined)."""
+        return Sequences.concat(batches)
+
+    def texts(self, seqs: Sequences) -> list[str]:
+        """Each row's generated text, special tokens dropped."""
+        return [self.tokenizer.decode(seqs.generated(r), skip_special_tokens=True) for r in range(len(seqs))]
+
+    def generated_tokens(self, seqs: Sequences, row: int) -> int:
+        return len(seqs.generated(row))
 
     # ---- sampling ------------------------------------------------------------------------------
 

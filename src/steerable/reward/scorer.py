@@ -1,9 +1,11 @@
 """Scorers say how good a (partial) sample looks; higher is better.
 
 A sample is whatever a process previews: text for a language model, a tensor
-for diffusion (an x0-prediction or a decoded image), an action sequence for
-control. ``prompts`` are the conditions the samples were drawn for (a text
-prompt, a target class written as a string, ...).
+for diffusion (an x0-prediction or a decoded image), a plan for control.
+``conds`` are the conditions the samples were drawn for, one per sample: the
+``C`` of the process (a text prompt, a target class written as a string, a
+control episode's root, ...), so a scorer reads what it needs from them and
+nothing is set on it before a search.
 
 Every scorer declares the ``range`` of its scores, any real interval (a
 process reward model's (0, 1), a log-probability's (-inf, 0)); strategies
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from steerable.errors import ConfigError, SteerableError
+
+C_contra = TypeVar("C_contra", contravariant=True)  # the condition of the process whose samples it scores
 
 
 class ScorerError(SteerableError):
@@ -25,12 +29,13 @@ class ScorerError(SteerableError):
 
 
 @runtime_checkable
-class Scorer(Protocol):
+class Scorer(Protocol[C_contra]):
     range: tuple[float, float]  # (lo, hi), lo < hi; either end may be infinite
     calls: int  # model (or score) calls so far
     forward_tokens: int  # tokens its own model ran so far (0 for a scorer without a model)
 
-    def score(self, prompts: Sequence[str], samples: Sequence[Any]) -> list[float]: ...
+    def score(self, conds: Sequence[C_contra], samples: Sequence[Any]) -> list[float]:
+        """One score per sample, ``conds[i]`` the condition ``samples[i]`` was drawn for."""
 
 
 @runtime_checkable
@@ -50,9 +55,9 @@ def check_scorer(scorer: object, where: str) -> None:
         raise ConfigError(f"{where}: {type(scorer).__name__} declares range {scorer.range}: it needs lo < hi")
 
 
-def checked_scores(scorer: Scorer, prompts: Sequence[str], samples: Sequence[Any]) -> list[float]:
+def checked_scores(scorer: Scorer, conds: Sequence[Any], samples: Sequence[Any]) -> list[float]:
     """``scorer.score`` with NaN and range checks."""
-    out = scorer.score(prompts, samples)
+    out = scorer.score(conds, samples)
     if len(out) != len(samples):
         raise ScorerError(f"{type(scorer).__name__} returned {len(out)} scores for {len(samples)} samples")
     lo, hi = scorer.range

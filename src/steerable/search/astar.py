@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require
-from steerable.search.process import Process
+from steerable.search.process import C, Process
 from steerable.search.result import Candidate, Result
 
 
@@ -34,11 +34,11 @@ class AStar:
     def __post_init__(self) -> None:
         check(self, "astar: ")
 
-    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+    def run(self, process: Process, scorer: Scorer, budget: int, cond: C, seed: int | None = None) -> Result:
         require(budget, scorer, "astar")
         meter = Meter(process, scorer)
         tie = itertools.count()
-        root = process.init(prompt, 1, seed)
+        root = process.init(cond, 1, seed)
         queue: list[tuple[float, int, int, object]] = [(1.0, next(tie), 0, root)]  # (f, tiebreak, depth, state)
         done: list[tuple[str, float]] = []
         pops = 0
@@ -48,7 +48,7 @@ class AStar:
             batch = process.concat([process.select(s, [0] * self.expansions) for _, _, _, s in popped])
             process.propose(batch)
             texts = process.preview(batch)
-            scores = checked_scores(scorer, [prompt] * len(texts), texts)
+            scores = checked_scores(scorer, [cond] * len(texts), texts)
             term = process.is_terminal(batch)
             for i, (text, r) in enumerate(zip(texts, scores, strict=True)):
                 depth = popped[i // self.expansions][2] + 1
@@ -62,7 +62,7 @@ class AStar:
             while not all(process.is_terminal(s)):
                 process.propose(s)
             text = process.preview(s)[0]
-            done.append((text, checked_scores(scorer, [prompt], [text])[0]))
+            done.append((text, checked_scores(scorer, [cond], [text])[0]))
         pick = max(range(len(done)), key=lambda i: done[i][1])
         cands = tuple(Candidate(t, self.extract(t), r, float(i == pick)) for i, (t, r) in enumerate(done))
         return Result(self.name, budget, done[pick][0], cands[pick].answer, cands, meter.cost(), {"pops": pops})

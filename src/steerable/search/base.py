@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, check_scorer
-from steerable.search.process import Completes, Process, Sample
+from steerable.search.process import C, Completes, Process, Sample
 from steerable.search.result import Cost, Result
 
 Extract = Callable[[Sample], str | None]  # a sample's answer (None: none found); the task's, passed in by the registry
@@ -28,9 +28,7 @@ class Strategy(Protocol):
     name: str
     extract: Extract
 
-    def run(
-        self, process: Process, scorer: Scorer | None, budget: int, prompt: str, seed: int | None = None
-    ) -> Result: ...
+    def run(self, process: Process, scorer: Scorer | None, budget: int, cond: C, seed: int | None = None) -> Result: ...
 
 
 def require(budget: int, scorer: Scorer | None, name: str, min_budget: int = 1, unit_range: bool = False) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require
-from steerable.search.process import Process
+from steerable.search.process import C, Process
 from steerable.search.result import Candidate, Result
 
 
@@ -35,12 +35,12 @@ class BeamSearch:
     def name(self) -> str:
         return "dvts" if self.diverse else "beam"
 
-    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+    def run(self, process: Process, scorer: Scorer, budget: int, cond: C, seed: int | None = None) -> Result:
         require(budget, scorer, self.name)
         m = max(1, min(self.expansions, budget))
         width = max(1, budget // m)
         meter = Meter(process, scorer)
-        state = process.init(prompt, width * m, seed)
+        state = process.init(cond, width * m, seed)
         tree = [i // m for i in range(width * m)]  # DVTS subtree of each row
         done: list[tuple[str, float]] = []
         steps = 0
@@ -48,7 +48,7 @@ class BeamSearch:
             process.propose(state)
             steps += 1
             texts = process.preview(state)
-            scores = checked_scores(scorer, [prompt] * len(texts), texts)
+            scores = checked_scores(scorer, [cond] * len(texts), texts)
             term = process.is_terminal(state)
             done += [(texts[i], scores[i]) for i in range(len(texts)) if term[i]]
             live = [i for i in range(len(texts)) if not term[i]]
@@ -70,7 +70,7 @@ class BeamSearch:
             state = process.select(state, rows)
         if not done:
             texts = process.preview(state)
-            done = list(zip(texts, checked_scores(scorer, [prompt] * len(texts), texts), strict=True))
+            done = list(zip(texts, checked_scores(scorer, [cond] * len(texts), texts), strict=True))
         pick = max(range(len(done)), key=lambda i: done[i][1])
         cands = tuple(Candidate(t, self.extract(t), s, float(i == pick)) for i, (t, s) in enumerate(done))
         return Result(self.name, budget, done[pick][0], cands[pick].answer, cands, meter.cost(), {"steps": steps})

@@ -18,13 +18,13 @@ from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
-from steerable.search.process import Process, Sample, TokenBudgeted
+from steerable.search.process import C, Process, Sample, TokenBudgeted
 from steerable.search.result import Candidate, Result
 from steerable.streams import derive_seed
 
 
-def _sample(process: Process, prompt: str, n: int, seed: int | None) -> Sequence[Sample]:
-    state = run_to_end(process, process.init(prompt, n, seed))
+def _sample(process: Process, cond: C, n: int, seed: int | None) -> Sequence[Sample]:
+    state = run_to_end(process, process.init(cond, n, seed))
     return process.preview(state)
 
 
@@ -35,9 +35,9 @@ class Greedy:
     extract: Extract = no_answer
     name = "greedy"
 
-    def run(self, process: Process, scorer: Scorer | None, budget: int, prompt: str, seed: int | None = None):
+    def run(self, process: Process, scorer: Scorer | None, budget: int, cond: C, seed: int | None = None):
         meter = Meter(process, None)
-        sample = _sample(process, prompt, 1, seed)[0]
+        sample = _sample(process, cond, 1, seed)[0]
         ans = self.extract(sample)
         return Result(self.name, 1, sample, ans, (Candidate(sample, ans, float("nan"), 1.0),), meter.cost())
 
@@ -47,11 +47,11 @@ class BestOfN:
     extract: Extract = no_answer
     name = "bon"
 
-    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None):
+    def run(self, process: Process, scorer: Scorer, budget: int, cond: C, seed: int | None = None):
         require(budget, scorer, self.name)
         meter = Meter(process, scorer)
-        samples = _sample(process, prompt, budget, seed)
-        scores = checked_scores(scorer, [prompt] * len(samples), samples)
+        samples = _sample(process, cond, budget, seed)
+        scores = checked_scores(scorer, [cond] * len(samples), samples)
         best = max(range(len(samples)), key=lambda i: scores[i])
         cands = tuple(
             Candidate(t, self.extract(t), s, float(i == best))
@@ -65,11 +65,11 @@ class WeightedBestOfN:
     extract: Extract = no_answer
     name = "wbon"
 
-    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None):
+    def run(self, process: Process, scorer: Scorer, budget: int, cond: C, seed: int | None = None):
         require(budget, scorer, self.name)
         meter = Meter(process, scorer)
-        samples = _sample(process, prompt, budget, seed)
-        scores = checked_scores(scorer, [prompt] * len(samples), samples)
+        samples = _sample(process, cond, budget, seed)
+        scores = checked_scores(scorer, [cond] * len(samples), samples)
         answers = [self.extract(t) for t in samples]
         totals: dict[str | None, float] = defaultdict(float)
         for a, s in zip(answers, scores, strict=True):
@@ -108,7 +108,7 @@ class SelfConsistency:
     def __post_init__(self) -> None:
         check(self, f"{self.name}: ")
 
-    def run(self, process: Process, scorer: Scorer | None, budget: int, prompt: str, seed: int | None = None):
+    def run(self, process: Process, scorer: Scorer | None, budget: int, cond: C, seed: int | None = None):
         if budget < 1:
             raise ConfigError(f"budget must be >= 1 (got {budget})")
         meter = Meter(process, None)
@@ -118,7 +118,7 @@ class SelfConsistency:
             k = min(self.round_size if self.early_stop else budget, budget - len(samples))
             # round 0 draws what plain self-consistency draws; later rounds their own streams
             sub = seed if seed is None or rounds == 0 else derive_seed(seed, "sc-round", rounds)
-            samples += list(_sample(process, prompt, k, sub))
+            samples += list(_sample(process, cond, k, sub))
             rounds += 1
             if isinstance(process, TokenBudgeted) and process.tokens_left == 0:
                 break  # the run's token budget is spent

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from steerable.config import check, opt
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require
-from steerable.search.process import Process
+from steerable.search.process import C, Process
 from steerable.search.result import Candidate, Result
 
 
@@ -41,10 +41,10 @@ class MCTS:
     def __post_init__(self) -> None:
         check(self, "mcts: ")
 
-    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+    def run(self, process: Process, scorer: Scorer, budget: int, cond: C, seed: int | None = None) -> Result:
         require(budget, scorer, "mcts")
         meter = Meter(process, scorer)
-        root = _Node(process.init(prompt, 1, seed), "")
+        root = _Node(process.init(cond, 1, seed), "")
         finished: list[_Node] = []
         for _ in range(budget):
             path = [root]
@@ -59,7 +59,7 @@ class MCTS:
                 batch = process.select(node.state, [0] * self.expansions)
                 process.propose(batch)
                 texts = process.preview(batch)
-                scores = checked_scores(scorer, [prompt] * len(texts), texts)
+                scores = checked_scores(scorer, [cond] * len(texts), texts)
                 term = process.is_terminal(batch)
                 for i, (t, s) in enumerate(zip(texts, scores, strict=True)):
                     child = _Node(process.select(batch, [i]), t, s, 1, term[i])
@@ -78,7 +78,7 @@ class MCTS:
             while not all(process.is_terminal(s)):
                 process.propose(s)
             text = process.preview(s)[0]
-            finished.append(_Node(s, text, checked_scores(scorer, [prompt], [text])[0], 1, True))
+            finished.append(_Node(s, text, checked_scores(scorer, [cond], [text])[0], 1, True))
         best = max(finished, key=lambda n: (n.value, n.visits))
         cands = tuple(Candidate(n.text, self.extract(n.text), n.value, float(n is best)) for n in finished)
         return Result(self.name, budget, best.text, self.extract(best.text), cands, meter.cost())

@@ -50,7 +50,7 @@ from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, logit, no_answer, require
-from steerable.search.process import Process, StepCapped
+from steerable.search.process import C, Process, StepCapped
 from steerable.search.resampling import Scheme, ess, normalise, resample
 from steerable.search.result import Candidate, Result
 
@@ -85,7 +85,7 @@ class ParticleFilter:
         return ("epf" if self.entropic else "pf") + ("-lam" if self.lookahead else "")
 
     def run(
-        self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None, *, new_run=True
+        self, process: Process, scorer: Scorer, budget: int, cond: C, seed: int | None = None, *, new_run=True
     ) -> Result:
         """``new_run=False`` when called inside another strategy's run (shares its token budget)."""
         require(budget, scorer, self.name, unit_range=True)
@@ -96,7 +96,7 @@ class ParticleFilter:
             t_max = process.max_steps
         meter = Meter(process, scorer, new_run)
         g = torch.Generator().manual_seed(0 if seed is None else seed)
-        state = process.init(prompt, budget, seed)
+        state = process.init(cond, budget, seed)
         scores = [0.5] * budget
         t, temps, ess_log, resampled, annealed = 0, [], [], 0, 0
         while True:
@@ -105,7 +105,7 @@ class ParticleFilter:
                 process.propose(state)
                 texts = process.preview(state)
                 live = [i for i in range(budget) if not was_terminal[i]]
-                new = checked_scores(scorer, [prompt] * len(live), [texts[i] for i in live])
+                new = checked_scores(scorer, [cond] * len(live), [texts[i] for i in live])
                 for i, s in zip(live, new, strict=True):
                     scores[i] = s  # finished particles keep their final score
                 t += 1
@@ -113,7 +113,7 @@ class ParticleFilter:
                 break
             potentials = [logit(s) for s in scores]
             if self.lookahead:
-                succ, succ_scores, rows_of = self._look_ahead(process, scorer, state, prompt, scores)
+                succ, succ_scores, rows_of = self._look_ahead(process, scorer, state, cond, scores)
                 for i, rows in enumerate(rows_of):
                     if len(rows) > 1:
                         mean = sum(logit(succ_scores[r]) for r in rows) / len(rows)
@@ -161,7 +161,7 @@ class ParticleFilter:
         }
         return Result(self.name, budget, texts[pick], cands[pick].answer, cands, meter.cost(), info)
 
-    def _look_ahead(self, process: Process, scorer: Scorer, state, prompt: str, scores: list[float]):
+    def _look_ahead(self, process: Process, scorer: Scorer, state, cond: C, scores: list[float]):
         """Successors of every particle in one batch: (batch, their scores, rows of each particle).
 
         A finished particle is its own single successor, with its final score.
@@ -177,6 +177,6 @@ class ParticleFilter:
         texts = process.preview(succ)
         live = [r for r in range(len(order)) if not term[order[r]]]
         succ_scores = [scores[order[r]] for r in range(len(order))]
-        for r, sc in zip(live, checked_scores(scorer, [prompt] * len(live), [texts[r] for r in live]), strict=True):
+        for r, sc in zip(live, checked_scores(scorer, [cond] * len(live), [texts[r] for r in live]), strict=True):
             succ_scores[r] = sc
         return succ, succ_scores, rows_of

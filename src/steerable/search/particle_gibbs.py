@@ -21,7 +21,7 @@ from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, logit, no_answer, require
 from steerable.search.particle_filter import ParticleFilter
-from steerable.search.process import Forces, Process
+from steerable.search.process import C, Forces, Process
 from steerable.search.resampling import normalise, resample
 from steerable.search.result import Candidate, Result
 from steerable.streams import derive_seed
@@ -39,19 +39,19 @@ class ParticleGibbs:
         if not self.delimiter:
             raise ConfigError("pgibbs: delimiter must be a non-empty string (got '')")
 
-    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+    def run(self, process: Process, scorer: Scorer, budget: int, cond: C, seed: int | None = None) -> Result:
         require(budget, scorer, self.name, min_budget=2, unit_range=True)
         if self.sweeps > 1 and not isinstance(process, Forces):
             raise ConfigError(f"pgibbs forces a reference step: {type(process).__name__} cannot (use pf)")
         meter = Meter(process, scorer)
-        first = ParticleFilter(extract=self.extract).run(process, scorer, budget, prompt, seed, new_run=False)
+        first = ParticleFilter(extract=self.extract).run(process, scorer, budget, cond, seed, new_run=False)
         ref_text, ref_score = first.text, max(c.score for c in first.candidates)
         texts, scores = [c.text for c in first.candidates], [c.score for c in first.candidates]
         g = torch.Generator().manual_seed(derive_seed(seed or 0, "pgibbs-resampling"))
         for sweep in range(1, self.sweeps):
             steps = [s + self.delimiter for s in ref_text.split(self.delimiter)]
             steps[-1] = steps[-1][: -len(self.delimiter)]
-            state = process.init(prompt, budget, None if seed is None else derive_seed(seed, "pgibbs-sweep", sweep))
+            state = process.init(cond, budget, None if seed is None else derive_seed(seed, "pgibbs-sweep", sweep))
             cur = [0.5] * budget
             t = 0
             while not all(process.is_terminal(state)):
@@ -62,9 +62,7 @@ class ParticleGibbs:
                 t += 1
                 prev = process.preview(state)
                 live = [i for i in range(budget) if not was[i]]
-                for i, s in zip(
-                    live, checked_scores(scorer, [prompt] * len(live), [prev[i] for i in live]), strict=True
-                ):
+                for i, s in zip(live, checked_scores(scorer, [cond] * len(live), [prev[i] for i in live]), strict=True):
                     cur[i] = s
                 if all(process.is_terminal(state)):
                     break

@@ -20,7 +20,7 @@ from typing import Any
 from steerable.errors import SteerableError
 from steerable.lm.types import SamplingParams
 from steerable.reward.scorer import CachedScorer, Scorer
-from steerable.search.process import LMProcess, LMState
+from steerable.search.lm_process import LMProcess, LMState
 from steerable.search.result import Result
 
 

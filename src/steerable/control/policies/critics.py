@@ -135,7 +135,9 @@ class AllocationCritic(nn.Module):
         return self.net(torch.cat([self.obs_scale(obs0), tau.float() / self.horizon], dim=1)).squeeze(-1)
 
     def prob(self, obs0: np.ndarray, taus: Sequence[tuple[int, int]]) -> np.ndarray:
-        o = torch.as_tensor(np.repeat(np.asarray(obs0, np.float32)[None], len(taus), 0))
+        """V per allocation: ``obs0`` one start observation [d] for all, or one per allocation [n, d]."""
+        obs0 = np.asarray(obs0, np.float32)
+        o = torch.as_tensor(obs0 if obs0.ndim == 2 else np.repeat(obs0[None], len(taus), 0))
         with torch.no_grad():
             return torch.sigmoid(self.logit(o, torch.as_tensor(np.asarray(taus)))).double().numpy()
 

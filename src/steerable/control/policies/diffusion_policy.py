@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from steerable.control.policies.normalize import ActionScale, ObsScale
-from steerable.diffusion.process import DiffusionProcess
+from steerable.diffusion.process import DiffusionProcess, DiffusionState
 from steerable.errors import InputError
 from steerable.streams import gaussian, stream
 from steerable.usage import Usage
@@ -35,10 +35,36 @@ from steerable.usage import Usage
 TRAIN_TIMESTEPS = 100
 
 
+@dataclass(frozen=True, eq=False)
+class RowConditions:
+    """The condition of a batch of chunk queries: each row's observation condition and noise stream (rows are
+    queries of different episodes, so each brings its own stream), optionally its x_T and the steps already done."""
+
+    condition: torch.Tensor  # [rows, dim] the policy's normalised observation frames
+    streams: tuple[int, ...]  # each row's noise stream
+    x_init: torch.Tensor | None = None  # [rows, past+H, act_dim] x_T given (a warm start, a chosen noise)
+    start: int = 0  # denoising steps already done (a warm start's)
+
+
 @dataclass
 class RowConditionedProcess(DiffusionProcess):
-    """The diffusion room's process with one condition per row (``state.condition`` [rows, dim]): a batch of
+    """The diffusion room's process with one condition per row (``Process[RowConditions]``): a batch of
     episodes, each at its own observation, denoises in one denoiser call per step."""
+
+    def init(self, cond: RowConditions, n: int, seed: int | None = None) -> DiffusionState:
+        """One row per stream of ``cond``: x_T from the row's own stream (so a row's sample never depends on its
+        batch-mates) unless ``cond.x_init`` gives it. The streams are the seed: ``seed`` must be None."""
+        if n != len(cond.streams) or n != len(cond.condition):
+            raise InputError(f"{n} rows asked for {len(cond.streams)} streams and {len(cond.condition)} conditions")
+        if seed is not None:
+            raise InputError("each row of a chunk query brings its own stream: pass seed=None")
+        st = torch.tensor(cond.streams, dtype=torch.long)
+        dims = self.sample_shape[0] * self.sample_shape[1]
+        x = gaussian(st, -1, dims).float().reshape(n, *self.sample_shape) * self.scheduler.init_noise_sigma
+        if cond.x_init is not None:
+            x = cond.x_init.to(x.dtype).clone()
+        index = torch.full((n,), cond.start, dtype=torch.long)
+        return DiffusionState(x, index, st, cond, cond.condition.to(x.dtype))
 
     def model_output(self, state, rows, x=None):
         x = state.x[rows] if x is None else x
@@ -92,18 +118,9 @@ class DiffusionPolicy:
         )
 
     def start_state(self, process, cond: torch.Tensor, streams: list[int], x_init=None, start: int = 0):
-        """A process state of one row per stream: conditions [rows, dim]; x_T from each row's own stream
-        (so a row's sample never depends on its batch-mates) unless ``x_init`` gives it; ``start`` steps done."""
-        st = torch.tensor(streams, dtype=torch.long)
-        dims = self.sample_shape[0] * self.sample_shape[1]
-        x = gaussian(st, -1, dims).float().reshape(len(st), *self.sample_shape) * process.scheduler.init_noise_sigma
-        state = process.init("control", len(st), 0)
-        state.x, state.streams, state.condition = x, st, cond.to(x.dtype)
-        if x_init is not None:
-            state.x = x_init.to(x.dtype).clone()
-        if start:
-            state.index[:] = start
-        return state
+        """``process.init`` of one row per stream: conditions [rows, dim], x_T from each row's own stream unless
+        ``x_init`` gives it, ``start`` steps done (:class:`RowConditions`)."""
+        return process.init(RowConditions(cond, tuple(streams), x_init, start), len(streams))
 
     def sample(self, cond: torch.Tensor, n: int, seed: int, process=None, x_init=None, start: int = 0) -> torch.Tensor:
         """``n`` normalised chunks [n, past+H, act_dim] for one condition [dim] (rows r draw stream stream(seed, r))."""

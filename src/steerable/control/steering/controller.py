@@ -7,16 +7,20 @@ next. All rows' chunks denoise together, one denoiser call per step, each
 row from its own noise stream (``stream(episode seed, query, candidate)``), so an
 episode's actions do not depend on which episodes share its batch.
 
-Every controller counts, per row, what it spends: ``nfe`` (denoiser
-evaluations per sampled chunk), ``scorer_calls`` (critic or verifier
-evaluations, one per scored candidate), ``fork_steps`` (env steps run in
-forked copies by a lookahead search) and ``predictions`` (policy queries).
+Every controller keeps, per row, what it spent: ``nfe`` (denoiser
+evaluations), ``scorer_calls`` (critic or verifier evaluations, one per scored
+candidate), ``fork_steps`` (env steps run in forked copies by a lookahead
+search) and ``predictions`` (policy queries). Costs are read, never computed:
+a batched sample's ``nfe`` is the difference of the sampling process's
+``usage`` before and after (split evenly over the rows, which all took the same
+steps), a search's is its result's :class:`~steerable.search.result.Cost`.
 The base controller samples one chunk and runs ``execute`` of its actions.
 
 Search-like methods (V-GPS, past-token verification, lookahead search) run a
 search strategy (:mod:`steerable.search`) over the control process
 (:class:`~steerable.control.steering.process.ControlProcess`, a step is one chunk)
-at every control step, through :meth:`Controller._search`, and add up the
+at every control step, through :meth:`Controller._search`, conditioned on the
+episode's :class:`~steerable.control.steering.process.Root`, and add up the
 strategy's :class:`~steerable.search.result.Cost`.
 """
 
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 from steerable.control.policies.diffusion_policy import DiffusionPolicy
+from steerable.control.steering.process import Root
 from steerable.streams import stream
 
 
@@ -57,17 +62,22 @@ class Controller:
         p = self.policy
         cond = torch.stack([p.condition(p.frames(seen[r])) for r in rows]).repeat_interleave(n, dim=0)
         streams = [stream(self.seeds[r], self.query[r], j) for r in rows for j in range(n)]
+        before = self.proc.usage
         out = p.sample_rows(cond, streams, self.proc, x_init, start)
-        for r in rows:
-            self.nfe[r] += n * (p.steps_inference - start)
-            self.predictions[r] += 1
-            self.query[r] += 1
+        self._charge(rows, (self.proc.usage - before).nfe)
         return out.reshape(len(rows), n, *p.sample_shape)
 
+    def _charge(self, rows: list[int], nfe: int) -> None:
+        """One prediction for each of ``rows``, which shared ``nfe`` denoiser evaluations evenly."""
+        for r in rows:
+            self.nfe[r] += nfe // len(rows)
+            self.predictions[r] += 1
+            self.query[r] += 1
+
     def _search(self, row: int, seen: list[list[np.ndarray]], envs, strategy, scorer, budget: int, process):
-        """One run of ``strategy`` over ``process`` rooted at ``row``'s episode; its cost is added to the row's."""
-        root = process.at(envs[row], seen[row], self.executed[row])
-        res = strategy.run(root, scorer, budget, self.name, seed=stream(self.seeds[row], self.query[row]))
+        """One run of ``strategy`` over ``process`` from ``row``'s episode as it stands; its cost is the row's."""
+        root = Root.of(envs[row], seen[row], self.executed[row])
+        res = strategy.run(process, scorer, budget, root, seed=stream(self.seeds[row], self.query[row]))
         self.nfe[row] += res.cost.nfe
         self.scorer_calls[row] += res.cost.scorer_calls
         self.fork_steps[row] += res.cost.env_steps

@@ -2,10 +2,11 @@
 
 Search strategies (best-of-N, beam search, particle filtering, ...) see a
 control policy through the same :class:`~steerable.search.process.Process`
-interface as a language model or a diffusion sampler. A state starts at a
-*root* (the episode's env, the observations seen so far, the actions
-executed so far: :meth:`ControlProcess.at`) and each row is one plan from
-it. ``propose`` samples one chunk for every live row, all rows in one batched
+interface as a language model or a diffusion sampler. Its condition is a
+:class:`Root`: the episode's env, the observations seen so far and the actions
+executed so far, given to ``init`` (``strategy.run(process, scorer, budget,
+root, seed)``) and, with every plan, to the scorer. Each row is one plan from
+the root. ``propose`` samples one chunk for every live row, all rows in one batched
 denoiser call per DDIM step, each from its own noise stream; with
 ``rollout`` the row's own fork of the env (``env.clone()``) then runs the
 chunk's first ``execute`` actions, so the next chunk is planned from where
@@ -18,9 +19,9 @@ dynamics and its unobserved per-episode wind (part of the state it forks),
 but cannot read the real episode's future random draws. ``peek=True`` keeps
 the root's stream (a clairvoyant search, for ablations).
 
-Cost, in ``usage``: ``nfe`` (denoiser evaluations: rows x DDIM steps per
-chunk) and ``env_steps`` (steps run in forks; the real episode's steps are
-counted by the evaluation, not here). Scorer calls are counted by the
+Cost, in ``usage``: ``nfe`` (denoiser evaluations, as the policy's sampling
+process counts them) and ``env_steps`` (steps run in forks, counted as they
+run; the real episode's steps are counted by the evaluation, not here). Scorer calls are counted by the
 scorers (:mod:`steerable.control.steering.scorers`).
 """
 
@@ -60,17 +61,22 @@ class Plan:
         return float(sum(self.rewards))
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Root:
+    """A control process's condition: where an episode stands when a search starts (compared by identity)."""
+
     env: object  # the episode's env (only cloned, never stepped)
-    seen: list[np.ndarray]  # observations so far, the current one last
-    executed: list[np.ndarray]  # env actions executed so far
+    seen: tuple[np.ndarray, ...]  # observations so far, the current one last
+    executed: tuple[np.ndarray, ...] = ()  # env actions executed so far
+
+    @classmethod
+    def of(cls, env: object, seen, executed=()) -> Root:
+        return cls(env, tuple(seen), tuple(executed))
 
 
 @dataclass
 class ControlState:
     root: Root
-    prompt: str
     streams: list[int]  # each row's noise stream
     plans: list[Plan]
     envs: list[object | None]  # each row's fork (rollout only)
@@ -96,8 +102,7 @@ class ControlProcess:
     execute: int | None = None  # actions of a chunk run in the fork (None: the policy's own)
     eta: float = 0.0
     peek: bool = False  # forks keep the root's random stream (clairvoyant)
-    root: Root | None = None
-    _usage: Usage = field(default_factory=Usage, init=False, repr=False)
+    _forks: Usage = field(default_factory=Usage, init=False, repr=False)  # env steps run in forks
 
     def __post_init__(self) -> None:
         if self.depth < 1:
@@ -106,32 +111,31 @@ class ControlProcess:
             raise ConfigError("control process: plans deeper than one chunk need rollout (the next chunk's state)")
         self.proc = self.policy.process(eta=self.eta)
 
-    def at(self, env, seen: Sequence[np.ndarray], executed: Sequence[np.ndarray] = ()) -> ControlProcess:
-        """This process rooted at an episode's current state (the env is only ever cloned)."""
-        self.root = Root(env, list(seen), list(executed))
-        return self
-
     # -- the Process interface -------------------------------------------------------------------------------
 
     @property
     def usage(self) -> Usage:
-        return self._usage
+        """The sampling process's denoiser evaluations and the env steps run in forks."""
+        return self.proc.usage + self._forks
 
     def start_run(self) -> None:
         """Nothing to reset: a plan's length is fixed by ``depth``."""
 
-    def init(self, prompt: str, n: int, seed: int | None = None) -> ControlState:
-        if self.root is None:
-            raise InputError("a control process needs a root: call process.at(env, seen, executed) first")
+    def init(self, cond: Root, n: int, seed: int | None = None) -> ControlState:
+        """``n`` plans from the episode's ``cond`` (the env is only ever cloned)."""
+        if not isinstance(cond, Root):
+            raise InputError(
+                f"a control process is conditioned on a Root (env, seen, executed): got {type(cond).__name__}"
+            )
         if n < 1:
             raise InputError(f"a control state needs at least one row (got {n})")
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
-        root = self.root
+        root = cond
         streams = [stream(seed, r) for r in range(n)]
         plan = Plan(root.seen[-1], (), tuple(root.executed))
         envs = [fork(root.env, None if self.peek else stream(s, 1)) if self.rollout else None for s in streams]
-        return ControlState(root, prompt, streams, [plan] * n, envs, [list(root.seen) for _ in range(n)], [0] * n)
+        return ControlState(root, streams, [plan] * n, envs, [list(root.seen) for _ in range(n)], [0] * n)
 
     def size(self, state: ControlState) -> int:
         return len(state.plans)
@@ -148,7 +152,6 @@ class ControlProcess:
         cond = torch.stack([p.condition(p.frames(state.seen[r])) for r in live])
         streams = [stream(state.streams[r], state.queries[r]) for r in live]
         chunks = p.sample_rows(cond, streams, self.proc)
-        self._usage = self._usage + Usage(nfe=len(live) * p.steps_inference)
         k = self.execute or p.execute
         for i, r in enumerate(live):
             state.queries[r] += 1
@@ -167,7 +170,7 @@ class ControlProcess:
             rewards.append(float(rew))
             if term or trunc:
                 break
-        self._usage = self._usage + Usage(env_steps=len(rewards) - plan.steps)
+        self._forks = self._forks + Usage(env_steps=len(rewards) - plan.steps)
         return replace(plan, rewards=tuple(rewards), last_obs=obs, done=term or trunc, terminated=term)
 
     def select(self, state: ControlState, rows: Sequence[int]) -> ControlState:
@@ -188,7 +191,6 @@ class ControlProcess:
             envs.append(None if e is None else fork(e, None if (self.peek or c == 0) else stream(s, 1)))
         return ControlState(
             state.root,
-            state.prompt,
             streams,
             [state.plans[r] for r in rows],
             envs,
@@ -203,7 +205,6 @@ class ControlProcess:
             raise InputError("concat joins states of one root; these were started from different roots")
         return ControlState(
             states[0].root,
-            states[0].prompt,
             [x for s in states for x in s.streams],
             [x for s in states for x in s.plans],
             [x for s in states for x in s.envs],

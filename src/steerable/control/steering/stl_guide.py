@@ -25,12 +25,14 @@ guidance would do nothing).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from steerable.control.steering.controller import Controller
+from steerable.control.steering.process import Root
 from steerable.control.worlds.envs import STLNav
 from steerable.control.worlds.stl import Always, And, Eventually, Formula, Not, inside_disk
 from steerable.errors import ConfigError
@@ -99,6 +101,7 @@ class STLGuided(Controller):
         p, proc, n = self.policy, self.proc, self.policy.steps_inference
         robust = [ChunkRobustness(envs[r], self.tau) for r in rows]
         cond = torch.stack([p.condition(p.frames(seen[r])) for r in rows])
+        before = proc.usage
         state = p.start_state(proc, cond, [stream(self.seeds[r], self.query[r], 0) for r in rows])
         for i in range(n):
             with torch.no_grad():
@@ -118,13 +121,8 @@ class STLGuided(Controller):
                 self.gradients += 1
                 self.moved += float(delta.abs().sum())
         chunks = p.future(state.x.clamp(-1, 1))
-        out = {}
-        for k, r in enumerate(rows):
-            self.nfe[r] += n
-            self.predictions[r] += 1
-            self.query[r] += 1
-            out[r] = self._run(r, chunks[k])
-        return out
+        self._charge(rows, (proc.usage - before).nfe)
+        return {r: self._run(r, chunks[k]) for k, r in enumerate(rows)}
 
 
 def path_diversity(paths: list[np.ndarray], length: int = 100) -> float:
@@ -138,19 +136,28 @@ def path_diversity(paths: list[np.ndarray], length: int = 100) -> float:
 
 @dataclass
 class RobustnessScorer:
-    """The :class:`~steerable.reward.scorer.Scorer` of normalised chunks [n, past+H, act_dim] by their robustness."""
+    """The :class:`~steerable.reward.scorer.Scorer` of normalised chunks [n, past+H, act_dim] by their robustness,
+    on the STLNav env of each chunk's :class:`~steerable.control.steering.process.Root`."""
 
     policy: object
-    robust: ChunkRobustness | None = None
+    tau: float = 0.05
     range: tuple[float, float] = (float("-inf"), float("inf"))
     calls: int = 0
     forward_tokens: int = 0
 
-    def score(self, prompts, samples) -> list[float]:
+    def score(self, conds: Sequence[Root], samples) -> list[float]:
         self.calls += len(samples)
-        acts = self.policy.action_scale.denormalize(self.policy.future(torch.as_tensor(samples)))
+        acts = self.policy.action_scale.denormalize(self.policy.future(torch.as_tensor(samples))).double()
+        out = [0.0] * len(samples)
+        groups: dict[int, list[int]] = {}
+        for i, root in enumerate(conds):  # one robustness call per distinct episode state (FK: all the same)
+            groups.setdefault(id(root), []).append(i)
         with torch.no_grad():
-            return self.robust(acts.double()).tolist()
+            for rows in groups.values():
+                rho = ChunkRobustness(conds[rows[0]].env, self.tau)(acts[rows]).tolist()
+                for i, v in zip(rows, rho, strict=True):
+                    out[i] = v
+        return out
 
 
 @dataclass
@@ -173,23 +180,26 @@ class STLFK(Controller):
         n = self.policy.steps_inference
         every = max(1, n // 5)
         self.fk = FKSteering(lam=self.lam, potential="diff", resample_every=every, t_start=every, t_end=n)
+        # Process[Root]: every particle is conditioned on the episode's current observation frames
         self.single = DiffusionProcess(
-            self.policy.denoiser, self.policy.scheduler, n, eta=self.eta, sample_shape=self.policy.sample_shape
+            self.policy.denoiser,
+            self.policy.scheduler,
+            n,
+            eta=self.eta,
+            sample_shape=self.policy.sample_shape,
+            encode=self.observed,
         )
+        self.scorer = RobustnessScorer(self.policy, self.tau)
         self.resamples = 0
 
+    def observed(self, root: Root) -> torch.Tensor:
+        """The denoiser's condition at an episode's root: its observation frames, normalised."""
+        return self.policy.condition(self.policy.frames(root.seen))
+
     def act(self, rows: list[int], seen: list[list[np.ndarray]], envs) -> dict[int, np.ndarray]:
-        p, out = self.policy, {}
+        out = {}
         for r in rows:
-            cond = p.condition(p.frames(seen[r]))
-            self.single.encode = lambda _prompt, c=cond: c
-            scorer = RobustnessScorer(p, ChunkRobustness(envs[r], self.tau))
-            before = self.single.usage.nfe
-            res = self.fk.run(self.single, scorer, self.particles, "stl", stream(self.seeds[r], self.query[r]))
-            self.nfe[r] += self.single.usage.nfe - before
-            self.scorer_calls[r] += scorer.calls
-            self.predictions[r] += 1
-            self.query[r] += 1
+            res = self._search(r, seen, envs, self.fk, self.scorer, self.particles, self.single)
             self.resamples += res.info["resamples"]
-            out[r] = self._run(r, p.future(torch.as_tensor(res.sample)[None].clamp(-1, 1))[0])
+            out[r] = self._run(r, self.policy.future(torch.as_tensor(res.sample)[None].clamp(-1, 1))[0])
         return out

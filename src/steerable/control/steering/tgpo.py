@@ -84,13 +84,15 @@ class Allocations:
 @dataclass
 class AllocState:
     taus: list[tuple[int, int]]
-    prompt: str
+    seeds: list[int]  # each row's stream for its draw from the prior
+    obs0: np.ndarray  # the condition: the episode's start observation
 
 
 @dataclass
 class AllocationProcess:
-    """Allocations as a one-step process: ``init`` makes n empty rows, ``propose`` draws each row's tau from the
-    prior (row r from its own stream), so any search strategy can choose among them."""
+    """Allocations as a one-step process conditioned on the episode's start observation s0 (``Process[ndarray]``):
+    ``init`` makes n empty rows, ``propose`` draws each row's tau from the prior (row r from its own stream), so
+    any search strategy can choose among them and a scorer reads s0 from the condition."""
 
     prior: Allocations = field(default_factory=Allocations)
     _usage: Usage = field(default_factory=Usage, init=False, repr=False)
@@ -102,22 +104,23 @@ class AllocationProcess:
     def start_run(self) -> None:
         pass
 
-    def init(self, prompt: str, n: int, seed: int | None = None) -> AllocState:
+    def init(self, cond: np.ndarray, n: int, seed: int | None = None) -> AllocState:
         seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else seed
-        self._seeds = [stream(seed, r) & ((1 << 63) - 1) for r in range(n)]
-        return AllocState([(-1, -1)] * n, prompt)
+        return AllocState([(-1, -1)] * n, [stream(seed, r) & ((1 << 63) - 1) for r in range(n)], np.asarray(cond))
 
     def propose(self, state: AllocState) -> None:
-        state.taus = [self.prior.sample(np.random.default_rng(s)) for s in self._seeds[: len(state.taus)]]
+        state.taus = [t if t[0] >= 0 else self.prior.sample(np.random.default_rng(s))
+                      for t, s in zip(state.taus, state.seeds, strict=True)]  # fmt: skip
 
     def is_terminal(self, state: AllocState) -> list[bool]:
         return [t[0] >= 0 for t in state.taus]
 
     def select(self, state: AllocState, rows: Sequence[int]) -> AllocState:
-        return AllocState([state.taus[r] for r in rows], state.prompt)
+        return AllocState([state.taus[r] for r in rows], [state.seeds[r] for r in rows], state.obs0)
 
     def concat(self, states: Sequence[AllocState]) -> AllocState:
-        return AllocState([t for s in states for t in s.taus], states[0].prompt)
+        cat = lambda f: [x for s in states for x in getattr(s, f)]  # noqa: E731
+        return AllocState(cat("taus"), cat("seeds"), states[0].obs0)
 
     def size(self, state: AllocState) -> int:
         return len(state.taus)
@@ -128,17 +131,16 @@ class AllocationProcess:
 
 @dataclass
 class CriticScorer:
-    """Scores allocations by V(s0, tau) for the start observation ``obs0`` (set per episode)."""
+    """Scores allocations by V(s0, tau), s0 each allocation's condition (its episode's start observation)."""
 
     critic: AllocationCritic
-    obs0: np.ndarray | None = None
     range: tuple[float, float] = (0.0, 1.0)
     calls: int = 0
     forward_tokens: int = 0
 
-    def score(self, prompts: Sequence[str], samples: Sequence[tuple[int, int]]) -> list[float]:
+    def score(self, conds: Sequence[np.ndarray], samples: Sequence[tuple[int, int]]) -> list[float]:
         self.calls += len(samples)
-        return self.critic.prob(self.obs0, samples).tolist()
+        return self.critic.prob(np.stack([np.asarray(c, np.float32) for c in conds]), samples).tolist()
 
 
 @dataclass(frozen=True)
@@ -155,19 +157,19 @@ class MetropolisHastings:
     def __post_init__(self) -> None:
         check(self, "mh: ")
 
-    def run(self, process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+    def run(self, process, scorer: Scorer, budget: int, cond: np.ndarray, seed: int | None = None) -> Result:
         require(budget, scorer, self.name)
         meter = Meter(process, scorer)
         seed = 0 if seed is None else seed
-        state = process.init(prompt, 1, seed)
+        state = process.init(cond, 1, seed)
         process.propose(state)
         cur = process.preview(state)[0]
-        v = checked_scores(scorer, [prompt], [cur])[0]
+        v = checked_scores(scorer, [cond], [cur])[0]
         rng = np.random.default_rng(stream(seed, 3) & ((1 << 63) - 1))
         visited, accepted = [(cur, v)], 0
         for _ in range(budget - 1):
             prop = self.prior.clip(cur[0] + rng.normal(0, self.step), cur[1] + rng.normal(0, self.step))
-            pv = checked_scores(scorer, [prompt], [prop])[0]
+            pv = checked_scores(scorer, [cond], [prop])[0]
             if math.log(rng.uniform() + 1e-300) < (pv - v) / self.temperature:
                 cur, v, accepted = prop, pv, accepted + 1
             visited.append((prop, pv))
@@ -198,6 +200,7 @@ class TGPO(Controller):
         if self.search != "random" and self.critic is None:
             raise ConfigError(f"tgpo {self.search} scores allocations: pass the critic (`steerable control tgpo`)")
         self.alloc = AllocationProcess(self.prior)
+        self.scorer = CriticScorer(self.critic) if self.critic is not None else None
         self.chosen: dict[int, tuple[np.ndarray, tuple[int, int], float]] = {}  # episode seed -> (s0, tau, V)
         self.strategy = BestOfN() if self.search == "bon" else MetropolisHastings(self.prior)
 
@@ -210,11 +213,11 @@ class TGPO(Controller):
         seed = stream(self.seeds[row], 99)
         value = math.nan
         if self.search == "random":
-            state = self.alloc.init("tgpo", 1, seed)
+            state = self.alloc.init(obs0, 1, seed)
             self.alloc.propose(state)
             tau = self.alloc.preview(state)[0]
         else:
-            res = self.strategy.run(self.alloc, CriticScorer(self.critic, obs0), self.budget, "tgpo", seed)
+            res = self.strategy.run(self.alloc, self.scorer, self.budget, obs0, seed)
             self.scorer_calls[row] += res.cost.scorer_calls
             tau, value = res.sample, max(c.score for c in res.candidates)
         self.chosen[self.seeds[row]] = (np.asarray(obs0), tau, value)

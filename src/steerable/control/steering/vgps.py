@@ -29,7 +29,7 @@ from steerable.errors import ConfigError
 from steerable.reward.scorer import Scorer, checked_scores
 from steerable.search.base import Extract, Meter, no_answer, require, run_to_end
 from steerable.search.best_of_n import BestOfN
-from steerable.search.process import Process
+from steerable.search.process import C, Process
 from steerable.search.result import Candidate, Result
 from steerable.streams import stream
 
@@ -48,12 +48,12 @@ class SoftmaxOfN:
     def __post_init__(self) -> None:
         check(self, f"{self.name}: ")
 
-    def run(self, process: Process, scorer: Scorer, budget: int, prompt: str, seed: int | None = None) -> Result:
+    def run(self, process: Process, scorer: Scorer, budget: int, cond: C, seed: int | None = None) -> Result:
         require(budget, scorer, self.name)
         meter = Meter(process, scorer)
         seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else seed
-        samples = process.preview(run_to_end(process, process.init(prompt, budget, seed)))
-        scores = checked_scores(scorer, [prompt] * len(samples), samples)
+        samples = process.preview(run_to_end(process, process.init(cond, budget, seed)))
+        scores = checked_scores(scorer, [cond] * len(samples), samples)
         w = torch.softmax(torch.tensor(scores, dtype=torch.float64) / self.beta, 0)
         g = torch.Generator().manual_seed(stream(seed, 7) & ((1 << 63) - 1))
         pick = int(torch.multinomial(w, 1, generator=g))
