@@ -54,13 +54,17 @@ def main() -> None:
         budget = int(rest[0]) if rest else 1
         mode = rest[1] if len(rest) > 1 else ""
         execute = budget if method == "base" and rest else 0
+        options = {
+            "vgps": {"critic": args.critic},
+            "search": {"critic": args.critic, "strategy": mode or "bon"},
+            "rti": {"mode": mode or "direct"},
+            "dsrl": {"noise_policy": args.noise_policy},
+            "tgpo": {"tgpo": args.tgpo, "search": mode or "bon"},
+        }.get(method, {})
         cfg = EvalConfig(env=args.env, method=method, budget=budget, episodes=args.episodes, seed=args.seed,
-                         policy=args.policy, critic=args.critic, noise_policy=args.noise_policy,
-                         rti_mode=mode if method == "rti" and mode else "direct",
-                         strategy=mode if method in ("tgpo", "search") and mode else "bon", tgpo=args.tgpo,
-                         execute=execute)  # fmt: skip
-        policy = load_policy(cfg)
-        controller = make_controller(cfg, policy)
+                         policy=args.policy, execute=execute)  # fmt: skip
+        policy = load_policy(cfg, options)
+        controller = make_controller(cfg, policy, options)
         run = {"entry": entry, "policy": args.policy, "critic": args.critic, "noise_policy": args.noise_policy}
         log = Path(args.runs) / f"{entry.replace(':', '_')}.jsonl"
         stl = args.env.endswith("stlnav")

@@ -225,6 +225,14 @@ def from_mapping(cls: type, values: Mapping[str, Any], what: str = "", exclude: 
     Unknown names are an error listing the known ones; ``exclude`` hides
     fields a user may not set (e.g. a strategy's answer extractor).
     """
+    return cls(**checked_values(cls, values, what, exclude))
+
+
+def checked_values(
+    cls: type, values: Mapping[str, Any], what: str = "", exclude: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """``values`` checked against the fields of the dataclass ``cls`` as :func:`from_mapping` checks them, for a
+    caller that passes more (a model, a policy) when it builds the instance."""
     prefix = f"{what}: " if what else ""
     if not isinstance(values, Mapping):
         raise ConfigError(f"{prefix}options must be an object of name: value (got {_shown(values)})")
@@ -233,8 +241,7 @@ def from_mapping(cls: type, values: Mapping[str, Any], what: str = "", exclude: 
     if bad:
         raise ConfigError(f"{prefix}no option {', '.join(bad)}: use {', '.join(sorted(fields)) or 'none'}")
     hints = _hints(cls)
-    kwargs = {k: _coerce(f"{prefix}{k}", v, hints[k], fields[k].metadata) for k, v in values.items()}
-    return cls(**kwargs)
+    return {k: _coerce(f"{prefix}{k}", v, hints[k], fields[k].metadata) for k, v in values.items()}
 
 
 # ---- the command line: flags made from config fields ----------------------------------------------

@@ -40,6 +40,13 @@ def test_data_then_train_q_writes_a_critic(run, tmp_path):
         (["data", "--out", "x.npz", "--env", "builtin:moon"], "unknown env"),
         (["train-q", "--data", "/no/such.npz", "--out", "q"], "no dataset at /no/such.npz"),
         (["eval", "--method", "tgpo", "--episodes", "1"], "run it with --env builtin:stlnav"),
+        (["eval", "--method", "vgps", "--set", "k=3"], "vgps: no option k: use critic, eta, beta"),
+        (["eval", "--method", "vgps", "--set", "beta=-1"], "vgps: beta must be >= 0"),
+        (["eval", "--method", "rti", "--set", "mode=sdedit"], "mode must be one of 'direct', 'renoise'"),
+        (["eval", "--method", "dsrl"], "dsrl: noise_policy takes a path"),
+        (["eval", "--method", "dsrl", "--set", "noise_policy=/no/such.zip"], "no noise policy at"),
+        (["eval", "--method", "warp"], "unknown control method 'warp'"),
+        (["eval", "--set", "beta"], "--set takes NAME=VALUE"),
         (["gorl", "--policy", "p", "--out", "o", "--stages", "0"], "stages must be >= 1"),
     ],
 )
@@ -72,7 +79,7 @@ def test_policy_dsrl_and_eval_end_to_end(run, tmp_path):
     assert r.returncode == 0, r.stderr
     curve = json.loads(r.stdout)["curve"]
     assert curve[0]["env_steps"] == 0 and curve[-1]["env_steps"] >= 20
-    dsrl = ["eval", "--method", "dsrl", "--policy", str(p), "--noise-policy", str(s / "sac.zip"), "--json"]
+    dsrl = ["eval", "--method", "dsrl", "--policy", str(p), "--set", f"noise_policy={s / 'sac.zip'}", "--json"]
     r = run(*dsrl, "--episodes", "2", "--plot", str(tmp_path / "map.png"), "--resume", str(log))
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)
@@ -83,7 +90,7 @@ def test_policy_dsrl_and_eval_end_to_end(run, tmp_path):
     assert len(log.read_text().splitlines()) == 4  # resumed: only episode 3 ran
     r = run("eval", "--method", "rti", "--policy", str(p), "--episodes", "2", "--resume", str(log))
     assert r.returncode == 2 and "another run" in r.stderr  # never mixes another method's episodes in
-    r = run("eval", "--method", "vgps", "--policy", str(p), "--critic", str(tmp_path / "none"), "--episodes", "1")
+    r = run("eval", "--method", "vgps", "--policy", str(p), "--set", f"critic={tmp_path / 'none'}", "--episodes", "1")
     assert r.returncode == 2 and "train-q" in r.stderr
 
 

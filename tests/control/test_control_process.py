@@ -147,5 +147,7 @@ def test_lookahead_search_plans_in_forks_and_counts_it(policy, critic):
     assert evaluate(env, beam, 1, seed=0, progress=False)[0].fork_steps > 0
     with pytest.raises(ConfigError, match="uses no scorer"):
         Lookahead(policy, critic=critic, strategy="sc")
-    with pytest.raises(ConfigError, match="--critic"):
+    with pytest.raises(ConfigError, match="--set critic=DIR"):
         Lookahead(policy)
+    with pytest.raises(ConfigError, match="search: depth must be >= 1"):
+        Lookahead(policy, critic=critic, depth=0)

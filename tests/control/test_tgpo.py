@@ -96,7 +96,7 @@ def test_tgpo_controller_chooses_once_per_episode_and_counts_scores(tpolicy):
     assert all(not math.isnan(v) for _, _, v in ctl.chosen.values())
     with pytest.raises(ConfigError, match="scores allocations"):
         TGPO(tpolicy, search="mh")
-    with pytest.raises(ConfigError, match="random, bon or mh"):
+    with pytest.raises(ConfigError, match="search must be one of 'random', 'bon', 'mh'"):
         TGPO(tpolicy, critic=critic, search="beam")
 
 

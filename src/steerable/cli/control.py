@@ -135,7 +135,7 @@ def _register() -> None:
     from steerable.config import command, config_command
 
     try:
-        from steerable.control.registry import EvalConfig
+        from steerable.control.registry import EvalConfig, options_help
         from steerable.control.training.bc import PolicyConfig
         from steerable.control.training.dsrl import DSRLConfig
         from steerable.control.training.gorl import GoRLConfig
@@ -167,9 +167,10 @@ def _register() -> None:
         control_app, "tgpo", TGPOConfig, _run_tgpo, "TGPO-style: a time-conditioned policy and its allocation critic."
     )
 
-    @command(control_app, "eval")
+    doc = "Success, return, NFE and seconds per control step of a method on seeded episodes.\n\n" + options_help()
+
+    @command(control_app, "eval", help=doc)
     def control_eval(cfg: EvalConfig, printing: Printing, drawing: EvalPlot) -> None:
-        """Success, return, NFE and seconds per control step of a method on seeded episodes."""
         _run_eval(cfg, printing, drawing)
 
 

@@ -103,9 +103,23 @@ def train_diffusion(cfg: TrainDiffusionConfig) -> None:
     typer.echo(f"wrote {cfg.out}: {rec['steps']} steps in {rec['wall_seconds']}s, loss {rec['final_loss_ema']}")
 
 
-@command(diffuse_app, "sample")
+def _with_budgets(text: str) -> str:
+    """``text`` and what a budget N counts for each method (without the [diffusion] extra: ``text`` alone)."""
+    try:
+        from steerable.diffusion.registry import METHODS
+    except ImportError:
+        return text
+    return f"{text} What a budget N counts:\n\n{METHODS.budget_help()}"
+
+
+@command(
+    diffuse_app,
+    "sample",
+    help=_with_budgets(
+        "One steered run on a built-in world: samples.png (every candidate with its reward and verdict), result.json."
+    ),
+)
 def sample(cfg: DiffuseSampleConfig, options: StrategyOptions, printing: Printing) -> None:
-    """One steered run on a built-in world: samples.png (every candidate with its reward and verdict), result.json."""
     _need_extra()
     from steerable.diffusion.sample import run_sample
 
@@ -122,9 +136,14 @@ def sample(cfg: DiffuseSampleConfig, options: StrategyOptions, printing: Printin
     )
 
 
-@command(diffuse_app, "scale")
+@command(
+    diffuse_app,
+    "scale",
+    help=_with_budgets(
+        "Judge success (digits) or distance to the exact target (mixture) against NFE, per method and budget."
+    ),
+)
 def scale(run: DiffuseScaleConfig, printing: Printing) -> None:
-    """Judge success (digits) or distance to the exact target (mixture) against NFE, per method and budget."""
     _need_extra()
     from steerable.bench.scale import run_scale
     from steerable.diffusion.registry import method

@@ -18,9 +18,17 @@ from steerable.errors import ConfigError
 REPORT_EVERY = 60.0
 
 
-@command(app, "scale")
+def _help() -> str:
+    from steerable.search.registry import METHODS
+
+    return (
+        "Inference-time scaling: accuracy against compute for each method and budget. What a budget N counts:\n\n"
+        + METHODS.budget_help()
+    )
+
+
+@command(app, "scale", help=_help())
 def scale(run: ScaleConfig, setup: ScaleSetup, printing: Printing) -> None:
-    """Inference-time scaling: accuracy against compute for each method and budget."""
     from steerable.bench.report import table, title_of
     from steerable.bench.scale import run_scale
     from steerable.bench.settings import scale_settings

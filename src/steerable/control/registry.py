@@ -1,16 +1,35 @@
-"""``steerable control eval``: build a method's controller by name and evaluate it on seeded episodes."""
+"""Control methods by name, as ``steerable control eval`` names them: a controller, its budget, its options.
+
+:data:`METHODS` is the table (a :class:`~steerable.registry.Registry`, as the
+search and diffusion rooms keep theirs). Each name builds a controller, a
+dataclass whose ``opt()`` fields are its options (``--set NAME=VALUE``);
+``--budget`` fills the one field that the table says it counts. Options that
+name a file (a critic, a noise policy, a TGPO run) are artifacts: the option
+takes a path (or ``builtin``, the shipped one for ``--env``) and the
+controller gets what it loads.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from steerable.config import check, opt
+from steerable.control.steering.controller import Controller
+from steerable.control.steering.dsrl import DSRLController
+from steerable.control.steering.lookahead import Lookahead
+from steerable.control.steering.ptp import PTP
+from steerable.control.steering.rti import RTI
+from steerable.control.steering.stl_guide import STLFK, STLGuided
+from steerable.control.steering.tgpo import TGPO
+from steerable.control.steering.vgps import VGPS
 from steerable.errors import ConfigError, InputError
+from steerable.registry import Entry, Registry
 
 BUILTIN = Path(__file__).parent / "builtin"
-Method = Literal["base", "vgps", "rti", "dsrl", "ptp", "stl", "fk", "search", "tgpo"]
 
 
 def builtin_dir(env: str, what: str) -> Path:
@@ -21,8 +40,84 @@ def builtin_dir(env: str, what: str) -> Path:
     return BUILTIN / {"stlnav": "pointnav"}.get(name, name) / what
 
 
-def tgpo_dir(cfg) -> Path:
-    return BUILTIN / "tgpo" if cfg.tgpo == "builtin" else Path(cfg.tgpo)
+@dataclass(frozen=True)
+class Artifact:
+    """A method option that names something to load: the user gives a path (``builtin``: the shipped one)."""
+
+    help: str
+    load: Callable[[str, str], Any]  # (the option's value, --env) -> what the controller gets
+    default: str = "builtin"  # "" : required
+    field: str | None = None  # the controller field it fills (None: read by the policy's loader only)
+
+
+def _iql(value: str, env: str):
+    from steerable.control.policies.critics import IQLCritic
+
+    return IQLCritic.load(builtin_dir(env, "critic") if value == "builtin" else Path(value))
+
+
+def _noise_policy(value: str, env: str):
+    from steerable.control.policies.noise import load_na_actor, load_noise_policy
+
+    if not Path(value).exists():
+        raise InputError(f"dsrl: no noise policy at {value!r}: train one with `steerable control dsrl`")
+    return load_na_actor(value) if value.endswith(".pt") else load_noise_policy(value)  # .pt: --variant na
+
+
+def tgpo_dir(value: str) -> Path:
+    return BUILTIN / "tgpo" if value == "builtin" else Path(value)
+
+
+def _allocation_critic(value: str, env: str):
+    from steerable.control.policies.critics import AllocationCritic
+
+    return AllocationCritic.load(tgpo_dir(value) / "critic")
+
+
+_CRITIC = Artifact("IQL critic directory (`steerable control train-q`), or builtin.", _iql, field="critic")
+METHODS = Registry(
+    "control method",
+    {
+        "base": Entry(Controller, "ignored: one chunk per prediction", "the policy as trained (BC)"),
+        "vgps": Entry(
+            VGPS, "K chunks sampled per control step, the best by Q executed", "value-guided policy steering",
+            hidden=frozenset({"k"}), extra={"budget": "k", "artifacts": {"critic": _CRITIC}},
+        ),
+        "rti": Entry(
+            RTI, "K' denoising steps per prediction, warm-started (1 action executed)", "real-time iteration",
+            hidden=frozenset({"k_prime"}), extra={"budget": "k_prime"},
+        ),
+        "ptp": Entry(
+            PTP, "M candidates per prediction, verified on the past actions", "past-token prediction",
+            hidden=frozenset({"m"}), extra={"budget": "m"},
+        ),
+        "stl": Entry(
+            STLGuided, "guided last denoising steps (at most the policy's DDIM steps)", "CTG-style STL guidance",
+            hidden=frozenset({"last"}), extra={"budget": "last"},
+        ),
+        "fk": Entry(
+            STLFK, "particles per prediction", "FK steering toward STL robustness",
+            hidden=frozenset({"particles"}), extra={"budget": "particles"},
+        ),
+        "dsrl": Entry(
+            DSRLController, "ignored: the noise policy's one chunk per prediction", "a learnt latent-noise policy",
+            extra={"artifacts": {"noise_policy": Artifact(
+                "The noise policy of `steerable control dsrl` (sac.zip, or actor.pt of --variant na).",
+                _noise_policy, default="", field="noise_policy")}},
+        ),
+        "search": Entry(
+            Lookahead, "plans: the strategy's budget (each plan depth chunks run in env forks)",
+            "a search strategy over chunks run in env forks, scored by r + gamma^n V",
+            hidden=frozenset({"budget"}), extra={"budget": "budget", "artifacts": {"critic": _CRITIC}},
+        ),
+        "tgpo": Entry(
+            TGPO, "allocations scored per episode", "deadlines for STLNav's subgoals chosen by V(s0, tau)",
+            hidden=frozenset({"budget", "prior"}), extra={"budget": "budget", "artifacts": {"tgpo": Artifact(
+                "The directory of `steerable control tgpo` (policy/ and critic/), or builtin.",
+                _allocation_critic, field="critic")}},
+        ),
+    },
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -30,45 +125,61 @@ class EvalConfig:
     """How ``steerable control eval`` runs (the CLI's flags are these fields)."""
 
     env: str = opt("builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav or Pendulum-v1.")
-    method: Method = opt(
-        "base",
-        "base, vgps (K chunks by Q), rti (warm start), dsrl (learnt noise), ptp (verified), stl (guided), fk (STL), "
-        "search (a strategy over chunks run in env forks, scored by r + gamma^n V), tgpo (STLNav: deadlines by V).",
-    )
-    budget: int = opt(
-        1,
-        "vgps: chunks K; rti: steps K' per prediction; ptp: candidates M; stl: guided last steps; fk: particles; "
-        "search: the strategy's budget (plans); tgpo: allocations scored.",
-        ge=1,
-        le=1024,
-    )
+    method: str = opt("base", "A control method: " + ", ".join(METHODS) + ".", min_len=1)
+    budget: int = opt(1, "What it counts depends on the method (the command's help lists them).", ge=1, le=1024)
     episodes: int = opt(200, "Episodes (seeded: episode i starts at seed*1000003 + i).", ge=1, le=100_000)
     seed: int = opt(0, "Seed.", ge=0)
     policy: str = opt("builtin", "Diffusion policy directory, or 'builtin' (the shipped one for --env).")
-    critic: str = opt("builtin", "IQL critic directory for vgps, or 'builtin'.")
-    noise_policy: str = opt(
-        "", "dsrl: the noise policy from `steerable control dsrl` (sac.zip, or actor.pt of --variant na)."
-    )
-    beta: float = opt(0.0, "vgps: softmax temperature over Q (0: argmax).", ge=0, le=1e6)
-    rti_mode: Literal["direct", "renoise"] = opt("direct", "rti: the guess as x_t (authors') or re-noised (SDEdit).")
-    strategy: str = opt(
-        "bon", "search: the strategy (bon, beam, dvts, ...); tgpo: random, bon or mh over allocations.", min_len=1
-    )
-    tgpo: str = opt("builtin", "tgpo: the directory of `steerable control tgpo` (policy/ and critic/), or builtin.")
-    depth: int = opt(2, "search: chunks each plan looks ahead (each run in its env fork).", ge=1, le=64)
     execute: int = opt(0, "Actions run per prediction (0: the policy's own; rti always runs 1).", ge=0, le=64)
+    set: tuple[str, ...] = opt(
+        (), "A method option NAME=VALUE (repeat): critic=DIR, beta=0.5, mode=renoise, strategy=beam ...", sep=None
+    )
     resume: str = opt("", "JSONL file of finished episodes: appended to, and a rerun skips them.")
     threads: int = opt(1, "torch threads.", ge=1, le=256)
 
     def __post_init__(self) -> None:
         check(self, "eval: ")
+        METHODS.entry(self.method)
+        self.options()
+
+    def options(self) -> dict[str, Any]:
+        """``--set`` as a mapping, values read as JSON where they parse (numbers, true/false), else as text."""
+        out: dict[str, Any] = {}
+        for item in self.set:
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"--set takes NAME=VALUE (got {item!r})")
+            try:
+                out[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key.strip()] = value  # a word or a path
+        return out
 
 
-def load_policy(cfg: EvalConfig):
+def method_options(name: str) -> list[str]:
+    """What ``--set`` takes for ``name``: its artifacts, then its controller's fields the command does not fill."""
+    arts: Mapping[str, Artifact] = METHODS.entry(name).extra.get("artifacts", {})
+    filled = {"policy", "execute", *arts, *(a.field for a in arts.values() if a.field)}
+    return [*arts, *METHODS.settable(name, frozenset(filled))]
+
+
+def options_help() -> str:
+    """A table of each method, what its --budget counts and its --set options (``steerable control eval --help``;
+    ``\\b`` keeps click from rewrapping it)."""
+    width = max(map(len, METHODS))
+    rows = [
+        f"{n:<{width}}  --budget: {b}; --set: {', '.join(method_options(n)) or 'none'}" for n, b, _ in METHODS.table()
+    ]
+    return "\b\n" + "\n".join(rows)
+
+
+def load_policy(cfg: EvalConfig, options: Mapping[str, Any] | None = None):
+    """The diffusion policy ``cfg`` names (tgpo: its run's time-conditioned policy; ``options`` default ``--set``)."""
     from steerable.control.policies.diffusion_policy import DiffusionPolicy
 
     if cfg.method == "tgpo":
-        return DiffusionPolicy.load(tgpo_dir(cfg) / "policy")
+        run = (cfg.options() if options is None else options).get("tgpo", "builtin")
+        return DiffusionPolicy.load(tgpo_dir(str(run)) / "policy")
     path = builtin_dir(cfg.env, "policy") if cfg.policy == "builtin" else Path(cfg.policy)
     if cfg.policy == "builtin" and not path.exists():
         raise InputError(
@@ -77,61 +188,27 @@ def load_policy(cfg: EvalConfig):
     return DiffusionPolicy.load(path)
 
 
-def make_controller(cfg: EvalConfig, policy):
-    from steerable.control.steering.controller import Controller
-
-    execute = cfg.execute or None
-    if cfg.method == "base":
-        return Controller(policy, execute=execute)
-    if cfg.method == "vgps":
-        from steerable.control.policies.critics import IQLCritic
-        from steerable.control.steering.vgps import VGPS
-
-        path = builtin_dir(cfg.env, "critic") if cfg.critic == "builtin" else Path(cfg.critic)
-        return VGPS(policy, execute=execute, critic=IQLCritic.load(path), k=cfg.budget, beta=cfg.beta)
-    if cfg.method == "rti":
-        from steerable.control.steering.rti import RTI
-
-        return RTI(policy, k_prime=cfg.budget, mode=cfg.rti_mode)
-    if cfg.method == "ptp":
-        from steerable.control.steering.ptp import PTP
-
-        return PTP(policy, execute=execute, m=cfg.budget)
-    if cfg.method == "stl":
-        from steerable.control.steering.stl_guide import STLGuided
-
-        return STLGuided(policy, execute=execute, last=min(cfg.budget, policy.steps_inference))
-    if cfg.method == "fk":
-        from steerable.control.steering.stl_guide import STLFK
-
-        return STLFK(policy, execute=execute, particles=cfg.budget)
-    if cfg.method == "dsrl":
-        from steerable.control.policies.noise import load_noise_policy
-        from steerable.control.steering.dsrl import DSRLController
-
-        if not cfg.noise_policy or not Path(cfg.noise_policy).exists():
-            raise InputError("dsrl needs --noise-policy PATH/sac.zip: train it with `steerable control dsrl`")
-        if cfg.noise_policy.endswith(".pt"):  # the actor of --variant na
-            from steerable.control.policies.noise import load_na_actor
-
-            return DSRLController(policy, execute=execute, noise_policy=load_na_actor(cfg.noise_policy))
-        return DSRLController(policy, execute=execute, noise_policy=load_noise_policy(cfg.noise_policy))
-    if cfg.method == "search":
-        from steerable.control.policies.critics import IQLCritic
-        from steerable.control.steering.lookahead import Lookahead
-
-        path = builtin_dir(cfg.env, "critic") if cfg.critic == "builtin" else Path(cfg.critic)
-        return Lookahead(
-            policy, execute=execute, critic=IQLCritic.load(path), strategy=cfg.strategy, budget=cfg.budget,
-            depth=cfg.depth,
-        )  # fmt: skip
-    if cfg.method == "tgpo":
-        from steerable.control.policies.critics import AllocationCritic
-        from steerable.control.steering.tgpo import TGPO
-
-        if not cfg.env.endswith("stlnav"):
-            raise ConfigError(f"tgpo plans STLNav's subgoals: run it with --env builtin:stlnav (got {cfg.env})")
-
-        critic = None if cfg.strategy == "random" else AllocationCritic.load(tgpo_dir(cfg) / "critic")
-        return TGPO(policy, execute=execute, critic=critic, search=cfg.strategy, budget=cfg.budget)
-    raise ConfigError(f"unknown method {cfg.method!r}")
+def make_controller(cfg: EvalConfig, policy, options: Mapping[str, Any] | None = None) -> Controller:
+    """``cfg.method``'s controller over ``policy``: ``--budget`` fills its budget field, ``options`` (default:
+    ``--set``) its other fields, artifacts loaded."""
+    name = cfg.method
+    entry = METHODS.entry(name)
+    values = dict(cfg.options() if options is None else options)
+    arts: Mapping[str, Artifact] = entry.extra.get("artifacts", {})
+    if name == "tgpo" and not cfg.env.endswith("stlnav"):
+        raise ConfigError(f"tgpo plans STLNav's subgoals: run it with --env builtin:stlnav (got {cfg.env})")
+    passed: dict[str, Any] = {"policy": policy, "execute": cfg.execute or None}
+    unknown = sorted(set(values) - set(method_options(name)))
+    if unknown:
+        raise ConfigError(f"{name}: no option {', '.join(unknown)}: use {', '.join(method_options(name)) or 'none'}")
+    for key, art in arts.items():
+        value = values.pop(key, art.default)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{name}: {key} takes a path ({art.help}): --set {key}=PATH")
+        if art.field is not None and not (name == "tgpo" and values.get("search") == "random"):
+            passed[art.field] = art.load(value, cfg.env)
+    if "budget" in entry.extra:
+        passed[entry.extra["budget"]] = cfg.budget
+        if name == "stl":  # --budget beyond the DDIM steps guides them all
+            passed["last"] = min(cfg.budget, policy.steps_inference)
+    return METHODS.build(name, values, **passed)

@@ -1,57 +1,58 @@
-"""Diffusion strategies by name, as ``steerable diffuse`` names them (the extractor is passed in, as in search).
+"""Diffusion strategies by name, as ``steerable diffuse`` and the images route name them (the extractor is passed
+in, as in search).
 
-A name fixes a strategy and whether its process is guided by the reward's
+:data:`METHODS` is the table (a :class:`~steerable.registry.Registry`). A name
+fixes a strategy, its preset and whether its process is guided by the reward's
 gradient: ``dps`` is best-of-N over guided samples (N = 1 is plain DPS-style
-guidance), ``fk-dps`` is FK steering with the guided proposal.
+guidance), ``fk-dps`` is FK steering with the guided proposal. A budget N is in
+samples: a run spends at most N x ``num_steps`` denoiser evaluations.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from steerable.config import from_mapping
 from steerable.diffusion.dts import DiffusionTreeSampling
 from steerable.diffusion.fk import FKSteering
-from steerable.errors import ConfigError
+from steerable.registry import Entry, Registry
 from steerable.search.base import Extract
 from steerable.search.best_of_n import BestOfN
 
 
 @dataclass(frozen=True)
 class Method:
-    make: Callable[[Extract], object]
+    """What a name says about its process and answer, beside its strategy."""
+
     guided: bool = False  # the process runs with reward-gradient guidance
     sampler: bool = False  # the answer is a sample of the tilted target (not the best found)
 
 
-METHODS: dict[str, Method] = {
-    "bon": Method(lambda ex: BestOfN(extract=ex)),
-    "fk": Method(lambda ex: FKSteering(extract=ex)),
-    "fk-max": Method(lambda ex: FKSteering(potential="max", extract=ex)),
-    "fk-sum": Method(lambda ex: FKSteering(potential="sum", extract=ex)),
-    "fk-sample": Method(lambda ex: FKSteering(final="sample", extract=ex), sampler=True),
-    "dts": Method(lambda ex: DiffusionTreeSampling(extract=ex), sampler=True),
-    "dts-star": Method(lambda ex: DiffusionTreeSampling(greedy=True, extract=ex)),
-    "dps": Method(lambda ex: BestOfN(extract=ex), guided=True),
-    "fk-dps": Method(lambda ex: FKSteering(extract=ex), guided=True),
-}
+_N = "N samples of num_steps steps (N x steps NFE)"
+_K = "N particles, resampled on FK's schedule (N x steps NFE)"
+_TREE = "rollouts within N x steps NFE, sharing their prefixes"
+METHODS = Registry(
+    "diffusion method",
+    {
+        "bon": Entry(BestOfN, _N, "best of N by reward"),
+        "fk": Entry(FKSteering, _K, "FK steering, diff potential, best final particle"),
+        "fk-max": Entry(FKSteering, _K, "FK steering, max potential", {"potential": "max"}),
+        "fk-sum": Entry(FKSteering, _K, "FK steering, sum potential", {"potential": "sum"}),
+        "fk-sample": Entry(FKSteering, _K, "FK steering, answer drawn by weight", {"final": "sample"},
+                           extra={"sampler": True}),
+        "dts": Entry(DiffusionTreeSampling, _TREE, "diffusion tree sampling (Boltzmann walk)", extra={"sampler": True}),
+        "dts-star": Entry(DiffusionTreeSampling, _TREE, "diffusion tree search (best x0)", {"greedy": True}),
+        "dps": Entry(BestOfN, _N, "best of N reward-guided samples", extra={"guided": True}),
+        "fk-dps": Entry(FKSteering, _K, "FK steering with the guided proposal", extra={"guided": True}),
+    },
+)  # fmt: skip
 
 
 def method(name: str) -> Method:
-    if name not in METHODS:
-        raise ConfigError(f"unknown diffusion method {name!r}: use one of {', '.join(METHODS)}")
-    return METHODS[name]
+    """What ``name`` says about its process and answer (an unknown name is a one-line error)."""
+    return Method(**METHODS.entry(name).extra)
 
 
 def make_strategy(name: str, extract: Extract, options: Mapping | None = None):
     """A strategy by name; ``options`` (user values) override its fields, checked against their types and bounds."""
-    strategy = method(name).make(extract)
-    if not options:
-        return strategy
-    if not dataclasses.is_dataclass(strategy):
-        raise ConfigError(f"{name} takes no options")
-    preset = {f.name: getattr(strategy, f.name) for f in dataclasses.fields(strategy) if f.init and f.name != "extract"}
-    configured = from_mapping(type(strategy), {**preset, **options}, name, exclude=frozenset({"extract"}))
-    return dataclasses.replace(configured, extract=extract)
+    return METHODS.build(name, options, extract=extract)

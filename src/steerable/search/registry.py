@@ -1,21 +1,10 @@
 """Strategies by name, as the CLI and the server name them, and what ``budget`` means for each.
 
-=========== ================================================================================
-method      budget N
-=========== ================================================================================
-greedy      ignored: one sample
-sc          N samples, majority vote (``sc-short``: length-aware vote)
-sc-early    at most N samples, in rounds of ``round_size``; stops once the leader cannot lose
-bon, wbon   N samples, each scored once finished
-beam        N / M beams (M = ``expansions``), each expanded M ways per step
-dvts        N / M independent subtrees, each expanded M ways per step
-pf, epf     N particles, scored and resampled at every step
-epf-lam     N particles, each sampling ``lookahead`` = k successors per step (about k times PF's tokens)
-pgibbs      N particles per sweep, ``sweeps`` sweeps (about ``sweeps`` times PF's cost)
-astar       stop after N complete solutions (or N x ``max_pops_per_sample`` pops)
-mcts        N simulations, each expanding a leaf ``expansions`` ways
-refine      N candidates in all, ``per_round`` per round
-=========== ================================================================================
+:data:`METHODS` is the table (a :class:`~steerable.registry.Registry`): each
+name builds a strategy dataclass with its preset, and every field but the
+answer extractor is an option a user may set (``--methods
+pf:resampling=systematic``, a request's ``options``). ``budget_help()`` and
+the documentation print what the budget N counts for each method.
 
 With ``steerable scale --budget-unit tokens`` a budget is instead a cap on the
 tokens a run may generate, and N is that cap over the mean sample length.
@@ -23,12 +12,11 @@ tokens a run may generate, and N is that cap over the mean sample length.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-from steerable.config import from_mapping
 from steerable.errors import ConfigError
+from steerable.registry import Entry, Registry
 from steerable.search.astar import AStar
 from steerable.search.base import Extract
 from steerable.search.beam import BeamSearch
@@ -38,25 +26,43 @@ from steerable.search.particle_filter import ParticleFilter
 from steerable.search.particle_gibbs import ParticleGibbs
 from steerable.search.refine import IterativeRefine
 
-METHODS: dict[str, Callable[[Extract], object]] = {
-    "greedy": lambda ex: Greedy(extract=ex),
-    "sc": lambda ex: SelfConsistency(extract=ex),
-    "sc-early": lambda ex: SelfConsistency(extract=ex, early_stop=True),
-    "sc-short": lambda ex: SelfConsistency(extract=ex, prefer_shorter=True, length_power=1.0),
-    "bon": lambda ex: BestOfN(extract=ex),
-    "wbon": lambda ex: WeightedBestOfN(extract=ex),
-    "beam": lambda ex: BeamSearch(extract=ex),
-    "dvts": lambda ex: BeamSearch(diverse=True, extract=ex),
-    "pf": lambda ex: ParticleFilter(extract=ex),
-    "epf": lambda ex: ParticleFilter(entropic=True, resampling="systematic", extract=ex),
-    "epf-lam": lambda ex: ParticleFilter(entropic=True, resampling="systematic", lookahead=2, extract=ex),
-    "pgibbs": lambda ex: ParticleGibbs(extract=ex),
-    "astar": lambda ex: AStar(extract=ex),
-    "mcts": lambda ex: MCTS(extract=ex),
-    "refine": lambda ex: IterativeRefine(extract=ex),
-}
+_SAMPLE = "N samples, each scored once finished"
+_UNSCORED = {"scored": False}
+_EPF = {"entropic": True, "resampling": "systematic"}
+METHODS = Registry(
+    "method",
+    {
+        "greedy": Entry(Greedy, "ignored: one sample", "one sample at the process's settings", extra=_UNSCORED),
+        "sc": Entry(SelfConsistency, "N samples", "majority vote", extra=_UNSCORED),
+        "sc-early": Entry(
+            SelfConsistency, "at most N samples, in rounds of round_size", "majority vote, stops once the leader "
+            "cannot lose", {"early_stop": True}, extra=_UNSCORED,
+        ),
+        "sc-short": Entry(
+            SelfConsistency, "N samples", "length-aware vote (ties to shorter, votes by 1/length)",
+            {"prefer_shorter": True, "length_power": 1.0}, extra=_UNSCORED,
+        ),
+        "bon": Entry(BestOfN, _SAMPLE, "the best-scored sample"),
+        "wbon": Entry(WeightedBestOfN, _SAMPLE, "scores summed per distinct answer"),
+        "beam": Entry(BeamSearch, "N / M beams (M = expansions), each expanded M ways per step", "step-level beam"),
+        "dvts": Entry(
+            BeamSearch, "N / M independent subtrees, each expanded M ways per step", "diverse verifier tree search",
+            {"diverse": True},
+        ),
+        "pf": Entry(ParticleFilter, "N particles, scored and resampled at every step", "particle filtering"),
+        "epf": Entry(ParticleFilter, "N particles, scored and resampled at every step", "entropic PF", _EPF),
+        "epf-lam": Entry(
+            ParticleFilter, "N particles, each sampling lookahead = k successors per step (about k times PF's "
+            "tokens)", "entropic PF with look-ahead modulation", {**_EPF, "lookahead": 2},
+        ),
+        "pgibbs": Entry(ParticleGibbs, "N particles per sweep, sweeps sweeps", "particle Gibbs"),
+        "astar": Entry(AStar, "stop after N complete solutions (or N x max_pops_per_sample pops)", "A*-decoding"),
+        "mcts": Entry(MCTS, "N simulations, each expanding a leaf expansions ways", "UCT over steps"),
+        "refine": Entry(IterativeRefine, "N candidates in all, per_round per round", "iterative refinement (IAD)"),
+    },
+)  # fmt: skip
 #: methods that use no scorer
-UNSCORED = {"greedy", "sc", "sc-early", "sc-short"}
+UNSCORED = {n for n, e in METHODS.entries.items() if not e.extra.get("scored", True)}
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
@@ -80,21 +86,12 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 def make_strategy(name: str, extract: Extract, options: Mapping | None = None):
     """A strategy by name (or ``name:key=value:...``, see :func:`parse_method`); ``options`` (user values, JSON
-    types) override its fields, each checked against its declared type and bounds (``{"temperature": 0.5}``)."""
+    types) override its preset's fields, each checked against its declared type and bounds (``{"temperature":
+    0.5}``)."""
     if ":" in name:
         name, spec_options = parse_method(name)
         options = {**spec_options, **(options or {})}
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
-    strategy = METHODS[name](extract)
-    if options is None:
-        return strategy
-    if not isinstance(options, Mapping):
-        raise ConfigError(f"{name}: options must be an object of name: value (got {type(options).__name__})")
-    # the method's preset (epf: entropic, systematic) with the user's values over it, all checked again
-    preset = {f.name: getattr(strategy, f.name) for f in dataclasses.fields(strategy) if f.init and f.name != "extract"}
-    configured = from_mapping(type(strategy), {**preset, **options}, name, exclude=frozenset({"extract"}))
-    return dataclasses.replace(configured, extract=extract)
+    return METHODS.build(name, options, extract=extract)
 
 
 def make_scorer(name: str, device: str = "cpu", generator=None):

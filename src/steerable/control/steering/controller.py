@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from steerable.config import check, opt
 from steerable.control.policies.diffusion_policy import DiffusionPolicy
 from steerable.control.steering.process import Root
 from steerable.streams import stream
@@ -41,11 +42,12 @@ class Controller:
     """Base BC: one chunk per query, its first ``execute`` actions run (``execute=None``: the policy's own)."""
 
     policy: DiffusionPolicy
-    execute: int | None = None
-    eta: float = 0.0
+    execute: int | None = opt(None, "Actions run per prediction (None: the policy's own).", ge=1, le=64)
+    eta: float = opt(0.0, "DDIM eta of the policy's sampler (0: a chunk is a function of its noise).", ge=0, le=1)
     name = "base"
 
     def __post_init__(self) -> None:
+        check(self, f"{self.name}: ")
         self.proc = self.policy.process(eta=self.eta)
         self.reset([0])
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from steerable.config import opt
 from steerable.control.policies.critics import IQLCritic
 from steerable.control.policies.normalize import require_same
 from steerable.control.steering.controller import Controller
@@ -31,21 +32,19 @@ from steerable.search.registry import UNSCORED, make_strategy
 @dataclass
 class Lookahead(Controller):
     critic: IQLCritic | None = None
-    strategy: str = "bon"
-    budget: int = 8
-    depth: int = 2
-    gamma: float = 0.99
-    peek: bool = False
+    strategy: str = opt("bon", "The search strategy over plans (bon, beam, dvts, pf, ...).", min_len=1)
+    budget: int = opt(8, "The strategy's budget (plans; the budget).", ge=1, le=1024)
+    depth: int = opt(2, "Chunks each plan looks ahead, each run in its env fork.", ge=1, le=64)
+    gamma: float = opt(0.99, "Discount of the plan's return r_0 + gamma r_1 + ... + gamma^n V(s_n).", gt=0, le=1)
+    peek: bool = opt(False, "Forks keep the real episode's random stream (clairvoyant; for ablations).")
     name = "search"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.critic is None:
-            raise ConfigError("search scores plans by r + gamma^n V: pass --critic (from `steerable control train-q`)")
+            raise ConfigError("search scores plans by r + gamma^n V: --set critic=DIR (`steerable control train-q`)")
         if self.strategy in UNSCORED:
             raise ConfigError(f"search: {self.strategy} uses no scorer; use bon, beam, dvts or another scored one")
-        if self.budget < 1 or self.depth < 1:
-            raise ConfigError(f"search: budget and depth must be >= 1 (got {self.budget}, {self.depth})")
         require_same(self.policy.action_scale, self.critic.action_scale, "search")
         self.search = make_strategy(self.strategy, no_answer)
         self.process = ControlProcess(

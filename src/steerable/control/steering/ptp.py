@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from steerable.config import opt
 from steerable.control.steering.controller import Controller
 from steerable.control.steering.process import ControlProcess
 from steerable.control.steering.scorers import PastConsistency
@@ -32,13 +33,12 @@ class PTP(Controller):
     """Best-of-M by past consistency: the search room's :class:`~steerable.search.best_of_n.BestOfN` over a
     one-chunk :class:`ControlProcess` with a :class:`~steerable.control.steering.scorers.PastConsistency` scorer."""
 
-    m: int = 1
+    m: int = opt(1, "Candidates per prediction, verified against the executed actions (M, the budget).", ge=1,
+                 le=1024)  # fmt: skip
     name = "ptp"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.m < 1:
-            raise ConfigError(f"ptp: M must be >= 1 (got {self.m})")
         if self.m > 1 and self.policy.past == 0:
             raise ConfigError("ptp verification needs a policy trained with --past > 0 (it predicts past actions)")
         self.process = ControlProcess(self.policy, eta=self.eta)

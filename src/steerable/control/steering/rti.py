@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from steerable.config import opt
 from steerable.control.steering.controller import Controller
 from steerable.errors import ConfigError
 from steerable.streams import gaussian, stream
@@ -34,16 +35,14 @@ from steerable.streams import gaussian, stream
 
 @dataclass
 class RTI(Controller):
-    k_prime: int = 2
-    mode: Literal["direct", "renoise"] = "direct"
+    k_prime: int = opt(2, "Denoising steps per warm-started prediction (K', the budget).", ge=1, le=10_000)
+    mode: Literal["direct", "renoise"] = opt("direct", "The guess as x_t (authors'), or re-noised (SDEdit).")
     name = "rti"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.k_prime <= self.policy.steps_inference:
+        if self.k_prime > self.policy.steps_inference:
             raise ConfigError(f"rti: K' must be in [1, {self.policy.steps_inference}] (got {self.k_prime})")
-        if self.mode not in ("direct", "renoise"):
-            raise ConfigError(f"rti: mode must be direct or renoise (got {self.mode!r})")
 
     def reset(self, seeds: list[int]) -> None:
         super().reset(seeds)

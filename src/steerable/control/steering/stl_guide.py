@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from steerable.config import opt
 from steerable.control.steering.controller import Controller
 from steerable.control.steering.process import Root
 from steerable.control.worlds.envs import STLNav
@@ -78,20 +79,17 @@ class ChunkRobustness:
 
 @dataclass
 class STLGuided(Controller):
-    last: int = 3
-    iters: int = 1
-    lr: float = 0.5
-    clip: float = 1.0
-    tau: float = 0.05
+    last: int = opt(3, "Guided last denoising steps (the budget; at most the policy's DDIM steps).", ge=0, le=10_000)
+    iters: int = opt(1, "Gradient steps on robustness after each guided denoising step.", ge=0, le=100)
+    lr: float = opt(0.5, "Gradient step size.", ge=0, le=1e4)
+    clip: float = opt(1.0, "Each change is clipped to +-clip x the step's noise scale.", ge=0, le=1e4)
+    tau: float = opt(0.05, "Temperature of the smooth min/max of the robustness.", gt=0, le=10)
     name = "stl"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.last <= self.policy.steps_inference or self.iters < 0 or self.lr < 0 or self.clip < 0:
-            raise ConfigError(
-                f"stl: last must be in [0, {self.policy.steps_inference}], iters/lr/clip >= 0 "
-                f"(got last={self.last}, iters={self.iters}, lr={self.lr}, clip={self.clip})"
-            )
+        if self.last > self.policy.steps_inference:
+            raise ConfigError(f"stl: last must be in [0, {self.policy.steps_inference}] (got {self.last})")
         self.gradients = 0
         self.moved = 0.0  # total |change| the guidance made (so a run can tell it fired)
 
@@ -166,10 +164,10 @@ class STLFK(Controller):
     robustness: ``particles`` chunks per prediction, resampled at DDIM steps 2, 4, 6, 8 and 10 with the diff
     potential exp(lam (r_t - r_prev)); the chunk run is the best final particle (the authors' answer)."""
 
-    particles: int = 4
-    lam: float = 10.0
-    tau: float = 0.05
-    eta: float = 1.0
+    particles: int = opt(4, "Particles per prediction (the budget).", ge=1, le=1024)
+    lam: float = opt(10.0, "lambda of the potential exp(lambda (r_t - r_prev)).", ge=0, le=1e4)
+    tau: float = opt(0.05, "Temperature of the smooth min/max of the robustness.", gt=0, le=10)
+    eta: float = opt(1.0, "DDIM eta (FK needs stochastic steps).", ge=0, le=1)
     name = "fk"
 
     def __post_init__(self) -> None:

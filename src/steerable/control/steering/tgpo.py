@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -186,8 +187,10 @@ class TGPO(Controller):
     bon or mh over ``budget`` allocations scored by the critic)."""
 
     critic: AllocationCritic | None = None
-    search: str = "bon"
-    budget: int = 16
+    search: Literal["random", "bon", "mh"] = opt(
+        "bon", "random (one allocation from the prior), bon or mh over allocations scored by V."
+    )
+    budget: int = opt(16, "Allocations scored per episode (the budget).", ge=1, le=100_000)
     prior: Allocations = field(default_factory=Allocations)
     name = "tgpo"
 
@@ -195,8 +198,6 @@ class TGPO(Controller):
         super().__post_init__()
         if self.policy.obs_dim != SUB_DIM or self.policy.history or self.policy.past:
             raise ConfigError("tgpo needs the time-conditioned policy of `steerable control tgpo` (7-dim, no history)")
-        if self.search not in ("random", "bon", "mh"):
-            raise ConfigError(f"tgpo: search must be random, bon or mh (got {self.search!r})")
         if self.search != "random" and self.critic is None:
             raise ConfigError(f"tgpo {self.search} scores allocations: pass the critic (`steerable control tgpo`)")
         self.alloc = AllocationProcess(self.prior)

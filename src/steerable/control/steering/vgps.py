@@ -69,16 +69,14 @@ class VGPS(Controller):
     :class:`SoftmaxOfN` with ``beta`` > 0) over a one-chunk :class:`ControlProcess` with a :class:`QScorer`."""
 
     critic: IQLCritic | None = None
-    k: int = 8
-    beta: float = 0.0
+    k: int = opt(8, "Chunks sampled per control step (K, the budget).", ge=1, le=1024)
+    beta: float = opt(0.0, "Softmax temperature over Q (0: argmax).", ge=0, le=1e6)
     name = "vgps"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.critic is None:
-            raise ConfigError("vgps needs a critic: train one with `steerable control train-q` and pass --critic")
-        if self.k < 1 or self.beta < 0:
-            raise ConfigError(f"vgps: budget K must be >= 1 and beta >= 0 (got K={self.k}, beta={self.beta})")
+            raise ConfigError("vgps needs a critic: train one with `steerable control train-q`, --set critic=DIR")
         if self.critic.chunk > self.policy.horizon:
             raise ConfigError(
                 f"vgps: the critic scores {self.critic.chunk} actions, the policy plans only {self.policy.horizon}"
