@@ -51,8 +51,7 @@ def main() -> None:
     layout = TrajectoryLayout.fit(data)
     model = MLPDenoiser.from_pretrained(f"{a.run}/trajectory_model").eval()
     length = made["key"]["length"]
-    g = torch.Generator().manual_seed(a.seed)
-    traj, _ = sample_trajectories(model, layout, a.trajectories, length, a.steps, g)
+    traj, _ = sample_trajectories(model, layout, a.trajectories, length, a.steps, a.seed)
     synth = read_transitions(traj, layout, np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
     shuffled = np.random.default_rng(a.seed).permutation(synth.next_obs)
     rows = {

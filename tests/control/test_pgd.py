@@ -78,12 +78,12 @@ class GaussianDenoiser(torch.nn.Module):
 def test_edm_sampler_recovers_the_data_distribution_and_guidance_moves_actions():
     layout = TrajectoryLayout(1, 1, mean=(0.0,) * 4, std=(1.0,) * 4)
     model = GaussianDenoiser(0.5, 0.4)
-    x, stats = sample_trajectories(model, layout, 2000, 3, 64, torch.Generator().manual_seed(0))
+    x, stats = sample_trajectories(model, layout, 2000, 3, 64, 0)
     assert x.shape == (2000, 4, 4) and stats.nfe == 2 * 64 - 1 and stats.guided_steps == 0
     assert abs(x.mean().item() - 0.5) < 0.02 and abs(x.std().item() - 0.4) < 0.02
     guide = PolicyGuide(actor=lambda o: torch.full((len(o), 1), -0.5), to_unit=lambda a: a)
     lam = guidance_coefficients(0.05, 64)
-    y, stats = sample_trajectories(model, layout, 2000, 3, 64, torch.Generator().manual_seed(0), guide=guide,
+    y, stats = sample_trajectories(model, layout, 2000, 3, 64, 0, guide=guide,
                                    coefficients=lam)  # fmt: skip
     assert stats.guided_steps == 63 and stats.mean_shift > 0
     assert y[..., 1].mean() < x[..., 1].mean() - 0.05  # actions pulled toward the policy's -0.5
@@ -113,7 +113,7 @@ def test_synthetic_trajectories_follow_the_dynamics_better_than_mismatched_pairs
     )
     layout = TrajectoryLayout.fit(data)
     model, _ = train_trajectory_model(cfg, trajectory_windows(data, 4, 1), layout)
-    traj, _ = sample_trajectories(model, layout, 256, 4, 16, torch.Generator().manual_seed(1))
+    traj, _ = sample_trajectories(model, layout, 256, 4, 16, 1)
     t = read_transitions(traj, layout, LOW, HIGH)
     assert t.obs.shape == (256 * 4, 6) and t.action.shape == (256 * 4, 2) and np.isfinite(t.obs).all()
     assert (np.abs(t.action) <= 1).all()

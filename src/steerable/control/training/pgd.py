@@ -8,7 +8,9 @@ The model is EDM (Karras et al. 2022) over whole sub-trajectories: ``length + 1`
 sample is (obs_t, a_t, r_t, done_t, obs_{t+1}). Windows never cross episodes; a terminated episode's last
 window ends on its terminal transition (its next observation is the extra row), as the authors add
 terminal-ending windows. Training is EDM's preconditioned denoiser loss (log-normal sigma, P_mean -1.2,
-P_std 1.2, sigma_data 1); sampling is EDM's stochastic Heun sampler (rho 7, sigma in [0.002, 80], S_churn 80).
+P_std 1.2, sigma_data 1); sampling is EDM's stochastic Heun sampler (rho 7, sigma in [0.002, 80], S_churn 80)
+run as the diffusion room's :class:`~steerable.diffusion.edm.EDMProcess` (diffusers' EDM schedule and
+preconditioning), every trajectory on its own noise stream.
 
 Guidance, before each denoising step i of n, moves the action columns of the current (noisy) sample:
 
@@ -35,11 +37,14 @@ Where it differs from the authors' code, and why:
   sinusoidal embedding's frequencies span it as they span DDPM's timesteps).
 - The Euler predictor starts from the churned sample x_hat (EDM's Algorithm 2); the authors' starts from the
   sample before the churn noise was added while their Heun corrector uses x_hat.
+- Each trajectory's noise comes from its own counter-based stream (the diffusion room's convention), not one
+  generator for the batch.
 - CPU sizes: 64 sampling steps (theirs 256), sub-trajectories of 16 transitions (theirs 32).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +54,7 @@ import torch
 
 from steerable.control.worlds.data import Dataset
 from steerable.diffusion.denoiser import MLPDenoiser
+from steerable.diffusion.edm import EDMProcess, edm_denoise, edm_scheduler
 from steerable.errors import InputError
 
 
@@ -141,29 +147,15 @@ def read_transitions(traj: torch.Tensor, layout: TrajectoryLayout, low: np.ndarr
     )
 
 
-# ---------------------------------------------------------------- EDM
+# ---------------------------------------------------------------- EDM training
 @dataclass(frozen=True)
 class EDM:
-    """EDM's preconditioning, training noise and sampling schedule (the authors' defaults)."""
+    """EDM's training noise (the authors' defaults); the preconditioning is the sampler's
+    (:func:`steerable.diffusion.edm.edm_denoise`), so the model is trained and sampled with one D."""
 
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
     sigma_data: float = 1.0
-    rho: float = 7.0
     p_mean: float = -1.2
     p_std: float = 1.2
-    s_churn: float = 80.0
-    s_tmin: float = 0.05
-    s_tmax: float = 50.0
-    s_noise: float = 1.003
-
-    def denoise(self, model: MLPDenoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """D(x; sigma) = c_skip x + c_out F(c_in x, c_noise); ``sigma`` is [rows] (or a scalar)."""
-        sigma = torch.as_tensor(sigma, dtype=x.dtype).expand(x.shape[0])
-        s = sigma.view(-1, *([1] * (x.ndim - 1)))
-        sd2 = self.sigma_data**2
-        c_skip, c_out, c_in = sd2 / (s**2 + sd2), s * self.sigma_data / (s**2 + sd2).sqrt(), 1 / (s**2 + sd2).sqrt()
-        return c_skip * x + c_out * model(c_in * x, 1000 * torch.log(sigma) / 4).sample
 
     def loss(self, model: MLPDenoiser, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2 with ln sigma ~ N(P_mean, P_std^2),
@@ -172,21 +164,16 @@ class EDM:
         s = sigma.view(-1, *([1] * (x0.ndim - 1)))
         noised = x0 + s * torch.randn(x0.shape, generator=generator)
         weight = (s**2 + self.sigma_data**2) / (s * self.sigma_data) ** 2
-        return (weight * (self.denoise(model, noised, sigma) - x0) ** 2).mean()
+        return (weight * (edm_denoise(self._scheduler, model, noised, sigma) - x0) ** 2).mean()
 
-    def sigmas(self, steps: int) -> torch.Tensor:
-        """The authors' schedule: (s_max^(1/rho) + i/(n-1) (s_min^(1/rho) - s_max^(1/rho)))^rho for i = 0..n,
-        the last set to 0 (so sigma_{n-1} = sigma_min)."""
-        inv = 1 / self.rho
-        i = torch.arange(steps + 1, dtype=torch.float64)
-        s = (self.sigma_max**inv + i / max(steps - 1, 1) * (self.sigma_min**inv - self.sigma_max**inv)) ** self.rho
-        s[-1] = 0.0
-        return s
+    @property
+    def _scheduler(self):
+        return _scheduler(self.sigma_data)
 
-    def gammas(self, sig: torch.Tensor) -> torch.Tensor:
-        steps = len(sig) - 1
-        g = min(self.s_churn / steps, math.sqrt(2) - 1)
-        return torch.where((sig >= self.s_tmin) & (sig <= self.s_tmax), g, 0.0)
+
+@functools.cache
+def _scheduler(sigma_data: float):
+    return edm_scheduler(sigma_data=sigma_data)
 
 
 # ---------------------------------------------------------------- guidance
@@ -226,7 +213,7 @@ class PolicyGuide:
 # ---------------------------------------------------------------- sampling
 @dataclass(frozen=True)
 class SampleStats:
-    nfe: int  # denoiser evaluations per trajectory
+    nfe: int  # denoiser evaluations per trajectory (read from the sampler's usage)
     guided_steps: int  # steps whose lambda_i > 0 (guidance fired)
     mean_shift: float  # mean |lambda_i g| over guided action entries (standardised units), 0 when unguided
 
@@ -237,38 +224,31 @@ def sample_trajectories(
     n: int,
     length: int,
     steps: int,
-    generator: torch.Generator,
-    edm: EDM = EDM(),
+    seed: int,
     guide: PolicyGuide | None = None,
     coefficients: list[float] | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
-    """n trajectories ``[n, length + 1, width]`` in data units by EDM's stochastic Heun sampler, each step's
+    """n trajectories ``[n, length + 1, width]`` in data units by EDM's stochastic Heun sampler (the diffusion
+    room's :class:`~steerable.diffusion.edm.EDMProcess`, row r on its own noise stream from ``seed``), each step's
     action columns first moved by ``coefficients[i] * guide.grad`` when a guide is given."""
-    sig, shape = edm.sigmas(steps), (n, length + 1, layout.width)
-    gam = edm.gammas(sig)
-    x = torch.randn(shape, generator=generator, dtype=torch.float64).float() * float(sig[0])
-    nfe, fired, shift = 0, 0, []
-    for i in range(steps):
-        s, s_next, g = float(sig[i]), float(sig[i + 1]), float(gam[i])
-        lam = coefficients[i] if (guide is not None and coefficients is not None) else 0.0
-        if lam != 0.0:
-            step = lam * guide.grad(x, layout)
-            x = x.clone()
-            x[..., layout.act] += step
-            fired += 1
-            shift.append(float(step.abs().mean()))
-        with torch.no_grad():
-            s_hat = s * (1 + g)
-            x_hat = x + math.sqrt(s_hat**2 - s**2) * edm.s_noise * torch.randn(shape, generator=generator) if g else x
-            d = (x_hat - edm.denoise(model, x_hat, torch.tensor(s_hat))) / s_hat
-            x_next = x_hat + (s_next - s_hat) * d
-            nfe += 1
-            if s_next > 0:  # Heun's correction
-                d2 = (x_next - edm.denoise(model, x_next, torch.tensor(s_next))) / s_next
-                x_next = x_hat + 0.5 * (s_next - s_hat) * (d + d2)
-                nfe += 1
-        x = x_next
-    return layout.unstandardise(x), SampleStats(nfe, fired, float(np.mean(shift)) if shift else 0.0)
+    fired: list[float] = []
+
+    def guidance(x: torch.Tensor, i: int) -> torch.Tensor:
+        lam = coefficients[i] if coefficients is not None else 0.0
+        if lam == 0.0:
+            return x
+        step = lam * guide.grad(x, layout)
+        x = x.clone()
+        x[..., layout.act] += step
+        fired.append(float(step.abs().mean()))
+        return x
+
+    process = EDMProcess(model, steps, (length + 1, layout.width), guidance=guidance if guide is not None else None)
+    state = process.init(None, n, seed)
+    while not all(process.is_terminal(state)):
+        process.propose(state)
+    stats = SampleStats(process.usage.nfe // n, len(fired), float(np.mean(fired)) if fired else 0.0)
+    return layout.unstandardise(state.x), stats
 
 
 # ---------------------------------------------------------------- how well transitions follow the dynamics

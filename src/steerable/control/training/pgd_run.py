@@ -46,6 +46,7 @@ from steerable.control.worlds.data import DataConfig, Dataset, make_dataset
 from steerable.control.worlds.envs import make_env
 from steerable.diffusion.denoiser import MLPDenoiser
 from steerable.errors import ConfigError
+from steerable.streams import mix
 
 ARMS = ("real", "unguided", "pgd")
 
@@ -159,13 +160,14 @@ def load_or_train_model(cfg: PGDConfig, data: Dataset, layout: TrajectoryLayout)
     return model, record
 
 
-def synthesize(cfg, model, layout, agent, guided: bool, g, low, high) -> tuple[Transitions, dict]:
-    """One synthetic set: ``cfg.synth_trajectories`` trajectories, guided by ``agent`` when ``guided``."""
+def synthesize(cfg, model, layout, agent, guided: bool, seed: int, low, high) -> tuple[Transitions, dict]:
+    """One synthetic set: ``cfg.synth_trajectories`` trajectories from ``seed``, guided by ``agent`` when
+    ``guided``."""
     guide, coefs = None, None
     if guided and cfg.guidance > 0:
         guide = PolicyGuide(lambda o: agent.pi(o), agent.action_scale.normalize, cfg.normalise_guidance)
         coefs = guidance_coefficients(cfg.guidance, cfg.sample_steps, cfg.cosine, cfg.guidance_delay)
-    traj, stats = sample_trajectories(model, layout, cfg.synth_trajectories, cfg.length, cfg.sample_steps, g,
+    traj, stats = sample_trajectories(model, layout, cfg.synth_trajectories, cfg.length, cfg.sample_steps, seed,
                                       guide=guide, coefficients=coefs)  # fmt: skip
     t = read_transitions(traj, layout, low, high)
     info = {"guided_steps": stats.guided_steps, "mean_shift": round(stats.mean_shift, 5), "nfe": stats.nfe}
@@ -186,13 +188,12 @@ def train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high)
     torch.manual_seed(cfg.seed)  # every arm's networks start the same
     agent = TD3BC(obs_scale, action_scale, TD3BCConfig.of(cfg))
     g = torch.Generator().manual_seed(cfg.seed + 1)
-    gs = torch.Generator().manual_seed(cfg.seed + 2)
     real_s = TransitionSampler(real, action_scale)
     synth_s, regen, synth, t0 = None, [], None, time.perf_counter()
     for step in range(cfg.agent_steps):
         if arm != "real" and step % cfg.lifetime == 0:
             guided = arm == "pgd" and step > 0  # the first set is unguided (the authors start with no agent)
-            synth, info = synthesize(cfg, model, layout, agent, guided, gs, low, high)
+            synth, info = synthesize(cfg, model, layout, agent, guided, mix(cfg.seed, 2, step), low, high)
             synth_s = TransitionSampler(synth, action_scale)
             info |= {"step": step, "on_policy_gap": _on_policy_gap(agent, synth)}
             if layout.obs_dim == 6:
