@@ -28,7 +28,11 @@ class Strategy(Protocol):
     name: str
     extract: Extract
 
-    def run(self, process: Process, scorer: Scorer | None, budget: int, cond: C, seed: int | None = None) -> Result: ...
+    def run(
+        self, process: Process[C], scorer: Scorer[C] | None, budget: int, cond: C, seed: int | None = None
+    ) -> Result:
+        """Spend at most ``budget`` (its meaning: the registry's table) on samples of ``process`` conditioned on
+        ``cond``, scored by ``scorer`` given ``cond``; ``seed`` fixes every draw."""
 
 
 def require(budget: int, scorer: Scorer | None, name: str, min_budget: int = 1, unit_range: bool = False) -> None:

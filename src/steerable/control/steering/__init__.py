@@ -1,1 +1,1 @@
-"""steering"""
+"""Decision-time steering: controllers that run a search strategy over the control process at every step."""

@@ -1,6 +1,6 @@
 """Scorers of control plans (:class:`~steerable.control.steering.process.Plan`): critic, past consistency, return.
 
-Each is a :class:`~steerable.reward.scorer.Scorer`: it declares its range,
+Each is a ``Scorer[Root]`` (:class:`~steerable.reward.scorer.Scorer`): it declares its range,
 counts its ``calls`` (one per plan scored) and scores a batch of plans in one
 call of its model.
 
@@ -24,7 +24,7 @@ import torch
 
 from steerable.control.policies.critics import IQLCritic
 from steerable.control.policies.diffusion_policy import DiffusionPolicy
-from steerable.control.steering.process import Plan
+from steerable.control.steering.process import Plan, Root
 from steerable.errors import ConfigError
 
 INF = float("inf")
@@ -44,7 +44,7 @@ class QScorer:
     calls: int = 0
     forward_tokens: int = 0
 
-    def score(self, prompts: Sequence[str], samples: Sequence[Plan]) -> list[float]:
+    def score(self, conds: Sequence[Root], samples: Sequence[Plan]) -> list[float]:
         chunks = self.policy.future(torch.stack(_first(samples, "QScorer")))
         obs = torch.as_tensor(np.stack([p.obs for p in samples]).astype(np.float32))
         self.calls += len(samples)
@@ -73,7 +73,7 @@ class PastConsistency:
                 err += float(((chunk[j] - a) ** 2).sum())
         return err
 
-    def score(self, prompts: Sequence[str], samples: Sequence[Plan]) -> list[float]:
+    def score(self, conds: Sequence[Root], samples: Sequence[Plan]) -> list[float]:
         _first(samples, "PastConsistency")
         self.calls += len(samples)
         return [-self.error(p) for p in samples]
@@ -87,7 +87,7 @@ class ReturnToGo:
     calls: int = 0
     forward_tokens: int = 0
 
-    def score(self, prompts: Sequence[str], samples: Sequence[Plan]) -> list[float]:
+    def score(self, conds: Sequence[Root], samples: Sequence[Plan]) -> list[float]:
         if any(p.last_obs is None for p in samples):
             raise ConfigError("ReturnToGo scores rolled-out plans: build the control process with rollout=True")
         obs = torch.as_tensor(np.stack([p.last_obs for p in samples]).astype(np.float32))

@@ -1,1 +1,1 @@
-"""worlds"""
+"""The control worlds: gymnasium environments that fork (``clone``), their STL tasks, and offline datasets."""
