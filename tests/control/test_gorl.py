@@ -35,7 +35,7 @@ def test_rollouts_record_the_decoded_actions_the_latent_policy_chose(decoder_dir
     data = collect_latent_rollouts("builtin:pointnav", dec, Fixed(), episodes=2, seed=3)
     assert data.episodes == 2 and len(data) == int(np.sum(np.bincount(data.episode)))
     # the first 4 actions are the chunk that noise decodes to at the first observation
-    from steerable.control.training.dsrl import NoiseActionEnv
+    from steerable.control.training.noise_env import NoiseActionEnv
     from steerable.control.worlds.envs import make_env
 
     env = NoiseActionEnv(make_env("builtin:pointnav"), dec)

@@ -110,7 +110,7 @@ def test_method_errors(policy, data):
 
 
 def test_dsrl_wrapper_stops_a_chunk_at_termination_and_passes_truncated(policy):
-    from steerable.control.training.dsrl import NoiseActionEnv
+    from steerable.control.training.noise_env import NoiseActionEnv
     from steerable.control.worlds.envs import NavConfig
 
     nohist = DiffusionPolicy(

@@ -46,7 +46,8 @@ from torch import nn
 from steerable.control.policies.diffusion_policy import DiffusionPolicy
 from steerable.control.policies.noise import NoiseActor, mlp
 from steerable.control.steering.dsrl import DSRLController
-from steerable.control.training.dsrl import DSRLConfig, NoiseActionEnv
+from steerable.control.training.dsrl import DSRLConfig
+from steerable.control.training.noise_env import NoiseActionEnv
 from steerable.errors import InputError
 
 Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (obs [B, o], w [B, D]) -> a [B, D]

@@ -68,7 +68,7 @@ class GoRLConfig:
 def collect_latent_rollouts(env_name: str, decoder: DiffusionPolicy, latent, episodes: int, seed: int) -> Dataset:
     """Episodes of the latent policy (eps sampled from it) decoded through ``decoder``, as a dataset of the env
     actions actually executed."""
-    from steerable.control.training.dsrl import NoiseActionEnv
+    from steerable.control.training.noise_env import NoiseActionEnv
     from steerable.control.worlds.envs import make_env
     from steerable.streams import item_seed
 
