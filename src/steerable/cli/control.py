@@ -132,7 +132,7 @@ def _run_eval(cfg, printing: Printing, drawing: EvalPlot) -> None:
 
 
 def _register() -> None:
-    from steerable.config import command, config_command
+    from steerable.cli.flags import command, config_command
 
     try:
         from steerable.control.registry import EvalConfig
@@ -167,7 +167,7 @@ def _register() -> None:
         control_app, "tgpo", TGPOConfig, _run_tgpo, "TGPO-style: a time-conditioned policy and its allocation critic."
     )
 
-    @command(control_app, "eval")
+    @command(control_app, "eval", classes=(EvalConfig,))
     def control_eval(cfg: EvalConfig, printing: Printing, drawing: EvalPlot) -> None:
         """Success, return, NFE and seconds per control step of a method on seeded episodes."""
         _run_eval(cfg, printing, drawing)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from steerable.config import check, opt
+from steerable.config import check, from_mapping, opt, parse_pairs
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.lm.loading import DEVICE_HELP
 from steerable.rl.algos import ALGOS
@@ -405,34 +406,15 @@ def resume_point(out: Path, metrics_path: Path, spent: float) -> dict | None:
     return info
 
 
-def parse_options(options: dict | list[str]) -> dict:
-    """RLConfig overrides from ``{"name": value}`` or ``["name=value", ...]`` (the CLI's ``--set``), each
-    checked against RLConfig's fields and converted to the field's type."""
+def parse_options(options: Mapping | list[str]) -> dict:
+    """RLConfig overrides from ``{"name": value}`` or the CLI's ``["name=value", ...]`` (read by
+    :func:`~steerable.config.parse_pairs`), each checked against its RLConfig field and given the field's type."""
     from steerable.rl.algos import RLConfig
 
-    known = {f.name: f for f in fields(RLConfig)}
-    pairs = []
-    for item in options.items() if isinstance(options, dict) else options:
-        if isinstance(item, str):
-            if "=" not in item:
-                raise ConfigError(f"--set {item!r}: write NAME=VALUE, e.g. --set kl_cov_ratio=0.02")
-            item = tuple(x.strip() for x in item.split("=", 1))
-        pairs.append(item)
-    out = {}
-    for name, value in pairs:
-        if name not in known:
-            raise ConfigError(f"unknown option {name!r}: use one of {', '.join(sorted(known))}")
-        kind = type(known[name].default)
-        try:
-            if kind is bool and isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                value = value.lower() in ("true", "1")
-            out[name] = kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"option {name} needs a {kind.__name__} (got {value!r})") from None
-    RLConfig(**out)  # each value within its bounds, named in the error
-    return out
+    if not isinstance(options, Mapping):
+        options = parse_pairs(options, "--set", "write NAME=VALUE, e.g. --set kl_cov_ratio=0.02")
+    checked = from_mapping(RLConfig, options)
+    return {name: getattr(checked, name) for name in options}
 
 
 def _demo(task: str, seed: int) -> str:

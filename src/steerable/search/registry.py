@@ -24,10 +24,9 @@ tokens a run may generate, and N is that cap over the mean sample length.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping
 
-from steerable.config import from_mapping
+from steerable.config import from_mapping, parse_pairs
 from steerable.errors import ConfigError
 from steerable.search.astar import AStar
 from steerable.search.base import Extract
@@ -66,16 +65,7 @@ def parse_method(spec: str) -> tuple[str, dict]:
     read as JSON where it parses (numbers, true/false, null), else as a string.
     """
     name, *pairs = spec.split(":")
-    options: dict = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"method {spec!r}: options are name=value after the method, joined by ':'")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return name, options
+    return name, parse_pairs(pairs, f"method {spec!r}:", "options are name=value after the method, joined by ':'")
 
 
 def make_strategy(name: str, extract: Extract, options: Mapping | None = None):
