@@ -8,7 +8,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 # A room imports its own modules and the rooms of a lower rank, never a room of its rank or above.
 RANK = {
-    "": 0,  # steerable/__init__, errors, config, usage, streams: the base every room stands on
+    "": 0,  # steerable/__init__, errors, config, usage, streams, provenance, training: the base every room stands on
     "lm": 1,
     "reward": 2,
     "steer": 2,
@@ -21,7 +21,14 @@ RANK = {
     "serve": 8,
     "cli": 9,  # the cli package and demo.py: they only wire
 }
-BASE = {"steerable", "steerable.errors", "steerable.config", "steerable.usage", "steerable.streams"}
+BASE = {
+    "steerable",
+    "steerable.errors",
+    "steerable.config",
+    "steerable.usage",
+    "steerable.streams",
+    "steerable.provenance",
+}
 
 
 def modules() -> dict[str, Path]:

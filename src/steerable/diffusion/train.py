@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import platform
-import shlex
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +27,7 @@ import torch
 
 from steerable.config import check, opt
 from steerable.errors import ConfigError
+from steerable.provenance import provenance
 
 World = Literal["digits", "mixture"]
 #: the denoiser's size per world: (hidden, layers, time_dim)
@@ -126,19 +125,11 @@ def train(cfg: TrainDiffusionConfig) -> dict:
     model.save_pretrained(out)
     sched.save_pretrained(out)
     record: dict = {
-        "command": "steerable builtin train-diffusion "
-        + " ".join(
-            f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
-            for k, v in asdict(cfg).items()
-            if v is not None and not (k == "minutes" and cfg.steps)  # --steps overrides --minutes
-        ),
-        "config": asdict(cfg),
+        **provenance(cfg, "builtin train-diffusion", unused=("minutes",) if cfg.steps else ()),  # --steps rules
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": step,
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "final_loss_ema": round(ema, 4),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
         "history": history,
     }
     if cfg.world == "digits":

@@ -4,7 +4,8 @@ The output directory holds the trained model (a normal model directory every
 command accepts), ``metrics.jsonl`` (one line per logged step: reward,
 accuracy, entropy, mean length, clipped fraction, covariance statistics, and
 the held-in greedy accuracy when measured), ``curves.png``, ``run.json`` (the
-settings) and ``checkpoints/`` (TRL's, for resume: rerun the same command).
+command, settings and machine: :func:`~steerable.provenance.provenance`) and
+``checkpoints/`` (TRL's, for resume: rerun the same command).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import json
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from steerable.config import check, from_mapping, opt, parse_pairs
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.lm.loading import DEVICE_HELP
+from steerable.provenance import provenance
 from steerable.rl.algos import ALGOS
 from steerable.rl.rewards import TEMPLATES
 from steerable.streams import derive_seed
@@ -185,7 +187,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         )
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    (out / "run.json").write_text(json.dumps(provenance(cfg, "train rl"), indent=2) + "\n")
     checker = make_checker("builtin" if cfg.task.startswith("builtin:") else "boxed")
     extract = checker.extract
     device = resolve_device(cfg.device)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import platform
-import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,6 +15,7 @@ from steerable.control.policies.diffusion_policy import TRAIN_TIMESTEPS, Diffusi
 from steerable.control.policies.normalize import ActionScale, ObsScale
 from steerable.control.worlds.data import Dataset
 from steerable.errors import ConfigError
+from steerable.provenance import provenance
 
 
 @dataclass(frozen=True)
@@ -125,17 +124,13 @@ def train_policy(cfg: PolicyConfig, data: Dataset, action_scale: ActionScale, pr
         cfg.steps_inference,
     )
     record = {
-        "command": "steerable control train-policy "
-        + " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in asdict(cfg).items() if v is not None),
-        "config": asdict(cfg),
+        **provenance(cfg, "control train-policy", unused=("minutes",) if cfg.steps else ()),
         "data_episodes": data.episodes,
         "data_success": round(float(data.success.mean()), 4),
         "parameters": sum(p.numel() for p in den.parameters()),
         "steps": step,
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "final_loss_ema": round(ema, 4),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
         "history": history,
     }
     return policy, record

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 from steerable.config import opt
 from steerable.errors import ConfigError
+from steerable.provenance import provenance
 from steerable.tasks.builtin.data import training_pair
 
 #: A typical completion length of the mixture, the loss's fixed normaliser.
@@ -206,8 +206,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     record = {
-        "command": "steerable builtin train " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["builtin", "train"] else "",
-        "config": asdict(cfg),
+        **provenance(cfg, "builtin train", unused=("minutes",) if cfg.steps else ()),
         "steps": step,
         "wall_seconds": round(wall, 1),
         "final_loss_ema": round(ema or float("nan"), 5),
@@ -217,9 +216,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         else None,
         "history": history,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -28,11 +28,10 @@ after 5,000 steps) catches.
 from __future__ import annotations
 
 import json
-import platform
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.lm.types import SamplingParams
+from steerable.provenance import provenance
 from steerable.reward.metrics import auroc, expected_calibration_error
 from steerable.tasks.builtin import arithmetic
 from steerable.tasks.builtin.evaluate import MAX_SOLUTION_TOKENS, generate_batched
@@ -377,8 +377,7 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     record = {
-        "command": "steerable " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["builtin", "train-prm"] else "",
-        "config": asdict(cfg),
+        **provenance(cfg, "builtin train-prm"),
         "architecture": "steerable_surprise_prm (reward/surprise_prm.py): the policy's surprise"
         + (" and a calculator's score of each line" if calc is not None else "")
         + ", a linear head",
@@ -395,8 +394,6 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
         **final,
         "sample_seconds": round(sample_seconds, 1),
         "fit_seconds": round(fit_seconds, 1),
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
     (out / "prm.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
