@@ -28,6 +28,7 @@ BASE = {
     "steerable.usage",
     "steerable.streams",
     "steerable.provenance",
+    "steerable.training",
 }
 
 
