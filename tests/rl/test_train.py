@@ -307,8 +307,7 @@ def test_the_entropy_bonus_reaches_the_gradient_through_trls_fused_head(tiny_dir
 
 
 def test_an_algorithm_whose_inputs_nobody_computes_is_refused_before_sampling():
-    from steerable.rl.algos import ADVANTAGES, Algo
-    from steerable.rl.trainer import check_inputs
+    from steerable.rl.algos import ADVANTAGES, Algo, check_inputs
 
     def needs_the_moon(rewards, group_size, cfg, *, moon):
         return rewards, {}
