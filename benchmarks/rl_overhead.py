@@ -38,7 +38,7 @@ def main() -> None:
     from steerable.rl.algos import ALGOS, rl_config_for
     from steerable.rl.rewards import exact_reward
     from steerable.rl.run import _items
-    from steerable.rl.trainer import make_trainer_class
+    from steerable.rl.trainer import SteerableGRPOTrainer as Trainer
     from steerable.tasks.builtin.verifier import extract_answer
 
     extract = lambda t: None if extract_answer(t) is None else str(extract_answer(t))  # noqa: E731
@@ -46,7 +46,6 @@ def main() -> None:
     variants = ["trl_grpo", "grpo", "dapo", "clip_cov", "kl_cov"]
     step_t: dict[str, list[float]] = {v: [] for v in variants}
     loss_t: dict[str, list[float]] = {v: [] for v in variants}
-    Trainer = make_trainer_class()
     for _ in range(args.rounds):
         for name in variants:
             model, tok = load_model("builtin", device="cpu")

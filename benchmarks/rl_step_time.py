@@ -35,19 +35,15 @@ def main() -> None:
     from steerable.rl.run import RLRunConfig, train_rl
 
     cpu: list[float] = []
-    plain = trainer_module.make_trainer_class
 
-    def timed_class():
-        class Timed(plain()):
-            def training_step(self, *a, **kw):
-                t = time.process_time()
-                out = super().training_step(*a, **kw)
-                cpu.append(time.process_time() - t)
-                return out
+    class Timed(trainer_module.SteerableGRPOTrainer):
+        def training_step(self, *a, **kw):
+            t = time.process_time()
+            out = super().training_step(*a, **kw)
+            cpu.append(time.process_time() - t)
+            return out
 
-        return Timed
-
-    trainer_module.make_trainer_class = timed_class
+    trainer_module.SteerableGRPOTrainer = Timed  # train_rl imports the trainer when a run starts: it gets this one
     algos = args.algos.split(",")
     if "grpo" not in algos:
         algos.insert(0, "grpo")

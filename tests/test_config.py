@@ -76,3 +76,37 @@ def test_mutable_defaults_are_refused_at_declaration():
 def test_integers_past_the_repr_limit_are_reported_by_size():
     with pytest.raises(ConfigError, match="width must be >= 1 and <= 64 \\(got an integer of about 5000 digits\\)"):
         from_mapping(Knobs, {"width": 10**4999})
+
+
+# ---- NAME=VALUE pairs: one rule for every --set and method spec ---------------------------------------
+
+
+def test_pairs_read_json_where_it_parses_else_the_string():
+    from steerable.config import parse_pairs
+
+    got = parse_pairs(["width=8", " temperature = 0.5", "flag=true", "cap=null", "scheme=b", "positions=[-3]"])
+    assert got == {"width": 8, "temperature": 0.5, "flag": True, "cap": None, "scheme": "b", "positions": [-3]}
+    assert parse_pairs(['scheme="8"', "scheme2= a word "]) == {"scheme": "8", "scheme2": "a word"}
+    assert from_mapping(Knobs, parse_pairs(["width=8", "positions=[-3, -4]"])) == Knobs(width=8, positions=(-3, -4))
+
+
+@pytest.mark.parametrize("pair", ["width", "=3", " =3"])
+def test_a_pair_without_a_name_or_an_equals_sign_is_refused(pair):
+    from steerable.config import parse_pairs
+
+    with pytest.raises(ConfigError, match=f"--knob {pair!r}: write NAME=VALUE"):
+        parse_pairs([pair], "--knob")
+
+
+def test_the_ground_floor_knows_nothing_of_typer():
+    # the typer binder lives in steerable.cli.flags; config.py only validates (a library user needs no CLI)
+    import ast
+    from pathlib import Path
+
+    import steerable.config
+
+    tree = ast.parse(Path(steerable.config.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in imported if m.split(".")[0] in ("typer", "click", "steerable") and m != "steerable.errors"}
+    assert "_getframe" not in Path(steerable.config.__file__).read_text()

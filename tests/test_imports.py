@@ -8,7 +8,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 # A room imports its own modules and the rooms of a lower rank, never a room of its rank or above.
 RANK = {
-    "": 0,  # steerable/__init__, errors, config, usage, streams, registry: the base every room stands on
+    "": 0,  # the base every room stands on: steerable/__init__ and the modules of BASE
     "lm": 1,
     "reward": 2,
     "steer": 2,
@@ -27,6 +27,8 @@ BASE = {
     "steerable.config",
     "steerable.usage",
     "steerable.streams",
+    "steerable.provenance",
+    "steerable.training",
     "steerable.registry",
 }
 

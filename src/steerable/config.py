@@ -1,12 +1,12 @@
-"""Configuration dataclasses whose fields carry their help text and bounds, and CLI commands made from them.
+"""Configuration dataclasses whose fields carry their help text and bounds, checked field by field.
 
 A method's configuration is a dataclass; every field is declared with
 :func:`opt` (default, help and, for numbers, bounds). :func:`check` validates
 an instance against its annotations and bounds, :func:`from_mapping` builds
-one from user-supplied values (a request's JSON, ``--set NAME=VALUE``), and
-:func:`config_command` turns such a class into a typer command whose flags
-are exactly its fields, so a flag, a request field and a Python argument never
-disagree (the habit of TRL's configs). Every error is one
+one from user-supplied values (a request's JSON, ``--set NAME=VALUE`` pairs
+read by :func:`parse_pairs`). The command line is made from the same fields
+by :mod:`steerable.cli.flags`, so a flag, a request field and a Python
+argument never disagree (the habit of TRL's configs). Every error is one
 :class:`~steerable.errors.ConfigError` line naming the field.
 """
 
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
+import json
 import math
 import re
-import sys
 import types
 import typing
-from collections.abc import Callable, Mapping, Sized
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import Any, Literal
 
 from steerable.errors import ConfigError
@@ -50,7 +48,7 @@ def opt(
     ``finite`` (the default) refuses NaN and infinities for floats;
     ``min_len`` is the fewest characters of a string (or of each string of a
     tuple) and ``min_items`` the fewest items of a tuple.
-    For the command line (:func:`command`): ``flag`` spells the flag when it
+    For the command line (:mod:`steerable.cli.flags`): ``flag`` spells the flag when it
     is not ``--field-name``, ``envvar`` reads it from the environment, ``sep``
     splits a tuple's one flag value (``--budgets 1,4,16``; ``None``: repeat the
     flag instead), ``factory`` makes a mutable default (a dict of ``--set
@@ -244,177 +242,29 @@ def checked_values(
     return {k: _coerce(f"{prefix}{k}", v, hints[k], fields[k].metadata) for k, v in values.items()}
 
 
-# ---- the command line: flags made from config fields ----------------------------------------------
+def flag_name(f: dataclasses.Field) -> str:
+    """The command-line flag of field ``f``: its :func:`opt` ``flag``, else ``--field-name``."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def command(app, name: str | None = None, *, help: str | None = None) -> Callable:  # noqa: A002
-    """Register the decorated function on the typer ``app``; its config parameters become flags.
+def parse_pairs(items: Iterable[str], what: str = "--set", fix: str = "write NAME=VALUE") -> dict[str, Any]:
+    """``["lam=5", "potential=max"]`` -> ``{"lam": 5, "potential": "max"}``: user-typed ``NAME=VALUE`` pairs.
 
-    A parameter annotated with a config dataclass becomes one flag per field
-    (see :func:`opt`); the function receives the checked instance. A
-    parameter's default may be an instance whose values replace the class's
-    defaults for this command (``sampling: SamplingParams = SamplingParams(temperature=0.0)``).
-    Other parameters (positional arguments) are passed to typer as declared.
-    Every value is checked against its field's type and bounds before the
-    function runs; an error is one :class:`ConfigError` line naming the flag.
+    One rule for every such value: JSON where it parses (numbers,
+    ``true``/``false``, ``null``, lists), else the string as typed; the
+    field it names checks it (:func:`from_mapping`). A pair without ``=`` or a
+    name is a ConfigError: ``"{what} {pair!r}: {fix}"``.
     """
-
-    caller = sys._getframe(1).f_locals  # a command defined inside a function names classes local to it
-
-    def register(fn: Callable) -> Callable:
-        hints = typing.get_type_hints(fn, localns=caller)
-        params: list[inspect.Parameter] = []
-        groups: dict[str, tuple[type, Any, dict[str, tuple[str, Any, Mapping]]]] = {}
-        seen: dict[str, str] = {}
-        for p in inspect.signature(fn).parameters.values():
-            tp = hints.get(p.name, p.annotation)
-            if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
-                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=tp))
-                _claim(seen, p.name, fn.__name__)
-                continue
-            base = p.default if dataclasses.is_dataclass(p.default) else None
-            flags: dict[str, tuple[str, Any, Mapping]] = {}
-            field_hints = _hints(tp)
-            for f in dataclasses.fields(tp):
-                if not f.init or not f.metadata.get("cli", bool(f.metadata)):
-                    continue
-                default = _field_default(f, base)
-                _claim(seen, f.name, fn.__name__)
-                annotation, option, flag = _flag(f, field_hints[f.name], default)
-                params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                                default=option))  # fmt: skip
-                flags[f.name] = (flag, field_hints[f.name], f.metadata)
-            groups[p.name] = (tp, base, flags)
-
-        @functools.wraps(fn)
-        def run(**kw: Any) -> Any:
-            args = {k: v for k, v in kw.items() if not any(k in g[2] for g in groups.values())}
-            for pname, (cls, base, flags) in groups.items():
-                values = {k: _from_flag(flags[k][0], kw[k], tp, meta) for k, (_, tp, meta) in flags.items()}
-                args[pname] = dataclasses.replace(base, **values) if base is not None else cls(**values)
-            return fn(**args)
-
-        del run.__wrapped__  # typer must see the flags' signature, not fn's
-        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        run.__annotations__ = {}
-        run.configs = {k: g[0] for k, g in groups.items()}  # type: ignore[attr-defined]  (tests walk these)
-        app.command(name, help=help)(run)
-        return fn
-
-    return register
-
-
-def config_command(app, name: str, cls: type, run: Callable[[Any], None], doc: str | None = None) -> None:
-    """Register ``name`` on ``app``: its flags are ``cls``'s fields; it calls ``run(cls(**flags))``."""
-
-    def command_fn(cfg: cls) -> None:  # type: ignore[valid-type]
-        run(cfg)
-
-    command_fn.__annotations__ = {"cfg": cls, "return": None}
-    command_fn.__name__ = name.replace("-", "_")
-    command(app, name, help=doc or cls.__doc__)(command_fn)
-
-
-def _claim(seen: dict[str, str], name: str, where: str) -> None:
-    if name in seen:
-        raise TypeError(f"{where}: two flags named {name!r}; rename one of the config fields")
-    seen[name] = where
-
-
-def _field_default(f: dataclasses.Field, base: Any) -> Any:
-    if base is not None:
-        return getattr(base, f.name)
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return ...
-
-
-def _flag(f: dataclasses.Field, tp: Any, default: Any) -> tuple[Any, Any, str]:
-    """The annotation typer parses, its ``typer.Option`` and the flag's spelling, for field ``f``."""
-    import typer
-
-    meta = f.metadata
-    flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-    inner, optional = _unoptional(tp)
-    metavar = _METAVARS.get(inner)
-    origin = typing.get_origin(inner)
-    text = meta.get("help", "")
-    if origin is Literal:
-        choices = [str(a) for a in typing.get_args(inner)]
-        if not all(c in text for c in choices):
-            text += f" One of: {', '.join(choices)}."
-        annotation = str
-    elif origin is tuple and meta.get("sep"):
-        annotation = str
-        item = (typing.get_args(inner) or (str,))[0]
-        metavar = f"{_METAVARS.get(item, 'TEXT')}{meta['sep']}..."
-        if default not in (None, ...):
-            default = meta["sep"].join(str(x) for x in default)
-    elif origin is tuple or inner is dict or origin is dict:
-        annotation = list[str]
-        metavar = "NAME=VALUE" if origin is not tuple else "TEXT"
-        if isinstance(default, dict):
-            default = [f"{k}={v}" for k, v in default.items()]
-        elif default not in (None, ...):
-            default = [str(x) for x in default]
-    else:
-        annotation = inner
-    bounds = _bounds_text(meta)
-    if bounds:
-        text += f" ({bounds})"
-    decls = [flag] if inner is not bool or meta.get("flag") else []
-    option = typer.Option(
-        default, *decls, help=text.strip(), envvar=meta.get("envvar"), show_envvar=False, metavar=metavar
-    )
-    return (annotation | None if optional or default is None else annotation), option, flag
-
-
-_METAVARS = {int: "INT", float: "NUMBER", str: "TEXT", Path: "PATH"}
-
-
-def _unoptional(tp: Any) -> tuple[Any, bool]:
-    if typing.get_origin(tp) in (types.UnionType, typing.Union):
-        arms = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(arms) == 1 and len(typing.get_args(tp)) == 2:
-            return arms[0], True
-    return tp, False
-
-
-def _from_flag(flag: str, raw: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
-    """A flag's parsed value as the field's type (split lists, NAME=VALUE pairs), checked against its bounds."""
-    inner, _ = _unoptional(tp)
-    origin = typing.get_origin(inner)
-    value = raw
-    if raw is not None and origin is tuple:
-        args = typing.get_args(inner)
-        item = args[0] if len(args) == 2 and args[1] is Ellipsis else str
-        sep = meta.get("sep")
-        parts = list(raw) if not isinstance(raw, str) else ([] if raw == "" else raw.split(sep))
-        value = tuple(_parse_item(flag, x.strip() if isinstance(x, str) and sep else x, item, raw, sep) for x in parts)
-    elif raw is not None and (inner is dict or origin is dict):
-        value = {}
-        for pair in raw:
-            key, eq, v = pair.partition("=")
-            if not eq or not key.strip():
-                raise ConfigError(f"{flag} {pair!r}: write NAME=VALUE")
-            value[key.strip()] = v.strip()
-    return _coerce(flag, value, tp, meta)
-
-
-def _parse_item(flag: str, text: Any, tp: Any, raw: Any, sep: str | None) -> Any:
-    if not isinstance(text, str):
-        return text
-    if sep and text == "":
-        raise ConfigError(f"{flag} has an empty item (got {_shown(raw)}): separate values with {sep!r}")
-    if tp in (int, float):
+    out: dict[str, Any] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise ConfigError(f"{what} {item!r}: {fix}")
         try:
-            return tp(text)
-        except ValueError:
-            kind = "integers" if tp is int else "numbers"
-            raise ConfigError(f"{flag} takes {kind} (got {_shown(text)})") from None
-    return text
+            out[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name.strip()] = value.strip()  # a word such as max or systematic
+    return out
 
 
 # ---- backslash escapes in text a user types ---------------------------------------------------------

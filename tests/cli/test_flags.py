@@ -9,7 +9,8 @@ import pytest
 import typer
 
 from steerable.cli import app
-from steerable.config import command, opt, unescape
+from steerable.cli.flags import command
+from steerable.config import opt, unescape
 from steerable.errors import ConfigError
 
 
@@ -40,7 +41,7 @@ def _flag_defaults(fn) -> dict[str, object]:
 
 @pytest.mark.parametrize("name", ["generate", "scale", "serve", "train rl", "steer select-refusal", "steer apply"])
 def test_flag_defaults_are_the_config_defaults(name):
-    from steerable.config import _field_default
+    from steerable.cli.flags import _field_default
 
     fn = dict(commands(app))[name]
     shown = _flag_defaults(fn)
@@ -130,7 +131,7 @@ def toy(capsys):
 
 def test_flags_parse_into_the_config(toy):
     t = toy("here", "--sizes", "2, 8", "--names", "a", "--names", "b c", "--set", "x=1", "--set", "y = two", "--loud")
-    assert t == Toy(sizes=(2, 8), names=("a", "b c"), knobs={"x": "1", "y": "two"}, rate=0.25, loud=True)
+    assert t == Toy(sizes=(2, 8), names=("a", "b c"), knobs={"x": 1, "y": "two"}, rate=0.25, loud=True)
     assert toy("here") == Toy(rate=0.25)  # the parameter's instance sets this command's defaults
 
 

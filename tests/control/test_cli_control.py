@@ -46,7 +46,7 @@ def test_data_then_train_q_writes_a_critic(run, tmp_path):
         (["eval", "--method", "dsrl"], "dsrl: noise_policy takes a path"),
         (["eval", "--method", "dsrl", "--set", "noise_policy=/no/such.zip"], "no noise policy at"),
         (["eval", "--method", "warp"], "unknown control method 'warp'"),
-        (["eval", "--set", "beta"], "--set takes NAME=VALUE"),
+        (["eval", "--set", "beta"], "--set 'beta': write NAME=VALUE"),
         (["gorl", "--policy", "p", "--out", "o", "--stages", "0"], "stages must be >= 1"),
     ],
 )

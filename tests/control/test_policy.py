@@ -226,3 +226,31 @@ def test_dsrl_alpha_lr_survives_sb3_resetting_learning_rates(tmp_path):
         moved[alpha_lr] = abs(np.log(rec["final"]["alpha"] / 0.5))
     # 24 chunks, 4 updates per 4 chunks after 8 warm-up chunks: about 16 Adam steps of ~lr each on log alpha
     assert moved[0.0] < 16 * 3e-4 * 1.5 + 1e-3 and moved[0.05] > 16 * 0.05 * 0.5
+
+
+def test_a_policy_run_killed_mid_way_resumes_to_the_uninterrupted_weights(data, tmp_path, monkeypatch):
+    from steerable.diffusion.denoiser import MLPDenoiser
+
+    def cfg(out):
+        return PolicyConfig(data="-", out=str(out), steps=8, hidden=16, layers=1, batch_size=32, history=1)
+
+    straight = train_policy(cfg(tmp_path / "a"), data, SCALE, progress=False)[0]
+    monkeypatch.setattr("steerable.training.CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every step
+    forward, calls = MLPDenoiser.forward, []
+
+    def dies_at_the_fifth_step(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("killed")
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(MLPDenoiser, "forward", dies_at_the_fifth_step)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_policy(cfg(tmp_path / "b"), data, SCALE, progress=False)
+    calls.clear()
+    monkeypatch.setattr(MLPDenoiser, "forward", lambda self, *a, **kw: calls.append(1) or forward(self, *a, **kw))
+    resumed, record = train_policy(cfg(tmp_path / "b"), data, SCALE, progress=False)
+    assert len(calls) == 4 and record["steps"] == 8  # steps 5 to 8: resumed, not started over
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()
+    for a, b in zip(straight.denoiser.state_dict().values(), resumed.denoiser.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

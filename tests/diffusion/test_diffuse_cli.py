@@ -58,3 +58,34 @@ def test_train_diffusion_writes_a_loadable_world(tmp_path):
     assert record["steps"] == 30 and "--steps 30" in record["command"] and "--minutes" not in record["command"]
     world = load_world("builtin:mixture", str(out))
     assert world.denoiser.config.sample_shape in ((2,), [2])
+
+
+def test_train_diffusion_stopped_by_ctrl_c_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from steerable.diffusion.denoiser import MLPDenoiser
+
+    def train(out):
+        return run(["builtin", "train-diffusion", "--out", str(out), "--world", "mixture", "--steps", "6",
+                    "--batch-size", "32"])  # fmt: skip
+
+    assert train(tmp_path / "a") == 0
+    forward, calls = MLPDenoiser.forward, []
+
+    def counted(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 3 and interrupt:
+            signal.raise_signal(signal.SIGINT)  # during step 3: the loop ends the step, saves, stops
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(MLPDenoiser, "forward", counted)
+    interrupt = True
+    assert train(tmp_path / "b") == 2
+    assert "interrupted at step 3" in capsys.readouterr().err and (tmp_path / "b" / "checkpoint.pt").exists()
+    calls.clear()
+    interrupt = False
+    assert train(tmp_path / "b") == 0
+    assert "resuming at step 3" in capsys.readouterr().err and len(calls) == 3  # steps 4 to 6 only
+    weights = "diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "a" / weights).read_bytes() == (tmp_path / "b" / weights).read_bytes()
+    assert json.loads((tmp_path / "b" / "training.json").read_text())["steps"] == 6

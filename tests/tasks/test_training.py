@@ -3,12 +3,12 @@ import random
 import pytest
 
 from steerable.tasks.builtin.arithmetic import Problem
-from steerable.tasks.builtin.train import batches
+from steerable.tasks.builtin.train import Batches
 from steerable.tasks.builtin.train_prm import line_end_labels
 
 
 def test_training_batches_learn_only_the_completion_and_eos(char_tokenizer):
-    ids, mask, labels = next(batches(random.Random(0), char_tokenizer, batch_size=8))
+    ids, mask, labels = next(Batches(random.Random(0), char_tokenizer, batch_size=8))
     for r in range(ids.shape[0]):
         n = int(mask[r].sum())
         row, lab = ids[r, :n].tolist(), labels[r, :n].tolist()
@@ -138,3 +138,53 @@ def test_calculator_lines_are_the_worlds_steps_a_third_in_the_check_form():
         op = next(c for c in "+-*" if c in a[1:])
         x, y = a.split(op, 1)
         assert arithmetic.apply(int(x), op, int(y)) == int(rest)
+
+
+def test_a_batch_stream_resumed_from_its_state_draws_what_the_uninterrupted_one_draws(char_tokenizer):
+    import torch
+
+    def stream(seed: int = 0) -> Batches:
+        return Batches(random.Random(seed), char_tokenizer, batch_size=3, group=4)
+
+    whole = stream()
+    straight = [next(whole) for _ in range(9)]
+    for taken in (5, 8):  # mid-group and at a group's end
+        first = stream()
+        for _ in range(taken):
+            next(first)
+        later = stream(seed=99)
+        later.load_state_dict(first.state_dict())
+        for want in straight[taken:]:
+            assert all(torch.equal(a, b) for a, b in zip(next(later), want, strict=True))
+
+
+def test_the_built_in_trainer_stopped_by_ctrl_c_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):
+    import json
+    import signal
+
+    from transformers import LlamaForCausalLM
+
+    from steerable.errors import SteerableError
+    from steerable.tasks.builtin.train import TrainConfig, train
+
+    def cfg(out):
+        return TrainConfig(out=str(out), steps=6, batch_size=3, eval_every=0, threads=1)
+
+    train(cfg(tmp_path / "a"), progress=False)
+    forward, calls, interrupt = LlamaForCausalLM.forward, [], [3]
+
+    def counted(self, *a, **kw):
+        calls.append(1)
+        if len(calls) in interrupt:
+            signal.raise_signal(signal.SIGINT)  # during step 3, mid-way through a group of 4 batches
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", counted)
+    with pytest.raises(SteerableError, match="interrupted at step 3"):
+        train(cfg(tmp_path / "b"), progress=False)
+    calls.clear()
+    interrupt.clear()
+    record = train(cfg(tmp_path / "b"), progress=False)
+    assert "resuming at step 3" in capsys.readouterr().err and len(calls) == 3  # steps 4 to 6 only
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert record["final_loss_ema"] == json.loads((tmp_path / "a" / "training.json").read_text())["final_loss_ema"]

@@ -1,7 +1,7 @@
 """The ``steerable`` command: one module per command group; every flag comes from a config dataclass.
 
 Each module registers its commands on the apps of :mod:`steerable.cli.app`
-with :func:`steerable.config.command`, which makes a command's flags from the
+with :func:`steerable.cli.flags.command`, which makes a command's flags from the
 config dataclasses its function takes. A new command is a new module here,
 imported below. :func:`main` turns every user error (a bad flag, a bad file,
 any :class:`~steerable.errors.SteerableError`) into one line on stderr and

@@ -9,7 +9,8 @@ import typer
 
 from steerable.cli.app import builtin_app
 from steerable.cli.common import Printing, generator, quiet_transformers, threads
-from steerable.config import command, opt
+from steerable.cli.flags import command
+from steerable.config import opt
 from steerable.lm.loading import ModelConfig
 from steerable.tasks.builtin.evaluate import EvalSet
 from steerable.tasks.builtin.train import TrainConfig

@@ -132,7 +132,7 @@ def _run_eval(cfg, printing: Printing, drawing: EvalPlot) -> None:
 
 
 def _register() -> None:
-    from steerable.config import command, config_command
+    from steerable.cli.flags import command, config_command
 
     try:
         from steerable.control.registry import EvalConfig, options_help
@@ -169,7 +169,7 @@ def _register() -> None:
 
     doc = "Success, return, NFE and seconds per control step of a method on seeded episodes.\n\n" + options_help()
 
-    @command(control_app, "eval", help=doc)
+    @command(control_app, "eval", help=doc, classes=(EvalConfig,))
     def control_eval(cfg: EvalConfig, printing: Printing, drawing: EvalPlot) -> None:
         _run_eval(cfg, printing, drawing)
 

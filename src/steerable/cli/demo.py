@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from steerable.cli.app import app
 from steerable.cli.common import generator
-from steerable.config import command, opt
+from steerable.cli.flags import command
+from steerable.config import opt
 from steerable.lm.loading import DeviceConfig
 
 

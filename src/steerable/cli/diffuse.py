@@ -14,7 +14,8 @@ import typer
 
 from steerable.cli.app import app, builtin_app
 from steerable.cli.common import Printing, output_dir
-from steerable.config import check, command, opt
+from steerable.cli.flags import command
+from steerable.config import check, opt
 from steerable.diffusion.sample import DiffuseSampleConfig
 from steerable.diffusion.train import TrainDiffusionConfig
 from steerable.errors import ConfigError, InputError
@@ -63,19 +64,7 @@ class DiffuseScaleConfig:
 class StrategyOptions:
     """A method's own options, beside its defaults."""
 
-    set: tuple[str, ...] = opt((), "A method option NAME=VALUE (repeat): lam=5, potential=max, widen_c=1 ...", sep=None)
-
-    def parsed(self) -> dict:
-        out = {}
-        for item in self.set:
-            name, eq, value = item.partition("=")
-            if not eq or not name:
-                raise ConfigError(f"--set takes NAME=VALUE (got {item!r})")
-            try:
-                out[name.strip()] = json.loads(value)
-            except json.JSONDecodeError:
-                out[name.strip()] = value  # a word such as max or systematic
-        return out
+    set: dict = opt(..., "A method option NAME=VALUE (repeat): lam=5, potential=max, widen_c=1 ...", factory=dict)
 
 
 def _extra_missing() -> str | None:
@@ -124,7 +113,7 @@ def sample(cfg: DiffuseSampleConfig, options: StrategyOptions, printing: Printin
     from steerable.diffusion.sample import run_sample
 
     output_dir(cfg.out)
-    record = run_sample(cfg, options.parsed())
+    record = run_sample(cfg, options.set)
     if printing.json:
         typer.echo(json.dumps(record))
         return

@@ -10,7 +10,8 @@ import typer
 
 from steerable.cli.app import app
 from steerable.cli.common import Printing, PromptsFile, generator, read_prompts
-from steerable.config import command, opt, unescape
+from steerable.cli.flags import command
+from steerable.config import opt, unescape
 from steerable.lm.loading import ModelConfig
 from steerable.lm.types import SamplingParams
 

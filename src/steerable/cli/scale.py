@@ -11,7 +11,7 @@ from steerable.bench.config import ScaleConfig
 from steerable.bench.distributed import ScaleSetup
 from steerable.cli.app import app
 from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
-from steerable.config import command
+from steerable.cli.flags import command
 from steerable.errors import ConfigError
 
 #: Seconds between progress lines when stderr is not a terminal (nohup, a pipe, a CI log).

@@ -8,7 +8,8 @@ import typer
 
 from steerable.cli.app import app
 from steerable.cli.common import quiet_transformers, threads
-from steerable.config import command, opt
+from steerable.cli.flags import command
+from steerable.config import opt
 from steerable.lm.loading import ModelConfig
 
 

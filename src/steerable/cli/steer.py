@@ -12,7 +12,8 @@ import typer
 
 from steerable.cli.app import steer_app
 from steerable.cli.common import Printing, PromptsFile, generator, output_file, read_prompts
-from steerable.config import command, opt
+from steerable.cli.flags import command
+from steerable.config import opt
 from steerable.errors import InputError
 from steerable.lm.loading import ModelConfig
 from steerable.lm.types import SamplingParams

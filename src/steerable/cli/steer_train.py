@@ -11,8 +11,9 @@ import typer
 
 from steerable.cli.app import steer_app
 from steerable.cli.common import Printing, generator, output_file, read_prompts
+from steerable.cli.flags import command
 from steerable.cli.steer import ArtifactOut, Layers, layer_choice
-from steerable.config import command, opt
+from steerable.config import opt
 from steerable.errors import InputError
 from steerable.lm.loading import ModelConfig
 from steerable.steer.controller import ControllerConfig

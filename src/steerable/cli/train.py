@@ -11,7 +11,7 @@ import typer
 
 from steerable.cli.app import train_app
 from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
-from steerable.config import command
+from steerable.cli.flags import command
 from steerable.rl.run import RLRunConfig
 
 

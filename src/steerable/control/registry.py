@@ -11,13 +11,12 @@ controller gets what it loads.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steerable.config import check, opt
+from steerable.config import check, opt, parse_pairs
 from steerable.control.steering.controller import Controller
 from steerable.control.steering.dsrl import DSRLController
 from steerable.control.steering.lookahead import Lookahead
@@ -143,17 +142,8 @@ class EvalConfig:
         self.options()
 
     def options(self) -> dict[str, Any]:
-        """``--set`` as a mapping, values read as JSON where they parse (numbers, true/false), else as text."""
-        out: dict[str, Any] = {}
-        for item in self.set:
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise ConfigError(f"--set takes NAME=VALUE (got {item!r})")
-            try:
-                out[key.strip()] = json.loads(value)
-            except json.JSONDecodeError:
-                out[key.strip()] = value  # a word or a path
-        return out
+        """``--set`` as a mapping (:func:`steerable.config.parse_pairs`: JSON where a value parses, else text)."""
+        return parse_pairs(self.set)
 
 
 def method_options(name: str) -> list[str]:

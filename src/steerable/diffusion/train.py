@@ -4,8 +4,10 @@ DDPM training (Ho et al., "Denoising Diffusion Probabilistic Models", eq. 14):
 x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps with t uniform over 1,000 steps of
 diffusers' ``DDPMScheduler`` (``squaredcos_cap_v2``, the cosine schedule of
 Nichol & Dhariwal), loss |eps - eps_theta(x_t, t)|^2. AdamW, cosine learning
-rate over the run. The directory written is a diffusers model directory
-(``config.json`` + ``diffusion_pytorch_model.safetensors``) plus the
+rate over the run, in :func:`steerable.training.train_loop` (a checkpoint in
+the directory every minute and on Ctrl-C: a rerun resumes). The directory
+written is a diffusers model directory (``config.json`` +
+``diffusion_pytorch_model.safetensors``) plus the
 scheduler's config, the digits reward's weights (a logistic regression on half
 A of the data, see :mod:`steerable.diffusion.digits`) and ``training.json``
 (command, configuration, steps, wall time, losses, checks).
@@ -17,10 +19,6 @@ One thread by default: a model this small is launch-bound, and on a shared
 from __future__ import annotations
 
 import json
-import math
-import platform
-import shlex
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,7 +26,8 @@ from typing import Literal
 import torch
 
 from steerable.config import check, opt
-from steerable.errors import ConfigError
+from steerable.provenance import provenance
+from steerable.training import CHECKPOINT, Budget, cosine, train_loop
 
 World = Literal["digits", "mixture"]
 #: the denoiser's size per world: (hidden, layers, time_dim)
@@ -76,7 +75,7 @@ def fit_digits_reward() -> tuple[dict[str, torch.Tensor], dict]:
     return weights, {"reward_accuracy_half_b": round(float(lr.score(x[b], y[b])), 4)}
 
 
-def train(cfg: TrainDiffusionConfig) -> dict:
+def train(cfg: TrainDiffusionConfig, progress: bool = True) -> dict:
     from diffusers import DDPMScheduler
     from safetensors.torch import save_file
 
@@ -99,47 +98,36 @@ def train(cfg: TrainDiffusionConfig) -> dict:
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
     abar = sched.alphas_cumprod.float()
     opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    budget = cfg.minutes * 60
-    t0, step, ema, history = time.perf_counter(), 0, None, []
-    while True:
-        elapsed = time.perf_counter() - t0
-        frac = step / cfg.steps if cfg.steps else elapsed / budget
-        if frac >= 1.0:
-            break
-        for group in opt_.param_groups:
-            group["lr"] = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def loss() -> torch.Tensor:
         x0 = _data(cfg.world, cfg.batch_size, g, pool)
         t = torch.randint(0, 1000, (cfg.batch_size,), generator=g)
         eps = torch.randn(x0.shape, generator=g)
         a = abar[t].reshape(-1, *([1] * (x0.ndim - 1)))
-        loss = ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample - eps) ** 2).mean()
-        opt_.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_.step()
-        step += 1
-        value = loss.item()
-        ema = value if ema is None else 0.99 * ema + 0.01 * value
-        if step % 2000 == 0:
-            history.append({"step": step, "seconds": round(time.perf_counter() - t0, 1), "loss_ema": round(ema, 4)})
-    if step == 0:
-        raise ConfigError("no training step fitted in the time given: raise --minutes or pass --steps")
+        return ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample - eps) ** 2).mean()
+
+    run = train_loop(
+        model,
+        opt_,
+        loss,
+        lambda step, spent: cosine(spent, cfg.lr),
+        Budget(cfg.minutes, cfg.steps),
+        label="train-diffusion",
+        data=g,
+        checkpoint=out / CHECKPOINT,
+        settings=asdict(cfg),
+        log_every=2000,
+        progress=progress,
+    )
     model.save_pretrained(out)
     sched.save_pretrained(out)
     record: dict = {
-        "command": "steerable builtin train-diffusion "
-        + " ".join(
-            f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
-            for k, v in asdict(cfg).items()
-            if v is not None and not (k == "minutes" and cfg.steps)  # --steps overrides --minutes
-        ),
-        "config": asdict(cfg),
+        **provenance(cfg, "builtin train-diffusion", unused=("minutes",) if cfg.steps else ()),  # --steps rules
         "parameters": sum(p.numel() for p in model.parameters()),
-        "steps": step,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-        "final_loss_ema": round(ema, 4),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "history": history,
+        "steps": run.step,
+        "wall_seconds": round(run.seconds, 1),
+        "final_loss_ema": round(run.loss, 4),
+        "history": run.history,
     }
     if cfg.world == "digits":
         weights, info = fit_digits_reward()

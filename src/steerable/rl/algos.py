@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from steerable.errors import ConfigError
 from steerable.rl import advantages as _advantages  # noqa: F401  (registers the estimators)
 from steerable.rl import losses as _losses  # noqa: F401  (registers the losses)
 from steerable.rl import token_advantages as _token_advantages  # noqa: F401
 from steerable.rl.advantages import majority_labels
 from steerable.rl.core import ADVANTAGES, POLICY_LOSSES, RLConfig, declared_inputs, groups
+from steerable.rl.inputs import AT_LOSS_TIME, PROVIDERS
 from steerable.rl.losses import entropy_bonus
 from steerable.rl.token_advantages import Budgets, brpo_answer_advantages
 
@@ -31,6 +33,7 @@ __all__ = [
     "Budgets",
     "RLConfig",
     "brpo_answer_advantages",
+    "check_inputs",
     "declared_inputs",
     "entropy_bonus",
     "groups",
@@ -82,3 +85,19 @@ ALGOS: dict[str, Algo] = {
 def rl_config_for(algo: Algo, **overrides) -> RLConfig:
     """The algorithm's settings with the run's overrides on top (each value checked against its bounds)."""
     return replace(RLConfig(), **{**algo.config, **overrides})
+
+
+def check_inputs(algo: Algo) -> None:
+    """Every input the algorithm's estimator and loss declare can be computed (else a ConfigError now,
+    before any sampling)."""
+    if algo.advantage not in ADVANTAGES:
+        raise ConfigError(f"unknown advantage {algo.advantage!r}: use one of {', '.join(ADVANTAGES)}")
+    if algo.loss != "trl" and algo.loss not in POLICY_LOSSES:
+        raise ConfigError(f"unknown loss {algo.loss!r}: use one of {', '.join(POLICY_LOSSES)}, trl")
+    fns = [("advantage", ADVANTAGES[algo.advantage])]
+    if algo.loss != "trl":
+        fns.append(("loss", POLICY_LOSSES[algo.loss]))
+    for what, fn in fns:
+        for name, required in declared_inputs(fn).items():
+            if required and name not in PROVIDERS and name not in AT_LOSS_TIME:
+                raise ConfigError(f"{what} {fn.__name__} needs an input {name!r} that no provider computes")

@@ -4,7 +4,8 @@ The output directory holds the trained model (a normal model directory every
 command accepts), ``metrics.jsonl`` (one line per logged step: reward,
 accuracy, entropy, mean length, clipped fraction, covariance statistics, and
 the held-in greedy accuracy when measured), ``curves.png``, ``run.json`` (the
-settings) and ``checkpoints/`` (TRL's, for resume: rerun the same command).
+command, settings and machine: :func:`~steerable.provenance.provenance`) and
+``checkpoints/`` (TRL's, for resume: rerun the same command).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from steerable.config import check, opt
+from steerable.config import check, from_mapping, opt, parse_pairs
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.lm.loading import DEVICE_HELP
-from steerable.rl.algos import ALGOS
+from steerable.provenance import provenance
+from steerable.rl.algos import ALGOS, Algo, RLConfig
 from steerable.rl.rewards import TEMPLATES
 from steerable.streams import derive_seed
 
@@ -140,19 +143,87 @@ def greedy_accuracy(model, tokenizer, rows: list[dict], extract, max_new: int) -
 
 
 def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
+    """A budgeted RL run into ``cfg.out``: TRL's trainer with the algorithm's advantages and loss, held-in
+    evaluations, and a resume from the newest checkpoint when there is one; returns the summary."""
+    plan = _plan(cfg)  # every setting checked before anything loads
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+
+    from steerable.lm.loading import load_model, resolve_device
+    from steerable.rl.rewards import parse_rewards
+    from steerable.rl.trainer import RunLog, SteerableGRPOTrainer
+    from steerable.tasks.answers import make_checker
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(provenance(cfg, "train rl"), indent=2) + "\n")
+    extract = make_checker("builtin" if cfg.task.startswith("builtin:") else "boxed").extract
+    device = resolve_device(cfg.device)
+    model, tok = load_model(cfg.model, device=str(device))
+    rows, held_in = _prompts(cfg, plan.algo, tok)
+    funcs, weights = parse_rewards(cfg.reward or plan.algo.reward, extract, _builtin_prm)
+    if any(f.__name__ == "exact" for f in funcs) and all(r["answer"] is None for r in rows):
+        raise ConfigError("the exact reward needs answers: use --algo ttrl (majority vote) for unlabelled prompts")
+    metrics, clock = out / "metrics.jsonl", Clock(out / "elapsed.json")
+    budget = None if cfg.minutes is None else cfg.minutes * 60
+
+    def spent() -> float:
+        """The share of the run's budget spent: steps or time, whichever is further along."""
+        done = trainer.state.global_step / cfg.steps if cfg.steps else 0.0
+        return max(done, clock.seconds() / budget) if budget else done
+
+    def held_in_accuracy() -> float:
+        return greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
+
+    trainer = SteerableGRPOTrainer(
+        model=model,
+        processing_class=tok,
+        reward_funcs=funcs,
+        args=_grpo_args(cfg, plan, out, weights, device),
+        train_dataset=Dataset.from_list(rows),
+        algo=plan.algo,
+        rl_config=plan.rl,
+        extract=extract,
+        seed=cfg.seed,
+        progress=spent,
+        **_rollouts(cfg, plan),
+    )
+    bar, show = _bar(cfg.algo, progress)
+    trainer.remove_callback(PrinterCallback)  # our bar and metrics.jsonl report progress; keep stdout for results
+    trainer.add_callback(RunLog(metrics, clock, budget, cfg.eval_every, held_in_accuracy, show))
+    resumed = resume_point(out, metrics, clock.before)
+    if resumed is not None and budget is not None and clock.before >= budget:  # spent: evaluate it, no step
+        model = type(model).from_pretrained(str(out / "checkpoints" / resumed["checkpoint"])).to(device)
+    elif budget is None or clock.before < budget:
+        with bar:
+            _session(trainer, resumed is not None, metrics, clock, held_in_accuracy)
+    clock.save()
+    final = held_in_accuracy()
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return _finish(cfg, out, trainer.state.global_step, clock, final, resumed)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run's settings resolve to: the algorithm, its knobs, and the optimiser steps per batch."""
+
+    algo: Algo
+    rl: RLConfig
+    minibatches: int  # optimiser steps per generated batch
+    iterations: int  # passes over each generated batch (GRPO's mu)
+
+
+def _plan(cfg: RLRunConfig) -> Plan:
+    """The run's settings resolved and checked, each error one line, before any model, data or TRL loads."""
     try:
-        from datasets import Dataset
-        from transformers import TrainerCallback
-        from trl import GRPOConfig
+        import datasets  # noqa: F401
+        import trl  # noqa: F401
     except ImportError:
         raise ConfigError("RL needs TRL: pip install 'steerable[rl]'") from None
     import warnings
 
-    from steerable.lm.loading import load_model, resolve_device
-    from steerable.rl.algos import ALGOS, rl_config_for
-    from steerable.rl.rewards import apply_template, parse_rewards
-    from steerable.rl.trainer import check_inputs, make_trainer_class
-    from steerable.tasks.answers import make_checker
+    from steerable.rl.algos import ALGOS, check_inputs, rl_config_for
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, raised inside TRL
     if cfg.algo not in ALGOS:
@@ -170,8 +241,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         raise ConfigError("--prompts-per-step, --max-completion and --lr must be positive")
     algo = ALGOS[cfg.algo]
     minibatches = algo.minibatches if cfg.minibatches is None else cfg.minibatches
-    options = parse_options(cfg.options)
-    rc = rl_config_for(algo, max_completion_length=cfg.max_completion, **options)  # checked before any loading
+    rc = rl_config_for(algo, max_completion_length=cfg.max_completion, **parse_options(cfg.options))
     check_inputs(algo)
     if minibatches < 1:
         raise ConfigError(f"--minibatches must be >= 1 (got {minibatches})")
@@ -182,44 +252,46 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         raise ConfigError(
             f"dynamic sampling with --minibatches {minibatches} needs --group a multiple of it (got {cfg.group})"
         )
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    checker = make_checker("builtin" if cfg.task.startswith("builtin:") else "boxed")
-    extract = checker.extract
-    device = resolve_device(cfg.device)
-    model, tok = load_model(cfg.model, device=str(device))
+    if algo.rollout == "icpo" and not cfg.task.startswith("builtin:"):
+        raise ConfigError("icpo needs demonstrations: only built-in tasks have them for now")
+    return Plan(algo, rc, minibatches, iterations)
+
+
+def _prompts(cfg: RLRunConfig, algo: Algo, tok) -> tuple[list[dict], list[dict]]:
+    """The training rows (with the prior prompt; unlabelled for label-free RL) and the held-in evaluation rows."""
+    from steerable.rl.rewards import apply_template
+
     rows = _items(cfg.task, 20_000 if cfg.task.startswith("builtin:") else 0, cfg.seed)
     if len(rows) < cfg.prompts_per_step:  # TRL would run 0 steps and say nothing
         raise InputError(
             f"{cfg.task} has {len(rows)} rows but a step takes --prompts-per-step {cfg.prompts_per_step}: "
             "lower it or give more rows"
         )
-    for r in rows:
+    held_in = _held_in(cfg.task, cfg.eval_n, cfg.seed)
+    for r in rows + held_in:
         r["prompt"] = apply_template(cfg.template, r["prompt"], tok)
     if algo.reward == "majority":
         for r in rows:
             r["answer"] = None  # TTRL trains without labels
-    held_in = _held_in(cfg.task, cfg.eval_n, cfg.seed)
-    for r in held_in:
-        r["prompt"] = apply_template(cfg.template, r["prompt"], tok)
-    funcs, weights = parse_rewards(cfg.reward or algo.reward, extract, _builtin_prm)
-    if any(f.__name__ == "exact" for f in funcs) and all(r["answer"] is None for r in rows):
-        raise ConfigError("the exact reward needs answers: use --algo ttrl (majority vote) for unlabelled prompts")
-    ds = Dataset.from_list(rows)
-    batch = cfg.prompts_per_step * cfg.group
-    targs = GRPOConfig(
+    return rows, held_in
+
+
+def _grpo_args(cfg: RLRunConfig, plan: Plan, out: Path, weights: list[float], device):
+    """TRL's settings: the batch shape, the algorithm's clip range, checkpoints in ``out/checkpoints``."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
         output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=batch,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.group,
         num_generations=cfg.group,
         max_completion_length=cfg.max_completion,
-        num_iterations=iterations,
-        steps_per_generation=minibatches,
+        num_iterations=plan.iterations,
+        steps_per_generation=plan.minibatches,
         learning_rate=cfg.lr,
         beta=cfg.beta,
         temperature=cfg.temperature,
-        epsilon=rc.eps_low,
-        epsilon_high=rc.eps_high,
+        epsilon=plan.rl.eps_low,
+        epsilon_high=plan.rl.eps_high,
         reward_weights=weights,
         max_steps=cfg.steps or 10**6,
         logging_steps=1,
@@ -234,47 +306,39 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         data_seed=cfg.seed,
         lr_scheduler_type="constant",
     )
-    extra = {}
-    if algo.rollout is not None:
-        import os
 
-        from steerable.rl.rollouts import etmr_rollout, icpo_rollout
 
-        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL
-        if algo.rollout == "icpo":
-            if not cfg.task.startswith("builtin:"):
-                raise ConfigError("icpo needs demonstrations: only built-in tasks have them for now")
-            extra["rollout_func"] = icpo_rollout(_demo(cfg.task, cfg.seed))
-        else:
-            extra["rollout_func"] = etmr_rollout(rc.etmr_forks, rc.etmr_branches, group=cfg.group)
-    metrics_path = out / "metrics.jsonl"
-    clock = out / "elapsed.json"
-    spent = json.loads(clock.read_text())["seconds"] if clock.exists() else 0.0
-    t0 = time.perf_counter()
-    budget = None if cfg.minutes is None else cfg.minutes * 60
+def _rollouts(cfg: RLRunConfig, plan: Plan) -> dict:
+    """TRL's ``rollout_func`` where the algorithm samples its own way (ICPO's demo-guided rows, ETMR's trees)."""
+    if plan.algo.rollout is None:
+        return {}
+    import os
 
-    def progress() -> float:
-        """The fraction of the run's budget spent: steps or time, whichever is further along."""
-        done = trainer.state.global_step / cfg.steps if cfg.steps else 0.0
-        if budget:
-            done = max(done, (spent + time.perf_counter() - t0) / budget)
-        return done
+    from steerable.rl.rollouts import etmr_rollout, icpo_rollout
 
-    Trainer = make_trainer_class()
-    trainer = Trainer(
-        model=model,
-        processing_class=tok,
-        reward_funcs=funcs,
-        args=targs,
-        train_dataset=ds,
-        algo=algo,
-        rl_config=rc,
-        extract=extract,
-        seed=cfg.seed,
-        progress=progress,
-        **extra,
-    )
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL
+    if plan.algo.rollout == "icpo":
+        return {"rollout_func": icpo_rollout(_demo(cfg.task, cfg.seed))}
+    return {"rollout_func": etmr_rollout(plan.rl.etmr_forks, plan.rl.etmr_branches, group=cfg.group)}
 
+
+class Clock:
+    """The wall time a run has spent, earlier sessions included: ``path`` keeps it across a resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.before = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps({"seconds": self.seconds()}))
+
+
+def _bar(algo: str, progress: bool):
+    """A rich bar of steps and ``show(step, info)``, which moves it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
@@ -284,76 +348,45 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         TimeElapsedColumn(),
         disable=not progress,
     )
+    task = bar.add_task("rl", total=None, algo=algo, info="")
+    return bar, lambda step, info: bar.update(task, completed=step, info=info)
 
-    class Budget(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not logs or "loss" not in logs and "reward" not in logs:
-                return
-            row = {"step": state.global_step, "seconds": round(spent + time.perf_counter() - t0, 1)}
-            row.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
-            if cfg.eval_every and state.global_step % cfg.eval_every == 0:
-                row["held_in_accuracy"] = greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            info = f"reward {row.get('reward', float('nan')):.3f} entropy {row.get('entropy', float('nan')):.4f}"
-            if "held_in_accuracy" in row:
-                info += f" held-in {row['held_in_accuracy']:.1%}"
-            bar.update(task, completed=state.global_step, info=info)
 
-        def on_step_end(self, args, state, control, **kw):
-            elapsed = spent + time.perf_counter() - t0
-            if budget is not None and elapsed >= budget:
-                control.should_training_stop = True
-                control.should_save = True
+def _session(trainer, resume: bool, metrics: Path, clock: Clock, held_in_accuracy: Callable[[], float]) -> None:
+    """Train: from the newest checkpoint, or from the start after a row of the base model's held-in accuracy.
+    Ctrl-C saves a checkpoint to resume from, then stops."""
+    if not resume:
+        with metrics.open("a") as f:
+            f.write(json.dumps({"step": 0, "seconds": 0.0, "held_in_accuracy": held_in_accuracy()}) + "\n")
+    try:
+        trainer.train(resume_from_checkpoint=True if resume else None)
+    except KeyboardInterrupt:  # keep the work: a checkpoint to resume from, then stop
+        clock.save()
+        trainer._save_checkpoint(trainer.model, trial=None)
+        raise SteerableError(
+            f"interrupted at step {trainer.state.global_step}: saved a checkpoint in {trainer.args.output_dir}; "
+            "rerun the same command to resume"
+        ) from None
 
-        def on_save(self, args, state, control, **kw):
-            clock.write_text(json.dumps({"seconds": spent + time.perf_counter() - t0}))
 
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # our bar and metrics.jsonl report progress; keep stdout for results
-    trainer.add_callback(Budget())
-    resumed = resume_point(out, metrics_path, spent)
-    resume = resumed is not None
-    if resume and budget is not None and spent >= budget:  # the budget is spent: evaluate the checkpoint, no step
-        model = type(model).from_pretrained(str(out / "checkpoints" / resumed["checkpoint"])).to(device)
-        resume = False
-    with bar:
-        task = bar.add_task("rl", total=None, algo=cfg.algo, info="")
-        if budget is None or spent < budget:
-            base_acc = None
-            if not resume:
-                base_acc = greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps({"step": 0, "seconds": 0.0, "held_in_accuracy": base_acc}) + "\n")
-            try:
-                trainer.train(resume_from_checkpoint=True if resume else None)
-            except KeyboardInterrupt:  # keep the work: a checkpoint to resume from, then stop
-                clock.write_text(json.dumps({"seconds": spent + time.perf_counter() - t0}))
-                trainer._save_checkpoint(trainer.model, trial=None)
-                raise SteerableError(
-                    f"interrupted at step {trainer.state.global_step}: saved a checkpoint in {out / 'checkpoints'}; "
-                    "rerun the same command to resume"
-                ) from None
-    clock.write_text(json.dumps({"seconds": spent + time.perf_counter() - t0}))
-    final = greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    hist = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
-    first = next((h["held_in_accuracy"] for h in hist if "held_in_accuracy" in h), None)
+def _finish(cfg: RLRunConfig, out: Path, step: int, clock: Clock, final: float, resumed: dict | None) -> dict:
+    """The summary (also ``summary.json``), the final row of ``metrics.jsonl`` and ``curves.png``; ``step`` is
+    the trainer's (0 when a spent budget was rerun: the summary then counts the resumed checkpoint's)."""
+    metrics = out / "metrics.jsonl"
+    hist = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
     summary = {
         "algo": cfg.algo,
-        "steps": trainer.state.global_step or (resumed or {}).get("step", 0),
-        "seconds": round(json.loads(clock.read_text())["seconds"], 1),
-        "held_in_accuracy_start": first,
+        "steps": step or (resumed or {}).get("step", 0),
+        "seconds": round(json.loads(clock.path.read_text())["seconds"], 1),
+        "held_in_accuracy_start": next((h["held_in_accuracy"] for h in hist if "held_in_accuracy" in h), None),
         "held_in_accuracy_end": final,
         "out": str(out),
     }
     if resumed is not None:
         summary["resumed"] = resumed
-    with metrics_path.open("a") as f:
-        f.write(json.dumps({"step": trainer.state.global_step, "held_in_accuracy": final, "final": True}) + "\n")
-    plot_curves(metrics_path, out / "curves.png", title=f"{cfg.algo} on {cfg.task}")
+    with metrics.open("a") as f:
+        f.write(json.dumps({"step": step, "held_in_accuracy": final, "final": True}) + "\n")
+    plot_curves(metrics, out / "curves.png", title=f"{cfg.algo} on {cfg.task}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -405,34 +438,15 @@ def resume_point(out: Path, metrics_path: Path, spent: float) -> dict | None:
     return info
 
 
-def parse_options(options: dict | list[str]) -> dict:
-    """RLConfig overrides from ``{"name": value}`` or ``["name=value", ...]`` (the CLI's ``--set``), each
-    checked against RLConfig's fields and converted to the field's type."""
+def parse_options(options: Mapping | list[str]) -> dict:
+    """RLConfig overrides from ``{"name": value}`` or the CLI's ``["name=value", ...]`` (read by
+    :func:`~steerable.config.parse_pairs`), each checked against its RLConfig field and given the field's type."""
     from steerable.rl.algos import RLConfig
 
-    known = {f.name: f for f in fields(RLConfig)}
-    pairs = []
-    for item in options.items() if isinstance(options, dict) else options:
-        if isinstance(item, str):
-            if "=" not in item:
-                raise ConfigError(f"--set {item!r}: write NAME=VALUE, e.g. --set kl_cov_ratio=0.02")
-            item = tuple(x.strip() for x in item.split("=", 1))
-        pairs.append(item)
-    out = {}
-    for name, value in pairs:
-        if name not in known:
-            raise ConfigError(f"unknown option {name!r}: use one of {', '.join(sorted(known))}")
-        kind = type(known[name].default)
-        try:
-            if kind is bool and isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                value = value.lower() in ("true", "1")
-            out[name] = kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"option {name} needs a {kind.__name__} (got {value!r})") from None
-    RLConfig(**out)  # each value within its bounds, named in the error
-    return out
+    if not isinstance(options, Mapping):
+        options = parse_pairs(options, "--set", "write NAME=VALUE, e.g. --set kl_cov_ratio=0.02")
+    checked = from_mapping(RLConfig, options)
+    return {name: getattr(checked, name) for name in options}
 
 
 def _demo(task: str, seed: int) -> str:

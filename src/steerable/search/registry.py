@@ -12,9 +12,9 @@ tokens a run may generate, and N is that cap over the mean sample length.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
+from steerable.config import parse_pairs
 from steerable.errors import ConfigError
 from steerable.registry import Entry, Registry
 from steerable.search.astar import AStar
@@ -72,16 +72,7 @@ def parse_method(spec: str) -> tuple[str, dict]:
     read as JSON where it parses (numbers, true/false, null), else as a string.
     """
     name, *pairs = spec.split(":")
-    options: dict = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"method {spec!r}: options are name=value after the method, joined by ':'")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return name, options
+    return name, parse_pairs(pairs, f"method {spec!r}:", "options are name=value after the method, joined by ':'")
 
 
 def make_strategy(name: str, extract: Extract, options: Mapping | None = None):

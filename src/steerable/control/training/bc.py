@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import math
-import platform
-import shlex
-import sys
-import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +13,8 @@ from steerable.control.policies.diffusion_policy import TRAIN_TIMESTEPS, Diffusi
 from steerable.control.policies.normalize import ActionScale, ObsScale
 from steerable.control.worlds.data import Dataset
 from steerable.errors import ConfigError
+from steerable.provenance import provenance
+from steerable.training import CHECKPOINT, Budget, cosine, train_loop
 
 
 @dataclass(frozen=True)
@@ -88,30 +86,28 @@ def train_policy(cfg: PolicyConfig, data: Dataset, action_scale: ActionScale, pr
     sched = DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", clip_sample=True)
     abar = sched.alphas_cumprod.float()
     opt_ = torch.optim.AdamW(den.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    t0, step, ema, history = time.perf_counter(), 0, None, []
-    while True:
-        frac = step / cfg.steps if cfg.steps else (time.perf_counter() - t0) / (cfg.minutes * 60)
-        if frac >= 1.0:
-            break
-        for group in opt_.param_groups:
-            group["lr"] = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def loss() -> torch.Tensor:
         i = torch.randint(len(x0_all), (cfg.batch_size,), generator=g)
         x0 = x0_all[i]
         t = torch.randint(0, TRAIN_TIMESTEPS, (cfg.batch_size,), generator=g)
         eps = torch.randn(x0.shape, generator=g)
         a = abar[t].reshape(-1, 1, 1)
-        loss = ((den(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, cond[i]).sample - eps) ** 2).mean()
-        opt_.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_.step()
-        step += 1
-        ema = loss.item() if ema is None else 0.99 * ema + 0.01 * loss.item()
-        if step % 2000 == 0:
-            history.append({"step": step, "seconds": round(time.perf_counter() - t0, 1), "loss_ema": round(ema, 4)})
-            if progress:
-                print(history[-1], file=sys.stderr, flush=True)
-    if step == 0:
-        raise ConfigError("no training step fitted in the time given: raise --minutes or pass --steps")
+        return ((den(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, cond[i]).sample - eps) ** 2).mean()
+
+    run = train_loop(
+        den,
+        opt_,
+        loss,
+        lambda step, spent: cosine(spent, cfg.lr),
+        Budget(cfg.minutes, cfg.steps),
+        label="train-policy",
+        data=g,
+        checkpoint=Path(cfg.out) / CHECKPOINT,
+        settings=asdict(cfg),
+        log_every=2000,
+        progress=progress,
+    )
     policy = DiffusionPolicy(
         den,
         sched,
@@ -125,17 +121,13 @@ def train_policy(cfg: PolicyConfig, data: Dataset, action_scale: ActionScale, pr
         cfg.steps_inference,
     )
     record = {
-        "command": "steerable control train-policy "
-        + " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in asdict(cfg).items() if v is not None),
-        "config": asdict(cfg),
+        **provenance(cfg, "control train-policy", unused=("minutes",) if cfg.steps else ()),
         "data_episodes": data.episodes,
         "data_success": round(float(data.success.mean()), 4),
         "parameters": sum(p.numel() for p in den.parameters()),
-        "steps": step,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-        "final_loss_ema": round(ema, 4),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "history": history,
+        "steps": run.step,
+        "wall_seconds": round(run.seconds, 1),
+        "final_loss_ema": round(run.loss, 4),
+        "history": run.history,
     }
     return policy, record

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +52,7 @@ from steerable.control.policies.diffusion_policy import DiffusionPolicy
 from steerable.control.steering.dsrl import DSRLController
 from steerable.control.training.noise_env import NoiseActionEnv, batched_vec_env
 from steerable.errors import ConfigError, InputError
+from steerable.provenance import provenance
 
 
 @dataclass(frozen=True)
@@ -235,8 +236,7 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     sac.save(out / "sac.zip")
     record = {
-        "command": "steerable control dsrl",
-        "config": asdict(cfg),
+        **provenance(cfg, "control dsrl"),
         "env_steps": steps(),
         "chunks": int(sac.num_timesteps),
         "nfe": env.nfe,

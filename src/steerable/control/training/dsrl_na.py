@@ -36,7 +36,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ from steerable.control.steering.dsrl import DSRLController
 from steerable.control.training.dsrl import DSRLConfig
 from steerable.control.training.noise_env import NoiseActionEnv
 from steerable.errors import InputError
+from steerable.provenance import provenance
 
 Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (obs [B, o], w [B, D]) -> a [B, D]
 Sample = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # obs -> (w, log pi(w|obs))
@@ -225,8 +225,7 @@ def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
     shape = {"obs_dim": obs_dim, "w_dim": d, "width": cfg.width, "layers": cfg.layers, "magnitude": cfg.magnitude}
     torch.save({"shape": shape, "state": actor.state_dict()}, out / "actor.pt")
     record = {
-        "command": "steerable control dsrl --variant na",
-        "config": asdict(cfg),
+        **provenance(cfg, "control dsrl"),
         "env_steps": steps(),
         "chunks": chunks,
         "nfe": envs[0].nfe,

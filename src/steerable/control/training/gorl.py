@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from steerable.config import check, opt
 from steerable.control.policies.diffusion_policy import DiffusionPolicy
 from steerable.control.worlds.data import Dataset
 from steerable.errors import ConfigError
+from steerable.provenance import provenance
 
 
 @dataclass(frozen=True)
@@ -172,10 +173,8 @@ def train_gorl(cfg: GoRLConfig, progress: bool = True) -> dict:
             print(row, file=sys.stderr, flush=True)
     final = summary("base", 1, evaluate(make_env(cfg.env), Controller(decoder), cfg.eval_episodes, 10_000 + cfg.seed,
                                         progress=False))  # fmt: skip
-    cli = sys.argv[1:3] == ["control", "gorl"]
     record = {
-        "command": "steerable control gorl " + " ".join(sys.argv[3:]) if cli else "",
-        "config": asdict(cfg),
+        **provenance(cfg, "control gorl"),
         "stages": stages,
         "final_decoder_success": final["success"],
         "wall_seconds": round(time.perf_counter() - t0, 1),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,6 +14,7 @@ from steerable.config import check, opt
 from steerable.control.policies.critics import IQLCritic
 from steerable.control.policies.normalize import ActionScale, ObsScale
 from steerable.control.worlds.data import Dataset
+from steerable.provenance import provenance
 
 
 @dataclass(frozen=True)
@@ -129,15 +129,10 @@ def train_q(cfg: TrainQConfig, data: Dataset, action_scale: ActionScale, progres
     with torch.no_grad():
         mean_v = round(float(critic.value(obs[:4096]).mean()), 4) if len(obs) else math.nan
     critic.record = {  # type: ignore[attr-defined]
-        "command": "steerable control train-q " + " ".join(sys.argv[3:])
-        if sys.argv[1:3] == ["control", "train-q"]
-        else "",
-        "config": asdict(cfg),
+        **provenance(cfg, "control train-q"),
         "scores": "first action (V-GPS's)" if cfg.chunk == 1 else f"whole chunk of {cfg.chunk}",
         "wall_seconds": round(time.time() - start, 1),
         "history": history,
-        "torch": torch.__version__,
-        "machine": platform.machine(),
         "mean_v_on_data": mean_v,
     }
     return critic

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import platform
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,6 +17,7 @@ from steerable.control.steering.tgpo import TGPO
 from steerable.control.worlds.data import Dataset
 from steerable.control.worlds.envs import STLNav
 from steerable.errors import InputError
+from steerable.provenance import command_line, provenance
 from steerable.streams import stream
 
 
@@ -159,8 +158,7 @@ def train_tgpo(cfg: TGPOConfig, progress: bool = True) -> dict:
         threads=cfg.threads,
     )
     policy, record = train_policy(pcfg, data, ActionScale((-1.0, -1.0), (1.0, 1.0)), progress)
-    cli = sys.argv[1:3] == ["control", "tgpo"]
-    record["command"] = "steerable control tgpo " + " ".join(sys.argv[3:]) if cli else ""
+    record["command"] = command_line(cfg, "control tgpo")  # the policy's own config stays in its record
     record["relabelled_pseudo_episodes"] = data.episodes
     policy.save(pcfg.out, record)
     obs0, taus, sat = collect(policy, cfg.rollouts, cfg.seed + 1, progress)
@@ -168,13 +166,11 @@ def train_tgpo(cfg: TGPOConfig, progress: bool = True) -> dict:
     np.savez(Path(cfg.out) / "critic" / "rollouts.npz", obs0=obs0, taus=taus, satisfied=sat)
     critic, fit = train_critic(obs0, taus, sat, cfg.critic_steps, cfg.seed)
     crecord = {
-        "config": asdict(cfg),
+        **provenance(cfg, "control tgpo"),
         "rollouts": int(len(sat)),
         "satisfied_under_random_tau": round(float(sat.mean()), 4),
         **fit,
         "wall_seconds": round(time.perf_counter() - t0, 1),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
     }
     critic.save(Path(cfg.out) / "critic", crecord)
     return {"policy_steps": record["steps"], **crecord}

@@ -1,20 +1,17 @@
-"""Train the built-in model from scratch: a plain torch loop, nanoGPT-style.
+"""Train the built-in model from scratch: nanoGPT's loop (:func:`steerable.training.train_loop`).
 
 ``steerable builtin train --out DIR --minutes N --seed S`` runs this and writes
 a normal ``transformers`` model directory plus ``training.json`` (command,
 seed, steps, wall time). With ``--steps`` the run is exactly reproducible on
 the same machine and torch version; with only ``--minutes`` the number of
-steps depends on the machine's speed and is recorded.
+steps depends on the machine's speed and is recorded. A checkpoint in DIR
+(every minute and on Ctrl-C) lets a rerun of the same command resume.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import platform
 import random
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +20,9 @@ import torch.nn.functional as F
 
 from steerable.config import opt
 from steerable.errors import ConfigError
+from steerable.provenance import provenance
 from steerable.tasks.builtin.data import training_pair
+from steerable.training import CHECKPOINT, Budget, Run, train_loop, warmup_cosine
 
 #: A typical completion length of the mixture, the loss's fixed normaliser.
 TOKENS_PER_EXAMPLE = 64
@@ -60,24 +59,48 @@ class TrainConfig:
             raise ConfigError(f"--batch-size must be >= 1 (got {self.batch_size})")
 
 
-def batches(rng: random.Random, tokenizer, batch_size: int, group: int = 4):
+class Batches:
     """Endless right-padded ``(input_ids, attention_mask, labels)``; loss only on completions and EOS.
 
     Draws ``group`` batches' worth of examples at once and batches them by
-    length, which cuts padding by about half on this mixture.
+    length, which cuts padding by about half on this mixture. Its
+    ``state_dict`` (the random state its group was drawn from, and how many
+    of the group's batches were taken) lets a resumed run draw the batches an
+    uninterrupted one would have.
     """
-    while True:
+
+    def __init__(self, rng: random.Random, tokenizer, batch_size: int, group: int = 4) -> None:
+        self.rng, self.tokenizer, self.batch_size, self.group = rng, tokenizer, batch_size, group
+        self.drawn_from, self.taken, self.chunks = rng.getstate(), 0, []
+
+    def __iter__(self) -> Batches:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, ...]:
+        if self.taken == len(self.chunks):
+            self._draw()
+        self.taken += 1
+        return collate(self.chunks[self.taken - 1], self.tokenizer.pad_token_id)
+
+    def _draw(self) -> None:
+        self.drawn_from, self.taken = self.rng.getstate(), 0
         examples = []
-        for _ in range(batch_size * group):
-            prompt, completion = training_pair(rng)
-            p = tokenizer(prompt)["input_ids"]
-            c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        for _ in range(self.batch_size * self.group):
+            prompt, completion = training_pair(self.rng)
+            p = self.tokenizer(prompt)["input_ids"]
+            c = self.tokenizer(completion, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
             examples.append((p + c, [-100] * len(p) + c))
         examples.sort(key=lambda e: len(e[0]))
-        chunks = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
-        rng.shuffle(chunks)
-        for chunk in chunks:
-            yield collate(chunk, tokenizer.pad_token_id)
+        self.chunks = [examples[i : i + self.batch_size] for i in range(0, len(examples), self.batch_size)]
+        self.rng.shuffle(self.chunks)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.drawn_from, "taken": self.taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.setstate(state["rng"])
+        self._draw()
+        self.taken = state["taken"]
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
@@ -113,7 +136,6 @@ def dev_accuracy(model, tokenizer, n: int = 32) -> dict[str, float]:
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from transformers import LlamaForCausalLM
 
     from steerable.lm.builtin import model_config
@@ -122,7 +144,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     tok = build_tokenizer()
     model = LlamaForCausalLM(model_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -132,94 +153,62 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         lr=cfg.lr,
         betas=(0.9, 0.98),
     )
-    budget_s = cfg.minutes * 60
-    data = batches(rng, tok, cfg.batch_size)
-    progress_visible = progress and sys.stderr.isatty()
-    start, step, ema = time.time(), 0, None
-    history: list[dict] = []
-    stopped_at = None
-
-    def progress_fraction() -> float:
-        if cfg.steps is not None:
-            return step / cfg.steps
-        return (time.time() - start) / budget_s
-
-    with Progress(
-        TextColumn("[bold]train built-in"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}% step {task.fields[step]} loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        disable=not progress,
-    ) as bar:
-        task = bar.add_task("train", total=1.0, step=0, loss="-")
-        model.train()
-        while (frac := progress_fraction()) < 1.0:
-            # linear warmup, then cosine decay over the budget (steps or wall time)
-            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-            lr = min(lr, cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac)))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            ids, mask, labels = next(data)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            # summed over tokens and divided by a fixed count, not by this batch's token count: batches are
-            # grouped by length, and a per-batch mean would give tokens of long examples less weight
-            # (the model then under-learns choices made once per example, such as the solution style)
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
-            ) / (cfg.batch_size * TOKENS_PER_EXAMPLE)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-            bar.update(task, completed=min(frac, 1.0), step=step, loss=f"{ema:.4f}")
-            if not progress_visible and step % 100 == 0:
-                print(f"step {step} loss {ema:.4f} lr {lr:.2e} {time.time() - start:.0f}s", file=sys.stderr, flush=True)
-            if cfg.eval_every and step % cfg.eval_every == 0:
-                history.append(
-                    {
-                        "step": step,
-                        "seconds": round(time.time() - start),
-                        "loss": round(ema, 4),
-                        **dev_accuracy(model, tok, cfg.dev_size),
-                    }
-                )
-                if progress_visible:
-                    bar.console.print(history[-1])
-                else:
-                    print(history[-1], file=sys.stderr, flush=True)
-                model.train()
-                dev = history[-1]
-                if (
-                    cfg.stop_at_hard is not None
-                    and dev["dev_hard"] >= cfg.stop_at_hard
-                    and dev["dev_easy"] >= cfg.min_easy
-                ):
-                    stopped_at = step
-                    break
-
-    wall = time.time() - start
+    data = Batches(random.Random(cfg.seed), tok, cfg.batch_size)
     out = Path(cfg.out)
+
+    def loss() -> torch.Tensor:
+        ids, mask, labels = next(data)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        # summed over tokens and divided by a fixed count, not by this batch's token count: batches are
+        # grouped by length, and a per-batch mean would give tokens of long examples less weight
+        # (the model then under-learns choices made once per example, such as the solution style)
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+        ) / (cfg.batch_size * TOKENS_PER_EXAMPLE)
+
+    def dev_check(run: Run) -> dict:
+        row = {"step": run.step, "seconds": round(run.seconds), "loss": round(run.loss, 4)}
+        row.update(dev_accuracy(model, tok, cfg.dev_size))
+        model.train()
+        return row
+
+    def good_enough(row: dict) -> bool:  # the early stop: imperfect on hard problems, so that search has room
+        return cfg.stop_at_hard is not None and row["dev_hard"] >= cfg.stop_at_hard and row["dev_easy"] >= cfg.min_easy
+
+    model.train()
+    run = train_loop(
+        model,
+        opt,
+        loss,
+        lambda step, spent: warmup_cosine(step, spent, cfg.lr, cfg.min_lr, cfg.warmup),
+        Budget(cfg.minutes, cfg.steps),
+        label="train built-in",
+        data=data,
+        checkpoint=out / CHECKPOINT,
+        settings=asdict(cfg),
+        average=0.02,
+        clip=1.0,
+        log_every=cfg.eval_every,
+        log=dev_check,
+        stop=good_enough,
+        progress=progress,
+    )
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    final = None
+    if cfg.eval_every:
+        final = run.history[-1] if run.stopped_early else dev_accuracy(model, tok, cfg.dev_size)
     record = {
-        "command": "steerable builtin train " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["builtin", "train"] else "",
-        "config": asdict(cfg),
-        "steps": step,
-        "wall_seconds": round(wall, 1),
-        "final_loss_ema": round(ema or float("nan"), 5),
-        "stopped_early_at_step": stopped_at,
-        "final_dev_accuracy": (history[-1] if stopped_at else dev_accuracy(model, tok, cfg.dev_size))
-        if cfg.eval_every
-        else None,
-        "history": history,
+        **provenance(cfg, "builtin train", unused=("minutes",) if cfg.steps else ()),
+        "steps": run.step,
+        "wall_seconds": round(run.seconds, 1),
+        "final_loss_ema": round(run.loss, 5),
+        "stopped_early_at_step": run.step if run.stopped_early else None,
+        "final_dev_accuracy": final,
+        "history": run.history,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -28,11 +28,9 @@ after 5,000 steps) catches.
 from __future__ import annotations
 
 import json
-import platform
 import random
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,11 +39,13 @@ import torch.nn.functional as F
 from steerable.config import check, opt
 from steerable.errors import ConfigError
 from steerable.lm.types import SamplingParams
+from steerable.provenance import provenance
 from steerable.reward.metrics import auroc, expected_calibration_error
 from steerable.tasks.builtin import arithmetic
 from steerable.tasks.builtin.evaluate import MAX_SOLUTION_TOKENS, generate_batched
 from steerable.tasks.builtin.prm_data import KINDS, plant
 from steerable.tasks.builtin.verifier import prefix_correct
+from steerable.training import minute_lines
 
 #: Seeds of the held-out problem sets (held-out problems never appear in training; these are apart from
 #: ``builtin:SPLIT`` evaluation items, which use seed 0).
@@ -139,7 +139,7 @@ def policy_solutions(gen, cfg: PRMTrainConfig, progress: bool) -> list[dict]:
         "eval": arithmetic.eval_problems("all", cfg.eval_problems, seed=EVAL_SEED),
     }
     total = sum(len(v) for v in sets.values()) * len(cfg.temperatures)
-    tick, done = minute_lines("sample policy solutions", total, progress), 0
+    tick, done = minute_lines("train-prm: sample policy solutions", total, progress), 0
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("sample policy solutions", total=total)
 
@@ -154,22 +154,6 @@ def policy_solutions(gen, cfg: PRMTrainConfig, progress: bool) -> list[dict]:
             for split, probs in sets.items()
             for row in sample_solutions(gen, probs, cfg.temperatures, cfg.seed, split, advance)
         ]
-
-
-def minute_lines(label: str, total: int, progress: bool):
-    """``tick(done, note)``: off a terminal (nohup, a pipe, CI), a progress line on stderr every minute."""
-    if not progress or sys.stderr.isatty():
-        return lambda done, note="": None
-    t0 = last = time.time()
-
-    def tick(done: int, note: str = "") -> None:
-        nonlocal last
-        now = time.time()
-        if now - last >= 60 or done == total:
-            last = now
-            print(f"train-prm: {label} {done}/{total}{note}, {now - t0:.0f}s", file=sys.stderr, flush=True)
-
-    return tick
 
 
 def planted_sets(n: int) -> dict[str, list]:
@@ -329,7 +313,7 @@ def fit_calculator(cfg: PRMTrainConfig, tok, device, progress: bool):
 
     from steerable.tasks.builtin.calculator import train_calculator
 
-    tick = minute_lines("train the calculator: step", cfg.calc_steps, progress)
+    tick = minute_lines("train-prm: train the calculator: step", cfg.calc_steps, progress)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("train the calculator", total=cfg.calc_steps)
 
@@ -377,8 +361,7 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     record = {
-        "command": "steerable " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["builtin", "train-prm"] else "",
-        "config": asdict(cfg),
+        **provenance(cfg, "builtin train-prm"),
         "architecture": "steerable_surprise_prm (reward/surprise_prm.py): the policy's surprise"
         + (" and a calculator's score of each line" if calc is not None else "")
         + ", a linear head",
@@ -395,8 +378,6 @@ def train_prm(cfg: PRMTrainConfig, progress: bool = True) -> dict:
         **final,
         "sample_seconds": round(sample_seconds, 1),
         "fit_seconds": round(fit_seconds, 1),
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
     (out / "prm.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
