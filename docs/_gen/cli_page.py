@@ -66,8 +66,13 @@ def write_command(f, path: list[str], cmd, parent_ctx) -> None:
         record = p.get_help_record(ctx)
         if getattr(p, "param_type_name", "") == "argument" or record is None:
             name = p.human_readable_name if hasattr(p, "human_readable_name") else p.name
-            rows.append((code(name.upper()), "argument" + (", required" if p.required else ""),
-                         cell(getattr(p, "help", "") or "")))
+            rows.append(
+                (
+                    code(name.upper()),
+                    "argument" + (", required" if p.required else ""),
+                    cell(getattr(p, "help", "") or ""),
+                )
+            )
             continue
         flag = record[0]
         help_text = getattr(p, "help", None) or ""

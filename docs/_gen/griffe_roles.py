@@ -41,9 +41,6 @@ class SphinxRoles(griffe.Extension):
         def link(m: re.Match) -> str:
             full = _full_path(obj, m["target"])
             shown = m["target"].strip().split(".")[-1] if m["tilde"] else m["target"].strip()
-            return (
-                f'<autoref identifier="{html.escape(full)}" optional>'
-                f"<code>{html.escape(shown)}</code></autoref>"
-            )
+            return f'<autoref identifier="{html.escape(full)}" optional><code>{html.escape(shown)}</code></autoref>'
 
         obj.docstring.value = ROLE.sub(link, obj.docstring.value)
