@@ -7,8 +7,9 @@ TORCH ?= torch==2.13.0
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
 STAMP := $(VENV)/.steerable-installed
+DOCS_STAMP := $(VENV)/.steerable-docs-installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test test-fast docs lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -27,6 +28,20 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# what finishes in about a minute: the tests not marked slow (pyproject's markers say which are)
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(VENV)/bin/python -m pip install -q -e ".[docs]"
+	touch $@
+
+# the documentation site into site/: --strict fails on a broken link, a missing page or an unresolved reference;
+# the API and command-line pages are generated from the code at build time (docs/_gen/)
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
@@ -36,4 +51,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/continuation.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

@@ -1,8 +1,11 @@
 import io
 
+import pytest
 from rich.console import Console
 
 from steerable.demo import prm_demo
+
+pytestmark = pytest.mark.slow  # runs the demo's sections on the built-in world
 
 
 def test_the_demo_search_table_sets_pf_beside_voting_at_four_times_its_budget():

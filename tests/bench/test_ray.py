@@ -9,6 +9,8 @@ from steerable.bench.scale import read_results, run_scale  # noqa: E402
 from steerable.tasks.answers import make_checker  # noqa: E402
 from steerable.tasks.loader import load_task  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts a local Ray cluster
+
 SETUP = ScaleSetup(model="builtin", scorer="builtin-prm", device="cpu", max_step_tokens=32, max_tokens=160)
 
 

@@ -122,6 +122,7 @@ def test_scale_sweeps_sampling_knobs_into_one_directory_each(cli, tmp_path):
             assert (tmp_path / f"temperature-{t}" / f"top-p-{p}" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_steer_extract_apply_and_eval_through_the_cli(cli, tmp_path):
     vec = tmp_path / "refuse.safetensors"
     r = cli("steer", "extract", "--layers", "3", "--strength", "2", "--out", vec, "--json", "--device", "cpu")
@@ -160,6 +161,7 @@ def test_steer_bad_input_is_one_line(fails, args, needle):
     fails(needle, *args)
 
 
+@pytest.mark.slow
 def test_steer_grains_and_train_controller_write_loadable_artifacts(cli, tmp_path):
     g = tmp_path / "g.safetensors"
     r = cli("steer", "grains", "--limit", "2", "--steps", "3", "--layers", "3", "--out", g, "--json", "--device", "cpu")

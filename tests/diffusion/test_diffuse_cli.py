@@ -43,6 +43,7 @@ def test_scale_runs_on_the_shared_runner_and_resumes(tmp_path, capsys):
     assert (tmp_path / "results.jsonl").read_text().splitlines() == lines
 
 
+@pytest.mark.slow
 def test_scale_on_the_mixture_reports_distance_to_the_target(tmp_path, capsys):
     args = ["diffuse", "scale", "--task", "builtin:mixture", "--out", str(tmp_path), "--methods", "fk-sample"]
     assert run([*args, "--budgets", "2", "--limit", "4", "--steps", "10", "--json"]) == 0

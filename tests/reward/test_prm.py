@@ -17,6 +17,7 @@ def corrupt(solution: str) -> str:
     return f"{lhs}={int(rhs) + 1}\n"
 
 
+@pytest.mark.slow
 def test_builtin_prm_ranks_the_policys_own_steps_better_than_chance(prm):
     from steerable.lm.local import LocalGenerator
     from steerable.lm.types import SamplingParams

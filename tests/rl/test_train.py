@@ -10,7 +10,7 @@ from steerable.errors import ConfigError  # noqa: E402
 from steerable.rl.algos import ALGOS  # noqa: E402
 from steerable.rl.run import RLRunConfig, train_rl  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("rl_rows_once")
+pytestmark = [pytest.mark.usefixtures("rl_rows_once"), pytest.mark.slow]  # TRL training steps
 
 
 def _cfg(out, model, **kw):

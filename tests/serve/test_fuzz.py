@@ -16,6 +16,8 @@ httpx = pytest.importorskip("httpx")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 
+pytestmark = pytest.mark.slow  # hundreds of generated requests
+
 
 @pytest.fixture(scope="module")
 def small(serve_app, artifact):

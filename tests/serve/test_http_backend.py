@@ -41,6 +41,7 @@ def test_greedy_steps_over_http_equal_local_steps(remote, local, mode):
     assert got.cost.generated_tokens == want.cost.generated_tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["steerable", "openai"])  # one request per step for all rows, or one per row
 def test_scaling_strategies_run_unchanged_and_reproduce(remote, kind):
     remote = HTTPGenerator(remote.client, "builtin", server=kind)
@@ -114,6 +115,7 @@ def test_unreachable_server_is_one_clear_error():
         HTTPClient("127.0.0.1:8000")
 
 
+@pytest.mark.slow
 def test_scale_cli_over_http_with_remote_scorer(server, tmp_path):
     import json
 

@@ -43,6 +43,7 @@ def test_directions_recover_a_planted_axis():
     assert (pos @ probe).mean() > (neg @ probe).mean()
 
 
+@pytest.mark.slow
 def test_refusal_direction_is_selected_by_the_papers_filters(builtin):
     model, tok = builtin
     harmful, harmless = (x[::2] for x in contrast_set("refusal"))  # half the set: the same choice, same margins

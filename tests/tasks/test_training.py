@@ -30,6 +30,7 @@ def test_prm_labels_sit_on_each_line_end_and_follow_the_checker(char_tokenizer):
     assert good == [True] * 5
 
 
+@pytest.mark.slow
 def test_prm_training_fits_the_head_and_writes_a_loadable_prm(tmp_path):
     import json
 
@@ -78,6 +79,7 @@ def test_prm_token_classes_need_one_token_per_digit_and_operator():
         build_model(None, WordTokenizer())
 
 
+@pytest.mark.slow
 def test_prm_training_with_a_calculator_fits_two_more_features(tmp_path):
     import json
 

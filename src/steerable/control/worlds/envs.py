@@ -256,7 +256,7 @@ class MemoryNav(PointNav2D):
 
 @dataclass(frozen=True)
 class STLSpec:
-    """phi = F[0, reach_by](A) and F[0, max_steps](Goal) and G(not obstacle), with A visited before the goal."""
+    """``phi = F[0, reach_by](A) and F[0, max_steps](Goal) and G(not obstacle)``, with A visited before the goal."""
 
     region: tuple[float, float, float] = opt((2.0, 1.05, 0.3), "Region A as (x, y, radius).")
     reach_by: int = opt(60, "Steps within which A must be visited.", ge=1)
