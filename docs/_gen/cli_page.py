@@ -46,6 +46,15 @@ def default_of(param) -> str:
     return code(repr(value) if value == "" else value)
 
 
+def help_markdown(text: str) -> str:
+    """A command's help as Markdown: a paragraph click prints unwrapped (it starts with ``\\b``, a table of
+    methods) becomes a text block, the others stay prose."""
+    out = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        out.append(f"```text\n{para[2:]}\n```" if para.startswith("\b\n") else para)
+    return "\n\n".join(out) + "\n\n"
+
+
 def write_command(f, path: list[str], cmd, parent_ctx) -> None:
     ctx = cmd.context_class(cmd, info_name=path[-1], parent=parent_ctx)
     if getattr(cmd, "commands", None):  # a group: its commands, in the order --help lists them
@@ -56,7 +65,7 @@ def write_command(f, path: list[str], cmd, parent_ctx) -> None:
         return
     f.write(f"## `{' '.join(path)}`\n\n")
     if cmd.help:
-        f.write(inspect.cleandoc(cmd.help).replace("\b\n", "") + "\n\n")
+        f.write(help_markdown(cmd.help))
     usage = " ".join(cmd.collect_usage_pieces(ctx))
     f.write(f"```text\n{' '.join(path)} {usage}\n```\n\n")
     rows = []
