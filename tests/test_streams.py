@@ -75,3 +75,12 @@ def test_a_rows_gaussian_is_its_own_whatever_its_batch_and_looks_standard_normal
     pair = gaussian(torch.tensor([s]), step, 2)[0]
     assert abs(pair[0].item() - r * math.cos(2 * math.pi * u[1])) < 1e-12
     assert abs(pair[1].item() - r * math.sin(2 * math.pi * u[1])) < 1e-12
+
+
+def test_forks_keep_the_first_copys_stream_and_branch_the_others_where_the_row_stands():
+    from steerable.streams import forks
+
+    parents, at = [11, 22, 33], [5, 6, 7]
+    got = forks(parents, [2, 0, 2, 2], at)
+    assert got == [33, 11, stream(33, 1, 7), stream(33, 2, 7)]
+    assert forks(parents, [1, 1], at, mix) == [22, mix(22, 1, 6)]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 
 import torch
 
@@ -92,6 +93,19 @@ def item_seed(seed: int, i: int) -> int:
     seeds and README's figures were measured with them, so changing the map would silently change both. Distinct
     for every (seed, i) with 0 <= i < 1,000,003."""
     return seed * 1_000_003 + i
+
+
+def forks(streams: Sequence[int], rows: Sequence[int], at: Sequence[int], mixer=stream) -> list[int]:
+    """The streams of ``rows`` selected from a batch (repeats fork): a row's first copy continues its stream, its
+    k-th further copy branches off it as ``mixer(stream, k, at[row])`` (``at``: where the row stands, a step or a
+    length, so forks at different points differ). Every process's ``select`` draws its copies' streams here
+    (:func:`stream` for diffusion and control rows, :func:`mix` for language-model rows)."""
+    out, copies = [], {}
+    for r in rows:
+        k = copies.get(r, 0)
+        copies[r] = k + 1
+        out.append(streams[r] if k == 0 else mixer(streams[r], k, at[r]))
+    return out
 
 
 # ---- draws ------------------------------------------------------------------------------------------------

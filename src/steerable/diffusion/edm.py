@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from steerable.errors import ConfigError, InputError
-from steerable.streams import gaussian, stream
+from steerable.streams import forks, gaussian, stream
 from steerable.usage import Usage
 
 
@@ -135,12 +135,7 @@ class EDMProcess:
         rows = list(rows)
         if not rows or min(rows) < 0 or max(rows) >= len(state.x):
             raise InputError(f"row index out of range for a state of {len(state.x)} rows: {rows}")
-        streams, copies = [], {}
-        for r in rows:
-            k = copies.get(r, 0)
-            copies[r] = k + 1
-            s = int(state.streams[r])
-            streams.append(s if k == 0 else stream(s, k, int(state.index[r])))
+        streams = forks(state.streams.tolist(), rows, state.index.tolist())
         idx = torch.tensor(rows, dtype=torch.long)
         return EDMState(state.x[idx].clone(), state.index[idx].clone(), torch.tensor(streams), state.cond)
 

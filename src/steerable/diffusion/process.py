@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from steerable.errors import ConfigError, InputError
-from steerable.streams import gaussian, stream
+from steerable.streams import forks, gaussian, stream
 from steerable.usage import Usage
 
 
@@ -156,12 +156,7 @@ class DiffusionProcess:
         if min(rows) < 0 or max(rows) >= len(state.x):
             raise InputError(f"row index out of range for a state of {len(state.x)} rows: {rows}")
         idx = torch.tensor(rows, dtype=torch.long)
-        streams, copies = [], {}
-        for r in rows:
-            k = copies.get(r, 0)
-            copies[r] = k + 1
-            s = int(state.streams[r])
-            streams.append(s if k == 0 else stream(s, k, int(state.index[r])))
+        streams = forks(state.streams.tolist(), rows, state.index.tolist())
         return DiffusionState(
             state.x[idx.to(state.x.device)].clone(),
             state.index[idx].clone(),

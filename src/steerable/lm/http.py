@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.lm.types import Completion, SamplingParams, StepOutput, Usage
-from steerable.streams import mix
+from steerable.streams import forks, mix
 
 
 class RemoteError(SteerableError):
@@ -128,11 +128,7 @@ class HTTPRows:
         rows = list(rows)
         if not rows or min(rows) < 0 or max(rows) >= len(self):
             raise InputError(f"row index out of range for a batch of {len(self)}: {rows}")
-        seeds, copies = [], {}
-        for r in rows:  # a row's first copy continues its stream; further copies branch off it
-            k = copies.get(r, 0)
-            copies[r] = k + 1
-            seeds.append(self.seeds[r] if k == 0 else mix(self.seeds[r], k, len(self.texts[r])))
+        seeds = forks(self.seeds, rows, [len(t) for t in self.texts], mix)
         pick = lambda xs: [xs[r] for r in rows]  # noqa: E731
         return HTTPRows(pick(self.prompts), pick(self.texts), seeds, pick(self.finished), pick(self.tokens))
 

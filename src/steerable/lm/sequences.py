@@ -14,7 +14,7 @@ import torch
 
 from steerable.errors import InputError
 from steerable.lm import cache as kv
-from steerable.streams import mix
+from steerable.streams import forks, mix
 
 
 class Sequences:
@@ -66,13 +66,8 @@ class Sequences:
         out.lengths = self.lengths[idx.to(self.lengths.device)]
         out.next_logits = self.next_logits[idx.to(self.next_logits.device)] if self.next_logits is not None else None
         out.rngs = None
-        if self.rngs is not None:
-            # a row's first copy continues its stream; further copies (forks) branch off it
-            out.rngs, copies = [], {}
-            for r in rows:
-                k = copies.get(r, 0)
-                copies[r] = k + 1
-                out.rngs.append(self.rngs[r] if k == 0 else mix(self.rngs[r], k, len(self.token_ids[r])))
+        if self.rngs is not None:  # a row's first copy continues its stream; further copies (forks) branch off it
+            out.rngs = forks(self.rngs, rows, [len(t) for t in self.token_ids], mix)
         return out
 
     def fork(self, row: int, n: int) -> Sequences:

@@ -36,7 +36,7 @@ import torch
 
 from steerable.control.policies.diffusion_policy import DiffusionPolicy
 from steerable.errors import ConfigError, InputError
-from steerable.streams import stream
+from steerable.streams import forks, stream
 from steerable.usage import Usage
 
 
@@ -181,14 +181,12 @@ class ControlProcess:
             raise InputError("select needs at least one row")
         if min(rows) < 0 or max(rows) >= len(state.plans):
             raise InputError(f"row index out of range for a state of {len(state.plans)} rows: {rows}")
-        streams, envs, copies = [], [], {}
-        for r in rows:
-            c = copies.get(r, 0)
-            copies[r] = c + 1
-            s = state.streams[r] if c == 0 else stream(state.streams[r], c, state.queries[r])
-            streams.append(s)
-            e = state.envs[r]
-            envs.append(None if e is None else fork(e, None if (self.peek or c == 0) else stream(s, 1)))
+        streams = forks(state.streams, rows, state.queries)
+        envs, first = [], set()
+        for r, s in zip(rows, streams, strict=True):
+            e, copy = state.envs[r], r in first
+            first.add(r)
+            envs.append(None if e is None else fork(e, stream(s, 1) if copy and not self.peek else None))
         return ControlState(
             state.root,
             streams,
