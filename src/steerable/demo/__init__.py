@@ -44,7 +44,7 @@ def run_demo(
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="steerable-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     took: list[tuple[str, float, float]] = []
-    con.rule("[bold]steerable demo: steering language models, diffusion models and control policies")
+    con.rule("[bold]steerable demo: language models, diffusion, control")
     with timed("language models", took):
         language_model_demo(con, gen, n=n, selected=selected)
     with timed("diffusion", took):
@@ -52,8 +52,8 @@ def run_demo(
     with timed("control", took):
         control_demo(con, out, episodes=episodes)
     wall, cpu = sum(t[1] for t in took), sum(t[2] for t in took)
-    parts = ", ".join(f"{name} {w:.0f}s" for name, w, _ in took)
-    con.print(f"[dim]demo took {wall:.0f}s ({parts}; {cpu:.0f}s of CPU time). Pictures: {out}[/]")
+    parts = ", ".join(f"{name} {w:.0f}s / {c:.0f}s" for name, w, c in took)
+    con.print(f"[dim]demo took {wall:.0f}s wall / {cpu:.0f}s CPU ({parts}). Pictures: {out}[/]")
 
 
 @contextmanager

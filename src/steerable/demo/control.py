@@ -60,9 +60,9 @@ def control_demo(con: Console, out: Path, episodes: int = 20, budget: int = 8, s
         paths.append(path)
     con.print(table)
     con.print(
-        f"  V-GPS samples {budget} chunks from the same policy and runs the one the shipped critic\n"
-        "  values most; NFE and Q calls are what the runs counted. Episode by episode, the\n"
-        "  same starts, winds and gusts for both (✓ goal, x crash, . timeout):"
+        f"  V-GPS samples {budget} chunks from the same policy and runs the one the shipped\n"
+        "  critic values most; NFE and Q calls are what the runs counted. Episode by\n"
+        "  episode, same starts, winds and gusts for both (✓ goal, x crash, . timeout):"
     )
     for strip in strips:
         con.print(strip, highlight=False, soft_wrap=True)
