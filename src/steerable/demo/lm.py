@@ -1,8 +1,8 @@
-"""``steerable demo``: a short tour of the built-in world (later features extend it)."""
+"""The language-model part of the tour: what the built-in model does, search over its steps, activation steering."""
 
 from __future__ import annotations
 
-import time
+from dataclasses import fields
 
 from rich.console import Console
 from rich.table import Table
@@ -11,13 +11,13 @@ from steerable.lm.types import SamplingParams
 from steerable.tasks.builtin import arithmetic, requests
 from steerable.tasks.builtin.evaluate import MAX_SOLUTION_TOKENS, generate_batched
 from steerable.tasks.builtin.verifier import check_steps, is_correct
+from steerable.tasks.loader import BUILTIN_ITEMS
 
 
-def run_demo(gen, n: int = 100) -> None:
-    con = Console()
-    t0 = time.time()
+def language_model_demo(con: Console, gen, n: int = 100, selected: int = 12) -> None:
+    """The built-in model's tour: ``n`` problems per split for the accuracy table, ``selected`` for search."""
     params = sum(p.numel() for p in gen.model.parameters())
-    con.rule("[bold]steerable demo: the built-in world")
+    con.rule("[bold]language models: the built-in world")
     con.print(f"model: {type(gen.model).__name__}, {params / 1e6:.2f}M parameters, character tokenizer")
 
     con.rule("greedy solutions, checked step by step")
@@ -81,65 +81,90 @@ def run_demo(gen, n: int = 100) -> None:
     for r, c in zip(reqs, comps, strict=True):
         rates.setdefault(r.kind, []).append(requests.is_refusal(c.text))
     con.print("  greedy refusal rate: " + ", ".join(f"{k} {sum(v) / len(v):.0%}" for k, v in sorted(rates.items())))
-    prm_demo(con, gen, items=20, budget=4)
+    prm_demo(con, gen, selected=selected)
     steering_demo(con, gen)
-    con.print(f"[dim]demo took {time.time() - t0:.0f}s[/]")
 
 
-def prm_demo(con: Console, gen, items: int, budget: int) -> None:
-    """Inference-time scaling in miniature: PRM-guided search at ``budget`` against voting at 4x the budget.
+def prm_demo(con: Console, gen, selected: int = 12, budget: int = 4, pool: int = BUILTIN_ITEMS) -> dict[str, int]:
+    """Inference-time scaling where a few items can show it: search and voting on hard items greedy gets wrong.
 
-    The particle-filtering paper's comparison: PF with N particles against
-    self-consistency with 4N samples (on all 200 hard items, README's
-    scaling section).
+    Greedy decoding is right on most hard items and so is every method at a
+    small budget, so a few random items show equal rows (20 did).
+    Here greedy runs on ``pool`` hard items first, and the methods run on the
+    first ``selected`` it gets wrong, with ``steerable scale``'s settings and
+    seeds (an item's row here is its row in ``steerable scale --task
+    builtin:hard``): PRM-guided search at ``budget`` (best-of-N, particle
+    filtering, as in the particle-filtering paper) beside voting at
+    ``budget`` and 4x. Chosen items flatter every method over greedy, which
+    is 0 on them by the choice; what a method loses on the items greedy gets
+    right only the full run counts, so the PRM's record of it follows the
+    table.
+
+    Returns ``method@N`` -> items solved, as printed.
     """
+    from steerable.bench.config import ScaleConfig
+    from steerable.bench.distributed import Built, ScaleSetup
+    from steerable.bench.scale import run_job
     from steerable.lm.builtin import BUILTIN_PRM_DIR
     from steerable.reward.prm import TokenClassifierPRM
-    from steerable.search.lm_process import LMProcess
     from steerable.search.registry import make_strategy
     from steerable.tasks.answers import make_checker
     from steerable.tasks.loader import load_task
 
     if not (BUILTIN_PRM_DIR / "config.json").exists():
         con.print("[yellow]no built-in PRM shipped: skipping the search demo[/]")
-        return
-    con.rule(f"inference-time scaling: {items} hard problems, voting at {4 * budget} vs the built-in PRM at {budget}")
-    prm = TokenClassifierPRM.from_pretrained("builtin")
+        return {}
+    items = load_task("builtin:hard", limit=pool)
     checker = make_checker("builtin")
+    setup = ScaleSetup()
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=setup.max_tokens)
+    comps = generate_batched(gen, [it.prompt for it in items], greedy)
+    wrong = [i for i, (it, c) in enumerate(zip(items, comps, strict=True)) if not checker.correct(c.text, it.answer)]
+    chosen = wrong[:selected]
+    con.rule(f"inference-time scaling on {len(chosen)} hard problems greedy decoding gets wrong")
+    con.print(
+        f"  greedy decoding is wrong on {len(wrong)} of {len(items)} hard problems. On the first {len(chosen)} of "
+        f"them (chosen so: greedy scores 0 here), voting over {budget} and {4 * budget} samples beside the "
+        f"built-in PRM choosing among {budget} (best-of-N) or guiding {budget} particles (PF):"
+    )
+    prm = TokenClassifierPRM.from_pretrained("builtin")
+    scale = {f.name: f.default for f in fields(ScaleConfig)}
+    built = Built(setup, gen, prm, checker, delimiter="\n")
+    make_process = built.process_factory(scale["temperature"][0], scale["top_p"][0])
     table = Table()
-    for col in ("method", "N", "accuracy", "tokens generated / item", "PRM calls / item", "seconds"):
+    for col in ("method", "N", "solved", "tokens generated / item", "PRM calls / item", "seconds"):
         table.add_column(col)
+    solved: dict[str, int] = {}
+    answers: dict[str, list] = {}
     for method, n in (("greedy", 1), ("sc", budget), ("sc", 4 * budget), ("bon", budget), ("pf", budget)):
-        temp = 0.0 if method == "greedy" else 0.8
-        process = LMProcess(
-            gen, delimiter="\n", params=SamplingParams(temperature=temp), max_step_tokens=48, max_tokens=320
-        )
-        strategy = make_strategy(method, checker.extract)
-        ok = tokens = calls = 0
-        t0 = time.time()
-        for i, item in enumerate(load_task("builtin:hard", limit=items)):
-            res = strategy.run(
-                process,
-                None if method in ("greedy", "sc") else prm,
-                n,
-                item.prompt,
-                seed=i,
-            )
-            ok += checker.correct(res.text, item.answer)
-            tokens += res.cost.generated_tokens
-            calls += res.cost.scorer_calls
+        key = f"{method}@{n}"
+        strategies = {method: make_strategy(method, checker.extract)}
+        rows = [
+            run_job(strategies, make_process, prm, checker, i, items[i], method, n, scale["seed"], "samples", None)
+            for i in chosen
+        ]
+        solved[key] = sum(r["correct"] for r in rows)
+        answers[key] = [r.get("answer") for r in rows]
+        per = max(len(rows), 1)
         table.add_row(
             method,
             str(n),
-            f"{ok / items:.0%}",
-            f"{tokens / items:.0f}",
-            f"{calls / items:.1f}",
-            f"{time.time() - t0:.1f}",
+            f"{solved[key]} of {len(rows)}",
+            f"{sum(r.get('generated_tokens', 0) for r in rows) / per:.0f}",
+            f"{sum(r.get('scorer_calls', 0) for r in rows) / per:.1f}",
+            f"{sum(r['seconds'] for r in rows):.1f}",
         )
     con.print(table)
+    same = sum(a == g for a, g in zip(answers[f"sc@{4 * budget}"], answers["greedy@1"], strict=True))
+    con.print(
+        f"  voting at {4 * budget} returned greedy's own answer on {same} of {len(chosen)}: more votes find the "
+        "answer most samples reach, as greedy does; the PRM scores each step, so it can pick a right answer "
+        "fewer samples reach."
+    )
     measured = measured_scaling(BUILTIN_PRM_DIR / "prm.json")
     if measured:
-        con.print(f"[dim]{measured} {items} items are too few to tell these apart.[/]")
+        con.print(f"[dim]Chosen items flatter search, which can also lose items greedy gets right. {measured}[/]")
+    return solved
 
 
 def measured_scaling(record) -> str | None:
