@@ -1,6 +1,7 @@
 """The import graph of src/steerable, lazy imports included: no cycle, and rooms import only rooms below them."""
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,6 +34,7 @@ BASE = {
 }
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     out = {}
     for p in (SRC / "steerable").rglob("*.py"):
@@ -44,7 +46,14 @@ def modules() -> dict[str, Path]:
 
 
 def import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
-    """Module -> the steerable modules it imports anywhere in its body (a function's import counts too)."""
+    """Module -> the steerable modules it imports anywhere in its body (a function's import counts too); parsed
+    once per session (each test asks)."""
+    return _graph(tuple(sorted(mods.items())))
+
+
+@functools.cache
+def _graph(items: tuple) -> dict[str, set[str]]:
+    mods = dict(items)
     edges: dict[str, set[str]] = defaultdict(set)
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]

@@ -25,7 +25,7 @@ def test_builtin_prm_ranks_the_policys_own_steps_better_than_chance(prm):
     from steerable.tasks.builtin.verifier import prefix_correct
 
     gen = LocalGenerator.from_pretrained("builtin", device="cpu")
-    problems = eval_problems("hard", 48, seed=21)
+    problems = eval_problems("hard", 24, seed=21)  # 252 steps, 185 of them right: AUROC 0.997 (0.993 on 48)
     comps = gen.generate([p.prompt for p in problems], SamplingParams(temperature=1.0, seed=0, max_new_tokens=320))
     prompts, partials, labels = [], [], []
     for p, c in zip(problems, comps, strict=True):
