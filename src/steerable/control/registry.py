@@ -47,6 +47,7 @@ class Artifact:
     load: Callable[[str, str], Any]  # (the option's value, --env) -> what the controller gets
     default: str = "builtin"  # "" : required
     field: str | None = None  # the controller field it fills (None: read by the policy's loader only)
+    needed: Callable[[Mapping[str, Any]], bool] = lambda options: True  # noqa: E731 - loaded only for these options
 
 
 def _iql(value: str, env: str):
@@ -92,7 +93,7 @@ METHODS = Registry(
         ),
         "stl": Entry(
             STLGuided, "guided last denoising steps (at most the policy's DDIM steps)", "CTG-style STL guidance",
-            hidden=frozenset({"last"}), extra={"budget": "last"},
+            hidden=frozenset({"last"}), extra={"budget": "last", "most": "steps_inference"},
         ),
         "fk": Entry(
             STLFK, "particles per prediction", "FK steering toward STL robustness",
@@ -111,9 +112,10 @@ METHODS = Registry(
         ),
         "tgpo": Entry(
             TGPO, "allocations scored per episode", "deadlines for STLNav's subgoals chosen by V(s0, tau)",
-            hidden=frozenset({"budget", "prior"}), extra={"budget": "budget", "artifacts": {"tgpo": Artifact(
-                "The directory of `steerable control tgpo` (policy/ and critic/), or builtin.",
-                _allocation_critic, field="critic")}},
+            hidden=frozenset({"budget", "prior"}), extra={"budget": "budget", "env": "stlnav", "artifacts": {
+                "tgpo": Artifact("The directory of `steerable control tgpo` (policy/ and critic/), or builtin.",
+                                 _allocation_critic, field="critic",
+                                 needed=lambda options: options.get("search") != "random")}},
         ),
     },
 )  # fmt: skip
@@ -185,8 +187,9 @@ def make_controller(cfg: EvalConfig, policy, options: Mapping[str, Any] | None =
     entry = METHODS.entry(name)
     values = dict(cfg.options() if options is None else options)
     arts: Mapping[str, Artifact] = entry.extra.get("artifacts", {})
-    if name == "tgpo" and not cfg.env.endswith("stlnav"):
-        raise ConfigError(f"tgpo plans STLNav's subgoals: run it with --env builtin:stlnav (got {cfg.env})")
+    world = entry.extra.get("env")
+    if world is not None and not cfg.env.endswith(world):
+        raise ConfigError(f"{name} plans {world}'s task: run it with --env builtin:{world} (got {cfg.env})")
     passed: dict[str, Any] = {"policy": policy, "execute": cfg.execute or None}
     unknown = sorted(set(values) - set(method_options(name)))
     if unknown:
@@ -195,10 +198,9 @@ def make_controller(cfg: EvalConfig, policy, options: Mapping[str, Any] | None =
         value = values.pop(key, art.default)
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{name}: {key} takes a path ({art.help}): --set {key}=PATH")
-        if art.field is not None and not (name == "tgpo" and values.get("search") == "random"):
+        if art.field is not None and art.needed(values):
             passed[art.field] = art.load(value, cfg.env)
-    if "budget" in entry.extra:
-        passed[entry.extra["budget"]] = cfg.budget
-        if name == "stl":  # --budget beyond the DDIM steps guides them all
-            passed["last"] = min(cfg.budget, policy.steps_inference)
+    if "budget" in entry.extra:  # a budget past the policy's own "most" (stl: its DDIM steps) takes them all
+        most = getattr(policy, entry.extra["most"]) if "most" in entry.extra else cfg.budget
+        passed[entry.extra["budget"]] = min(cfg.budget, most)
     return METHODS.build(name, values, **passed)
