@@ -75,6 +75,16 @@ def fit_digits_reward() -> tuple[dict[str, torch.Tensor], dict]:
     return weights, {"reward_accuracy_half_b": round(float(lr.score(x[b], y[b])), 4)}
 
 
+def epsilon_loss(model, x0: torch.Tensor, abar: torch.Tensor, g: torch.Generator, condition=None) -> torch.Tensor:
+    """DDPM's loss ||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)||^2 on a batch ``x0``, with
+    t ~ U{0 .. len(abar) - 1} and eps ~ N(0, I) drawn from ``g`` in that order (the denoisers and the diffusion
+    policy train on it; ``condition`` is the policy's observations)."""
+    t = torch.randint(0, len(abar), (x0.shape[0],), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    a = abar[t].reshape(-1, *([1] * (x0.ndim - 1)))
+    return ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, condition).sample - eps) ** 2).mean()
+
+
 def train(cfg: TrainDiffusionConfig, progress: bool = True) -> dict:
     from diffusers import DDPMScheduler
     from safetensors.torch import save_file
@@ -100,11 +110,7 @@ def train(cfg: TrainDiffusionConfig, progress: bool = True) -> dict:
     opt_ = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
 
     def loss() -> torch.Tensor:
-        x0 = _data(cfg.world, cfg.batch_size, g, pool)
-        t = torch.randint(0, 1000, (cfg.batch_size,), generator=g)
-        eps = torch.randn(x0.shape, generator=g)
-        a = abar[t].reshape(-1, *([1] * (x0.ndim - 1)))
-        return ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample - eps) ** 2).mean()
+        return epsilon_loss(model, _data(cfg.world, cfg.batch_size, g, pool), abar, g)
 
     run = train_loop(
         model,

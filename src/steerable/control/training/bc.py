@@ -12,6 +12,7 @@ from steerable.config import check, opt
 from steerable.control.policies.diffusion_policy import TRAIN_TIMESTEPS, DiffusionPolicy
 from steerable.control.policies.normalize import ActionScale, ObsScale
 from steerable.control.worlds.data import Dataset
+from steerable.diffusion.train import epsilon_loss
 from steerable.errors import ConfigError
 from steerable.provenance import provenance
 from steerable.training import CHECKPOINT, Budget, cosine, train_loop
@@ -89,11 +90,7 @@ def train_policy(cfg: PolicyConfig, data: Dataset, action_scale: ActionScale, pr
 
     def loss() -> torch.Tensor:
         i = torch.randint(len(x0_all), (cfg.batch_size,), generator=g)
-        x0 = x0_all[i]
-        t = torch.randint(0, TRAIN_TIMESTEPS, (cfg.batch_size,), generator=g)
-        eps = torch.randn(x0.shape, generator=g)
-        a = abar[t].reshape(-1, 1, 1)
-        return ((den(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, cond[i]).sample - eps) ** 2).mean()
+        return epsilon_loss(den, x0_all[i], abar, g, cond[i])
 
     run = train_loop(
         den,
