@@ -17,6 +17,7 @@ RANK = {
     "search": 4,
     "rl": 4,
     "diffusion": 5,
+    "agents": 5,  # language models acting in environments: the LM rooms below, never diffusion or control
     "control": 6,  # builds on the diffusion room
     "bench": 7,
     "serve": 8,

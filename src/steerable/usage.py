@@ -21,7 +21,11 @@ class Usage:
     not tokens and are not counted, ``padding_slots`` reports them separately,
     so wasted compute stays visible. Diffusion: ``nfe`` counts denoiser
     evaluations per row (a classifier-free-guidance step runs 2 rows and counts
-    2), ``decoder_calls`` VAE decodes of a sample. Control: ``env_steps``.
+    2), ``decoder_calls`` VAE decodes of a sample. Control and agents:
+    ``env_steps``; agents also ``tool_calls`` (the env steps that called a
+    tool) and ``appended_tokens`` (tokens written into a row's context rather
+    than sampled: an environment's observations), counted apart from
+    ``generated_tokens``.
     """
 
     prompt_tokens: int = 0
@@ -31,6 +35,8 @@ class Usage:
     nfe: int = 0
     decoder_calls: int = 0
     env_steps: int = 0
+    tool_calls: int = 0
+    appended_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(getattr(self, f) + getattr(other, f) for f in _FIELDS))

@@ -50,6 +50,26 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 #: where the shipped built-in model and PRM live (normal ``transformers`` model directories)
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "model"
 BUILTIN_PRM_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "prm"
+BUILTIN_AGENT_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "model"
+
+
+def agent_path() -> Path:
+    """Directory of the shipped agent model (``builtin:agent``)."""
+    if not (BUILTIN_AGENT_DIR / "config.json").exists():
+        raise ModelLoadError(
+            f"the built-in agent model is missing from {BUILTIN_AGENT_DIR}: reinstall steerable or run "
+            "`steerable agent train-model --out DIR` and pass --model DIR"
+        )
+    return BUILTIN_AGENT_DIR
+
+
+def _named(name_or_path: str) -> str:
+    """A model directory for ``builtin`` / ``builtin:arith`` (the arithmetic model), ``builtin:agent``, or a path."""
+    if name_or_path in ("builtin", "builtin:arith"):
+        return str(builtin_path())
+    if name_or_path == "builtin:agent":
+        return str(agent_path())
+    return name_or_path
 
 
 def builtin_path() -> Path:
@@ -66,8 +86,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "float32"):
     """``(model, tokenizer)`` for a causal LM directory (or ``builtin``), in eval mode."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if name_or_path == "builtin":
-        name_or_path = str(builtin_path())
+    name_or_path = _named(name_or_path)
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     p = Path(name_or_path)
     if not p.exists():
@@ -133,8 +152,7 @@ def _is_model_file(name: str) -> bool:
 
 def model_fingerprint(name_or_path: str) -> str:
     """:func:`files_fingerprint` of a model directory (``builtin``: the built-in model's)."""
-    if name_or_path == "builtin":
-        name_or_path = str(builtin_path())
+    name_or_path = _named(name_or_path)
     p = Path(name_or_path)
     if not p.is_dir():
         raise ModelLoadError(f"model path {name_or_path!r} is not a directory: pass a model directory or 'builtin'")

@@ -234,6 +234,7 @@ class LocalGenerator:
             if not text:
                 continue
             toks = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            self.usage = self.usage + Usage(appended_tokens=len(toks))
             # the row's next-token logits are stale now: the appended tokens are fed on the next call
             seqs.token_ids[r].extend(toks)
             seqs.pending[r].extend(toks)

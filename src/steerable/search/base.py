@@ -97,4 +97,6 @@ class Meter:
             nfe=u.nfe,
             decoder_calls=u.decoder_calls,
             env_steps=u.env_steps,
+            tool_calls=u.tool_calls,
+            env_tokens=u.appended_tokens,
         )

@@ -17,7 +17,9 @@ class Cost:
     seconds: float = 0.0
     nfe: int = 0  # diffusion: denoiser evaluations per row (a classifier-free-guidance step counts its 2 rows)
     decoder_calls: int = 0  # diffusion: VAE decodes
-    env_steps: int = 0  # control: environment steps
+    env_steps: int = 0  # control and agents: environment steps
+    tool_calls: int = 0  # agents: the environment steps that called a tool
+    env_tokens: int = 0  # agents: tokens an environment wrote into the context (not generated)
 
 
 def _text_of(sample: Any) -> str | None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +62,8 @@ class TrainConfig:
 
 
 class Batches:
-    """Endless right-padded ``(input_ids, attention_mask, labels)``; loss only on completions and EOS.
+    """Endless right-padded ``(input_ids, attention_mask, labels)`` of ``example(rng, tokenizer)``, by default
+    the arithmetic mixture (loss only on completions and EOS).
 
     Draws ``group`` batches' worth of examples at once and batches them by
     length, which cuts padding by about half on this mixture. Its
@@ -69,8 +72,16 @@ class Batches:
     uninterrupted one would have.
     """
 
-    def __init__(self, rng: random.Random, tokenizer, batch_size: int, group: int = 4) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        tokenizer,
+        batch_size: int,
+        group: int = 4,
+        example: Callable[[random.Random, Any], tuple[list[int], list[int]]] | None = None,
+    ) -> None:
         self.rng, self.tokenizer, self.batch_size, self.group = rng, tokenizer, batch_size, group
+        self.example = example or arithmetic_example
         self.drawn_from, self.taken, self.chunks = rng.getstate(), 0, []
 
     def __iter__(self) -> Batches:
@@ -86,10 +97,7 @@ class Batches:
         self.drawn_from, self.taken = self.rng.getstate(), 0
         examples = []
         for _ in range(self.batch_size * self.group):
-            prompt, completion = training_pair(self.rng)
-            p = self.tokenizer(prompt)["input_ids"]
-            c = self.tokenizer(completion, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-            examples.append((p + c, [-100] * len(p) + c))
+            examples.append(self.example(self.rng, self.tokenizer))
         examples.sort(key=lambda e: len(e[0]))
         self.chunks = [examples[i : i + self.batch_size] for i in range(0, len(examples), self.batch_size)]
         self.rng.shuffle(self.chunks)
@@ -101,6 +109,14 @@ class Batches:
         self.rng.setstate(state["rng"])
         self._draw()
         self.taken = state["taken"]
+
+
+def arithmetic_example(rng: random.Random, tokenizer) -> tuple[list[int], list[int]]:
+    """``(ids, labels)`` of one pair of the arithmetic mixture: the loss is on the completion and its EOS."""
+    prompt, completion = training_pair(rng)
+    p = tokenizer(prompt)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return p + c, [-100] * len(p) + c
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
