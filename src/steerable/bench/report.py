@@ -209,7 +209,7 @@ class ProgressLines:
         with self._lock:
             self.done += 1
             c = self.correct[row["method"]]
-            c[0] += bool(row.get("correct"))
+            c[0] += bool(row.get("correct", row.get("success")))  # an agent row says success
             c[1] += 1
 
     def line(self) -> str:

@@ -23,7 +23,11 @@ control_app = typer.Typer(
 train_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="Change weights: reinforcement learning on TRL."
 )
+agent_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Language models that act: run, scale, train (the agent world)."
+)
 app.add_typer(builtin_app, name="builtin")
+app.add_typer(agent_app, name="agent")
 app.add_typer(steer_app, name="steer")
 app.add_typer(control_app, name="control")
 app.add_typer(train_app, name="train")

@@ -58,7 +58,7 @@ def agent_path() -> Path:
     if not (BUILTIN_AGENT_DIR / "config.json").exists():
         raise ModelLoadError(
             f"the built-in agent model is missing from {BUILTIN_AGENT_DIR}: reinstall steerable or run "
-            "`steerable agent train-model --out DIR` and pass --model DIR"
+            "`steerable agent train --out DIR` and pass --model DIR"
         )
     return BUILTIN_AGENT_DIR
 

@@ -306,3 +306,27 @@ def training_demo(rng: random.Random) -> list[Segment]:
         n = rng.choices(range(3, 13), weights=[3, 3, 3, 2, 2, 2, 1, 1, 1, 1])[0]
         return chains_demo(_train(lambda: chains_task(rng, n)))
     return workspace_demo(_train(lambda: chains_task(rng, rng.randint(3, 30))), rng)
+
+
+def read_tasks(path) -> list[dict[str, Any]]:
+    """Task objects from a JSONL file, one per line (the format the built-in splits are written in), each checked
+    by its environment: a bad one is a one-line error naming the file and line."""
+    from steerable.tasks.loader import read_jsonl
+
+    out = []
+    for n, row in read_jsonl(path, 'a task object with an "env" field'):
+        try:
+            make_env(str(row.get("env", ""))).reset(row)
+        except InputError as e:
+            raise InputError(f"{path}:{n}: {e}") from None
+        out.append(row)
+    if not out:
+        raise InputError(f"{path} holds no tasks: write one task object per line")
+    return out
+
+
+def tasks_of(env: str, split: str, task_file, limit: int, seed: int) -> list[dict[str, Any]]:
+    """The tasks a command runs: ``limit`` of the file's, or ``limit`` held-out tasks of a built-in split."""
+    if task_file is not None:
+        return read_tasks(task_file)[:limit]
+    return split_tasks(env, split, limit, seed=seed)

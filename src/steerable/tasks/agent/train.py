@@ -1,6 +1,6 @@
 """Train the built-in agent model from scratch on the agent world's demonstrations (:mod:`.data`).
 
-``steerable agent train-model --out DIR --minutes N`` runs this: the built-in
+``steerable agent train --out DIR --minutes N`` runs this: the built-in
 trainer's loop (:func:`steerable.training.train_loop`) on a smaller Llama
 (about 0.86M parameters, saved in float16 so the shipped weights stay under
 2 MB). The loss is on the model's own lines only: prompts and every
@@ -33,7 +33,7 @@ TOKENS_PER_EXAMPLE = 48  # a typical count of trained tokens per demonstration: 
 
 @dataclass(frozen=True)
 class AgentTrainConfig:
-    """How ``steerable agent train-model`` trains the built-in agent model."""
+    """How ``steerable agent train`` trains the built-in agent model."""
 
     out: str = opt(..., "Directory to write the model to.")
     minutes: float = opt(25.0, "Wall-time budget; the LR schedule spans it.")
@@ -180,7 +180,7 @@ def train(cfg: AgentTrainConfig, progress: bool = True) -> tuple[torch.nn.Module
     model.to(torch.float32)
     tok.save_pretrained(out)
     record = {
-        **provenance(cfg, "agent train-model", unused=("minutes",) if cfg.steps else ()),
+        **provenance(cfg, "agent train", unused=("minutes",) if cfg.steps else ()),
         "steps": run.step,
         "wall_seconds": round(run.seconds, 1),
         "final_loss_ema": round(run.loss, 5),
