@@ -316,10 +316,11 @@ def read_tasks(path) -> list[dict[str, Any]]:
     out = []
     for n, row in read_jsonl(path, 'a task object with an "env" field'):
         try:
-            make_env(str(row.get("env", ""))).reset(row)
+            env = make_env(str(row.get("env", "")))
+            env.reset(row)
         except InputError as e:
             raise InputError(f"{path}:{n}: {e}") from None
-        out.append(row)
+        out.append(env.task)  # with its answer computed
     if not out:
         raise InputError(f"{path} holds no tasks: write one task object per line")
     return out

@@ -1,0 +1,69 @@
+import pytest
+
+from steerable.agents.process import episode, real_steps
+from steerable.agents.scale import run_agent_scale
+from steerable.agents.tree import OracleValue, TreeSearch
+from steerable.errors import ConfigError
+from steerable.search.best_of_n import Greedy
+
+# the fork's first key is the dead end: the greedy policy (first key) walks into it
+TRAP = {"env": "lookup", "start": "k1", "table": {"k1": "k2 k3", "k2": "none", "k3": "k4", "k4": "42"}, "max_steps": 3}
+
+
+def test_a_turn_ends_at_an_action_and_the_environment_writes_its_observation(proc):
+    p = proc(greedy=True)
+    cond = episode(TRAP)
+    state = p.init(cond, 1)
+    p.propose(state)
+    assert p.preview(state) == ["get k1\n= k2 k3\n"] and state.turns == [1]
+    p.propose(state)
+    p.propose(state)
+    assert p.preview(state)[0] == "get k1\n= k2 k3\nget k2\n= none\nA: 0" and p.is_terminal(state) == [True]
+    assert cond.env.steps == 0  # the condition's environment is never stepped
+    u = p.usage
+    assert (u.env_steps, u.tool_calls, u.appended_tokens) == (2, 2, len("= k2 k3\n= none\n"))
+    assert u.generated_tokens == len("get k1\nget k2\nA: 0")  # observations are not generated
+
+
+def test_forks_carry_independent_environments_and_replay_counts_its_steps(proc):
+    for fork, extra in (("clone", 0), ("replay", 3)):
+        p = proc(fork=fork)
+        state = p.init(episode(TRAP), 1, seed=0)
+        p.propose(state)
+        before = p.usage.env_steps
+        forks = p.select(state, [0, 0, 0])
+        assert p.usage.env_steps - before == extra  # replay resends the row's one action per copy
+        assert [e.steps for e in forks.envs] == [1, 1, 1] and forks.envs[0] is not forks.envs[1]
+        forks.envs[0].step("get k3")
+        assert forks.envs[1].steps == 1 and state.envs[0].steps == 1
+
+
+def test_tree_search_finds_the_live_branch_in_copies_and_commits_only_it(proc):
+    p = proc()
+    cond = episode(TRAP)
+    greedy = Greedy().run(proc(greedy=True), None, 1, cond, seed=0)
+    assert "A: 0" in greedy.text  # the greedy agent takes the dead end
+    res = TreeSearch(branching=2, depth=3).run(p, OracleValue(), 8, cond, seed=0)
+    assert res.text.endswith("A: 42") and res.answer == "42"
+    assert real_steps(cond, res.text) == 3  # the live path only: get k1, k3, k4
+    assert res.cost.env_steps > 3 and res.info["counts"]["node_evaluations"] <= 8 * res.info["counts"]["searches"]
+
+
+def test_tree_search_keeps_to_its_node_budget_and_checks_its_options(proc):
+    res = TreeSearch(branching=2, depth=1).run(proc(), OracleValue(), 1, episode(TRAP), seed=1)
+    assert res.info["counts"]["node_evaluations"] == res.info["counts"]["searches"]  # one evaluation per search
+    with pytest.raises(ConfigError, match="branching"):
+        TreeSearch(branching=0)
+
+
+def test_scale_rows_carry_success_and_cost_and_resume(proc, tmp_path):
+    tasks = [TRAP, {**TRAP, "table": {**TRAP["table"], "k1": "k3 k2"}}]  # the second has the live key first
+    mk = lambda greedy: proc(greedy=greedy)  # noqa: E731
+    s = run_agent_scale(tasks, ["greedy", "tree"], [6], mk, OracleValue(), tmp_path, seed=0)
+    rows = {r["method"]: r for r in s["rows"]}
+    assert rows["greedy"]["success"] == 0.5 and rows["tree"]["success"] == 1.0
+    assert rows["tree"]["real_steps"] == 3 and rows["tree"]["env_steps"] > 3
+    assert {"generated_tokens", "env_steps", "tool_calls", "env_tokens", "seconds", "success_se"} <= set(rows["tree"])
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    again = run_agent_scale(tasks, ["greedy", "tree"], [6], mk, OracleValue(), tmp_path, seed=0)
+    assert (tmp_path / "results.jsonl").read_text().splitlines() == lines and again == s  # nothing rerun
