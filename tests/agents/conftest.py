@@ -4,9 +4,9 @@ searches over it can be tested on exact behaviour (no model's whims)."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 
 import pytest
-from dataclasses import dataclass, field
 
 from steerable.usage import Usage
 
@@ -43,8 +43,8 @@ class ScriptGenerator:
     usage: Usage = field(default_factory=Usage)
 
     def start(self, prompts, n=1):
-        return ScriptRows([p for p in prompts for _ in range(n)], ["" for p in prompts for _ in range(n)],
-                          [False] * (len(prompts) * n), [random.Random(r) for r in range(len(prompts) * n)])  # fmt: skip
+        rows = [p for p in prompts for _ in range(n)]
+        return ScriptRows(rows, [""] * len(rows), [False] * len(rows), [random.Random(r) for r in range(len(rows))])
 
     def step(self, seqs, params, stop=None, max_tokens=None, rows=None):
         from steerable.lm.types import StepOutput

@@ -12,9 +12,17 @@ from steerable.tasks.agent.train import encode_demo
 def test_the_calculator_parses_arithmetic_with_precedence_and_never_evals():
     assert evaluate("37*48") == 1776
     assert evaluate("2+3*4") == 14 and evaluate("(2+3)*4") == 20 and evaluate("-3*-2") == 6
-    for bad, why in [("__import__('os')", "unsupported character"), ("1/2", "unsupported character"),
-                     ("9" * 14, "exceeds"), ("(" * 9 + "1" + ")" * 9, "nested"), ("1" + "+1" * 40, "longer"),
-                     ("2*", "ends early"), ("(1+2", "missing"), ("", "empty"), ("99999999*99999999", "exceeds")]:
+    for bad, why in [
+        ("__import__('os')", "unsupported character"),
+        ("1/2", "unsupported character"),
+        ("9" * 14, "exceeds"),
+        ("(" * 9 + "1" + ")" * 9, "nested"),
+        ("1" + "+1" * 40, "longer"),
+        ("2*", "ends early"),
+        ("(1+2", "missing"),
+        ("", "empty"),
+        ("99999999*99999999", "exceeds"),
+    ]:
         with pytest.raises(CalcError, match=why):
             evaluate(bad)
 
@@ -34,8 +42,12 @@ def test_a_calculator_episode_answers_tool_lines_and_judges_the_answer():
         make_env("calculator").reset({"env": "calculator", "expression": "2+3", "answer": 6})
 
 
-LOOKUP = {"env": "lookup", "start": "k1", "table": {"k1": "k2 k3", "k2": "none", "k3": "k4", "k4": "42"},
-          "max_steps": 3}
+LOOKUP = {
+    "env": "lookup",
+    "start": "k1",
+    "table": {"k1": "k2 k3", "k2": "none", "k3": "k4", "k4": "42"},
+    "max_steps": 3,
+}
 
 
 def test_lookup_reveals_cells_forks_and_caps_its_steps():
