@@ -16,7 +16,7 @@ from steerable.tasks.agent.train import AgentTrainConfig
 
 
 def _help() -> str:
-    from steerable.agents.scale import METHODS
+    from steerable.agents.registry import METHODS
 
     return (
         "Success against compute for agent methods on an environment's tasks. What a budget N counts:\n\n"
@@ -53,7 +53,8 @@ def _setup(model: AgentModel, tasks: AgentTasks, seed: int):
 
 @command(agent_app, "scale", help=_help())
 def agent_scale(run: AgentScaleConfig, tasks: AgentTasks, model: AgentModel, printing: Printing) -> None:
-    from steerable.agents.scale import make_method, make_value, run_agent_scale
+    from steerable.agents.registry import make_method, make_value
+    from steerable.bench.agent_scale import run_agent_scale
 
     for m in run.methods:
         make_method(m)  # a bad name or option is one line before the model loads
@@ -81,7 +82,7 @@ def agent_run(tasks: AgentTasks, model: AgentModel, printing: Printing, method: 
               value: str = "oracle", seed: int = 0) -> None:  # fmt: skip
     """Run a method on tasks and print each transcript with its verdict."""
     from steerable.agents.process import episode
-    from steerable.agents.scale import make_method, make_value
+    from steerable.agents.registry import make_method, make_value
     from steerable.streams import item_seed
     from steerable.tasks.agent.envs import replay
 
@@ -111,7 +112,7 @@ def agent_train(cfg: AgentTrainConfig) -> None:
     """Train the built-in agent model from scratch, then record its greedy success per environment and split."""
     from pathlib import Path
 
-    from steerable.agents.scale import greedy_success
+    from steerable.bench.agent_scale import greedy_success
     from steerable.lm.local import LocalGenerator
     from steerable.tasks.agent.train import train
 

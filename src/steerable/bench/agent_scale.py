@@ -22,35 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from steerable.agents.process import AgentProcess, episode, real_steps
-from steerable.agents.tree import OracleValue, TreeSearch
+from steerable.agents.registry import METHODS, make_method
 from steerable.bench.report import ProgressLines
 from steerable.bench.scale import cut_partial_line, read_results
 from steerable.errors import ConfigError, SteerableError
-from steerable.registry import Entry, Registry
-from steerable.search.best_of_n import BestOfN, Greedy
+from steerable.search.best_of_n import Greedy
 from steerable.search.registry import parse_method
 from steerable.streams import item_seed
 from steerable.tasks.agent.envs import replay
 
-METHODS = Registry(
-    "agent method",
-    {
-        "greedy": Entry(Greedy, "ignored: one episode", "one episode at temperature 0", extra={"greedy": True}),
-        "bon": Entry(BestOfN, "N episodes in copies of the environment", "the episode the value function rates best"),
-        "tree": Entry(TreeSearch, "node budget c of each search (node evaluations)", "best-first tree search "
-                      "(Koh et al.)"),
-    },
-)  # fmt: skip
 #: the cost a summary row averages per task
 COST = ("generated_tokens", "env_steps", "real_steps", "tool_calls", "env_tokens", "seconds")
-
-
-def make_method(spec: str):
-    """A method by name or ``name:key=value:...`` (``tree:branching=3``)."""
-    from steerable.agents.process import answer_of
-
-    name, options = parse_method(spec) if ":" in spec else (spec, {})
-    return name, METHODS.build(name, options, extract=answer_of)
 
 
 def run_one(method, process: AgentProcess, value, task: dict, budget: int, seed: int, tools: bool) -> dict:
@@ -161,13 +143,6 @@ class _Null:
     def __exit__(self, *exc) -> None: ...
 
     def add(self, row: dict) -> None: ...
-
-
-def make_value(name: str, model: str = "builtin:agent"):
-    """The value function by name: ``oracle`` (exact, :class:`OracleValue`)."""
-    if name == "oracle":
-        return OracleValue()
-    raise ConfigError(f"unknown value function {name!r}: use oracle")
 
 
 def greedy_success(generator, n: int = 50, seed: int = 0) -> dict[str, float]:

@@ -1,8 +1,8 @@
 import pytest
 
 from steerable.agents.process import episode, real_steps
-from steerable.agents.scale import run_agent_scale
 from steerable.agents.tree import OracleValue, TreeSearch
+from steerable.bench.agent_scale import run_agent_scale
 from steerable.errors import ConfigError
 from steerable.search.best_of_n import Greedy
 

@@ -1,0 +1,41 @@
+"""Agent methods by name, as ``steerable agent scale`` and the server name them, and what a budget counts.
+
+The same :class:`~steerable.registry.Registry` as the other families:
+``greedy`` (one episode at temperature 0), ``bon`` (N episodes at the
+sampling temperature in copies of the environment, the one the value
+function rates best committed) and ``tree`` (best-first tree search over
+environment states with node budget N). Options go after the name:
+``tree:branching=3:depth=2``.
+"""
+
+from __future__ import annotations
+
+from steerable.agents.process import answer_of
+from steerable.agents.tree import OracleValue, TreeSearch
+from steerable.errors import ConfigError
+from steerable.registry import Entry, Registry
+from steerable.search.best_of_n import BestOfN, Greedy
+from steerable.search.registry import parse_method
+
+METHODS = Registry(
+    "agent method",
+    {
+        "greedy": Entry(Greedy, "ignored: one episode", "one episode at temperature 0", extra={"greedy": True}),
+        "bon": Entry(BestOfN, "N episodes in copies of the environment", "the episode the value function rates best"),
+        "tree": Entry(TreeSearch, "node budget c of each search (node evaluations)", "best-first tree search "
+                      "(Koh et al.)"),
+    },
+)  # fmt: skip
+
+
+def make_method(spec: str):
+    """A method by name or ``name:key=value:...`` (``tree:branching=3``)."""
+    name, options = parse_method(spec) if ":" in spec else (spec, {})
+    return name, METHODS.build(name, options, extract=answer_of)
+
+
+def make_value(name: str, model: str = "builtin:agent"):
+    """The value function by name: ``oracle`` (exact, :class:`OracleValue`)."""
+    if name == "oracle":
+        return OracleValue()
+    raise ConfigError(f"unknown value function {name!r}: use oracle")
