@@ -43,8 +43,8 @@ class AgentScaleConfig:
     methods: tuple[str, ...] = opt(("greedy", "bon", "tree"), "Comma-separated methods.", min_len=1, min_items=1)
     budgets: tuple[int, ...] = opt((4, 8), "Comma-separated budgets (what each counts: --help).", ge=1, le=4096,
                                    min_items=1)  # fmt: skip
-    value: Literal["oracle", "head"] = opt("oracle", "Value function of bon and tree: the exact on-track oracle, "
-                                           "or the learned value head shipped with builtin:agent.")  # fmt: skip
+    value: str = opt("oracle", "Value function of bon and tree: oracle (exact, on track), head (the learned value "
+                     "head shipped with builtin:agent) or head:DIR.", min_len=1)  # fmt: skip
     seed: int = opt(0, "Same seed, same results.", ge=0, lt=2**32)
     out: Path | None = opt(None, "Directory for results.jsonl and summary.json; a rerun resumes.")
 

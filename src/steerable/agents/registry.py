@@ -34,8 +34,18 @@ def make_method(spec: str):
     return name, METHODS.build(name, options, extract=answer_of)
 
 
-def make_value(name: str, model: str = "builtin:agent"):
-    """The value function by name: ``oracle`` (exact, :class:`OracleValue`)."""
+def make_value(name: str, generator=None, model: str = "builtin:agent"):
+    """The value function by name: ``oracle`` (exact, :class:`OracleValue`), ``head`` (the value head shipped
+    beside ``builtin:agent``) or ``head:DIR`` (one fitted by ``steerable agent train-value --out DIR``), which
+    runs on ``generator``'s model."""
     if name == "oracle":
         return OracleValue()
-    raise ConfigError(f"unknown value function {name!r}: use oracle")
+    if name == "head" or name.startswith("head:"):
+        from steerable.agents.value import ValueHead
+        from steerable.lm.loading import AGENT_VALUE_DIR, model_fingerprint
+
+        if generator is None:
+            raise ConfigError("the value head needs the acting model: pass its generator")
+        where = name[5:] or str(AGENT_VALUE_DIR)
+        return ValueHead.load(where, generator.model, generator.tokenizer, model_fingerprint(model))
+    raise ConfigError(f"unknown value function {name!r}: use oracle, head or head:DIR")

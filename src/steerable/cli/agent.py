@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 
 from steerable.agents.config import AgentModel, AgentScaleConfig, AgentTasks
+from steerable.agents.value import ValueTrainConfig
 from steerable.cli.app import agent_app
 from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
 from steerable.cli.flags import command
@@ -48,7 +50,7 @@ def _setup(model: AgentModel, tasks: AgentTasks, seed: int):
         )
         return AgentProcess(gen, params, max_steps=model.max_turns, fork=model.fork)
 
-    return items, make_process
+    return items, make_process, gen
 
 
 @command(agent_app, "scale", help=_help())
@@ -58,8 +60,8 @@ def agent_scale(run: AgentScaleConfig, tasks: AgentTasks, model: AgentModel, pri
 
     for m in run.methods:
         make_method(m)  # a bad name or option is one line before the model loads
-    value = make_value(run.value, model.model)
-    items, make_process = _setup(model, tasks, run.seed)
+    items, make_process, gen = _setup(model, tasks, run.seed)
+    value = make_value(run.value, gen, model.model)
     if run.out is not None:
         output_dir(run.out)
     summary = run_agent_scale(
@@ -89,8 +91,8 @@ def agent_run(tasks: AgentTasks, model: AgentModel, printing: Printing, method: 
     if not 1 <= budget <= 4096:
         raise ConfigError(f"--budget must be in 1..4096 (got {budget})")
     name, strategy = make_method(method)
-    val = None if name == "greedy" else make_value(value, model.model)
-    items, make_process = _setup(model, tasks, seed)
+    items, make_process, gen = _setup(model, tasks, seed)
+    val = None if name == "greedy" else make_value(value, gen, model.model)
     proc = make_process(name == "greedy")
     rows = []
     for i, task in enumerate(items):
@@ -110,8 +112,6 @@ def agent_run(tasks: AgentTasks, model: AgentModel, printing: Printing, method: 
 @command(agent_app, "train")
 def agent_train(cfg: AgentTrainConfig) -> None:
     """Train the built-in agent model from scratch, then record its greedy success per environment and split."""
-    from pathlib import Path
-
     from steerable.bench.agent_scale import greedy_success
     from steerable.lm.local import LocalGenerator
     from steerable.tasks.agent.train import train
@@ -124,3 +124,17 @@ def agent_train(cfg: AgentTrainConfig) -> None:
     (Path(cfg.out) / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     typer.echo(f"wrote {cfg.out}: {record['steps']} steps in {record['wall_seconds']}s; "
                f"greedy success {json.dumps(record['greedy_success'])}")  # fmt: skip
+
+
+@command(agent_app, "train-value")
+def agent_train_value(cfg: ValueTrainConfig) -> None:
+    """Fit the value head of agent search on the model's own episodes (Monte-Carlo success of each state)."""
+    from steerable.agents.value import train_value
+    from steerable.lm.loading import model_fingerprint
+    from steerable.lm.local import LocalGenerator
+
+    threads()
+    quiet_transformers()
+    output_dir(Path(cfg.out))
+    gen = LocalGenerator.from_pretrained(cfg.model, device="cpu", chat_template="never")
+    typer.echo(json.dumps(train_value(cfg, gen, model_fingerprint(cfg.model)), indent=2))

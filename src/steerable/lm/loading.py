@@ -51,6 +51,8 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "model"
 BUILTIN_PRM_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "prm"
 BUILTIN_AGENT_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "model"
+#: the value head fitted on the shipped agent model's own episodes (``--value head``)
+AGENT_VALUE_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "value"
 
 
 def agent_path() -> Path:
