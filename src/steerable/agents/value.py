@@ -44,6 +44,7 @@ class ValueTrainConfig:
     episodes: int = opt(400, "Episodes sampled per environment.", ge=8, le=100_000)
     steps: int = opt(300, "Optimiser steps of the logistic fit.", ge=1, le=100_000)
     seed: int = opt(0, "Seed of the tasks, the sampling and the fit.", ge=0, lt=2**32)
+    max_turns: int = opt(32, "Turns an episode may take at most.", ge=1, le=512)
 
 
 class ValueHead:
@@ -99,7 +100,7 @@ def train_value(cfg: ValueTrainConfig, generator, fingerprint: str) -> dict:
     if unknown:
         raise ConfigError(f"--envs {unknown[0]!r} is not an environment: use some of {', '.join(SPLIT_MAKERS)}")
     rng = random.Random(f"value-{cfg.seed}")
-    proc = AgentProcess(generator, SamplingParams(temperature=1.0))
+    proc = AgentProcess(generator, SamplingParams(temperature=1.0), max_steps=cfg.max_turns, max_tokens=256)
     texts, labels = [], []
     for env in cfg.envs:
         for i in range(cfg.episodes):
@@ -132,7 +133,7 @@ def train_value(cfg: ValueTrainConfig, generator, fingerprint: str) -> dict:
         opt_.step()
     # fold the standardisation into the head: w·(h - mu)/sd + b = (w/sd)·h + (b - w·mu/sd)
     weight = (w / sd).detach()
-    bias = float(b - (w * mu / sd).sum())
+    bias = float((b - (w * mu / sd).sum()).detach())
     with torch.no_grad():
         pred = torch.sigmoid(feats @ weight + bias)
         acc = float(((pred > 0.5).float() == y).float().mean())
