@@ -187,6 +187,15 @@ class NamedToolChoice(Body):
     function: FunctionName
 
 
+def _tool_choice(choice: str) -> str:
+    if choice not in ("none", "auto"):
+        raise ValueError(
+            'must be none, auto or {"type": "function", "function": {"name": NAME}}'
+            + (": required is not supported (nothing here constrains decoding)" if choice == "required" else "")
+        )
+    return choice
+
+
 class Message(Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[ContentPart] | None = None
@@ -218,7 +227,7 @@ class ChatCompletionRequest(Sampling):
     tools: Annotated[list[ToolSpec], Field(max_length=MAX_TOOLS)] | None = Field(
         None, description="Function tools the model may call; the client runs them and sends results back."
     )
-    tool_choice: Literal["none", "auto"] | NamedToolChoice | None = Field(
+    tool_choice: Annotated[Text, AfterValidator(_tool_choice)] | NamedToolChoice | None = Field(
         None, description="auto (default with tools), none, or a function to offer alone."
     )
     parallel_tool_calls: bool | None = None

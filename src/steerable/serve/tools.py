@@ -67,7 +67,11 @@ class ToolTurn:
 
 
 def wants_tools(body: ChatCompletionRequest) -> bool:
-    return bool(body.tools) or any(m.tool_calls or m.role == "tool" for m in body.messages)
+    return (
+        bool(body.tools)
+        or body.tool_choice not in (None, "none")
+        or any(m.tool_calls or m.role == "tool" for m in body.messages)
+    )
 
 
 class ToolCalling:
