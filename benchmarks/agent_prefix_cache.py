@@ -43,8 +43,8 @@ def loop(client, turns: int) -> list[tuple[int, int, float]]:
         calls = msg.tool_calls or []
         content = msg.content if calls else None  # an early answer is replaced by the call it should have been
         call_id = calls[0].id if calls else f"forced_{t}"
-        messages.append({"role": "assistant", "content": content, "tool_calls": [
-            {"id": call_id, "type": "function", "function": {"name": "next", "arguments": json.dumps({})}}]})  # fmt: skip
+        call = {"id": call_id, "type": "function", "function": {"name": "next", "arguments": json.dumps({})}}
+        messages.append({"role": "assistant", "content": content, "tool_calls": [call]})
         messages.append({"role": "tool", "tool_call_id": call_id, "content": env.step("next").text})
     return out
 
