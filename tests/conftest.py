@@ -206,3 +206,32 @@ def rl_rows_once(monkeypatch):
         return [dict(r) for r in _RL_ROWS[task, n, seed]]
 
     monkeypatch.setattr(run, "_items", once)
+
+
+# ---- a chat template with tools (tests/agents, tests/serve) ------------------------------------------
+
+#: a Hermes/Qwen-style template that renders ``tools``, assistant ``tool_calls`` and ``role: tool`` messages
+HERMES_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\n"
+    "{%- if messages[0].role == 'system' %}{{ messages[0].content }}\n{% endif %}"
+    "# Tools\n<tools>\n{%- for tool in tools %}{{ tool | tojson }}\n{%- endfor %}</tools>\n"
+    'Call a tool as <tool_call>{"name": NAME, "arguments": ARGS}</tool_call><|im_end|>\n'
+    "{%- elif messages[0].role == 'system' %}<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n{% endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'tool' %}<|im_start|>tool\n<tool_response>{{ m.content }}</tool_response><|im_end|>\n"
+    "{%- elif m.role == 'assistant' %}<|im_start|>assistant\n{{ m.content or '' }}"
+    "{%- for tc in m.tool_calls or [] %}<tool_call>"
+    '{"name": "{{ tc.function.name }}", "arguments": {{ tc.function.arguments | tojson }}}</tool_call>'
+    "{%- endfor %}<|im_end|>\n"
+    "{%- elif m.role != 'system' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def hermes_tokenizer():
+    """The char tokenizer with :data:`HERMES_TEMPLATE` (nothing can be downloaded: no real chat tokenizer)."""
+    tok = build_tokenizer()
+    tok.chat_template = HERMES_TEMPLATE
+    return tok

@@ -56,7 +56,7 @@ def test_fuzzing_the_images_schema_finds_no_server_error(serve_app):
     try:
         statuses, errors = fuzz(s.url)
         assert not errors, errors
-        assert sum(statuses.values()) >= 30  # 15 valid and 15 invalid bodies, and the GET routes
+        assert sum(statuses.values()) >= 30  # 25 valid and 25 invalid bodies, and the GET routes
         assert statuses[("POST /v1/images/generations", 200)] > 0
         assert httpx.get(s.url + "/health").status_code == 200
     finally:
@@ -74,7 +74,7 @@ def fuzz(url: str) -> tuple[Counter, list[str]]:
 
             @given(op.as_strategy(generation_mode=mode))
             @settings(
-                max_examples=15,
+                max_examples=25,
                 deadline=None,
                 database=None,
                 derandomize=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import typer
 
@@ -41,6 +42,18 @@ class ServeOptions:
         le=10**9,
     )
     max_body_mb: float = opt(1.0, "Request bodies over this get 413 (checked while reading).", gt=0, le=1024)
+    prefix_cache_mb: float = opt(
+        512.0,
+        "Memory for the KV of finished requests, reused by later prompts that start with the same tokens "
+        "(a tool loop resends its history every turn); least recently used dropped first; 0: off.",
+        ge=0,
+        le=1 << 20,
+    )
+    tool_format: Literal["auto", "agent", "chat", "off"] = opt(
+        "auto",
+        "How tool calls are written and read: agent (builtin:agent's lines), chat (the chat template, Hermes "
+        "<tool_call> JSON), off; auto picks agent for builtin:agent, chat with a chat template, else off.",
+    )
 
 
 @command(app, "serve")
@@ -68,6 +81,8 @@ def serve(options: ServeOptions, model: ModelConfig) -> None:
         max_request_tokens=o.max_request_tokens,
         max_request_nfe=o.max_request_nfe,
         max_body_bytes=int(o.max_body_mb * (1 << 20)),
+        prefix_cache_mb=o.prefix_cache_mb,
+        tool_format=o.tool_format,
     )
     import uvicorn
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -28,12 +29,23 @@ from steerable.lm import cache as kv
 
 
 @dataclass
-class _Entry:
+class _Row:
     ids: tuple[int, ...]
     keys: list[torch.Tensor]  # per layer [heads, len, dim]
     values: list[torch.Tensor]
     out: torch.Tensor  # [len, k] reduced outputs
+
+
+def kv_bytes(keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in (*keys, *values))
+
+
+@dataclass
+class Entry:
+    ids: tuple[int, ...]
+    data: Any  # what its owner computed over ``ids`` (KV tensors, outputs)
     nbytes: int
+    keys: list[int]  # its keys in the index
 
 
 def _prefix_hashes(ids: Sequence[int]) -> list[int]:
@@ -43,6 +55,73 @@ def _prefix_hashes(ids: Sequence[int]) -> list[int]:
         h = hash((h, t))
         out.append(h)
     return out
+
+
+class PrefixStore:
+    """Token rows and what was computed over them, least recently used dropped past ``max_bytes``.
+
+    :meth:`longest` finds the stored row sharing the longest prefix with a
+    query, exactly (hashes find candidates, ids are compared). A row is
+    indexed by its whole length and, with ``block`` > 0, at every multiple of
+    ``block`` tokens as well, so a query that diverges from a stored row after
+    a shared part still finds it (vLLM's block hashes, our rows kept whole).
+    """
+
+    def __init__(self, max_bytes: int, block: int = 0):
+        self.max_bytes, self.block = max_bytes, block
+        self._entries: OrderedDict[int, Entry] = OrderedDict()
+        self._index: dict[int, int] = {}  # prefix hash -> key of an entry holding that prefix
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._index.clear()
+        self.nbytes = 0
+
+    def longest(self, ids: Sequence[int], whole: bool = True) -> tuple[Entry, int] | None:
+        """``(entry, n)``: an entry whose first ``n`` ids are the query's, ``n`` as large as the index finds
+        (``whole``: only entries that are a prefix of the query as a whole, ``n = len(entry.ids)``)."""
+        if not self._entries:
+            return None
+        ids = tuple(ids)
+        hashes = _prefix_hashes(ids)
+        for n in range(len(ids), 0, -1):
+            key = self._index.get(hashes[n - 1])
+            e = self._entries.get(key) if key is not None else None
+            if e is None or len(e.ids) < n or e.ids[:n] != ids[:n] or (whole and len(e.ids) != n):
+                continue
+            while n < min(len(e.ids), len(ids)) and e.ids[n] == ids[n]:  # the common part past the index point
+                n += 1
+            self._entries.move_to_end(key)
+            return e, n
+        return None
+
+    def put(self, ids: Sequence[int], data: Any, nbytes: int) -> None:
+        if nbytes > self.max_bytes or not ids:
+            return
+        hashes = _prefix_hashes(ids)
+        key = hashes[-1]
+        self._drop(key)
+        points = [n for n in range(self.block, len(ids), self.block)] if self.block > 0 else []
+        keys = [hashes[n - 1] for n in points] + [key]
+        self._entries[key] = Entry(tuple(ids), data, nbytes, keys)
+        for k in keys:
+            self._index[k] = key
+        self.nbytes += nbytes
+        while self.nbytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: int) -> None:
+        e = self._entries.pop(key, None)
+        if e is None:
+            return
+        self.nbytes -= e.nbytes
+        for k in e.keys:
+            if self._index.get(k) == key:
+                del self._index[k]
 
 
 class PrefixCache:
@@ -65,48 +144,33 @@ class PrefixCache:
         self.model, self.reduce, self.batch_size, self.pad_id = model, reduce, batch_size, pad_id
         self.max_bytes = int(max_mb * 2**20)
         self.device = next(model.parameters()).device
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
-        self._bytes = 0
+        self._rows = PrefixStore(self.max_bytes)
         self.calls = 0  # model calls
         self.forward_tokens = 0  # tokens actually run through the model
         self.reused_tokens = 0  # tokens served from the cache
 
-    def clear(self) -> None:
-        self._entries.clear()
-        self._bytes = 0
+    @property
+    def _bytes(self) -> int:
+        return self._rows.nbytes
 
-    def _lookup(self, ids: list[int]) -> _Entry | None:
-        if not self._entries:
-            return None
-        hashes = _prefix_hashes(ids)
-        for n in range(len(ids), 0, -1):
-            e = self._entries.get(hashes[n - 1])
-            if e is not None and len(e.ids) == n and e.ids == tuple(ids[:n]):
-                self._entries.move_to_end(hashes[n - 1])
-                return e
-        return None
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def _lookup(self, ids: list[int]) -> _Row | None:
+        hit = self._rows.longest(ids)
+        return hit[0].data if hit is not None else None
 
     def _store(self, ids: list[int], keys, values, out: torch.Tensor) -> None:
         if self.max_bytes <= 0:
             return
-        nbytes = sum(t.numel() * t.element_size() for t in (*keys, *values)) + out.numel() * out.element_size()
-        if nbytes > self.max_bytes:
-            return
-        h = _prefix_hashes(ids)[-1]
-        old = self._entries.pop(h, None)
-        if old is not None:
-            self._bytes -= old.nbytes
-        self._entries[h] = _Entry(tuple(ids), keys, values, out, nbytes)
-        self._bytes += nbytes
-        while self._bytes > self.max_bytes:
-            _, e = self._entries.popitem(last=False)
-            self._bytes -= e.nbytes
+        nbytes = kv_bytes(keys, values) + out.numel() * out.element_size()
+        self._rows.put(ids, _Row(tuple(ids), keys, values, out), nbytes)
 
     @torch.inference_mode()
     def __call__(self, rows: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         """Reduced outputs ``[len(row), k]`` for every position of every row."""
         results: list[torch.Tensor | None] = [None] * len(rows)
-        todo: list[tuple[int, list[int], _Entry | None]] = []
+        todo: list[tuple[int, list[int], _Row | None]] = []
         for i, row in enumerate(rows):
             row = list(row)
             if not row:
@@ -121,7 +185,7 @@ class PrefixCache:
             self._run(todo[start : start + self.batch_size], results)
         return results  # type: ignore[return-value]
 
-    def _run(self, chunk: list[tuple[int, list[int], _Entry | None]], results: list) -> None:
+    def _run(self, chunk: list[tuple[int, list[int], _Row | None]], results: list) -> None:
         pre = [len(e.ids) if e is not None else 0 for _, _, e in chunk]
         new = [len(row) - p for (_, row, _), p in zip(chunk, pre, strict=True)]
         pmax, smax = max(pre), max(new)

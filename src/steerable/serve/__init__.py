@@ -7,6 +7,9 @@ from pathlib import Path
 
 from steerable.errors import ConfigError, InputError
 
+#: the engine's cross-request prefix cache (``--prefix-cache-mb``): room for ~1,000 tokens of a 7B model's KV
+DEFAULT_PREFIX_CACHE_MB = 512.0
+
 
 def build(
     model: str = "builtin",
@@ -51,10 +54,15 @@ def build(
     scorers["oracle"] = OraclePRM()
     if "prm" in scorers:  # the default scorer is the first: the PRM when there is one
         scorers = {"prm": scorers["prm"], "oracle": scorers["oracle"]}
+    prefix_mb = config.pop("prefix_cache_mb", DEFAULT_PREFIX_CACHE_MB)
     cfg = ServeConfig(model_name=config.pop("model_name", None) or model, scorers=scorers, **config)
     if cfg.api_key is None:
         cfg.api_key = os.environ.get("STEERABLE_API_KEY") or None
-    engine = Engine(gen, arts)
+    if cfg.tool_format == "auto":
+        from steerable.serve.tools import detect
+
+        cfg.tool_format = detect(model, gen.tokenizer)
+    engine = Engine(gen, arts, prefix_cache_mb=prefix_mb)
     return engine, create_app(engine, cfg)
 
 
@@ -84,6 +92,7 @@ def build_images(model: str, steer, prm: str | None, device: str, **config):
         raise ConfigError(
             "serving a diffusion model needs diffusers and scikit-learn: pip install 'steerable[diffusion]'"
         ) from None
+    config.pop("prefix_cache_mb", None)  # a diffusion run has no token prefix to reuse
     cfg = ServeConfig(model_name=config.pop("model_name", None) or model, **config)
     if cfg.api_key is None:
         cfg.api_key = os.environ.get("STEERABLE_API_KEY") or None

@@ -34,7 +34,7 @@ import asyncio
 import dataclasses
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from steerable.config import check, opt
 from steerable.serve.engine import Engine
@@ -64,6 +64,11 @@ class ServeConfig:
         "model's cap in place of --max-request-tokens): refused up front, stopped with an error past it.",
         ge=1,
         le=10**9,
+    )
+    tool_format: Literal["auto", "agent", "chat", "off"] = opt(
+        "auto",
+        "How tool calls are written and read: agent (the built-in agent model's lines), chat (the chat template, "
+        "Hermes <tool_call> JSON), off, or auto (agent for builtin:agent, chat with a chat template, else off).",
     )
     # name -> scorer for scaling and /v1/score (built by `build`, not a user setting)
     scorers: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={"help": "Loaded scorers."})

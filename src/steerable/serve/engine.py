@@ -34,6 +34,7 @@ from steerable.errors import ConfigError, InputError
 from steerable.lm.local import LocalGenerator
 from steerable.lm.sequences import Sequences
 from steerable.lm.types import SamplingParams
+from steerable.serve.prefix import EnginePrefixCache, cache_space
 from steerable.serve.requests import GenRequest, Job, RequestResult, Row, RowDelta, RowResult, Tracker
 from steerable.streams import mix
 
@@ -62,8 +63,11 @@ class Engine:
         steering: dict[str, Any] | None = None,
         max_batch: int = 256,
         on_step: Callable[[int, int], None] | None = None,
+        prefix_cache_mb: float = 0.0,
     ):
         self.gen = generator
+        # KV of finished rows, reused by later prompts that start with their tokens (0: off)
+        self.prefix = EnginePrefixCache(generator.model, prefix_cache_mb) if generator is not None else None
         self.steering = steering or {}  # name -> loaded artifact (vector or controller)
         self.max_batch = max_batch
         self.on_step = on_step  # (rows decoded, queue depth) after each decode step, for metrics
@@ -196,6 +200,10 @@ class Engine:
         for key, group_reqs in by_group.items():
             self._prefill_together(self._groups[key], group_reqs)
 
+    def _space(self, req: GenRequest):
+        """Which stored rows a request may reuse (None: its steering makes its KV its own)."""
+        return cache_space(req.steering, req.strength, self.steering.get(req.steering))
+
     def _too_long(self, req: GenRequest) -> InputError | None:
         limit = getattr(self.gen.model.config, "max_position_embeddings", None)
         worst = max((len(p) for p in req.prompts), default=0)
@@ -203,13 +211,15 @@ class Engine:
             return InputError(f"the prompt has {worst} tokens, over the model's context of {limit}")
         return None
 
-    def _track(self, req: GenRequest) -> tuple[list[Row], list[int]]:
-        """The request's rows (prompt-major, ``n`` per prompt) and their random streams; its tracker registered."""
+    def _track(self, req: GenRequest, cached: int = 0) -> tuple[list[Row], list[int]]:
+        """The request's rows (prompt-major, ``n`` per prompt) and their random streams; its tracker registered.
+        ``cached``: prompt tokens its rows took from the prefix cache (not run by the model)."""
         seed = req.params.seed if req.params.seed is not None else random.getrandbits(62)
         count = len(req.prompts) * req.params.n
         rows = [Row(req, k, req.params.stop, req.params.max_new_tokens) for k in range(count)]
         prompt_tokens = sum(len(p) for p in req.prompts)
-        self._trackers[id(req)] = Tracker(req, rows, prompt_tokens, prompt_tokens, left=count)
+        self._trackers[id(req)] = Tracker(req, rows, prompt_tokens, prompt_tokens - cached, left=count,
+                                          cached_tokens=cached)  # fmt: skip
         return rows, [mix(seed, k) for k in range(count)]
 
     def _prefill_together(self, g: _Group, reqs: list[GenRequest]) -> None:
@@ -225,7 +235,12 @@ class Engine:
         ids = [list(p) for req in ok for p in req.prompts]
         base = self._next_prompt
         self._next_prompt += len(ids)
-        seqs = Sequences(ids, [len(x) for x in ids], [base + i for i in range(len(ids))])
+        index = [base + i for i in range(len(ids))]
+        space = self._space(ok[0])  # one group: one steering
+        if self.prefix is not None:
+            seqs, cached = self.prefix.start(ids, index, space)
+        else:
+            seqs, cached = Sequences(ids, [len(x) for x in ids], index), [0] * len(ids)
         try:
             with g.steering():
                 self.gen.prefill(seqs, hold_last=True)  # the last tokens go with the group's next decode step
@@ -235,7 +250,7 @@ class Engine:
             return
         order, rows, rngs, at = [], [], [], 0
         for req in ok:
-            req_rows, req_rngs = self._track(req)
+            req_rows, req_rngs = self._track(req, sum(cached[at : at + len(req.prompts)]))
             rows.extend(req_rows)
             rngs.extend(req_rngs)
             for _ in req.prompts:
@@ -345,9 +360,13 @@ class Engine:
                 at = text.find(s, max(0, len(row.text) - len(s)))
                 if at >= 0 and at < cut:
                     cut, stop_hit = at, s
+            if stop_hit is None and row.req.stop_line is not None:
+                cut = _line_stop(text, len(row.text), row.req.stop_line)
             row.text = text
             finish = None
-            if stop_hit is not None:
+            if stop_hit is None and cut < len(text):  # an action line ended: the client runs the tool
+                finish, row.text = "stop", text[:cut]
+            elif stop_hit is not None:
                 finish = "stop"
                 row.text = text[: cut + (len(stop_hit) if row.req.include_stop else 0)]
             elif reason == "eos":
@@ -359,6 +378,8 @@ class Engine:
                 keep.append(i)
                 continue
             row.done = RowResult(row.text, row.ids, row.logprobs, finish, stop_hit, row.top, row.prompt)
+            if self.prefix is not None:
+                self.prefix.keep(seqs, i, self._space(row.req))
             self._row_done(row)
         return keep
 
@@ -400,3 +421,14 @@ class Engine:
         )
         row.sent, row.sent_tokens = max(row.sent, upto), len(row.ids)
         row.req.emit("delta", delta)
+
+
+def _line_stop(text: str, before: int, stop_line: Callable[[str], bool]) -> int:
+    """Where ``text`` is cut after its first line completed since ``before`` characters that ``stop_line``
+    picks (past its newline), or ``len(text)``."""
+    start = text.rfind("\n", 0, before) + 1
+    while (end := text.find("\n", start)) >= 0:
+        if stop_line(text[start:end]):
+            return end + 1
+        start = end + 1
+    return len(text)

@@ -51,6 +51,8 @@ FORMS = {
     "stop": "a non-empty string or a list of them",
     "steering": 'an artifact name or {"name": NAME, "strength": S}',
     "content": "a string or a list of text parts",
+    "tool_choice": 'none, auto, or {"type": "function", "function": {"name": NAME}} (required is not supported: '
+    "nothing here constrains decoding)",
 }
 _KIND_ERRORS = ("_type", "model_attributes_type", "union_tag_invalid")
 
@@ -204,6 +206,7 @@ def usage(res: RequestResult) -> dict:
         "prompt_tokens": res.prompt_tokens,
         "completion_tokens": res.completion_tokens,
         "total_tokens": res.prompt_tokens + res.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": res.cached_tokens},
     }
 
 

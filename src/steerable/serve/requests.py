@@ -26,6 +26,7 @@ class GenRequest:
     prompt_logprobs: int | None = None  # echo: measure the prompts' tokens too, with this many alternatives
     score_only: bool = False  # max_tokens 0: measure the prompts, generate nothing
     stream: bool = True  # False: no per-token deltas, only the result (no event-loop wake-up per token)
+    stop_line: Callable[[str], bool] | None = None  # a row stops after a generated line this is true of (tool calls)
     cancelled: bool = False  # the client left: its rows are dropped at the next step
     arrived: float = field(default_factory=time.perf_counter)
 
@@ -57,6 +58,7 @@ class RequestResult:
     completion_tokens: int
     forward_tokens: int  # tokens the model ran for this request (prefill + fed-back samples)
     seconds: float
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead of prefilled
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Tracker:
     prompt_tokens: int
     forward_tokens: int = 0
     left: int = 0
+    cached_tokens: int = 0
 
     def finish_if_done(self) -> bool:
         if self.left > 0:
@@ -96,6 +99,7 @@ class Tracker:
                 gen,
                 self.forward_tokens + gen - sum(1 for r in self.rows if r.ids),  # a last token is never fed
                 time.perf_counter() - self.req.arrived,
+                self.cached_tokens,
             ),
         )
         return True

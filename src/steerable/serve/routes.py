@@ -32,6 +32,7 @@ from steerable.serve.schemas import (
     Sampling,
     ScoreRequest,
 )
+from steerable.serve.tools import ToolCalling, ToolTurn, tool_message, wants_tools
 
 #: the status a request gets when its client left before the answer (nginx's "client closed request")
 CLIENT_GONE = 499
@@ -50,6 +51,7 @@ class Routes:
         self.fmt = Formatter(self.tok)
         self.context: int | None = getattr(engine.gen.model.config, "max_position_embeddings", None)
         self.prep = Preparer(self.tok, config, engine.steering, self.context)
+        self.tools = ToolCalling(self.tok, config.tool_format)
 
     # ---- small routes ----------------------------------------------------------------------------
 
@@ -94,7 +96,10 @@ class Routes:
 
     async def chat(self, body: ChatCompletionRequest, request: Request):
         body = self.prep.model_steering(body)
-        ids = self.prep.chat_prompt(body)
+        turn = self.tools.prepare(body) if wants_tools(body) else None
+        ids = turn.ids if turn is not None else self.prep.chat_prompt(body)
+        if not ids:
+            raise APIError(400, "the messages encode to no tokens: send some content", "messages")
         if body.max_completion_tokens is not None:
             body = body.model_copy(update={"max_tokens": body.max_completion_tokens})
         prep = self.prep.prepare(body, [ids], [""], default_max=self.config.default_max_tokens)
@@ -107,6 +112,7 @@ class Routes:
             top=body.top_logprobs or 0,
             echo=False,
             route="/v1/chat/completions",
+            turn=turn,
         )
 
     async def _generate(
@@ -120,6 +126,7 @@ class Routes:
         top: int,
         echo: bool,
         route: str,
+        turn: ToolTurn | None = None,
     ):
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         head = {
@@ -144,6 +151,7 @@ class Routes:
             prompt_logprobs=top if measure else None,
             score_only=prep.score_only,
             stream=body.stream,
+            stop_line=turn.stop_line if turn is not None else None,
         )
         q = self._submit(req)
         if body.stream:
@@ -162,6 +170,11 @@ class Routes:
         n = prep.params.n
         if chat:
             choices = [self.fmt.chat_choice(i, row, want_lp) for i, row in enumerate(res.rows)]
+            if turn is not None:
+                for c, row in zip(choices, res.rows, strict=True):
+                    content, calls = turn.read(row.text)
+                    if calls:
+                        c.update(message=tool_message(content, calls), finish_reason="tool_calls", stop_reason=None)
         else:
             choices = [
                 self.fmt.completion_choice(i, row, want_lp, top, prep.texts[i // n] if echo else None)

@@ -139,14 +139,81 @@ class ContentPart(Body):
     text: Text
 
 
+#: the most tools a request may offer, and tool calls an assistant message may hold (OpenAI allows 128 tools)
+MAX_TOOLS = 128
+MAX_TOOL_CALLS = 64
+#: a function's name: OpenAI's rule (letters, digits, underscores and dashes, at most 64)
+ToolName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+CallId = Annotated[Text, Field(min_length=1, max_length=128)]
+
+
+def _object_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    if schema is not None and schema.get("type") != "object":
+        raise ValueError('must be a JSON schema of an object: {"type": "object", "properties": {...}}')
+    return schema
+
+
+class FunctionSpec(Body):
+    name: ToolName
+    description: Annotated[Text, Field(max_length=8192)] | None = None
+    parameters: Annotated[dict[str, Any] | None, AfterValidator(_object_schema)] = Field(
+        None, description="A JSON schema of an object (the arguments)."
+    )
+    strict: bool | None = None
+
+
+class ToolSpec(Body):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class FunctionCall(Body):
+    name: ToolName
+    arguments: Annotated[Text, Field(max_length=65536)] = Field(description="The arguments as JSON text.")
+
+
+class ToolCall(Body):
+    id: CallId
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionName(Body):
+    name: ToolName
+
+
+class NamedToolChoice(Body):
+    type: Literal["function"]
+    function: FunctionName
+
+
+def _tool_choice(choice: str) -> str:
+    if choice not in ("none", "auto"):
+        raise ValueError(
+            'must be none, auto or {"type": "function", "function": {"name": NAME}}'
+            + (": required is not supported (nothing here constrains decoding)" if choice == "required" else "")
+        )
+    return choice
+
+
 class Message(Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[ContentPart] | None = None
     name: Text | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOL_CALLS)] | None = None
+    tool_call_id: CallId | None = None
+
+    @model_validator(mode="after")
+    def _tool_fields(self):
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("tool_calls belong to assistant messages")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message needs tool_call_id (the call it answers), and only a tool message has one")
+        return self
 
 
 _TEXT_ONLY = _unsupported('plain text only; leave it out or send {"type": "text"}', (None, {"type": "text"}))
-_NO_TOOLS = _unsupported('no tool or function calls; leave it out (or send "none")', (None, "none"))
+_NO_FUNCTIONS = _unsupported("the deprecated functions API: send tools and tool_choice instead")
 
 
 class ChatCompletionRequest(Sampling):
@@ -157,11 +224,15 @@ class ChatCompletionRequest(Sampling):
     add_generation_prompt: bool | None = None
     continue_final_message: bool = False
     response_format: Annotated[dict[str, Any] | None, _TEXT_ONLY] = None
-    tools: Annotated[list[Any] | None, _NO_TOOLS] = None
-    tool_choice: Annotated[Text | dict[str, Any] | None, _NO_TOOLS] = None
-    parallel_tool_calls: Annotated[bool | None, _NO_TOOLS] = None
-    functions: Annotated[list[Any] | None, _NO_TOOLS] = None
-    function_call: Annotated[Text | dict[str, Any] | None, _NO_TOOLS] = None
+    tools: Annotated[list[ToolSpec], Field(max_length=MAX_TOOLS)] | None = Field(
+        None, description="Function tools the model may call; the client runs them and sends results back."
+    )
+    tool_choice: Annotated[Text, AfterValidator(_tool_choice)] | NamedToolChoice | None = Field(
+        None, description="auto (default with tools), none, or a function to offer alone."
+    )
+    parallel_tool_calls: bool | None = None
+    functions: Annotated[list[Any] | None, _NO_FUNCTIONS] = None
+    function_call: Annotated[Text | dict[str, Any] | None, _NO_FUNCTIONS] = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -240,7 +311,19 @@ class ImageRequest(Body):
 FIELD_NAMES = (
     frozenset(
         name
-        for model in (SteeringSpec, ScalingSpec, StreamOptions, CompletionRequest, ContentPart, Message)
+        for model in (
+            SteeringSpec,
+            ScalingSpec,
+            StreamOptions,
+            CompletionRequest,
+            ContentPart,
+            Message,
+            ToolSpec,
+            FunctionSpec,
+            ToolCall,
+            FunctionCall,
+            NamedToolChoice,
+        )  # fmt: skip
         for name in model.model_fields
     )
     | frozenset(ChatCompletionRequest.model_fields)
