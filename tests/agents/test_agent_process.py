@@ -1,10 +1,24 @@
 import pytest
+from scripted import ScriptGenerator, lookup_policy
 
-from steerable.agents.process import episode, real_steps
+from steerable.agents.process import AgentProcess, episode, real_steps
 from steerable.agents.tree import OracleValue, TreeSearch
 from steerable.bench.agent_scale import run_agent_scale
 from steerable.errors import ConfigError
+from steerable.lm.types import SamplingParams
 from steerable.search.best_of_n import Greedy
+
+
+@pytest.fixture
+def proc():
+    """``proc(greedy=False, **process_options)``: an agent process over the scripted lookup policy."""
+
+    def make(greedy: bool = False, **kw) -> AgentProcess:
+        params = SamplingParams(temperature=0.0) if greedy else SamplingParams(temperature=1.0)
+        return AgentProcess(ScriptGenerator(lookup_policy), params, **kw)
+
+    return make
+
 
 # the fork's first key is the dead end: the greedy policy (first key) walks into it
 TRAP = {"env": "lookup", "start": "k1", "table": {"k1": "k2 k3", "k2": "none", "k3": "k4", "k4": "42"}, "max_steps": 3}

@@ -1,12 +1,10 @@
-"""A scripted step generator: a policy function of the context writes each line, so the agent process and the
+"""A scripted step generator (the agent tests import it as ``scripted``): a policy function of the context
 searches over it can be tested on exact behaviour (no model's whims)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-
-import pytest
 
 from steerable.usage import Usage
 
@@ -98,16 +96,3 @@ def lookup_policy(context: str, rng: random.Random, greedy: bool) -> str:
     if cell == ["none"]:
         return "A: 0"
     return "get " + (cell[0] if greedy or len(cell) == 1 else rng.choice(cell))
-
-
-@pytest.fixture
-def proc():
-    """``proc(greedy=False, **process_options)``: an agent process over the scripted lookup policy."""
-    from steerable.agents.process import AgentProcess
-    from steerable.lm.types import SamplingParams
-
-    def make(greedy: bool = False, **kw) -> AgentProcess:
-        params = SamplingParams(temperature=0.0) if greedy else SamplingParams(temperature=1.0)
-        return AgentProcess(ScriptGenerator(lookup_policy), params, **kw)
-
-    return make
