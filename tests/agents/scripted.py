@@ -1,5 +1,5 @@
 """A scripted step generator (the agent tests import it as ``scripted``): a policy function of the context
-searches over it can be tested on exact behaviour (no model's whims)."""
+writes each line, so the agent process and the searches over it are tested on exact behaviour (no model's whims)."""
 
 from __future__ import annotations
 
