@@ -192,3 +192,50 @@ def test_tool_choice_none_offers_no_tool(servers):
     r = post(servers["cached"], {"messages": QUESTION, "tools": [_tool()], "tool_choice": "none", "max_tokens": 30})
     assert r.status_code == 200
     assert "tool_calls" not in r.json()["choices"][0]["message"]  # no header: the text-only form, no calls read
+
+
+def _agent_scaling(server, scaling: dict):
+    import httpx as hx
+
+    body = {"model": "agent", "messages": QUESTION, "seed": 0, "scaling": scaling}
+    return hx.post(server.url + "/v1/chat/completions", json=body, timeout=60)
+
+
+def test_a_server_side_agent_search_runs_in_the_servers_own_environment(servers):
+    task = {"env": "calculator", "expression": "37*48+19"}
+    r = _agent_scaling(servers["cached"], {"method": "greedy", "task": task})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["choices"][0]["message"]["content"] == ">>> 37*48\n= 1776\n>>> 1776+19\n= 1795\nA: 1795"
+    meta = out["steerable"]
+    assert meta["success"] is True and meta["answer"] == "1795" and meta["real_steps"] == 2
+    assert meta["cost"]["env_steps"] == meta["cost"]["tool_calls"] == 2 and meta["cost"]["env_tokens"] > 0
+    bon = _agent_scaling(servers["cached"], {"method": "bon", "budget": 2, "task": task}).json()["steerable"]
+    assert bon["cost"]["env_steps"] >= 2 and bon["method"] == "bon"
+
+
+@pytest.mark.parametrize(
+    ("scaling", "needle"),
+    [
+        ({"method": "greedy", "task": {"env": "calculator", "expression": "1/0"}}, "scaling.task"),
+        ({"method": "greedy", "task": {"env": "casino"}}, "scaling.task"),
+        ({"method": "pf", "task": {"env": "calculator", "expression": "2+3"}}, "scaling.method"),
+        ({"method": "tree", "budget": 9999, "task": {"env": "calculator", "expression": "2+3"}}, "scaling.budget"),
+        ({"method": "tree", "value": "psychic", "task": {"env": "calculator", "expression": "2+3"}}, "scaling.value"),
+    ],
+)
+def test_bad_agent_scaling_is_a_400_naming_the_field(servers, scaling, needle):
+    r = _agent_scaling(servers["plain"], scaling)
+    assert r.status_code == 400 and needle in r.text, r.text
+
+
+def test_an_agent_search_stops_at_the_servers_environment_step_cap(agent_dir, serve_app):
+    from steerable.serve import build
+
+    _, app = build(agent_dir, device="cpu", model_name="agent", tool_format="agent", max_request_env_steps=1)
+    server = serve_app(app)
+    try:
+        r = _agent_scaling(server, {"method": "greedy", "task": {"env": "calculator", "expression": "37*48+19"}})
+        assert r.status_code == 400 and "--max-request-env-steps" in r.text, r.text
+    finally:
+        server.close()

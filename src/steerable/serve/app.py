@@ -65,6 +65,12 @@ class ServeConfig:
         ge=1,
         le=10**9,
     )
+    max_request_env_steps: int = opt(
+        4096,
+        "Most environment steps (every copy's) one agent scaling request may take: stopped with an error past it.",
+        ge=1,
+        le=10**7,
+    )
     tool_format: Literal["auto", "agent", "chat", "off"] = opt(
         "auto",
         "How tool calls are written and read: agent (the built-in agent model's lines), chat (the chat template, "

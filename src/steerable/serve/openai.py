@@ -255,3 +255,27 @@ def scaling_body(res: Result, seconds: float, prompt_tokens: int, chat: bool) ->
             }
         ),
     }
+
+
+def agent_scaling_body(res: Result, seconds: float, task: dict) -> dict:
+    """An agent scaling run's response: the committed transcript as the assistant's message, and under
+    ``steerable`` the server environment's verdict on it and what the run cost (environment steps apart)."""
+    from steerable.agents.process import episode
+    from steerable.tasks.agent.envs import replay
+
+    cond = episode(task)
+    final = replay(cond.env, res.text or "")
+    generated = res.cost.generated_tokens
+    return {
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                     "message": {"role": "assistant", "content": res.text}}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": generated, "total_tokens": generated},
+        "steerable": json_safe({
+            "method": res.method, "budget": res.budget, "answer": res.answer, "prompt": cond.prompt,
+            "success": final.solved, "real_steps": final.steps,
+            "cost": {"generated_tokens": generated, "env_steps": res.cost.env_steps, "tool_calls":
+                     res.cost.tool_calls, "env_tokens": res.cost.env_tokens, "scorer_calls": res.cost.scorer_calls,
+                     "seconds": round(seconds, 4)},
+            "info": res.info,
+        }),
+    }  # fmt: skip

@@ -23,9 +23,9 @@ from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.reward.scorer import Scorer
 from steerable.serve.engine import Engine, GenRequest, Job, RequestResult, RowDelta
 from steerable.serve.gate import Metrics
-from steerable.serve.openai import APIError, Formatter, dumps, error_body, scaling_body, usage
+from steerable.serve.openai import APIError, Formatter, agent_scaling_body, dumps, error_body, scaling_body, usage
 from steerable.serve.prepare import Prepared, Preparer
-from steerable.serve.scaling import Cancelled, OverBudget, make_run
+from steerable.serve.scaling import Cancelled, OverBudget, make_agent_run, make_run
 from steerable.serve.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -240,6 +240,8 @@ class Routes:
             raise APIError(400, "a scaling request returns no logprobs and no echo: leave them out", "scaling")
         assert body.scaling is not None
         ids = prep.prompts[0]
+        if body.scaling.task is not None:
+            return await self._agent_scaling(body, prep, request, chat)
         run = make_run(
             body.scaling,
             self.tok.decode(ids, skip_special_tokens=True),
@@ -257,6 +259,22 @@ class Routes:
             raise
         self._count(len(ids), res.cost.generated_tokens)
         return scaling_body(res, seconds, len(ids), chat)
+
+    async def _agent_scaling(self, body: Sampling, prep: Prepared, request: Request, chat: bool):
+        """A ``scaling.task`` run: an agent method in the server's own copy of the task's environment."""
+        if not chat:
+            raise APIError(400, "scaling.task is for /v1/chat/completions", "scaling.task")
+        run = make_agent_run(body.scaling, prep.params, self.config, self.engine.gen)
+        job = Job(lambda: run(self.engine.gen), None)  # type: ignore[arg-type]
+        q = self._submit(job)
+        try:
+            res, seconds = await self._wait(q, request)
+        except ClientGone:
+            job.cancelled = run.guard.cancelled = True
+            self.metrics.cancelled.labels("/v1/chat/completions").inc()
+            raise
+        self._count(0, res.cost.generated_tokens)
+        return agent_scaling_body(res, seconds, run.task)
 
     def _steering_factory(self, steering: tuple[str | None, float | None]) -> Callable[[], Any] | None:
         name, strength = steering

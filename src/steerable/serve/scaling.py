@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from steerable.agents.process import AgentProcess
 from steerable.errors import SteerableError
 from steerable.lm.types import SamplingParams
 from steerable.reward.scorer import CachedScorer, Scorer
@@ -40,10 +41,17 @@ class Guard:
     cancelled: bool = False
     generated: int = 0
     scored: int = 0
+    env_cap: int | None = None  # environment steps an agent run may take (every copy's)
+    env_steps: int = 0
 
     def check(self) -> None:
         if self.cancelled:
             raise Cancelled("the client closed the connection")
+        if self.env_cap is not None and self.env_steps > self.env_cap:
+            raise OverBudget(
+                f"the agent run took {self.env_steps} environment steps, over the server's --max-request-env-steps "
+                f"of {self.env_cap}: lower budget or the task's max_steps"
+            )
         used = self.generated + self.scored
         if self.cap is not None and used > self.cap:
             raise OverBudget(
@@ -170,3 +178,85 @@ def make_run(spec, prompt: str, params: SamplingParams, config, steering: Callab
         steering=steering,
         guard=Guard(config.max_request_tokens),
     )
+
+
+@dataclass
+class GuardedAgentProcess(AgentProcess):
+    """The agent process asking the guard before every turn, counting tokens generated and environment steps."""
+
+    guard: Guard = field(default_factory=lambda: Guard(None))
+
+    def init(self, cond, n: int, seed: int | None = None):
+        self.guard.check()
+        return super().init(cond, n, seed)
+
+    def propose(self, state) -> None:
+        self.guard.check()
+        before = self.usage
+        super().propose(state)
+        spent = self.usage - before
+        self.guard.generated += spent.generated_tokens
+        self.guard.env_steps += spent.env_steps
+
+    def select(self, state, rows):
+        before = self.usage.env_steps  # a replay fork steps environments too
+        out = super().select(state, rows)
+        self.guard.env_steps += self.usage.env_steps - before
+        return out
+
+
+@dataclass
+class AgentRun:
+    """An agent scaling job: a method of :mod:`steerable.agents.registry` on a task, in the server's own copy of
+    its environment, bounded by the request's token and environment-step caps."""
+
+    method: Any
+    value: Any  # None for greedy
+    budget: int
+    task: dict
+    params: SamplingParams
+    guard: Guard
+
+    def __call__(self, generator) -> tuple[Result, float]:
+        from steerable.agents.process import episode
+        from steerable.lm.local import LocalGenerator
+
+        # the episode's prompt is the agent model's own text: never wrapped in a chat template
+        raw = LocalGenerator(generator.model, generator.tokenizer, chat_template="never")
+        greedy = self.method.name == "greedy"
+        params = (
+            SamplingParams(temperature=0.0)
+            if greedy
+            else SamplingParams(temperature=self.params.temperature or 1.0, top_p=self.params.top_p or 0.95)
+        )
+        process = GuardedAgentProcess(raw, params, max_tokens=self.params.max_new_tokens, guard=self.guard)
+        value = GuardedScorer(self.value, self.guard) if self.value is not None else None
+        seed = self.params.seed if self.params.seed is not None else 0
+        t0 = time.perf_counter()
+        res = self.method.run(process, value, self.budget, episode(self.task), seed=seed)
+        return res, time.perf_counter() - t0
+
+
+def make_agent_run(spec, params: SamplingParams, config, generator) -> AgentRun:
+    """The agent run a request's ``scaling.task`` asks for (400s naming the field)."""
+    from steerable.agents.registry import make_method, make_value
+    from steerable.serve.openai import APIError
+    from steerable.tasks.agent.envs import make_env
+
+    if config.tool_format != "agent":
+        raise APIError(400, "scaling.task runs the built-in agent world: serve builtin:agent (--tool-format agent)",
+                       "scaling.task")  # fmt: skip
+    if spec.budget > config.max_budget:
+        raise APIError(400, f"scaling.budget must be <= {config.max_budget} (got {spec.budget})", "scaling.budget")
+    try:
+        make_env(str(spec.task.get("env", ""))).reset(spec.task)
+    except SteerableError as e:
+        raise APIError(400, f"scaling.task: {e}", "scaling.task") from None
+    method_spec = spec.method + "".join(f":{k}={v}" for k, v in spec.options.items())
+    try:
+        name, method = make_method(method_spec)
+        value = None if name == "greedy" else make_value(spec.value, generator, config.model_name)
+    except SteerableError as e:
+        raise APIError(400, f"scaling: {e}", "scaling.method") from None
+    return AgentRun(method, value, spec.budget, dict(spec.task), params,
+                    Guard(config.max_request_tokens, env_cap=config.max_request_env_steps))  # fmt: skip

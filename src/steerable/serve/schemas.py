@@ -79,6 +79,13 @@ class ScalingSpec(Body):
         None, description="Group 1 (or the match) of the last match is the answer; RE2 syntax."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="The strategy's fields, e.g. {'temperature': 2}.")
+    task: dict[str, Any] | None = Field(
+        None,
+        description="An agent task ({'env': 'lookup', ...}, the format of `steerable agent scale --task`): the "
+        "server runs an agent method (greedy, bon, tree) in its own copy of that environment; the conversation is "
+        "replaced by the task's prompt. Only for a model served with --tool-format agent.",
+    )
+    value: Literal["oracle", "head"] = Field("oracle", description="The value function of bon and tree on a task.")
 
 
 class StreamOptions(Body):

@@ -50,7 +50,8 @@ def detect(model: str, tokenizer) -> str:
     record = Path(model) / "training.json"
     if record.is_file():
         try:
-            if "agent train-model" in str(json.loads(record.read_text()).get("command", "")):
+            words = str(json.loads(record.read_text()).get("command", "")).split()
+            if words[1:3] in (["agent", "train"], ["agent", "train-model"]):
                 return "agent"
         except (ValueError, OSError):
             pass
