@@ -244,9 +244,11 @@ SPLIT_MAKERS: dict[str, dict[str, Callable[[random.Random], dict[str, Any]]]] = 
         "easy": lambda rng: lookup_task(rng, rng.randint(2, 3), rng.randint(0, 1), slack=4),
         "hard": lambda rng: lookup_task(rng, rng.randint(4, 5), 2, slack=1),
     },
+    # the shipped model reads the grid poorly (it bumps into walls): its hard split is sized so that greedy
+    # decoding solves 30-70% (measured in the model's training.json), not by the maze's length alone
     "maze": {
-        "easy": lambda rng: maze_task(rng, 2, 4, slack=2),
-        "hard": lambda rng: maze_task(rng, 6, 9, slack=2),
+        "easy": lambda rng: maze_task(rng, 1, 3, slack=2),
+        "hard": lambda rng: maze_task(rng, 4, 6, slack=4),
     },
     "chains": {
         "easy": lambda rng: chains_task(rng, rng.randint(3, 6)),
