@@ -248,7 +248,7 @@ SPLIT_MAKERS: dict[str, dict[str, Callable[[random.Random], dict[str, Any]]]] = 
     # decoding solves 30-70% (measured in the model's training.json), not by the maze's length alone
     "maze": {
         "easy": lambda rng: maze_task(rng, 1, 3, slack=2),
-        "hard": lambda rng: maze_task(rng, 4, 6, slack=4),
+        "hard": lambda rng: maze_task(rng, 3, 5, slack=4),
     },
     "chains": {
         "easy": lambda rng: chains_task(rng, rng.randint(3, 6)),
