@@ -137,3 +137,14 @@ def test_a_demo_section_without_its_extra_says_which_to_install_in_one_line(
     lines = out.getvalue().strip().splitlines()
     assert len(lines) == 1
     assert f"needs the [{extra}] extra ({module} is missing): pip install 'steerable[{extra}]'" in lines[0]
+
+
+def test_the_demo_agents_section_runs_greedy_and_tree_on_the_same_tasks():
+    from steerable.demo import agents_demo
+
+    out = io.StringIO()
+    rows = agents_demo(console(out), tasks=2, budget=1)
+    assert [(r["method"], r["items"]) for r in rows] == [("greedy", 2), ("tree", 2)]
+    assert rows[1]["env_steps"] > rows[1]["real_steps"]  # the tree searched in copies of the environment
+    text = out.getvalue()
+    assert "[get] Q: find k" in text and "tree (c=1)" in text
