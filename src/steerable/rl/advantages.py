@@ -124,6 +124,45 @@ def aspo_advantage(
     return shaped, {**m, "aspo_eligible_frac": float(eligible.float().mean())}
 
 
+@register_advantage("aspo_reward_shaping")
+def aspo_reward_shaping_advantage(
+    rewards: torch.Tensor,
+    group_size: int,
+    cfg: RLConfig = RLConfig(),
+    *,
+    prompts=None,
+    correct: torch.Tensor,
+    tool_used: torch.Tensor,
+    positions: torch.Tensor,
+):
+    """The reward shaping that "Understanding Tool-Integrated Reasoning" (§3.3) tried before ASPO and rejects:
+    a correct rollout that calls a tool earns
+
+        R_i = 1 + δ clip((p_i − mean p) / std p, −c, c)
+
+    (``δ`` = ``aspo_shaping_delta``, ``c`` = ``aspo_shaping_clip``; ``p`` the token position of the first
+    call, mean and population std over the correct tool-using rollouts of the same group, 0 where they are
+    fewer than two or all equal), a wrong one 0; then GRPO. In an all-correct group the normalisation turns
+    the shaping term into the whole advantage: correctness no longer counts and half of the correct answers
+    are pushed down, the collapse of the paper's Fig. 5. Kept as the control for ASPO, not to be used.
+    The paper's values of ``δ`` and ``c`` were not reachable here: ``δ c = −1`` (ours) keeps a correct
+    rollout's reward at or above a wrong one's, so any collapse comes from the normalisation."""
+    groups(len(rewards), group_size, prompts)
+    ok = grouped(correct.bool() & tool_used.bool(), group_size)
+    p = grouped(positions.float(), group_size)
+    n = ok.sum(1, keepdim=True)
+    mean = (p * ok).sum(1, keepdim=True) / n.clamp(min=1)
+    std = (((p - mean) ** 2 * ok).sum(1, keepdim=True) / n.clamp(min=1)).sqrt()
+    z = torch.where(std > 1e-8, (p - mean) / std.clamp(min=1e-8), torch.zeros_like(p))
+    bonus = cfg.aspo_shaping_delta * z.clamp(-cfg.aspo_shaping_clip, cfg.aspo_shaping_clip)
+    eligible = ok.reshape(-1)
+    shaped = torch.where(eligible, rewards.float() + bonus.reshape(-1), rewards.float())
+    adv, m = grpo_advantage(shaped, group_size, cfg, prompts=prompts)
+    all_ok = grouped(correct.bool(), group_size).all(1)
+    return adv, {**m, "aspo_eligible_frac": float(eligible.float().mean()), "frac_groups_all_correct": float(
+        all_ok.float().mean())}  # fmt: skip
+
+
 @register_advantage("icpo")
 def icpo_advantage(
     rewards: torch.Tensor,
