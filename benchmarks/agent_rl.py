@@ -7,8 +7,10 @@ with the same ``--seed`` (the same prompts in the same order), then plays the sp
 greedily. Printed per run: held-out accuracy ± its standard error, the difference to GRPO ± the paired
 standard error (same tasks), the first tool call's token position (± se over the tasks that call) and its
 share of the rollout, its ratio to GRPO's, the tool-call rate, and from training: the share of groups whose
-rewards were all equal (``frac_zero_std``, no gradient under GRPO), tokens per rollout sampled and written by
-the environment, and wall seconds. The lookup part also prints held-in greedy accuracy against steps.
+rewards were all equal (``frac_zero_std``, no gradient under GRPO), whether the method's mechanism fired
+(``fired``: the share of rollouts ASPO's shift or the shaping changed; IGPO's mean gain per rollout), tokens
+per rollout sampled and written by the environment, and wall seconds. The lookup part also prints held-in
+greedy accuracy against steps.
 
     OMP_NUM_THREADS=2 python benchmarks/agent_rl.py --steps 60 --out runs/agent_rl
     OMP_NUM_THREADS=2 python benchmarks/agent_rl.py --part lookup --steps 60 --out runs/agent_rl
@@ -95,6 +97,11 @@ def train(algo: str, task: str, args, out: Path) -> dict:
         "dir": str(run_dir),
         "seconds": seconds,
         "zero_std": mean("frac_reward_zero_std"),  # TRL's: groups whose rewards are all equal
+        # whether the method's mechanism fired: rollouts ASPO shifted, rollouts the shaping changed, IGPO's gains
+        "fired": next(
+            (mean(k) for k in ("adv/aspo_shifted_frac", "adv/shaping_fired_frac", "adv/gain_mean") if k in steps[0]),
+            float("nan"),
+        ),
         "env_tokens": mean("agent/env_tokens"),
         "generated_tokens": mean("agent/generated_tokens"),
         "train_reward_first": sum(r["reward"] for r in steps[:10]) / max(1, len(steps[:10])),
@@ -108,7 +115,7 @@ def report(task: str, res: dict[str, dict]) -> None:
     print(f"\n{task}: held-out greedy on {len(next(iter(res.values()))['eval']['solved'])} tasks")
     head = (
         f"{'method':<22}{'accuracy':>15}{'vs grpo':>16}{'1st call (tok)':>17}{'x grpo':>8}{'share':>7}"
-        f"{'tool rate':>10}{'zero-std':>9}{'env tok':>8}{'gen tok':>8}{'reward 1st->last 10':>21}{'s':>6}"
+        f"{'tool rate':>10}{'zero-std':>9}{'fired':>7}{'env tok':>8}{'gen tok':>8}{'reward 1st->last 10':>21}{'s':>6}"
     )
     print(head)
     for name, r in res.items():
@@ -131,6 +138,7 @@ def report(task: str, res: dict[str, dict]) -> None:
         print(
             f"{name:<22}{100 * acc:>8.1f} ± {100 * acc_se:<4.1f}{diff:>16}{first:>9.1f} ± {_se(e['first']):<4.1f}"
             f"{ratio:>8}{share:>7.2f}{e['tool_call_rate']:>10.2f}{t.get('zero_std', float('nan')):>9.2f}"
+            f"{t.get('fired', float('nan')):>7.3f}"
             f"{t.get('env_tokens', float('nan')):>8.1f}{t.get('generated_tokens', float('nan')):>8.1f}"
             f"{rew:>21}{t.get('seconds', float('nan')):>6.0f}"
         )

@@ -208,6 +208,7 @@ def test_aspo_reward_shaping_matches_hand_values_and_rewrites_all_correct_groups
     # the earliest call is pushed up, the latest down, though all four answers are right
     assert adv[4] > 0.5 and adv[7] < -1.0
     assert m["frac_groups_all_correct"] == 0.5 and m["aspo_eligible_frac"] == 6 / 8
+    assert m["shaping_fired_frac"] == 6 / 8  # no eligible rollout sits exactly at its group's mean
 
 
 def test_aspo_leaves_all_correct_groups_alone_where_shaping_does_not():
@@ -221,6 +222,11 @@ def test_aspo_leaves_all_correct_groups_alone_where_shaping_does_not():
         r, 4, rl_config_for(ALGOS["aspo"]), correct=r.bool(), tool_used=tool, positions=pos, lengths=lens
     )
     assert aspo.tolist() == [0.0] * 4  # Eq. 2's clip at k|A| = 0
+    # and it says so: eligible rollouts, none shifted
+    _, m = ADVANTAGES["aspo"](
+        r, 4, rl_config_for(ALGOS["aspo"]), correct=r.bool(), tool_used=tool, positions=pos, lengths=lens
+    )
+    assert m["aspo_eligible_frac"] == 1.0 and m["aspo_shifted_frac"] == 0.0 and m["aspo_shift_abs_mean"] == 0.0
 
 
 # ---- IGPO's turns on agent rollouts -------------------------------------------------------------------

@@ -120,8 +120,16 @@ def aspo_advantage(
     shift = (cfg.aspo_delta * (p - mean_p) / mean_l.clamp(min=1)).reshape(-1)
     cap = cfg.aspo_k * adv.abs()
     eligible = ok.reshape(-1)
-    shaped = torch.where(eligible, adv + torch.maximum(torch.minimum(shift, cap), -cap), adv)
-    return shaped, {**m, "aspo_eligible_frac": float(eligible.float().mean())}
+    moved = torch.where(eligible, torch.maximum(torch.minimum(shift, cap), -cap), torch.zeros_like(adv))
+    # whether the mechanism fired: a correct tool-using rollout whose advantage it changed (not when every such
+    # rollout of the group calls at the same place, nor in an all-correct group, where A = 0)
+    fired = moved.abs() > 1e-8
+    return adv + moved, {
+        **m,
+        "aspo_eligible_frac": float(eligible.float().mean()),
+        "aspo_shifted_frac": float(fired.float().mean()),
+        "aspo_shift_abs_mean": float(moved.abs().mean()),
+    }
 
 
 @register_advantage("aspo_reward_shaping")
@@ -159,8 +167,12 @@ def aspo_reward_shaping_advantage(
     shaped = torch.where(eligible, rewards.float() + bonus.reshape(-1), rewards.float())
     adv, m = grpo_advantage(shaped, group_size, cfg, prompts=prompts)
     all_ok = grouped(correct.bool(), group_size).all(1)
-    return adv, {**m, "aspo_eligible_frac": float(eligible.float().mean()), "frac_groups_all_correct": float(
-        all_ok.float().mean())}  # fmt: skip
+    return adv, {
+        **m,
+        "aspo_eligible_frac": float(eligible.float().mean()),
+        "shaping_fired_frac": float((eligible & (bonus.reshape(-1).abs() > 1e-8)).float().mean()),
+        "frac_groups_all_correct": float(all_ok.float().mean()),
+    }
 
 
 @register_advantage("icpo")
