@@ -44,7 +44,7 @@ def held_out(model_dir: str, task: str, n: int, max_tokens: int) -> dict:
     """Greedy episodes of the split's first ``n`` held-out tasks: per-task outcomes and where the first call falls."""
     from steerable.lm.loading import load_model
     from steerable.rl import agent
-    from steerable.rl.inputs import char_to_token
+    from steerable.rl.inputs import char_to_token, first_line_at
 
     t = agent.parse_task(task)
     model, tok = load_model(model_dir, device="cpu")
@@ -52,7 +52,7 @@ def held_out(model_dir: str, task: str, n: int, max_tokens: int) -> dict:
     ep = agent.run_episodes(model, tok, [json.loads(r["task"]) for r in rows], 1, 0.0, max_tokens, t.tools, 0, t.marker)
     firsts, shares = [], []
     for text, ids in zip(ep.texts, ep.completion_ids, strict=True):
-        at = agent.first_line_at(text, t.marker)
+        at = first_line_at(text, t.marker)
         if at is not None:
             p = char_to_token(tok, ids, at)
             firsts.append(float(p))

@@ -177,10 +177,12 @@ def test_aspo_on_agent_rollouts_finds_the_first_tool_line(scripted, tiny_dir, tm
 
 
 def test_first_tool_call_is_the_first_line_starting_with_the_marker():
-    assert agent.first_line_at(">>> 2*3\n= 6\nA: 6", ">>>") == 0
-    assert agent.first_line_at("12+30=42\n>>> 42*45\n= 1890", ">>>") == 9
-    assert agent.first_line_at("x >>> 1\nA: 1", ">>>") is None  # mid-line is not a call
-    assert agent.first_line_at("anything", "") is None
+    from steerable.rl.inputs import first_line_at
+
+    assert first_line_at(">>> 2*3\n= 6\nA: 6", ">>>") == 0
+    assert first_line_at("12+30=42\n>>> 42*45\n= 1890", ">>>") == 9
+    assert first_line_at("x >>> 1\nA: 1", ">>>") is None  # mid-line is not a call
+    assert first_line_at("anything", "") is None
 
 
 # ---- ASPO and the reward shaping it replaces, by hand -------------------------------------------------

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from steerable.errors import ConfigError
+from steerable.rl.inputs import char_to_token, first_line_at
 from steerable.rl.rollouts import _group_size, check_groups, eval_mode
 from steerable.streams import derive_seed
 
@@ -186,20 +187,8 @@ def _collect(state, rec: _Recorder, tokenizer, max_tokens: int, marker: str) -> 
     return out
 
 
-def first_line_at(text: str, marker: str) -> int | None:
-    """Character offset of the first line of ``text`` that starts with ``marker`` (None: no such line)."""
-    if not marker:
-        return None
-    if text.startswith(marker):
-        return 0
-    at = text.find("\n" + marker)
-    return None if at < 0 else at + 1
-
-
 def episode_stats(ep: Episodes, tokenizer, marker: str) -> dict[str, float]:
     """Means per rollout: solved, tokens sampled and written, tool calls and where the first one falls."""
-    from steerable.rl.inputs import char_to_token
-
     n = max(1, len(ep.completion_ids))
     firsts, shares = [], []
     for text, ids in zip(ep.texts, ep.completion_ids, strict=True):

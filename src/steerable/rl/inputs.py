@@ -133,11 +133,19 @@ def char_to_token(tokenizer, ids: list[int], char: int) -> int:
     return lo
 
 
+def first_line_at(text: str, marker: str) -> int | None:
+    """Character offset of the first line of ``text`` that starts with ``marker`` (None: no such line)."""
+    if not marker:
+        return None
+    if text.startswith(marker):
+        return 0
+    at = text.find("\n" + marker)
+    return None if at < 0 else at + 1
+
+
 def _first_marker(x: BatchInputs) -> list[int | None]:
     """ASPO: the token position of each rollout's first line that starts with ``aspo_marker`` (its first tool
     call), or None."""
-    from steerable.rl.agent import first_line_at
-
     marker, tok = x.ctx.cfg.aspo_marker, x.ctx.tokenizer
     out: list[int | None] = []
     for text, ids in zip(x.batch.texts, x.batch.completion_ids, strict=True):
