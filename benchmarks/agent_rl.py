@@ -12,8 +12,9 @@ rewards were all equal (``frac_zero_std``, no gradient under GRPO), whether the 
 per rollout sampled and written by the environment, and wall seconds. The lookup part also prints held-in
 greedy accuracy against steps.
 
-    OMP_NUM_THREADS=2 python benchmarks/agent_rl.py --steps 60 --out runs/agent_rl
-    OMP_NUM_THREADS=2 python benchmarks/agent_rl.py --part lookup --steps 60 --out runs/agent_rl
+    OMP_NUM_THREADS=1 python benchmarks/agent_rl.py --part calc --steps 80 --lr 1e-4 --out runs/agent_rl
+    OMP_NUM_THREADS=1 python benchmarks/agent_rl.py --part lookup --steps 200 --lr 1e-4 --eval-every 25 \
+        --eval-n 100 --seed 0 --out runs/agent_rl_lookup200_s0    # and --seed 1
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", default="calc,lookup", help="calc, lookup or both")
     ap.add_argument("--model", default="builtin:agent")
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompts-per-step", type=int, default=4)
     ap.add_argument("--group", type=int, default=8)
