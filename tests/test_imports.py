@@ -15,10 +15,10 @@ RANK = {
     "steer": 2,
     "tasks": 3,
     "search": 4,
-    "rl": 4,
     "diffusion": 5,
     "agents": 5,  # language models acting in environments: the LM rooms below, never diffusion or control
     "control": 6,  # builds on the diffusion room
+    "rl": 6,  # its rollouts may be agent episodes (the agents room)
     "bench": 7,
     "serve": 8,
     "cli": 9,  # the cli package and demo.py: they only wire

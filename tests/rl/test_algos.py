@@ -116,6 +116,7 @@ def test_aspo_shift_is_normalised_by_the_mean_length_of_the_groups_correct_tool_
     # an all-correct group has A = 0, so the clip at k|A| = 0 leaves it alone (the paper's Eq. 2)
     assert adv[4:].tolist() == [0.0, 0.0, 0.0, 0.0]
     assert m["aspo_eligible_frac"] == 6 / 8
+    assert m["aspo_shifted_frac"] == 2 / 8 and m["aspo_shift_abs_mean"] == pytest.approx(0.6 / 8)  # rows 0 and 1
     clipped, _ = _aspo(RLConfig(aspo_delta=-4.0, aspo_k=0.7))  # shifts +-0.8 pass the cap 0.7 |A|
     assert clipped[:2].tolist() == pytest.approx([a * 1.7, a * 0.3], rel=1e-5)
     assert ALGOS["aspo_aggressive"].config == {"aspo_delta": -2.0, "aspo_k": 0.9}

@@ -120,8 +120,59 @@ def aspo_advantage(
     shift = (cfg.aspo_delta * (p - mean_p) / mean_l.clamp(min=1)).reshape(-1)
     cap = cfg.aspo_k * adv.abs()
     eligible = ok.reshape(-1)
-    shaped = torch.where(eligible, adv + torch.maximum(torch.minimum(shift, cap), -cap), adv)
-    return shaped, {**m, "aspo_eligible_frac": float(eligible.float().mean())}
+    moved = torch.where(eligible, torch.maximum(torch.minimum(shift, cap), -cap), torch.zeros_like(adv))
+    # whether the mechanism fired: a correct tool-using rollout whose advantage it changed (not when every such
+    # rollout of the group calls at the same place, nor in an all-correct group, where A = 0)
+    fired = moved.abs() > 1e-8
+    return adv + moved, {
+        **m,
+        "aspo_eligible_frac": float(eligible.float().mean()),
+        "aspo_shifted_frac": float(fired.float().mean()),
+        "aspo_shift_abs_mean": float(moved.abs().mean()),
+    }
+
+
+@register_advantage("aspo_reward_shaping")
+def aspo_reward_shaping_advantage(
+    rewards: torch.Tensor,
+    group_size: int,
+    cfg: RLConfig = RLConfig(),
+    *,
+    prompts=None,
+    correct: torch.Tensor,
+    tool_used: torch.Tensor,
+    positions: torch.Tensor,
+):
+    """The reward shaping that "Understanding Tool-Integrated Reasoning" (§3.3) tried before ASPO and rejects:
+    a correct rollout that calls a tool earns
+
+        R_i = 1 + δ clip((p_i − mean p) / std p, −c, c)
+
+    (``δ`` = ``aspo_shaping_delta``, ``c`` = ``aspo_shaping_clip``; ``p`` the token position of the first
+    call, mean and population std over the correct tool-using rollouts of the same group, 0 where they are
+    fewer than two or all equal), a wrong one 0; then GRPO. In an all-correct group the normalisation turns
+    the shaping term into the whole advantage: correctness no longer counts and half of the correct answers
+    are pushed down, the collapse of the paper's Fig. 5. Kept as the control for ASPO, not to be used.
+    The paper's values of ``δ`` and ``c`` were not reachable here: ``δ c = −1`` (ours) keeps a correct
+    rollout's reward at or above a wrong one's, so any collapse comes from the normalisation."""
+    groups(len(rewards), group_size, prompts)
+    ok = grouped(correct.bool() & tool_used.bool(), group_size)
+    p = grouped(positions.float(), group_size)
+    n = ok.sum(1, keepdim=True)
+    mean = (p * ok).sum(1, keepdim=True) / n.clamp(min=1)
+    std = (((p - mean) ** 2 * ok).sum(1, keepdim=True) / n.clamp(min=1)).sqrt()
+    z = torch.where(std > 1e-8, (p - mean) / std.clamp(min=1e-8), torch.zeros_like(p))
+    bonus = cfg.aspo_shaping_delta * z.clamp(-cfg.aspo_shaping_clip, cfg.aspo_shaping_clip)
+    eligible = ok.reshape(-1)
+    shaped = torch.where(eligible, rewards.float() + bonus.reshape(-1), rewards.float())
+    adv, m = grpo_advantage(shaped, group_size, cfg, prompts=prompts)
+    all_ok = grouped(correct.bool(), group_size).all(1)
+    return adv, {
+        **m,
+        "aspo_eligible_frac": float(eligible.float().mean()),
+        "shaping_fired_frac": float((eligible & (bonus.reshape(-1).abs() > 1e-8)).float().mean()),
+        "frac_groups_all_correct": float(all_ok.float().mean()),
+    }
 
 
 @register_advantage("icpo")

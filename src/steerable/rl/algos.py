@@ -70,6 +70,8 @@ ALGOS: dict[str, Algo] = {
     # the paper's two settings, "conservative" and "aggressive"
     "aspo": Algo("aspo", "grpo", config={"aspo_delta": -1.5, "aspo_k": 0.7}),
     "aspo_aggressive": Algo("aspo", "grpo", config={"aspo_delta": -2.0, "aspo_k": 0.9}),
+    # the reward shaping the ASPO paper rejects (its Fig. 5 collapse): the control, not a method to use
+    "aspo_reward_shaping": Algo("aspo_reward_shaping", "grpo"),
     "ttrl": Algo("grpo", "grpo", reward="majority"),
     "icpo": Algo("icpo", "icpo", rollout="icpo"),
     # token-mean as the official (verl) code: the many short answer rows weigh per token, not per row

@@ -87,8 +87,12 @@ class RLConfig:
     aspo_delta: float = opt(-1.5, "ASPO: delta (negative favours earlier tool calls); the paper's -1.5 or -2.")
     aspo_k: float = opt(0.7, "ASPO: the shift is clipped to +-k|A|; the paper's 0.7 or 0.9.", ge=0, le=1)
     aspo_marker: str = opt(
-        "A:", "ASPO: text whose first occurrence is the 'tool call' (built-in world: the answer line; '>>>' ...)."
+        "A:",
+        "ASPO: the first line starting with this text is the first tool call (built-in world: the answer line; "
+        "builtin:agent tasks: their action, e.g. '>>>').",
     )
+    aspo_shaping_delta: float = opt(-1.0, "ASPO's rejected reward shaping: delta of R = 1 + delta clip(z, +-c).")
+    aspo_shaping_clip: float = opt(1.0, "ASPO's rejected reward shaping: the clip c of the z-scored position.", gt=0)
     # ICPO ("Think Outside the Policy"): off-policy tokens use -A pi/(pi + gamma), unclipped
     icpo_gamma: float = opt(0.1, "ICPO: gamma of the off-policy shaping pi/(pi + gamma).", gt=0)
     icpo_dual_clip: float = opt(3.0, "ICPO: dual-clip bound c on negative-advantage on-policy tokens.", gt=1)

@@ -33,6 +33,8 @@ class Batch:
     rewards: torch.Tensor  # [B] the weighted reward
     width: int  # T, the completion width of the padded batch
     off_policy: torch.Tensor  # [B] bool: sampled from another prompt than the one trained (ICPO)
+    solved: torch.Tensor | None = None  # [B] bool: the environment's exact verdict (agent rollouts)
+    env_mask: list[list[int]] | None = None  # per completion token, 0 where the environment wrote it
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,10 @@ class BatchInputs:
 
 
 def _correct(x: BatchInputs) -> torch.Tensor:
+    """The environment's verdict where there is one (agent rollouts), else the extracted answer against the truth."""
     b, extract = x.batch, x.ctx.extract
+    if b.solved is not None:
+        return b.solved.bool()
     return torch.tensor([a is not None and str(extract(t)) == str(a) for t, a in zip(b.texts, b.answers, strict=True)])
 
 
@@ -128,13 +133,24 @@ def char_to_token(tokenizer, ids: list[int], char: int) -> int:
     return lo
 
 
+def first_line_at(text: str, marker: str) -> int | None:
+    """Character offset of the first line of ``text`` that starts with ``marker`` (None: no such line)."""
+    if not marker:
+        return None
+    if text.startswith(marker):
+        return 0
+    at = text.find("\n" + marker)
+    return None if at < 0 else at + 1
+
+
 def _first_marker(x: BatchInputs) -> list[int | None]:
-    """ASPO: the token position of each rollout's first ``aspo_marker`` (its first tool call), or None."""
+    """ASPO: the token position of each rollout's first line that starts with ``aspo_marker`` (its first tool
+    call), or None."""
     marker, tok = x.ctx.cfg.aspo_marker, x.ctx.tokenizer
     out: list[int | None] = []
     for text, ids in zip(x.batch.texts, x.batch.completion_ids, strict=True):
-        at = text.find(marker)
-        out.append(None if at < 0 else char_to_token(tok, ids, at))
+        at = first_line_at(text, marker)
+        out.append(None if at is None else char_to_token(tok, ids, at))
     return out
 
 
@@ -184,10 +200,18 @@ def _newlines(tokenizer, ids: list[int], memo: dict[int, bool]) -> list[bool]:
     return [memo[t] for t in ids]
 
 
+def turn_ends(env_mask: list[int]) -> list[int]:
+    """Where the turns of an agent rollout end: after each observation the environment wrote (the end of
+    every run of 0s in its environment mask)."""
+    return [j + 1 for j, m in enumerate(env_mask) if m == 0 and (j + 1 == len(env_mask) or env_mask[j + 1] == 1)]
+
+
 def _turns(x: BatchInputs) -> dict:
-    """IGPO's turns are lines: the turn of every completion token (−1: padding) and, after each line, the
-    policy's probability of the true answer (``igpo_probe`` + answer, teacher-forced, geometric mean over
-    its tokens) in one batched pass; a turn's gain is the rise it caused."""
+    """IGPO's turns: the turn of every completion token (−1: padding) and, after each turn, the policy's
+    probability of the true answer (``igpo_probe`` + answer, teacher-forced, geometric mean over its tokens)
+    in one batched pass; a turn's gain is the rise it caused. An agent rollout's turn is an action and the
+    observation it drew (:func:`turn_ends`: the probe reads the answer's probability once the observation is
+    in the context); any other rollout's turns are its lines."""
     from steerable.errors import ConfigError
 
     b, tok = x.batch, x.ctx.tokenizer
@@ -199,13 +223,17 @@ def _turns(x: BatchInputs) -> dict:
     probes, counts = [], []
     for i, ids in enumerate(b.completion_ids):
         ans = tok(str(b.answers[i]), add_special_tokens=False)["input_ids"]
-        t, ends = 0, [0]
-        for j, nl in enumerate(_newlines(tok, ids, memo)):
+        if b.env_mask is not None:
+            bounds = turn_ends(b.env_mask[i][: len(ids)])
+        else:
+            bounds = [j + 1 for j, nl in enumerate(_newlines(tok, ids, memo)) if nl]
+        t, ends, at = 0, [0], set(bounds)
+        for j in range(len(ids)):
             turns[i, j] = t
-            if nl:
+            if j + 1 in at:
                 t += 1
                 ends.append(j + 1)
-        if ends[-1] == len(ids):  # the completion ends on a newline: no turn after it
+        if ends[-1] == len(ids):  # the completion ends where a turn ends: no turn after it
             ends.pop()
         # the state before each turn: before turn 0, after turn 0, ...
         probes.extend((b.prompt_ids[i] + ids[:e] + probe, ans) for e in ends)

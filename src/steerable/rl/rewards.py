@@ -5,7 +5,8 @@ A reward function is ``f(prompts, completions, **columns) -> list[float]``
 ``--reward exact:1,format:0.2`` combines several with weights (TimeMaster's
 composite rewards; TRL sums them with ``reward_weights``).
 
-- ``exact``: 1 if the extracted answer equals the gold answer (the verifier);
+- ``exact``: 1 if the extracted answer equals the gold answer (the verifier; on
+  ``builtin:agent`` tasks the environment's own verdict);
 - ``format``: 1 if an answer can be extracted at all;
 - ``prm``: the built-in PRM's score of the whole completion;
 - ``majority``: TTRL's label-free reward, 1 if the answer equals the
@@ -58,6 +59,16 @@ def exact_reward(extract: Callable[[str], str | None]) -> Callable:
     return _named(exact, "exact")
 
 
+def solved_reward() -> Callable:
+    """The agent world's ``exact``: the environment's own exact verifier (the ``solved`` column that agent
+    rollouts return), not the text's answer."""
+
+    def exact(prompts, completions, solved, **_):
+        return [1.0 if s else 0.0 for s in solved]
+
+    return _named(exact, "exact")
+
+
 def format_reward(extract: Callable[[str], str | None]) -> Callable:
     def fmt(prompts, completions, **_):
         return [1.0 if extract(c) is not None else 0.0 for c in completions]
@@ -93,8 +104,10 @@ def majority_reward(extract: Callable[[str], str | None]) -> Callable:
     return _named(majority, "majority")
 
 
-def parse_rewards(spec: str, extract, scorer_factory: Callable[[], object] | None = None) -> tuple[list, list[float]]:
-    """``"exact:1,format:0.2"`` -> (reward functions, weights)."""
+def parse_rewards(
+    spec: str, extract, scorer_factory: Callable[[], object] | None = None, agent: bool = False
+) -> tuple[list, list[float]]:
+    """``"exact:1,format:0.2"`` -> (reward functions, weights); ``agent``: ``exact`` is the environment's verifier."""
     funcs, weights = [], []
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
         name, _, w = part.partition(":")
@@ -105,12 +118,14 @@ def parse_rewards(spec: str, extract, scorer_factory: Callable[[], object] | Non
         if not math.isfinite(weight):
             raise ConfigError(f"reward weight must be a finite number (got {w!r} in {spec!r})")
         if name == "exact":
-            funcs.append(exact_reward(extract))
+            funcs.append(solved_reward() if agent else exact_reward(extract))
         elif name == "format":
             funcs.append(format_reward(extract))
         elif name == "majority":
             funcs.append(majority_reward(extract))
         elif name == "prm":
+            if agent:
+                raise ConfigError("the prm reward scores arithmetic solutions: agent tasks use exact and format")
             if scorer_factory is None:
                 raise ConfigError("the prm reward needs a PRM: use the built-in model")
             funcs.append(prm_reward(scorer_factory()))

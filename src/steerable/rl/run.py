@@ -39,8 +39,9 @@ class RLRunConfig:
     model: str = opt("builtin", "Model directory, or 'builtin'.", min_len=1)
     task: str = opt(
         "builtin:medium",
-        "builtin:easy|medium|hard|all (builtin:SPLIT:test: its evaluation problems, for ttrl/ettrl), or a JSONL "
-        "file (prompt, answer).",
+        "builtin:easy|medium|hard|all (builtin:SPLIT:test: its evaluation problems, for ttrl/ettrl), "
+        "builtin:agent:ENV:SPLIT (agent episodes: calculator|lookup|maze|chains, easy|hard; with --model "
+        "builtin:agent), or a JSONL file (prompt, answer).",
         min_len=1,
     )
     algo: AlgoName = opt("grpo", "The estimator and loss.")
@@ -99,7 +100,12 @@ def _builtin_split(task: str) -> tuple[str, bool]:
 
 
 def _items(task: str, n: int, seed: int) -> list[dict]:
-    """Training rows ``{prompt, answer}``; labels may be absent (TTRL)."""
+    """Training rows ``{prompt, answer}`` (agent tasks: and ``task``); labels may be absent (TTRL)."""
+    from steerable.rl import agent
+
+    t = agent.parse_task(task)
+    if t is not None:
+        return agent.train_rows(t, n, seed)
     if task.startswith("builtin:"):
         from steerable.tasks.builtin import arithmetic as A
 
@@ -124,7 +130,9 @@ def _items(task: str, n: int, seed: int) -> list[dict]:
 def _held_in(task: str, n: int, seed: int) -> list[dict]:
     """A fixed held-in evaluation set: the training distribution, drawn with another seed (for a test-time
     run, the test problems themselves: TTRL reports on the prompts it adapts to)."""
-    if task.startswith("builtin:") and not _builtin_split(task)[1]:
+    from steerable.rl.agent import parse_task
+
+    if parse_task(task) is not None or task.startswith("builtin:") and not _builtin_split(task)[1]:
         return _items(task, n, derive_seed(seed, "held-in"))
     rows = [r for r in _items(task, 10**9, seed) if r["answer"] is not None]
     return rows[:n]
@@ -150,6 +158,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     from transformers.trainer_callback import PrinterCallback
 
     from steerable.lm.loading import load_model, resolve_device
+    from steerable.rl import agent
     from steerable.rl.rewards import parse_rewards
     from steerable.rl.trainer import RunLog, SteerableGRPOTrainer
     from steerable.tasks.answers import make_checker
@@ -157,11 +166,14 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps(provenance(cfg, "train rl"), indent=2) + "\n")
+    task = agent.parse_task(cfg.task)
     extract = make_checker("builtin" if cfg.task.startswith("builtin:") else "boxed").extract
+    if task is not None:
+        from steerable.agents.process import answer_of as extract
     device = resolve_device(cfg.device)
     model, tok = load_model(cfg.model, device=str(device))
     rows, held_in = _prompts(cfg, plan.algo, tok)
-    funcs, weights = parse_rewards(cfg.reward or plan.algo.reward, extract, _builtin_prm)
+    funcs, weights = parse_rewards(cfg.reward or plan.algo.reward, extract, _builtin_prm, agent=task is not None)
     if any(f.__name__ == "exact" for f in funcs) and all(r["answer"] is None for r in rows):
         raise ConfigError("the exact reward needs answers: use --algo ttrl (majority vote) for unlabelled prompts")
     metrics, clock = out / "metrics.jsonl", Clock(out / "elapsed.json")
@@ -173,6 +185,8 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         return max(done, clock.seconds() / budget) if budget else done
 
     def held_in_accuracy() -> float:
+        if task is not None:
+            return agent.agent_accuracy(model, tok, held_in, task, cfg.max_completion)
         return greedy_accuracy(model, tok, held_in, extract, cfg.max_completion)
 
     trainer = SteerableGRPOTrainer(
@@ -223,12 +237,19 @@ def _plan(cfg: RLRunConfig) -> Plan:
         raise ConfigError("RL needs TRL: pip install 'steerable[rl]'") from None
     import warnings
 
+    from steerable.rl.agent import parse_task
     from steerable.rl.algos import ALGOS, check_inputs, rl_config_for
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, raised inside TRL
     if cfg.algo not in ALGOS:
         raise ConfigError(f"unknown algorithm {cfg.algo!r}: use one of {', '.join(ALGOS)}")
-    if cfg.task.startswith("builtin:") and _builtin_split(cfg.task)[1] and ALGOS[cfg.algo].reward != "majority":
+    agent_task = parse_task(cfg.task)
+    if agent_task is not None:
+        if ALGOS[cfg.algo].rollout is not None:
+            raise ConfigError(f"{cfg.algo} samples its own rollouts; agent tasks' rollouts are episodes: pick another")
+        if cfg.template != "none":
+            raise ConfigError("agent tasks keep their environment's prompt: drop --template")
+    elif cfg.task.startswith("builtin:") and _builtin_split(cfg.task)[1] and ALGOS[cfg.algo].reward != "majority":
         raise ConfigError(
             f"{cfg.task} holds the evaluation problems: only label-free test-time RL (ttrl, ettrl) may train on "
             f"them; use builtin:{_builtin_split(cfg.task)[0]} for {cfg.algo}"
@@ -241,7 +262,10 @@ def _plan(cfg: RLRunConfig) -> Plan:
         raise ConfigError("--prompts-per-step, --max-completion and --lr must be positive")
     algo = ALGOS[cfg.algo]
     minibatches = algo.minibatches if cfg.minibatches is None else cfg.minibatches
-    rc = rl_config_for(algo, max_completion_length=cfg.max_completion, **parse_options(cfg.options))
+    options = parse_options(cfg.options)
+    if agent_task is not None:  # ASPO's tool call: the environment's action line, unless set
+        options.setdefault("aspo_marker", agent_task.marker)
+    rc = rl_config_for(algo, max_completion_length=cfg.max_completion, **options)
     check_inputs(algo)
     if minibatches < 1:
         raise ConfigError(f"--minibatches must be >= 1 (got {minibatches})")
@@ -309,14 +333,19 @@ def _grpo_args(cfg: RLRunConfig, plan: Plan, out: Path, weights: list[float], de
 
 
 def _rollouts(cfg: RLRunConfig, plan: Plan) -> dict:
-    """TRL's ``rollout_func`` where the algorithm samples its own way (ICPO's demo-guided rows, ETMR's trees)."""
-    if plan.algo.rollout is None:
-        return {}
+    """TRL's ``rollout_func`` where the algorithm samples its own way (ICPO's demo-guided rows, ETMR's trees)
+    or the task is an agent's (episodes with the environment mask)."""
     import os
 
+    from steerable.rl.agent import agent_rollout, parse_task
     from steerable.rl.rollouts import etmr_rollout, icpo_rollout
 
+    task = parse_task(cfg.task)
+    if plan.algo.rollout is None and task is None:
+        return {}
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL
+    if task is not None:
+        return {"rollout_func": agent_rollout(task, cfg.seed)}
     if plan.algo.rollout == "icpo":
         return {"rollout_func": icpo_rollout(_demo(cfg.task, cfg.seed))}
     return {"rollout_func": etmr_rollout(plan.rl.etmr_forks, plan.rl.etmr_branches, group=cfg.group)}

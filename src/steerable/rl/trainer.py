@@ -59,6 +59,7 @@ class _Sampled:
     answers: list[str | None]
     rewards: torch.Tensor  # [B]
     off_policy: torch.Tensor  # [B] bool
+    solved: torch.Tensor  # [B] the environment's verdict (agent rollouts: 1 or 0; otherwise nan)
 
     def select(self, idx: list[int]) -> _Sampled:
         return _Sampled(
@@ -68,6 +69,7 @@ class _Sampled:
             [self.answers[i] for i in idx],
             self.rewards[idx],
             self.off_policy[idx],
+            self.solved[idx],
         )
 
     @staticmethod
@@ -79,6 +81,7 @@ class _Sampled:
             [a for s in parts for a in s.answers],
             torch.cat([s.rewards for s in parts]),
             torch.cat([s.off_policy for s in parts]),
+            torch.cat([s.solved for s in parts]),
         )
 
 
@@ -121,7 +124,10 @@ class SteerableGRPOTrainer(GRPOTrainer):
         return self.num_generations if self.model.training else self.num_generations_eval
 
     def _sample(self, inputs) -> tuple[dict, _Sampled]:
-        """One round: TRL generates and scores; we keep what the estimators need."""
+        """One round: TRL generates and scores; we keep what the estimators need. TRL hands a ``rollout_func``
+        the prompts only: the round's dataset rows wait in ``rollout_rows`` for one that needs more (the agent
+        rollouts read their tasks there)."""
+        self.rollout_rows = inputs
         out = super()._generate_and_score_completions(inputs)
         st = self._stash
         per_func = st["rewards_per_func"]
@@ -132,7 +138,8 @@ class SteerableGRPOTrainer(GRPOTrainer):
 
             answers = majority_labels([self.extract(t) for t in st["texts"]], self._group_size())
         off = torch.tensor([bool(x.get("off_policy", False)) for x in inputs])
-        return out, _Sampled(st["prompts"], st["texts"], st["completion_ids"], answers, rewards, off)
+        solved = torch.tensor([float("nan") if x.get("solved") is None else float(x["solved"]) for x in inputs])
+        return out, _Sampled(st["prompts"], st["texts"], st["completion_ids"], answers, rewards, off, solved)
 
     def _fresh_inputs(self, n_groups: int) -> list[dict]:
         """``n_groups`` new training prompts, each repeated G times (DAPO refills from the data stream)."""
@@ -190,6 +197,8 @@ class SteerableGRPOTrainer(GRPOTrainer):
             rewards=sampled.rewards,
             width=out["completion_ids"].shape[1],
             off_policy=sampled.off_policy,
+            solved=None if bool(sampled.solved.isnan().any()) else sampled.solved.bool(),
+            env_mask=_env_mask(out, sampled.completion_ids),
         )
         x = BatchInputs(self._context(), batch)
         estimator = ADVANTAGES[self.algo.advantage]
@@ -349,7 +358,17 @@ class SteerableGRPOTrainer(GRPOTrainer):
 
 def _as_batch(s: _Sampled, g: int) -> Batch:
     """The facts the per-rollout providers read (correctness), for statistics of one round."""
-    return Batch(g, s.prompts, s.texts, [], s.completion_ids, s.answers, s.rewards, 0, s.off_policy)
+    solved = None if bool(s.solved.isnan().any()) else s.solved.bool()
+    return Batch(g, s.prompts, s.texts, [], s.completion_ids, s.answers, s.rewards, 0, s.off_policy, solved)
+
+
+def _env_mask(out: dict, completion_ids: list[list[int]]) -> list[list[int]] | None:
+    """Each rollout's environment mask (1: the model's token, 0: the environment's), from the ``tool_mask``
+    TRL built out of a ``rollout_func``'s ``env_mask``; None when the rollouts had none."""
+    mask = out.get("tool_mask")
+    if mask is None:
+        return None
+    return [mask[i, : len(c)].int().tolist() for i, c in enumerate(completion_ids)]
 
 
 class RunLog(TrainerCallback):
