@@ -55,3 +55,13 @@ class AgentScaleConfig:
             twice = sorted({v for v in values if values.count(v) > 1}, key=str)
             if twice:
                 raise ConfigError(f"--{name} lists {twice[0]} twice: give each value once")
+
+
+@dataclass(frozen=True)
+class AgentRunConfig:
+    """What ``steerable agent run`` runs on each task."""
+
+    method: str = opt("greedy", "A method (greedy, bon, tree; options after the name: tree:branching=3).", min_len=1)
+    budget: int = opt(8, "Its budget (what it counts: steerable agent scale --help).", ge=1, le=4096)
+    value: str = opt("oracle", "Value function of bon and tree: oracle, head or head:DIR.", min_len=1)
+    seed: int = opt(0, "Same seed, same transcripts.", ge=0, lt=2**32)

@@ -145,7 +145,7 @@ def train_value(cfg: ValueTrainConfig, generator, fingerprint: str) -> dict:
         "model_fingerprint": fingerprint,
         "states": len(texts),
         "solved_share": round(float(y.mean()), 4),
-        "final_loss": round(float(loss), 4),
+        "final_loss": round(float(loss.detach()), 4),
         "train_accuracy": round(acc, 4),
         "seconds": round(time.time() - t0, 1),
     }

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import typer
 
-from steerable.agents.config import AgentModel, AgentScaleConfig, AgentTasks
+from steerable.agents.config import AgentModel, AgentRunConfig, AgentScaleConfig, AgentTasks
 from steerable.agents.value import ValueTrainConfig
 from steerable.cli.app import agent_app
 from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
 from steerable.cli.flags import command
-from steerable.errors import ConfigError
 from steerable.tasks.agent.train import AgentTrainConfig
 
 
@@ -80,24 +79,21 @@ def agent_scale(run: AgentScaleConfig, tasks: AgentTasks, model: AgentModel, pri
 
 
 @command(agent_app, "run")
-def agent_run(tasks: AgentTasks, model: AgentModel, printing: Printing, method: str = "greedy", budget: int = 8,
-              value: str = "oracle", seed: int = 0) -> None:  # fmt: skip
+def agent_run(run: AgentRunConfig, tasks: AgentTasks, model: AgentModel, printing: Printing) -> None:
     """Run a method on tasks and print each transcript with its verdict."""
     from steerable.agents.process import episode
     from steerable.agents.registry import make_method, make_value
     from steerable.streams import item_seed
     from steerable.tasks.agent.envs import replay
 
-    if not 1 <= budget <= 4096:
-        raise ConfigError(f"--budget must be in 1..4096 (got {budget})")
-    name, strategy = make_method(method)
-    items, make_process, gen = _setup(model, tasks, seed)
-    val = None if name == "greedy" else make_value(value, gen, model.model)
+    name, strategy = make_method(run.method)
+    items, make_process, gen = _setup(model, tasks, run.seed)
+    val = None if name == "greedy" else make_value(run.value, gen, model.model)
     proc = make_process(name == "greedy")
     rows = []
     for i, task in enumerate(items):
         cond = episode(task, tools=tasks.tools == "on")
-        res = strategy.run(proc, val, budget, cond, seed=item_seed(seed, i))
+        res = strategy.run(proc, val, run.budget, cond, seed=item_seed(run.seed, i))
         final = replay(cond.env, res.text or "")
         rows.append({"task": task, "transcript": cond.prompt + (res.text or ""), "success": final.solved,
                      "real_steps": final.steps, "env_steps": res.cost.env_steps,
