@@ -2,7 +2,7 @@
 
 ``steerable agent train --out DIR --minutes N`` runs this: the built-in
 trainer's loop (:func:`steerable.training.train_loop`) on a smaller Llama
-(about 0.86M parameters, saved in float16 so the shipped weights stay under
+(about 0.87M parameters, saved in float16 so the shipped weights stay under
 2 MB). The loss is on the model's own lines only: prompts and every
 observation an environment writes are masked (label -100), as TRL masks
 environment tokens with ``env_mask``. The log rows hold teacher-forced token
@@ -57,7 +57,7 @@ class AgentTrainConfig:
 
 
 def model_config(tok):
-    """The agent model's architecture: a 4-layer Llama of width 128 (about 0.86M parameters); positions up to
+    """The agent model's architecture: a 4-layer Llama of width 128 (about 0.87M parameters); positions up to
     1024, though training never goes past about 300 (long transcripts are meant to strain it)."""
     from transformers import LlamaConfig
 
