@@ -139,7 +139,7 @@ CASES = [
     ({"tools": [_tool()], "stream": True}, "stream", "not streamed"),
     ({"tools": [_tool()], "messages": _history(answer="c9")}, "messages[2].tool_call_id", "answers no earlier"),
     ({"tools": [_tool()], "messages": _history()[:2]}, "messages[1].tool_calls[0]", "no tool message"),
-    ({"tools": [_tool()], "messages": [{"role": "tool", "content": "1"}]}, "messages[0]", "tool_call_id"),
+    ({"tools": [_tool()], "messages": [{"role": "tool", "content": "1"}]}, "messages[0].tool_call_id", "is required"),
     (
         {
             "tools": [_tool()],
@@ -239,3 +239,18 @@ def test_an_agent_search_stops_at_the_servers_environment_step_cap(agent_dir, se
         assert r.status_code == 400 and "--max-request-env-steps" in r.text, r.text
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ({"role": "user", "content": "hi", "tool_calls": []}, "messages[0].tool_calls"),
+        ({"role": "user", "content": "hi", "tool_call_id": "c1"}, "messages[0].tool_call_id"),
+        ({"role": "wizard", "content": "hi"}, "messages[0]"),
+    ],
+)
+def test_a_message_carries_only_its_roles_fields(servers, message, param):
+    import httpx as hx
+
+    r = hx.post(servers["plain"].url + "/v1/chat/completions", json={"messages": [message]}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

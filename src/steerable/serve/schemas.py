@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 #: a sampling temperature below this is greedy decoding (vLLM's convention): 1e-300 would overflow the logits
 GREEDY_BELOW = 1e-5
@@ -203,20 +203,48 @@ def _tool_choice(choice: str) -> str:
     return choice
 
 
-class Message(Body):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+def _message_kind(value: Any) -> str | None:
+    role = value.get("role") if isinstance(value, dict) else getattr(value, "role", None)
+    if role in ("system", "developer"):
+        return "system-message"
+    return f"{role}-message" if role in ("user", "assistant", "tool") else None
+
+
+class _MessageBase(Body):
     content: Text | list[ContentPart] | None = None
     name: Text | None = None
-    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOL_CALLS)] | None = None
-    tool_call_id: CallId | None = None
+    tool_calls: None = Field(None, description="Only an assistant message holds tool calls.")
+    tool_call_id: None = Field(None, description="Only a tool message answers a call.")
 
-    @model_validator(mode="after")
-    def _tool_fields(self):
-        if self.tool_calls and self.role != "assistant":
-            raise ValueError("tool_calls belong to assistant messages")
-        if (self.role == "tool") != (self.tool_call_id is not None):
-            raise ValueError("a tool message needs tool_call_id (the call it answers), and only a tool message has one")
-        return self
+
+class SystemMessage(_MessageBase):
+    role: Literal["system", "developer"]
+
+
+class UserMessage(_MessageBase):
+    role: Literal["user"]
+
+
+class AssistantMessage(_MessageBase):
+    role: Literal["assistant"]
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOL_CALLS)] | None = None  # type: ignore[assignment]
+
+
+class ToolMessage(_MessageBase):
+    role: Literal["tool"]
+    tool_call_id: CallId  # type: ignore[assignment]
+
+
+#: a chat message, told apart by its role (OpenAI's schema): the fields each role may carry are in the schema,
+#: so a client (or a fuzzer) reading it knows that only an assistant message holds tool calls
+#: (its tags are not field names, so an error's location reads messages[0].content, not messages[0].user.content)
+Message = Annotated[
+    Annotated[SystemMessage, Tag("system-message")]
+    | Annotated[UserMessage, Tag("user-message")]
+    | Annotated[AssistantMessage, Tag("assistant-message")]
+    | Annotated[ToolMessage, Tag("tool-message")],
+    Discriminator(_message_kind),
+]
 
 
 _TEXT_ONLY = _unsupported('plain text only; leave it out or send {"type": "text"}', (None, {"type": "text"}))
@@ -324,7 +352,10 @@ FIELD_NAMES = (
             StreamOptions,
             CompletionRequest,
             ContentPart,
-            Message,
+            SystemMessage,
+            UserMessage,
+            AssistantMessage,
+            ToolMessage,
             ToolSpec,
             FunctionSpec,
             ToolCall,
