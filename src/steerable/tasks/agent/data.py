@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from steerable.errors import InputError
-from steerable.tasks.agent.envs import CHUNK, MOVES, _ops, distances, make_env, running_values
+from steerable.tasks.agent.envs import CHUNK, MOVES, chain_ops, distances, make_env, running_values
 
 Segment = tuple[str, bool]
 HELD_OUT_MODULUS = 16
@@ -68,7 +68,7 @@ def calc_task(rng: random.Random, hard: bool) -> dict[str, Any]:
 def _calc_steps(expr: str) -> list[tuple[int, str, int, int]]:
     first = int(expr[: len(expr) - len(expr.lstrip("0123456789"))])
     out, acc = [], first
-    for op, b in _ops(expr[len(str(first)) :]):
+    for op, b in chain_ops(expr[len(str(first)) :]):
         r = acc + b if op == "+" else acc - b if op == "-" else acc * b
         out.append((acc, op, b, r))
         acc = r
@@ -201,7 +201,7 @@ def chains_demo(task: dict[str, Any]) -> list[Segment]:
     """The growing transcript: every round's ``next``, its operations worked, the running value ``S:``."""
     env = make_env("chains")
     segs: list[Segment] = [(env.reset(task), False)]
-    ops, values = _ops(task["ops"]), running_values(task["start"], task["ops"])
+    ops, values = chain_ops(task["ops"]), running_values(task["start"], task["ops"])
     at = 0
     while True:
         obs = env.step("next")
@@ -224,7 +224,7 @@ def workspace(task: dict[str, Any], report: int, last_obs: str | None) -> str:
 def workspace_demo(task: dict[str, Any], rng: random.Random) -> list[Segment]:
     """One round in the workspace: the ops just revealed worked, the new report, then ``next`` (or the answer
     after ``= end``)."""
-    ops, values = _ops(task["ops"]), running_values(task["start"], task["ops"])
+    ops, values = chain_ops(task["ops"]), running_values(task["start"], task["ops"])
     rounds = (len(ops) + CHUNK - 1) // CHUNK
     r = rng.randint(0, rounds + 1)  # 0: the round before any op; rounds + 1: the one that reads ``= end``
     if r == 0:
