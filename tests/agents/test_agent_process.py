@@ -81,3 +81,16 @@ def test_scale_rows_carry_success_and_cost_and_resume(proc, tmp_path):
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     again = run_agent_scale(tasks, ["greedy", "tree"], [6], mk, OracleValue(), tmp_path, seed=0)
     assert (tmp_path / "results.jsonl").read_text().splitlines() == lines and again == s  # nothing rerun
+
+
+def test_a_replayed_fork_reaches_the_state_a_clone_holds(proc):
+    for env_task in (TRAP, {**TRAP, "table": {**TRAP["table"], "k1": "k3 k2"}}):
+        states = {}
+        for fork in ("clone", "replay"):
+            p = proc(greedy=True, fork=fork)
+            s = p.init(episode(env_task), 1)
+            while not p.is_terminal(s)[0]:
+                p.propose(s)
+            states[fork] = p.select(s, [0]).envs[0]
+        seen = {k: (e.steps, e.done, e.solved, e.answered, e.revealed) for k, e in states.items()}
+        assert seen["clone"] == seen["replay"]

@@ -187,18 +187,18 @@ class AgentProcess(StepCapped):
         if self.fork == "clone":
             envs = [state.envs[r].clone() for r in rows]
         else:
-            envs = [self._replayed(state.cond, state.actions[r]) for r in rows]
+            texts = self.generator.texts(state.seqs)
+            envs = [self._replayed(state.cond, texts[r]) for r in rows]
         return AgentState(
             state.seqs.select(rows), state.cond, envs, [list(state.actions[r]) for r in rows],
             [state.turns[r] for r in rows], [state.capped[r] for r in rows],
         )  # fmt: skip
 
-    def _replayed(self, cond: Episode, actions: list[str]) -> AgentEnv:
-        """Koh et al.'s fork: a fresh copy of the episode's environment, the row's actions sent again (counted)."""
-        env = cond.env.clone()
-        for line in actions:
-            env.step(line)
-            self._env = self._env + Usage(env_steps=1, tool_calls=int(env.tool))
+    def _replayed(self, cond: Episode, text: str) -> AgentEnv:
+        """Koh et al.'s fork: a fresh copy of the episode's environment reading the row's lines again (its actions
+        are sent again, and counted)."""
+        env = replay(cond.env, text)
+        self._env = self._env + Usage(env_steps=env.steps, tool_calls=env.steps * int(env.tool))
         return env
 
     def concat(self, states: Sequence[AgentState]) -> AgentState:
