@@ -94,3 +94,41 @@ def test_a_replayed_fork_reaches_the_state_a_clone_holds(proc):
             states[fork] = p.select(s, [0]).envs[0]
         seen = {k: (e.steps, e.done, e.solved, e.answered, e.revealed) for k, e in states.items()}
         assert seen["clone"] == seen["replay"]
+
+
+def chains_policy(context: str, rng, greedy: bool) -> str:
+    """Works the chains world exactly from what it sees: the last report (or the start) and the ops revealed
+    since; a reader of the growing transcript and of the workspace alike."""
+    import re
+
+    lines = context.rstrip("\n").split("\n")
+    last = lines[-1]
+    if last == "= end":
+        value = re.findall(r"S: (-?\d+)", context) or re.findall(r"from (\d+)", context)
+        return f"A: {value[-1]}"
+    if last.startswith("= ") and not context.endswith("S: " + last):
+        start = re.findall(r"S: (-?\d+)", context) or re.findall(r"from (\d+)", context)
+        acc = int(start[-1])
+        for op, b in re.findall(r"([+\-*])(\d+)", last):
+            acc = acc + int(b) if op == "+" else acc - int(b) if op == "-" else acc * int(b)
+        return f"S: {acc}"
+    return "next"
+
+
+def test_the_workspace_rebuilds_each_rounds_context_and_the_environment_verifies_the_rounds():
+    from steerable.agents.registry import make_method
+
+    task = {"env": "chains", "start": 5, "ops": "+1*2-3+4+10*2-1"}
+    proc = AgentProcess(ScriptGenerator(chains_policy), SamplingParams(temperature=0.0))
+    seen = []
+    gen = proc.generator
+    start = gen.start
+    gen.start = lambda prompts, n=1: (seen.append(prompts[0]), start(prompts, n))[1]
+    _, ws = make_method("workspace")
+    res = ws.run(proc, None, 1, episode(task), seed=0)
+    assert res.answer == str((((5 + 1) * 2 - 3 + 4 + 10) * 2) - 1) and res.info["counts"]["rounds"] >= 4
+    assert all(p.startswith("[next] Q: chain from 5\nS: ") for p in seen)  # every round: question and report
+    assert max(map(len, seen)) < len("[next] Q: chain from 5\n") + 40  # the context never grows with the chain
+    _, tr = make_method("transcript")
+    grown = tr.run(proc, None, 1, episode(task), seed=0)
+    assert grown.answer == res.answer and len(grown.text) > max(map(len, seen))

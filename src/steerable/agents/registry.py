@@ -12,18 +12,25 @@ from __future__ import annotations
 
 from steerable.agents.process import answer_of
 from steerable.agents.tree import OracleValue, TreeSearch
+from steerable.agents.workspace import MarkovianWorkspace
 from steerable.errors import ConfigError
 from steerable.registry import Entry, Registry
 from steerable.search.best_of_n import BestOfN, Greedy
 from steerable.search.registry import parse_method
 
+#: decoded greedily, and rated by no value function
+_GREEDY = {"greedy": True, "scored": False}
 METHODS = Registry(
     "agent method",
     {
-        "greedy": Entry(Greedy, "ignored: one episode", "one episode at temperature 0", extra={"greedy": True}),
+        "greedy": Entry(Greedy, "ignored: one episode", "one episode at temperature 0", extra=_GREEDY),
         "bon": Entry(BestOfN, "N episodes in copies of the environment", "the episode the value function rates best"),
         "tree": Entry(TreeSearch, "node budget c of each search (node evaluations)", "best-first tree search "
                       "(Koh et al.)"),
+        "transcript": Entry(Greedy, "ignored: one episode", "the growing transcript: every round in one context "
+                            "(greedy)", extra=_GREEDY),
+        "workspace": Entry(MarkovianWorkspace, "ignored: one episode in rounds", "IterResearch's Markovian "
+                           "workspace: question, report, last action and observation (greedy; chains)", extra=_GREEDY),
     },
 )  # fmt: skip
 
@@ -32,6 +39,11 @@ def make_method(spec: str):
     """A method by name or ``name:key=value:...`` (``tree:branching=3``)."""
     name, options = parse_method(spec) if ":" in spec else (spec, {})
     return name, METHODS.build(name, options, extract=answer_of)
+
+
+def is_greedy(name: str) -> bool:
+    """Whether a method decodes greedily and uses no value function (greedy, transcript, workspace)."""
+    return bool(METHODS.entry(name).extra.get("greedy"))
 
 
 def make_value(name: str, generator=None, model: str = "builtin:agent"):

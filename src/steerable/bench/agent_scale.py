@@ -1,6 +1,6 @@
 """``steerable agent scale``: success against compute for agent methods, one row per (task, method, budget).
 
-The methods are a table (:data:`METHODS`, the same :class:`~steerable.registry.Registry`
+The methods are a table (:data:`steerable.agents.registry.METHODS`, the same :class:`~steerable.registry.Registry`
 as the other families): ``greedy`` (one episode at temperature 0), ``bon``
 (N episodes at temperature 1 in copies of the environment, the one the value
 function rates best committed) and ``tree`` (best-first search over
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from steerable.agents.process import AgentProcess, episode, real_steps
-from steerable.agents.registry import METHODS, make_method
+from steerable.agents.registry import is_greedy, make_method
 from steerable.bench.report import ProgressLines
 from steerable.bench.scale import cut_partial_line, read_results
 from steerable.errors import ConfigError, SteerableError
@@ -41,7 +41,7 @@ def run_one(method, process: AgentProcess, value, task: dict, budget: int, seed:
     row: dict[str, Any] = {}
     try:
         cond = episode(task, tools=tools, codec=process.codec)
-        res = method.run(process, None if method.name == "greedy" else value, budget, cond, seed=seed)
+        res = method.run(process, value, budget, cond, seed=seed)
         final = replay(cond.env, res.text or "")
         row.update(
             success=final.solved,
@@ -66,7 +66,7 @@ def summarise(rows: list[dict], methods: Sequence[str], budgets: Sequence[int]) 
         groups[(r["method"], r["budget"])].append(r)
     out = []
     for m in methods:
-        for b in [1] if METHODS.entry(parse_method(m)[0] if ":" in m else m).extra.get("greedy") else budgets:
+        for b in [1] if is_greedy(parse_method(m)[0] if ":" in m else m) else budgets:
             rs = groups.get((m, b), [])
             if not rs:
                 continue
@@ -105,7 +105,7 @@ def run_agent_scale(
     """Every (task, method, budget) once, written to ``out/results.jsonl`` as it goes (resumable); the summary."""
     built = {m: make_method(m) for m in methods}
     for m, (name, _) in built.items():
-        if name != "greedy" and value is None:
+        if not is_greedy(name) and value is None:
             raise ConfigError(f"--methods {m} needs a value function: pass --value oracle")
     done: dict[tuple, dict] = {}
     results = None
@@ -114,9 +114,7 @@ def run_agent_scale(
         results = out / "results.jsonl"
         cut_partial_line(results)
         done = {(r["item"], r["method"], r["budget"]): r for r in read_results(results)}
-    jobs = [
-        (i, m, b) for m in methods for b in ([1] if built[m][0] == "greedy" else budgets) for i in range(len(tasks))
-    ]
+    jobs = [(i, m, b) for m in methods for b in ([1] if is_greedy(built[m][0]) else budgets) for i in range(len(tasks))]
     procs = {True: make_process(True), False: make_process(False)}  # greedy decoding, sampling
     rows = [done[(str(i), m, b)] for i, m, b in jobs if (str(i), m, b) in done]
     todo = [(i, m, b) for i, m, b in jobs if (str(i), m, b) not in done]
@@ -124,7 +122,10 @@ def run_agent_scale(
         for i, m, b in todo:
             name, method = built[m]
             row = {"item": str(i), "method": m, "budget": b, "env": tasks[i].get("env")}
-            row.update(run_one(method, procs[name == "greedy"], value, tasks[i], b, item_seed(seed, i), tools))
+            greedy = is_greedy(name)
+            row.update(
+                run_one(method, procs[greedy], None if greedy else value, tasks[i], b, item_seed(seed, i), tools)
+            )
             rows.append(row)
             if results is not None:
                 with results.open("a") as f:

@@ -82,14 +82,14 @@ def agent_scale(run: AgentScaleConfig, tasks: AgentTasks, model: AgentModel, pri
 def agent_run(run: AgentRunConfig, tasks: AgentTasks, model: AgentModel, printing: Printing) -> None:
     """Run a method on tasks and print each transcript with its verdict."""
     from steerable.agents.process import episode
-    from steerable.agents.registry import make_method, make_value
+    from steerable.agents.registry import is_greedy, make_method, make_value
     from steerable.streams import item_seed
     from steerable.tasks.agent.envs import replay
 
     name, strategy = make_method(run.method)
     items, make_process, gen = _setup(model, tasks, run.seed)
-    val = None if name == "greedy" else make_value(run.value, gen, model.model)
-    proc = make_process(name == "greedy")
+    val = None if is_greedy(name) else make_value(run.value, gen, model.model)
+    proc = make_process(is_greedy(name))
     rows = []
     for i, task in enumerate(items):
         cond = episode(task, tools=tasks.tools == "on")

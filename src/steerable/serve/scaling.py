@@ -210,6 +210,7 @@ class AgentRun:
     """An agent scaling job: a method of :mod:`steerable.agents.registry` on a task, in the server's own copy of
     its environment, bounded by the request's token and environment-step caps."""
 
+    name: str  # the method's name in the registry
     method: Any
     value: Any  # None for greedy
     budget: int
@@ -223,7 +224,9 @@ class AgentRun:
 
         # the episode's prompt is the agent model's own text: never wrapped in a chat template
         raw = LocalGenerator(generator.model, generator.tokenizer, chat_template="never")
-        greedy = self.method.name == "greedy"
+        from steerable.agents.registry import is_greedy
+
+        greedy = is_greedy(self.name)
         params = (
             SamplingParams(temperature=0.0)
             if greedy
@@ -239,7 +242,7 @@ class AgentRun:
 
 def make_agent_run(spec, params: SamplingParams, config, generator) -> AgentRun:
     """The agent run a request's ``scaling.task`` asks for (400s naming the field)."""
-    from steerable.agents.registry import make_method, make_value
+    from steerable.agents.registry import is_greedy, make_method, make_value
     from steerable.serve.openai import APIError
     from steerable.tasks.agent.envs import make_env
 
@@ -255,8 +258,8 @@ def make_agent_run(spec, params: SamplingParams, config, generator) -> AgentRun:
     method_spec = spec.method + "".join(f":{k}={v}" for k, v in spec.options.items())
     try:
         name, method = make_method(method_spec)
-        value = None if name == "greedy" else make_value(spec.value, generator, config.model_name)
+        value = None if is_greedy(name) else make_value(spec.value, generator, config.model_name)
     except SteerableError as e:
         raise APIError(400, f"scaling: {e}", "scaling.method") from None
-    return AgentRun(method, value, spec.budget, dict(spec.task), params,
+    return AgentRun(name, method, value, spec.budget, dict(spec.task), params,
                     Guard(config.max_request_tokens, env_cap=config.max_request_env_steps))  # fmt: skip
