@@ -217,6 +217,16 @@ def check(obj: Any, where: str = "") -> None:
         _coerce(f"{where}{f.name}", getattr(obj, f.name), hints[f.name], f.metadata)
 
 
+def distinct(obj: Any, *names: str) -> None:
+    """A one-line :class:`ConfigError` when a list field of ``obj`` (``--methods``, ``--budgets``) names a value
+    twice: a run would measure it twice under one label."""
+    for name in names:
+        values = getattr(obj, name)
+        twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if twice:
+            raise ConfigError(f"--{name.replace('_', '-')} lists {twice[0]} twice: give each value once")
+
+
 def from_mapping(cls: type, values: Mapping[str, Any], what: str = "", exclude: frozenset[str] = frozenset()) -> Any:
     """An instance of the dataclass ``cls`` from user-supplied ``values`` (JSON types), checked field by field.
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from steerable.config import check, opt
-from steerable.errors import ConfigError
+from steerable.config import check, distinct, opt
 
 ENVS = ("builtin:calculator", "builtin:lookup", "builtin:maze", "builtin:chains")
 
@@ -50,11 +49,7 @@ class AgentScaleConfig:
 
     def __post_init__(self) -> None:
         check(self)
-        for name in ("methods", "budgets"):
-            values = getattr(self, name)
-            twice = sorted({v for v in values if values.count(v) > 1}, key=str)
-            if twice:
-                raise ConfigError(f"--{name} lists {twice[0]} twice: give each value once")
+        distinct(self, "methods", "budgets")
 
 
 @dataclass(frozen=True)

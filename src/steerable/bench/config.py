@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from steerable.config import check, opt
+from steerable.config import check, distinct, opt
 from steerable.errors import ConfigError
 
 #: The widest sample budget a run may ask for (a billion samples ran until killed).
@@ -50,11 +50,7 @@ class ScaleConfig:
 
     def __post_init__(self) -> None:
         check(self)
-        for name in ("methods", "budgets", "temperature", "top_p"):
-            values = getattr(self, name)
-            twice = sorted({v for v in values if values.count(v) > 1}, key=str)
-            if twice:
-                raise ConfigError(f"--{name.replace('_', '-')} lists {twice[0]} twice: give each value once")
+        distinct(self, "methods", "budgets", "temperature", "top_p")
         if self.budget_unit == "samples" and max(self.budgets) > MAX_SAMPLE_BUDGET:
             raise ConfigError(
                 f"--budgets {max(self.budgets)} is more than the {MAX_SAMPLE_BUDGET} samples a run may use"

@@ -15,10 +15,10 @@ import typer
 from steerable.cli.app import app, builtin_app
 from steerable.cli.common import Printing, output_dir
 from steerable.cli.flags import command
-from steerable.config import check, opt
+from steerable.config import check, distinct, opt
 from steerable.diffusion.sample import DiffuseSampleConfig
 from steerable.diffusion.train import TrainDiffusionConfig
-from steerable.errors import ConfigError, InputError
+from steerable.errors import InputError
 
 diffuse_app = typer.Typer(
     no_args_is_help=True,
@@ -53,11 +53,7 @@ class DiffuseScaleConfig:
 
     def __post_init__(self) -> None:
         check(self)
-        for name in ("methods", "budgets"):
-            values = getattr(self, name)
-            twice = sorted({v for v in values if values.count(v) > 1}, key=str)
-            if twice:
-                raise ConfigError(f"--{name} lists {twice[0]} twice: give each value once")
+        distinct(self, "methods", "budgets")
 
 
 @dataclass(frozen=True)
