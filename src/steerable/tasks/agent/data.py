@@ -236,6 +236,18 @@ def workspace_demo(task: dict[str, Any], rng: random.Random) -> list[Segment]:
     return [(workspace(task, values[at], f"= {chunk}"), False), (_round_lines(values, ops, at) + "next", True)]
 
 
+def demo_of(task: dict[str, Any], rng: random.Random, calc_style: str = "mixed") -> list[Segment]:
+    """The demonstration of any task: the calculator in ``calc_style``, the others as their own demos do."""
+    env = task["env"]
+    if env == "calculator":
+        return calc_demo(task, calc_style)
+    if env == "lookup":
+        return lookup_demo(task, rng)
+    if env == "maze":
+        return maze_demo(task, rng)
+    return chains_demo(task)
+
+
 # -- splits and the training mixture -------------------------------------------------------------------------
 
 SPLIT_MAKERS: dict[str, dict[str, Callable[[random.Random], dict[str, Any]]]] = {

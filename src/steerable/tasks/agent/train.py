@@ -19,13 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from steerable.config import opt
 from steerable.errors import ConfigError
 from steerable.provenance import provenance
 from steerable.tasks.agent import data
-from steerable.tasks.builtin.train import Batches, collate
+from steerable.tasks.builtin.train import Batches, adamw, collate, summed_loss
 from steerable.training import CHECKPOINT, Budget, Run, train_loop, warmup_cosine
 
 TOKENS_PER_EXAMPLE = 48  # a typical count of trained tokens per demonstration: the loss's fixed normaliser
@@ -104,16 +103,7 @@ def token_accuracy(model, tokenizer, n: int = 48) -> dict[str, float]:
     for env in ("calculator", "lookup", "maze", "chains"):
         rng = random.Random(f"dev-{env}")
         tasks = data.split_tasks(env, "hard", n // 2, seed=7) + data.split_tasks(env, "easy", n // 2, seed=7)
-        demos = []
-        for task in tasks:
-            if env == "calculator":
-                demos.append(data.calc_demo(task, "mixed"))
-            elif env == "lookup":
-                demos.append(data.lookup_demo(task, rng))
-            elif env == "maze":
-                demos.append(data.maze_demo(task, rng))
-            else:
-                demos.append(data.chains_demo(task))
+        demos = [data.demo_of(task, rng) for task in tasks]
         ids, mask, labels = collate([encode_demo(d, tokenizer) for d in demos], tokenizer.pad_token_id)
         pred = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
         target = labels[:, 1:]
@@ -134,22 +124,12 @@ def train(cfg: AgentTrainConfig, progress: bool = True) -> tuple[torch.nn.Module
     torch.manual_seed(cfg.seed)
     tok = build_tokenizer()
     model = LlamaForCausalLM(model_config(tok))
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt_ = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-    )
+    opt_ = adamw(model, cfg.lr, cfg.weight_decay)
     batches = Batches(random.Random(cfg.seed), tok, cfg.batch_size, example=demo_example)
     out = Path(cfg.out)
 
     def loss() -> torch.Tensor:
-        ids, mask, labels = next(batches)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
-        ) / (cfg.batch_size * TOKENS_PER_EXAMPLE)
+        return summed_loss(model, next(batches), cfg.batch_size * TOKENS_PER_EXAMPLE)
 
     def dev_check(run: Run) -> dict:
         row = {"step": run.step, "seconds": round(run.seconds), "loss": round(run.loss, 4)}

@@ -134,6 +134,29 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[t
     return ids, mask, lab
 
 
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """nanoGPT's optimiser: AdamW (betas 0.9/0.98), weight decay on matrices only."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+
+
+def summed_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...], tokens: int) -> torch.Tensor:
+    """Cross-entropy of a ``(input_ids, attention_mask, labels)`` batch summed over its labelled tokens and divided
+    by a fixed ``tokens``, not by this batch's token count: batches are grouped by length, and a per-batch mean
+    would give tokens of long examples less weight (the model then under-learns choices made once per example,
+    such as the solution style)."""
+    ids, mask, labels = batch
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    return (
+        F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        / tokens
+    )
+
+
 def dev_accuracy(model, tokenizer, n: int = 32) -> dict[str, float]:
     """Greedy accuracy on ``n`` dev problems per split (held-out problems, seeds apart from the test set's)."""
     from steerable.lm.local import LocalGenerator
@@ -162,25 +185,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     tok = build_tokenizer()
     model = LlamaForCausalLM(model_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-    )
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     data = Batches(random.Random(cfg.seed), tok, cfg.batch_size)
     out = Path(cfg.out)
 
     def loss() -> torch.Tensor:
-        ids, mask, labels = next(data)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        # summed over tokens and divided by a fixed count, not by this batch's token count: batches are
-        # grouped by length, and a per-batch mean would give tokens of long examples less weight
-        # (the model then under-learns choices made once per example, such as the solution style)
-        return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
-        ) / (cfg.batch_size * TOKENS_PER_EXAMPLE)
+        return summed_loss(model, next(data), cfg.batch_size * TOKENS_PER_EXAMPLE)
 
     def dev_check(run: Run) -> dict:
         row = {"step": run.step, "seconds": round(run.seconds), "loss": round(run.loss, 4)}
