@@ -85,6 +85,15 @@ def efficiency_advantage(
     return adv, {**m, "length_bonus_mean": float(bonus.mean())}
 
 
+def _first_calls(correct: torch.Tensor, tool_used: torch.Tensor, positions: torch.Tensor, group_size: int):
+    """Per group ``[groups, G]``: which rollouts are correct and call a tool, the first calls' positions, how
+    many such rollouts (at least 1, a divisor) and their mean position: what ASPO and the rejected shaping share."""
+    ok = grouped(correct.bool() & tool_used.bool(), group_size)
+    p = grouped(positions.float(), group_size)
+    n = ok.sum(1, keepdim=True).clamp(min=1)
+    return ok, p, n, (p * ok).sum(1, keepdim=True) / n
+
+
 @register_advantage("aspo")
 def aspo_advantage(
     rewards: torch.Tensor,
@@ -112,11 +121,8 @@ def aspo_advantage(
     ``A:`` makes the answer line stand in for it, so ``p_i`` is where a correct rollout starts answering and
     ASPO favours the correct rollouts that answer earlier (shorter solutions)."""
     adv, m = grpo_advantage(rewards, group_size, cfg, prompts=prompts)
-    ok = grouped(correct.bool() & tool_used.bool(), group_size)
-    p, lens = grouped(positions.float(), group_size), grouped(lengths.float(), group_size)
-    n = ok.sum(1, keepdim=True).clamp(min=1)
-    mean_p = (p * ok).sum(1, keepdim=True) / n
-    mean_l = (lens * ok).sum(1, keepdim=True) / n
+    ok, p, n, mean_p = _first_calls(correct, tool_used, positions, group_size)
+    mean_l = (grouped(lengths.float(), group_size) * ok).sum(1, keepdim=True) / n
     shift = (cfg.aspo_delta * (p - mean_p) / mean_l.clamp(min=1)).reshape(-1)
     cap = cfg.aspo_k * adv.abs()
     eligible = ok.reshape(-1)
@@ -156,11 +162,8 @@ def aspo_reward_shaping_advantage(
     The paper's values of ``δ`` and ``c`` were not reachable here: ``δ c = −1`` (ours) keeps a correct
     rollout's reward at or above a wrong one's, so any collapse comes from the normalisation."""
     groups(len(rewards), group_size, prompts)
-    ok = grouped(correct.bool() & tool_used.bool(), group_size)
-    p = grouped(positions.float(), group_size)
-    n = ok.sum(1, keepdim=True)
-    mean = (p * ok).sum(1, keepdim=True) / n.clamp(min=1)
-    std = (((p - mean) ** 2 * ok).sum(1, keepdim=True) / n.clamp(min=1)).sqrt()
+    ok, p, n, mean = _first_calls(correct, tool_used, positions, group_size)
+    std = (((p - mean) ** 2 * ok).sum(1, keepdim=True) / n).sqrt()
     z = torch.where(std > 1e-8, (p - mean) / std.clamp(min=1e-8), torch.zeros_like(p))
     bonus = cfg.aspo_shaping_delta * z.clamp(-cfg.aspo_shaping_clip, cfg.aspo_shaping_clip)
     eligible = ok.reshape(-1)
