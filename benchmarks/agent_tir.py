@@ -20,8 +20,7 @@ import json
 import math
 import time
 
-import torch
-
+from _common import setup
 from steerable.agents.process import AgentProcess, episode
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams
@@ -65,10 +64,9 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=100)
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    setup()  # threads from OMP_NUM_THREADS (else every core), quiet transformers
     gen = LocalGenerator.from_pretrained(args.model, device="cpu", chat_template="never")
     tasks = split_tasks("calculator", "hard", args.problems, seed=args.seed)
     counts, costs, curves = {}, {}, {}

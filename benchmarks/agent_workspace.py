@@ -18,8 +18,7 @@ import json
 import math
 import random
 
-import torch
-
+from _common import setup
 from steerable.agents.process import AgentProcess, episode
 from steerable.agents.registry import make_method
 from steerable.lm.local import LocalGenerator
@@ -44,10 +43,9 @@ def main() -> None:
     ap.add_argument("--model", default="builtin:agent")
     ap.add_argument("--tasks", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    setup()  # threads from OMP_NUM_THREADS (else every core), quiet transformers
     gen = LocalGenerator.from_pretrained(args.model, device="cpu", chat_template="never")
     proc = AgentProcess(gen, SamplingParams(temperature=0.0), max_steps=64, max_tokens=1000)
     rows = []
