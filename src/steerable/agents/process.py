@@ -159,9 +159,10 @@ class AgentProcess(StepCapped):
             if any(appends):
                 gen.append(state.seqs, appends)
             todo = still
+        ended = self.is_terminal(state)
         for r in started:
             state.turns[r] += 1
-            if state.turns[r] >= self.max_steps and not self.is_terminal(state)[r]:
+            if state.turns[r] >= self.max_steps and not ended[r]:
                 state.capped[r] = True
 
     def _read(self, state: AgentState, r: int, new: str, appends: list[str]) -> bool:

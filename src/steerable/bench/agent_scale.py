@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from steerable.agents.process import AgentProcess, episode, real_steps
+from steerable.agents.process import AgentProcess, episode
 from steerable.agents.registry import is_greedy, make_method
 from steerable.bench.report import ProgressLines
 from steerable.bench.scale import cut_partial_line, read_results
@@ -48,7 +48,7 @@ def run_one(method, process: AgentProcess, value, task: dict, budget: int, seed:
             answer=res.answer,
             generated_tokens=res.cost.generated_tokens,
             env_steps=res.cost.env_steps,
-            real_steps=real_steps(cond, res.text or ""),
+            real_steps=final.steps,  # the committed trajectory's steps, as real_steps() counts them
             tool_calls=res.cost.tool_calls,
             env_tokens=res.cost.env_tokens,
             seconds=res.cost.seconds,
