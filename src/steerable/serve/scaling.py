@@ -220,18 +220,15 @@ class AgentRun:
 
     def __call__(self, generator) -> tuple[Result, float]:
         from steerable.agents.process import episode
+        from steerable.agents.registry import is_greedy
         from steerable.lm.local import LocalGenerator
 
         # the episode's prompt is the agent model's own text: never wrapped in a chat template
         raw = LocalGenerator(generator.model, generator.tokenizer, chat_template="never")
-        from steerable.agents.registry import is_greedy
-
-        greedy = is_greedy(self.name)
-        params = (
-            SamplingParams(temperature=0.0)
-            if greedy
-            else SamplingParams(temperature=self.params.temperature or 1.0, top_p=self.params.top_p or 0.95)
-        )
+        # a searching method samples at the request's temperature and top-p (temperature 0 included: the client
+        # asked for it), a greedy one at 0
+        temperature = 0.0 if is_greedy(self.name) else self.params.temperature
+        params = SamplingParams(temperature=temperature, top_p=self.params.top_p)
         process = GuardedAgentProcess(raw, params, max_tokens=self.params.max_new_tokens, guard=self.guard)
         value = GuardedScorer(self.value, self.guard) if self.value is not None else None
         seed = self.params.seed if self.params.seed is not None else 0
