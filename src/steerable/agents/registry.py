@@ -10,6 +10,7 @@ environment states with node budget N). Options go after the name:
 
 from __future__ import annotations
 
+from steerable.agents.iad import IterativeAgentDecoding
 from steerable.agents.process import answer_of
 from steerable.agents.tree import OracleValue, TreeSearch
 from steerable.agents.workspace import MarkovianWorkspace
@@ -31,6 +32,12 @@ METHODS = Registry(
                             "(greedy)", extra=_GREEDY),
         "workspace": Entry(MarkovianWorkspace, "ignored: one episode in rounds", "IterResearch's Markovian "
                            "workspace: question, report, last action and observation (greedy; chains)", extra=_GREEDY),
+        "iad": Entry(IterativeAgentDecoding, "calls N (episodes; stops once one solves)", "iterative agent decoding: "
+                     "each call shown the best and worst candidate with the environment's review (chains)",
+                     extra={"scored": False}),
+        "resample": Entry(IterativeAgentDecoding, "calls N (episodes; stops once one solves)", "the same calls "
+                          "without feedback: separates the feedback from the sampling (chains)",
+                          preset={"feedback": False}, extra={"scored": False}),
     },
 )  # fmt: skip
 
