@@ -146,14 +146,15 @@ class _Null:
     def add(self, row: dict) -> None: ...
 
 
-def greedy_success(generator, n: int = 50, seed: int = 0) -> dict[str, float]:
-    """Greedy success of a model on ``n`` held-out tasks of every environment and split (with its tool)."""
+def greedy_success(generator, n: int = 50, seed: int = 0, envs: Sequence[str] | None = None) -> dict[str, float]:
+    """Greedy success of a model on ``n`` held-out tasks of every environment (or of ``envs``) and split (with its
+    tool)."""
     from steerable.lm.types import SamplingParams
     from steerable.tasks.agent.data import SPLIT_MAKERS, SPLITS, split_tasks
 
     proc = AgentProcess(generator, SamplingParams(temperature=0.0))
     out = {}
-    for env in SPLIT_MAKERS:
+    for env in envs or SPLIT_MAKERS:
         for split in SPLITS:
             tasks = split_tasks(env, split, n, seed=seed)
             rows = [run_one(Greedy(), proc, None, t, 1, 0, True) for t in tasks]

@@ -107,16 +107,19 @@ def agent_run(run: AgentRunConfig, tasks: AgentTasks, model: AgentModel, printin
 
 @command(agent_app, "train")
 def agent_train(cfg: AgentTrainConfig) -> None:
-    """Train the built-in agent model from scratch, then record its greedy success per environment and split."""
+    """Train an agent model (from scratch, or from --init), then record its greedy success per environment and split."""
     from steerable.bench.agent_scale import greedy_success
     from steerable.lm.local import LocalGenerator
-    from steerable.tasks.agent.train import train
+    from steerable.tasks.agent.train import parse_mix, train
 
     if not cfg.threads:
         threads()
     quiet_transformers()
     model, tok, record = train(cfg)
-    record["greedy_success"] = greedy_success(LocalGenerator(model, tok, chat_template="never"))
+    kinds = {k for k, _ in parse_mix(cfg.mix)}  # success is measured in the environments the mix trains
+    envs = [e for e in ("calculator", "lookup", "maze", "chains") if e in kinds or (e == "chains" and kinds &
+            {"workspace", "iad"})]  # fmt: skip
+    record["greedy_success"] = greedy_success(LocalGenerator(model, tok, chat_template="never"), envs=envs)
     (Path(cfg.out) / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     typer.echo(f"wrote {cfg.out}: {record['steps']} steps in {record['wall_seconds']}s; "
                f"greedy success {json.dumps(record['greedy_success'])}")  # fmt: skip
