@@ -86,6 +86,7 @@ from steerable.streams import derive_seed
 from steerable.tasks.agent.envs import distances, live_path, replay
 
 ARMS = ("bon", "beam", "pf", "refine")
+PRIOR_FILE = "plangen_prior.json"
 
 
 def constraints(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,10 +172,16 @@ def kept_prefix(scorer: Scorer, cond: Episode, text: str, keep: float) -> str:
 
 
 def load_prior(where: str) -> dict[str, dict[str, float]]:
-    """A prior table written by :func:`fit_prior` (``{"table": {bucket: {arm: p}}}``)."""
+    """A prior table written by :func:`fit_prior` (``{"table": {bucket: {arm: p}}}``); ``builtin``: the one
+    shipped beside the agent model's value head, fitted for ``builtin:agent`` with the oracle verifier on
+    training-split tasks (``benchmarks/agent_plangen.py --fit-prior`` rewrites it)."""
+    if where == "builtin":
+        from steerable.lm.loading import AGENT_VALUE_DIR
+
+        where = str(AGENT_VALUE_DIR / PRIOR_FILE)
     path = Path(where)
     if not path.is_file():
-        raise ConfigError(f"plangen: prior {where!r} is neither uniform nor a JSON file: write one with fit_prior "
+        raise ConfigError(f"plangen: prior {where!r} is not builtin, uniform or a JSON file: write one with fit_prior "
                           f"(benchmarks/agent_plangen.py --fit-prior FILE)")  # fmt: skip
     try:
         table = json.loads(path.read_text())["table"]
@@ -194,7 +201,8 @@ class PlanGEN:
                      ge=1, le=256)  # fmt: skip
     threshold: float = opt(0.9, "Stop once a plan's verifier score reaches this.", ge=0.0, le=1.0)
     keep_threshold: float = opt(0.5, "Refinement keeps the turns up to the first rated below this.", ge=0.0, le=1.0)
-    prior: str = opt("uniform", "Prior(a | instance): uniform, or a JSON table written by fit_prior.", min_len=1)
+    prior: str = opt("builtin", "Prior(a | instance): builtin (fitted for builtin:agent), uniform, or a JSON table "
+                     "written by fit_prior.", min_len=1)
     lambda_prior: float = opt(1.0, "Weight of the prior in the UCB.", ge=0.0, le=100.0)
     lambda_div: float = opt(0.1, "Weight of the diversity bonus 1/(N(a)+1).", ge=0.0, le=100.0)
     lambda_rec: float = opt(0.1, "Weight of the recovery score.", ge=0.0, le=100.0)
