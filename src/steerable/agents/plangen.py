@@ -201,8 +201,11 @@ class PlanGEN:
                      ge=1, le=256)  # fmt: skip
     threshold: float = opt(0.9, "Stop once a plan's verifier score reaches this.", ge=0.0, le=1.0)
     keep_threshold: float = opt(0.5, "Refinement keeps the turns up to the first rated below this.", ge=0.0, le=1.0)
-    prior: str = opt("builtin", "Prior(a | instance): builtin (fitted for builtin:agent), uniform, or a JSON table "
-                     "written by fit_prior.", min_len=1)
+    prior: str = opt(
+        "builtin",
+        "Prior(a | instance): builtin (fitted for builtin:agent), uniform, or a JSON table written by fit_prior.",
+        min_len=1,
+    )
     lambda_prior: float = opt(1.0, "Weight of the prior in the UCB.", ge=0.0, le=100.0)
     lambda_div: float = opt(0.1, "Weight of the diversity bonus 1/(N(a)+1).", ge=0.0, le=100.0)
     lambda_rec: float = opt(0.1, "Weight of the recovery score.", ge=0.0, le=100.0)
