@@ -279,8 +279,9 @@ class PlanGEN:
 def fit_prior(process, scorer: Scorer, tasks: Sequence[Mapping[str, Any]], arms: Sequence[str] = ARMS,
               width: int = 4, threshold: float = 0.9, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """Prior(a | instance) from training-split tasks: per :func:`bucket`, the share of tasks that one round of
-    each arm (``width`` rows) brought to ``threshold``. Returns ``{"table": ..., "tasks": ...}``, the format
-    ``PlanGEN(prior=FILE)`` reads once written as JSON."""
+    each arm (``width`` rows, verified by ``scorer``) solved, by the task's own answer (training tasks are
+    labelled; a learned verifier's confidence is not success). Returns ``{"table": ..., "tasks": ...}``, the
+    format ``PlanGEN(prior=FILE)`` reads once written as JSON."""
     from steerable.agents.process import episode
 
     hits: dict[str, dict[str, int]] = {}
@@ -291,7 +292,8 @@ def fit_prior(process, scorer: Scorer, tasks: Sequence[Mapping[str, Any]], arms:
         row = hits.setdefault(b, {a: 0 for a in arms})
         for a in arms:
             one = PlanGEN(arms=a, width=width, threshold=threshold, max_rounds=1)
-            res = one.run(process, scorer, 10**9, episode(task), seed=derive_seed(seed, "prior", i))
-            row[a] += int(res.candidates[0].score >= threshold)
+            cond = episode(task)
+            res = one.run(process, scorer, 10**9, cond, seed=derive_seed(seed, "prior", i))
+            row[a] += int(replay(cond.env, res.text or "").solved)
     table = {b: {a: round(n / seen[b], 4) for a, n in row.items()} for b, row in hits.items()}
     return {"table": table, "tasks": seen, "width": width, "threshold": threshold}
