@@ -146,3 +146,18 @@ def test_a_small_real_run_on_the_shipped_agent_model():
         res = PlanGEN().run(p, OracleValue(), 64, episode(task), seed=0)
         assert res.cost.generated_tokens > 0 and res.info["counts"]["rounds"] >= 1
         assert res.info["counts"]["threshold_reached"] == int(replay(episode(task).env, res.text).solved)
+
+
+def test_particle_filtering_never_asks_the_verifier_to_score_nothing():
+    class EagerStrict(OracleValue):
+        """Rates any answered plan 1 (so an early answer takes every copy at resampling); fails on no plans, as
+        the value head's tokenizer does."""
+
+        def score(self, conds, samples):
+            assert samples, "asked to score no plans"
+            self.calls += len(samples)
+            return [1.0 if "A:" in s else 0.5 for s in samples]
+
+    for seed in range(4):  # the dead-end rows answer a turn before the live ones: then no row is left to score
+        res = PlanGEN(arms="pf", width=4).run(proc(), EagerStrict(), 10_000, episode(TRAP), seed=seed)
+        assert res.info["counts"]["threshold_reached"] == 1
