@@ -3,14 +3,18 @@
 The same :class:`~steerable.registry.Registry` as the other families:
 ``greedy`` (one episode at temperature 0), ``bon`` (N episodes at the
 sampling temperature in copies of the environment, the one the value
-function rates best committed) and ``tree`` (best-first tree search over
-environment states with node budget N). Options go after the name:
-``tree:branching=3:depth=2``.
+function rates best committed), ``tree`` (best-first tree search over
+environment states with node budget N) and ``plangen`` (PlanGEN's selection
+agent choosing among best-of-N, beam, particle filtering and refinement per
+instance, until the value function passes a plan; its budget is N generated
+tokens per task, so ``plangen:arms=bon`` is best-of-N alone at equal tokens).
+Options go after the name: ``tree:branching=3:depth=2``.
 """
 
 from __future__ import annotations
 
 from steerable.agents.iad import IterativeAgentDecoding
+from steerable.agents.plangen import PlanGEN
 from steerable.agents.process import answer_of
 from steerable.agents.tree import OracleValue, TreeSearch
 from steerable.agents.workspace import MarkovianWorkspace
@@ -38,6 +42,9 @@ METHODS = Registry(
         "resample": Entry(IterativeAgentDecoding, "calls N (episodes; stops once one solves)", "the same calls "
                           "without feedback: separates the feedback from the sampling (chains)",
                           preset={"feedback": False}, extra={"scored": False}),
+        "plangen": Entry(PlanGEN, "N generated tokens per task, every round's (rounds stop once spent)",
+                         "PlanGEN: modified-UCB selection among bon, beam, pf and refinement until the value "
+                         "function passes a plan (arms=bon: one algorithm alone)"),
     },
 )  # fmt: skip
 

@@ -105,7 +105,8 @@ class ParticleFilter:
                 process.propose(state)
                 texts = process.preview(state)
                 live = [i for i in range(budget) if not was_terminal[i]]
-                new = checked_scores(scorer, [cond] * len(live), [texts[i] for i in live])
+                # resampling may keep only finished particles: a scorer is never asked to score nothing
+                new = checked_scores(scorer, [cond] * len(live), [texts[i] for i in live]) if live else []
                 for i, s in zip(live, new, strict=True):
                     scores[i] = s  # finished particles keep their final score
                 t += 1
