@@ -222,6 +222,15 @@ def test_a_server_side_agent_search_runs_in_the_servers_own_environment(servers)
         ({"method": "pf", "task": {"env": "calculator", "expression": "2+3"}}, "scaling.method"),
         ({"method": "tree", "budget": 9999, "task": {"env": "calculator", "expression": "2+3"}}, "scaling.budget"),
         ({"method": "tree", "value": "psychic", "task": {"env": "calculator", "expression": "2+3"}}, "scaling.value"),
+        ({"method": "tree", "value": "head:/etc", "task": {"env": "calculator", "expression": "2+3"}}, "scaling.value"),
+        (
+            {
+                "method": "plangen",
+                "options": {"prior": "/etc/passwd"},
+                "task": {"env": "calculator", "expression": "2+3"},
+            },
+            "scaling.options",
+        ),
     ],
 )
 def test_bad_agent_scaling_is_a_400_naming_the_field(servers, scaling, needle):

@@ -252,6 +252,13 @@ def make_agent_run(spec, params: SamplingParams, config, generator) -> AgentRun:
         make_env(str(spec.task.get("env", ""))).reset(spec.task)
     except SteerableError as e:
         raise APIError(400, f"scaling.task: {e}", "scaling.task") from None
+    # a request never names a file on the server: the prior and the value head are the ones shipped
+    if str(spec.options.get("prior", "builtin")) not in ("builtin", "uniform"):
+        raise APIError(400, "scaling.options.prior must be builtin or uniform (a server reads no file a request "
+                       "names)", "scaling.options")  # fmt: skip
+    if spec.value.startswith("head:"):
+        raise APIError(400, "scaling.value must be oracle or head (a server reads no file a request names)",
+                       "scaling.value")  # fmt: skip
     method_spec = spec.method + "".join(f":{k}={v}" for k, v in spec.options.items())
     try:
         name, method = make_method(method_spec)
