@@ -3,13 +3,16 @@
 The same :class:`~steerable.registry.Registry` as the other families:
 ``greedy`` (one episode at temperature 0), ``bon`` (N episodes at the
 sampling temperature in copies of the environment, the one the value
-function rates best committed) and ``tree`` (best-first tree search over
-environment states with node budget N). Options go after the name:
+function rates best committed), ``tree`` (best-first tree search over
+environment states with node budget N), and on the chains tasks ``aries`` (a
+policy over a thought graph) against ``static`` (a fixed Graph-of-Thoughts
+schedule), whose budget is model calls. Options go after the name:
 ``tree:branching=3:depth=2``.
 """
 
 from __future__ import annotations
 
+from steerable.agents.aries import Aries, StaticSchedule
 from steerable.agents.process import answer_of
 from steerable.agents.tree import OracleValue, TreeSearch
 from steerable.agents.workspace import MarkovianWorkspace
@@ -20,6 +23,8 @@ from steerable.search.registry import parse_method
 
 #: decoded greedily, and rated by no value function
 _GREEDY = {"greedy": True, "scored": False}
+#: sampled, and scored by their own verifier rather than a value function
+_UNSCORED = {"scored": False}
 METHODS = Registry(
     "agent method",
     {
@@ -31,6 +36,12 @@ METHODS = Registry(
                             "(greedy)", extra=_GREEDY),
         "workspace": Entry(MarkovianWorkspace, "ignored: one episode in rounds", "IterResearch's Markovian "
                            "workspace: question, report, last action and observation (greedy; chains)", extra=_GREEDY),
+        "aries": Entry(Aries, "model calls (solve and refine rows) per task", "ARIES (Gimenes et al.): a policy "
+                       "reads the thought graph's summary and picks decompose, solve, refine, aggregate or stop "
+                       "(chains; nodes scored by the step verifier)", extra=_UNSCORED),
+        "static": Entry(StaticSchedule, "model calls per task (the schedule stops where they run out)", "a static "
+                        "Graph-of-Thoughts schedule: parts of k ops, s solutions each, the best kept, r refinements "
+                        "(chains)", extra=_UNSCORED),
     },
 )  # fmt: skip
 
@@ -44,6 +55,11 @@ def make_method(spec: str):
 def is_greedy(name: str) -> bool:
     """Whether a method decodes greedily and uses no value function (greedy, transcript, workspace)."""
     return bool(METHODS.entry(name).extra.get("greedy"))
+
+
+def needs_value(name: str) -> bool:
+    """Whether a method rates states with the value function (bon, tree); aries and static use their verifier."""
+    return bool(METHODS.entry(name).extra.get("scored", True))
 
 
 def make_value(name: str, generator=None, model: str = "builtin:agent"):
