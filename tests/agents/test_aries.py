@@ -147,8 +147,7 @@ def test_the_rule_policy_reads_the_summary():
     assert leaf("failed", attempts=1, verified_ops=3) == Action("refine", 2)
     assert leaf("failed", attempts=2, verified_ops=3) == Action("decompose", 2, 3)  # where it went wrong
     assert leaf("failed", attempts=2, verified_ops=0) == Action("decompose", 2, 3)  # in halves
-    assert leaf("failed", attempts=3, size=1) == Action("refine", 2)  # one operation cannot be split: two more
-    assert leaf("failed", attempts=4, size=1) == Action("stop")  # then the policy gives up
+    assert leaf("failed", attempts=5, size=1) == Action("refine", 2)  # one operation cannot be split
     assert RulePolicy(refines=0)(GraphSummary((view(0, 0, 4, "failed", posed=4, attempts=1, verified_ops=1),), 3)) \
         == Action("decompose", 0, 1)  # fmt: skip
     text = big.text()

@@ -71,9 +71,7 @@ class RulePolicy:
        question is too long for the calculator, keeping the largest part that fits (solve big chunks first);
        solve it if never tried; refine a failed one up to ``refines`` times; then decompose it where its best
        attempt went wrong (its verified part is kept, no model call), or in halves when nothing verified; a
-       failed single operation, which cannot be split, gets two refinements more, then the policy stops (the
-       model repeats a confident slip such as ``873+7=870`` at any temperature: spending the rest of the
-       budget on it bought nothing, measured).
+       failed single operation is refined until the budget ends.
     """
 
     refines: int = 1
@@ -94,10 +92,8 @@ class RulePolicy:
             return Action("decompose", leaf.id, fit)
         if leaf.state == "open":
             return Action("solve", leaf.id)
-        if leaf.attempts <= self.refines:
+        if leaf.attempts <= self.refines or leaf.size == 1:
             return Action("refine", leaf.id)
-        if leaf.size == 1:
-            return Action("refine", leaf.id) if leaf.attempts <= self.refines + 2 else Action("stop")
         at = leaf.verified_ops if 0 < leaf.verified_ops < leaf.size else leaf.size // 2
         return Action("decompose", leaf.id, at)
 
