@@ -16,7 +16,8 @@ ENVS = ("builtin:calculator", "builtin:lookup", "builtin:maze", "builtin:chains"
 class AgentModel:
     """The model that acts, and how it samples."""
 
-    model: str = opt("builtin:agent", "Model directory, or builtin:agent.", min_len=1)
+    model: str = opt("builtin:agent", "Model directory, builtin:agent, or builtin (the arithmetic model, which "
+                     "aries and static need on the chains).", min_len=1)  # fmt: skip
     device: str = opt("auto", "cpu, cuda, cuda:N or auto.", min_len=1)
     temperature: float = opt(1.0, "Sampling temperature of the searching methods (greedy uses 0).", gt=0, le=10)
     top_p: float = opt(0.95, "Nucleus mass of the searching methods (Koh et al.'s 0.95).", gt=0, le=1)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from steerable.agents.process import AgentProcess, episode
-from steerable.agents.registry import is_greedy, make_method
+from steerable.agents.registry import is_greedy, make_method, needs_value
 from steerable.bench.report import ProgressLines
 from steerable.bench.scale import cut_partial_line, read_results
 from steerable.errors import ConfigError, SteerableError
@@ -105,7 +105,7 @@ def run_agent_scale(
     """Every (task, method, budget) once, written to ``out/results.jsonl`` as it goes (resumable); the summary."""
     built = {m: make_method(m) for m in methods}
     for m, (name, _) in built.items():
-        if not is_greedy(name) and value is None:
+        if needs_value(name) and value is None:
             raise ConfigError(f"--methods {m} needs a value function: pass --value oracle")
     done: dict[tuple, dict] = {}
     results = None

@@ -8,6 +8,9 @@ from steerable.errors import InputError
 from steerable.tasks.agent.calc import CalcError, evaluate
 from steerable.tasks.agent.envs.base import AgentEnv, Observation
 
+#: The most operations a calculator task holds.
+MAX_OPS = 8
+
 
 class Calculator(AgentEnv):
     """A chain ``a0 op1 a1 op2 ...`` evaluated left to right; the tool evaluates any ``>>>`` expression
@@ -20,7 +23,7 @@ class Calculator(AgentEnv):
 
     def _check(self, task):
         expr = task.get("expression")
-        if not isinstance(expr, str) or not re.fullmatch(r"\d{1,4}([+\-*]\d{1,4}){1,8}", expr):
+        if not isinstance(expr, str) or not re.fullmatch(rf"\d{{1,4}}([+\-*]\d{{1,4}}){{1,{MAX_OPS}}}", expr):
             raise InputError(f"task field 'expression' must be a chain like '37*48+19' (got {expr!r})")
         nums, ops = re.findall(r"\d+", expr), re.findall(r"[+\-*]", expr)
         acc = int(nums[0])
