@@ -11,7 +11,8 @@ on the tokens the environment wrote), which TRL 1.16 turns into its ``tool_mask`
 loss mask, so observation tokens carry no loss; the reward is the environment's exact verifier (the
 ``solved`` column). Logged per step: ``agent/generated_tokens`` and ``agent/env_tokens`` per rollout
 (apart: TRL's ``completions/mean_length`` counts only the model's tokens once a mask is given),
-``agent/tool_calls``, ``agent/tool_call_rate`` (share of rollouts that called the tool at least once),
+``agent/tool_calls``, ``agent/env_steps`` (actions, a maze's moves included: EAPO's rounds less the answer),
+``agent/tool_call_rate`` (share of rollouts that called the tool at least once),
 ``agent/first_call`` (token position of the first call, among rollouts that call) and
 ``agent/first_call_share`` (that position over the rollout's length).
 """
@@ -137,6 +138,7 @@ class Episodes:
     texts: list[str]
     solved: list[bool]
     tool_calls: list[int]
+    env_steps: list[int] = field(default_factory=list)  # actions the environment answered (a maze's moves too)
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -183,6 +185,7 @@ def _collect(state, rec: _Recorder, tokenizer, max_tokens: int, marker: str) -> 
         out.texts.append(tokenizer.decode(out.completion_ids[-1], skip_special_tokens=True))
         out.solved.append(bool(state.envs[r].solved))
         out.tool_calls.append(len(state.actions[r]) if state.envs[r].tool else 0)
+        out.env_steps.append(len(state.actions[r]))
     out.stats = episode_stats(out, tokenizer, marker)
     return out
 
@@ -202,6 +205,7 @@ def episode_stats(ep: Episodes, tokenizer, marker: str) -> dict[str, float]:
         "generated_tokens": sum(sum(m) for m in ep.env_mask) / n,
         "env_tokens": sum(len(m) - sum(m) for m in ep.env_mask) / n,
         "tool_calls": sum(ep.tool_calls) / n,
+        "env_steps": sum(ep.env_steps) / n,
         "tool_call_rate": len(firsts) / n,
         "first_call": sum(firsts) / len(firsts) if firsts else float("nan"),
         "first_call_share": sum(shares) / len(shares) if shares else float("nan"),

@@ -3,7 +3,7 @@ by name, the paper's equation in each docstring) plus the settings its paper run
 
 - :mod:`steerable.rl.core`: the knobs (:class:`RLConfig`), the registries and the prompt-major groups;
 - :mod:`steerable.rl.advantages`: one advantage per rollout (GRPO family, L-GRPO, ASPO, ICPO, ETTRL);
-- :mod:`steerable.rl.token_advantages`: one per token (BRPO, IGPO);
+- :mod:`steerable.rl.token_advantages`: one per token (BRPO, IGPO, EAPO's rounds);
 - :mod:`steerable.rl.losses`: the policy losses.
 
 Every estimator and loss declares the inputs it needs as keyword-only parameters (``correct``,
@@ -80,6 +80,9 @@ ALGOS: dict[str, Algo] = {
     # the official code's form (raw gains, F1 outcome, per-position baseline), token-mean as its verl
     "igpo_code": Algo("igpo_code", "ppo"),
     "ettrl": Algo("ettrl", "grpo", reward="majority", rollout="etmr"),  # ETMR trees + Adv-Res
+    # IterResearch's EAPO: every round of an agent episode a sample of reward gamma^(T - t) R, GSPO's sequence
+    # ratio per round and its clip range (Zheng et al.: 3e-4 / 4e-4); agent tasks only (rounds are turns)
+    "eapo": Algo("eapo", "eapo", config={"eps_low": 3e-4, "eps_high": 4e-4}),
     "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
 }
 

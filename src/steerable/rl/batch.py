@@ -21,6 +21,7 @@ RIGHT = (  # right-padded to the completion width, [B, T]
     "ref_per_token_logps",
     "sampling_per_token_logps",
     "tool_mask",
+    "round_ids",  # EAPO: each completion token's round (−1: none)
 )
 SCALAR = ("num_items_in_batch",)
 
@@ -33,7 +34,9 @@ def _pad(x: torch.Tensor, width: int, left: bool, value: float) -> torch.Tensor:
 
 
 def _fill(key: str, pad_id: int) -> float:
-    return pad_id if key in ("prompt_ids", "completion_ids") else 1 if key == "tool_mask" else 0
+    if key in ("prompt_ids", "completion_ids"):
+        return pad_id
+    return {"tool_mask": 1, "round_ids": -1}.get(key, 0)
 
 
 def _check_keys(batch: dict) -> None:

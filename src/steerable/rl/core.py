@@ -101,6 +101,10 @@ class RLConfig:
     # IGPO: discount of the turn-reward returns, and what precedes the answer when it is probed
     igpo_gamma: float = opt(1.0, "IGPO: discount of the returns.", ge=0, le=1)
     igpo_probe: str = opt("A: ", "IGPO: text forced before the true answer when its probability is probed.")
+    # EAPO (IterResearch): round t of a trajectory of T rounds is a sample of reward gamma^(T - t) R
+    eapo_gamma: float = opt(
+        0.995, "EAPO: discount gamma of r_t = gamma^(T - t) R per round (1: outcome-only rounds).", gt=0, le=1
+    )
     # ETTRL: Adv-Res by default; > 0: Adv-Clip at this bound instead (the paper's beta = 2)
     ettrl_adv_clip: float = opt(0.0, "ETTRL: > 0 clips advantages at this bound (Adv-Clip) instead of Adv-Res.", ge=0)
     # ETTRL's entropy-fork tree rollouts (ETMR): G = M (1 + branches x forks)

@@ -206,6 +206,33 @@ def turn_ends(env_mask: list[int]) -> list[int]:
     return [j + 1 for j, m in enumerate(env_mask) if m == 0 and (j + 1 == len(env_mask) or env_mask[j + 1] == 1)]
 
 
+def round_ids(env_mask: list[int]) -> list[int]:
+    """The round of every completion token of an agent rollout: round ``t`` is what the model sampled after the
+    ``t``-th observation up to and including the action that draws the next one (or its answer); −1 on the
+    tokens the environment wrote. Rounds are numbered 0, 1, ... in order."""
+    ends, out, t = set(turn_ends(env_mask)), [], 0
+    for j, m in enumerate(env_mask):
+        if j in ends:  # an observation ended just before this token: a new round starts
+            t += 1
+        out.append(t if m else -1)
+    return out
+
+
+def _round_ids(x: BatchInputs) -> torch.Tensor:
+    """``[B, T]``: each completion token's round (:func:`round_ids`), −1 on environment tokens and padding.
+    Only agent rollouts have rounds (their environment mask says where observations are)."""
+    from steerable.errors import ConfigError
+
+    b = x.batch
+    if b.env_mask is None:
+        raise ConfigError("per-round training needs agent episodes: use --task builtin:agent:ENV:SPLIT")
+    out = torch.full((len(b.completion_ids), b.width), -1, dtype=torch.long)
+    for i, ids in enumerate(b.completion_ids):
+        r = round_ids(b.env_mask[i][: len(ids)])
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
 def _turns(x: BatchInputs) -> dict:
     """IGPO's turns: the turn of every completion token (−1: padding) and, after each turn, the policy's
     probability of the true answer (``igpo_probe`` + answer, teacher-forced, geometric mean over its tokens)
@@ -366,6 +393,7 @@ PROVIDERS: dict[str, Callable[[BatchInputs], Any]] = {
     "gains": lambda x: x.get("_turns")["gains"],
     "token_turns": lambda x: x.get("_turns")["token_turns"],
     "outcomes": _outcomes,
+    "round_ids": _round_ids,
     "budgets": _budgets,
     "off_policy": lambda x: x.batch.off_policy,
     "batches_done": lambda x: x.ctx.batches_done,

@@ -210,3 +210,40 @@ def icpo_loss(logp, old_logp, advantages, mask, cfg: RLConfig = RLConfig(), *, o
 def entropy_bonus(entropies: torch.Tensor, mask: torch.Tensor, cfg: RLConfig) -> torch.Tensor:
     """What the entropy bonus subtracts from any loss: ``entropy_coef`` × the token-mean entropy."""
     return cfg.entropy_coef * masked_mean(entropies, mask.to(entropies.dtype))
+
+
+@register_loss("eapo")
+def eapo_loss(logp, old_logp, advantages, mask, cfg: RLConfig = RLConfig(), *, round_ids: torch.Tensor):
+    """EAPO's loss (IterResearch), GSPO's clipped objective ("Group Sequence Policy Optimization", Zheng et
+    al. 2025) with every round of a trajectory as one sample ``k``:
+
+        s_k = exp(mean_{j ∈ k} (log π_θ − log π_old)),
+        loss = mean_k max(−s_k A_k, −clip(s_k, 1 − ε_low, 1 + ε_high) A_k),
+
+    the length-normalised sequence ratio over the round's real tokens (``mask``: the environment's tokens are
+    out) and ``A_k`` its advantage (:func:`~steerable.rl.token_advantages.eapo_advantage`, constant over the
+    round's tokens). ``round_ids[i, j]`` is the round of token ``j`` (−1: none). The mean runs over the
+    batch's rounds, so each round weighs the same whatever its length. GSPO clips at ε = 3e-4 / 4e-4 (the
+    ``eapo`` algorithm's settings); on-policy (one pass over a batch) ``s_k = 1`` and the gradient is
+    ``−A_k`` times the round's mean token log-likelihood gradient."""
+    m = mask.to(logp.dtype) * (round_ids >= 0).to(logp.dtype)
+    width = int(round_ids.max()) + 1 if bool((round_ids >= 0).any()) else 1
+    key = (torch.arange(len(logp), device=logp.device).unsqueeze(1) * width + round_ids.clamp(min=0)).reshape(-1)
+    slots = len(logp) * width
+
+    def per_round(x: torch.Tensor) -> torch.Tensor:  # [slots]: the sum of x over each round's real tokens
+        return torch.zeros(slots, dtype=x.dtype, device=x.device).index_add(0, key, (x * m).reshape(-1))
+
+    count = per_round(torch.ones_like(logp))
+    real = count > 0
+    log_s = per_round(logp - old_logp)[real] / count[real]
+    adv = (per_round(_as_tokens(advantages, logp)).detach()[real] / count[real]).detach()
+    s = torch.exp(log_s)
+    l1 = -adv * s
+    l2 = -adv * torch.clamp(s, 1 - cfg.eps_low, 1 + cfg.eps_high)
+    loss = torch.maximum(l1, l2).mean() if bool(real.any()) else (logp * 0).sum()
+    return loss, {
+        "clip_frac": float((l2 > l1).float().mean()) if bool(real.any()) else 0.0,
+        "ratio_mean": float(s.detach().mean()) if bool(real.any()) else 1.0,
+        "rounds": float(real.sum()),
+    }

@@ -249,6 +249,11 @@ def _plan(cfg: RLRunConfig) -> Plan:
             raise ConfigError(f"{cfg.algo} samples its own rollouts; agent tasks' rollouts are episodes: pick another")
         if cfg.template != "none":
             raise ConfigError("agent tasks keep their environment's prompt: drop --template")
+    elif "round_ids" in _declared(ALGOS[cfg.algo]):
+        raise ConfigError(
+            f"{cfg.algo} trains each round of an agent episode as a sample: use --task builtin:agent:ENV:SPLIT "
+            f"(got {cfg.task!r})"
+        )
     elif cfg.task.startswith("builtin:") and _builtin_split(cfg.task)[1] and ALGOS[cfg.algo].reward != "majority":
         raise ConfigError(
             f"{cfg.task} holds the evaluation problems: only label-free test-time RL (ttrl, ettrl) may train on "
@@ -279,6 +284,14 @@ def _plan(cfg: RLRunConfig) -> Plan:
     if algo.rollout == "icpo" and not cfg.task.startswith("builtin:"):
         raise ConfigError("icpo needs demonstrations: only built-in tasks have them for now")
     return Plan(algo, rc, minibatches, iterations)
+
+
+def _declared(algo: Algo) -> set[str]:
+    """The inputs an algorithm's estimator and loss declare."""
+    from steerable.rl.algos import ADVANTAGES, POLICY_LOSSES, declared_inputs
+
+    fns = [ADVANTAGES.get(algo.advantage), POLICY_LOSSES.get(algo.loss)]
+    return {k for fn in fns if fn is not None for k in declared_inputs(fn)}
 
 
 def _prompts(cfg: RLRunConfig, algo: Algo, tok) -> tuple[list[dict], list[dict]]:

@@ -188,3 +188,68 @@ def igpo_code_advantage(
     adv = (ret - base) * real.float()
     gain_sum = sum(float(g.sum()) for g in gains)
     return adv, {"gain_mean": gain_sum / max(1, n), "outcome_mean": float(outcomes.float().mean())}
+
+
+# ---- EAPO ----------------------------------------------------------------------------------------
+
+
+@register_advantage("eapo")
+def eapo_advantage(
+    rewards: torch.Tensor, group_size: int, cfg: RLConfig = RLConfig(), *, prompts=None, round_ids: torch.Tensor
+):
+    """EAPO, the efficiency-aware policy optimisation of IterResearch ("IterResearch: Rethinking Long-Horizon
+    Agents via Markovian State Reconstruction", Chen et al. 2025). Every round ``t = 1..T_i`` of trajectory
+    ``i`` (``T_i`` its rounds, ``R_i`` its outcome) is a sample of its own, with the geometrically discounted
+    reward
+
+        r_{i,t} = γ^(T_i − t) · R_i,
+
+    so a correct trajectory that needs fewer rounds earns more on every round (``γ`` = ``cfg.eapo_gamma``).
+    Advantages are normalised over all rounds of the group's ``G`` trajectories (a longer trajectory brings
+    more samples), as GRPO normalises over rollouts:
+
+        A_{i,t} = (r_{i,t} − mean_{j,s} r_{j,s}) / (std_{j,s} r_{j,s} + ε).
+
+    ``round_ids[i, j]`` is the round of completion token ``j`` (0-based, −1 on the environment's tokens and on
+    padding, :func:`steerable.rl.inputs.round_ids`); every token of round ``t`` gets ``A_{i,t}`` and the others
+    0, ``[B, L]``. The loss (:func:`steerable.rl.losses.eapo_loss`) then treats each round as one sample.
+
+    Where this differs from the paper: its rounds are separate prompts (the rebuilt workspace: question,
+    report, last action and observation), ours share one growing context (the round's tokens are trained
+    on the transcript so far); and its adaptive downsampling (dropping a few round samples so their count
+    divides the data-parallel size) has nothing to do on one process, so every round is kept."""
+    n = groups(len(rewards), group_size, prompts) * group_size
+    if round_ids.shape[0] != n:
+        raise InputError(f"eapo: {round_ids.shape[0]} rows of round ids for {n} rollouts")
+    rounds = (round_ids.max(1).values + 1).clamp(min=0)  # [B] T_i
+    adv = torch.zeros(round_ids.shape, dtype=torch.float32)
+    zero_std = all_ok_trained = all_ok = 0
+    for start in range(0, n, group_size):
+        rows = range(start, start + group_size)
+        per = [float(rewards[i]) * cfg.eapo_gamma ** torch.arange(int(rounds[i]) - 1, -1, -1.0) for i in rows]
+        flat = torch.cat(per)
+        if not len(flat):
+            continue
+        mean = flat.mean()
+        std = flat.std(unbiased=True) if len(flat) > 1 else torch.tensor(0.0)
+        zero_std += int(std < 1e-8)
+        ok = all(float(rewards[i]) > 0 for i in rows)
+        all_ok += int(ok)
+        all_ok_trained += int(ok and std >= 1e-8)
+        for i, r in zip(rows, per, strict=True):
+            a = (r - mean) / (std + cfg.eps_std) if cfg.scale_std else r - mean
+            real = round_ids[i] >= 0
+            adv[i, real] = a[round_ids[i, real]]
+    solved = rewards.float() > 0
+    g = n // group_size
+    m = {"correct_rounds_mean": float(rounds[solved].float().mean())} if bool(solved.any()) else {}
+    return adv, {
+        **m,
+        "rounds_mean": float(rounds.float().mean()),
+        "round_samples": float(rounds.sum()),
+        "frac_zero_std": zero_std / g,
+        # groups GRPO gives no gradient (every rollout solved) where the discount still ranks the rounds
+        "all_correct_frac": all_ok / g,
+        "all_correct_trained_frac": all_ok_trained / g,
+        "reward_mean": float(rewards.float().mean()),
+    }
