@@ -3,13 +3,15 @@
 The same :class:`~steerable.registry.Registry` as the other families:
 ``greedy`` (one episode at temperature 0), ``bon`` (N episodes at the
 sampling temperature in copies of the environment, the one the value
-function rates best committed) and ``tree`` (best-first tree search over
-environment states with node budget N). Options go after the name:
+function rates best committed), ``tree`` (best-first tree search over
+environment states with node budget N) and ``ctrls`` (N episodes, each turn
+steered by the latent action a trained policy picks from the hidden state). Options go after the name:
 ``tree:branching=3:depth=2``.
 """
 
 from __future__ import annotations
 
+from steerable.agents.ctrls import Ctrls
 from steerable.agents.process import answer_of
 from steerable.agents.tree import OracleValue, TreeSearch
 from steerable.agents.workspace import MarkovianWorkspace
@@ -29,6 +31,9 @@ METHODS = Registry(
                       "(Koh et al.)"),
         "transcript": Entry(Greedy, "ignored: one episode", "the growing transcript: every round in one context "
                             "(greedy)", extra=_GREEDY),
+        "ctrls": Entry(Ctrls, "N steered episodes in copies of the environment", "CTRLS: each turn steered by the "
+                       "latent action a trained policy picks from the hidden state; the episode the value function "
+                       "rates best"),
         "workspace": Entry(MarkovianWorkspace, "ignored: one episode in rounds", "IterResearch's Markovian "
                            "workspace: question, report, last action and observation (greedy; chains)", extra=_GREEDY),
     },

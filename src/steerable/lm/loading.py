@@ -53,6 +53,8 @@ BUILTIN_PRM_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" /
 BUILTIN_AGENT_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "model"
 #: the value head fitted on the shipped agent model's own episodes (``--value head``)
 AGENT_VALUE_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "value"
+#: the CTRLS latent actions and policy trained on the shipped agent model's maze episodes (``ctrls``)
+AGENT_CTRLS_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "ctrls"
 
 
 def agent_path() -> Path:
