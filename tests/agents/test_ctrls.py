@@ -141,6 +141,7 @@ def test_train_ctrls_saves_actions_and_policy_and_the_method_runs_them(agent, tr
     assert len(res.candidates) == 3 and res.cost.generated_tokens > 0
     assert sum(counts[f"latent_action_{k}"] for k in range(3)) == counts["steered_turns"] >= 3
     assert 0 <= counts["epsilon_fired"] <= counts["steered_turns"]
+    assert counts["latent_state_tokens"] >= counts["steered_turns"] * len(cond.prompt)  # one char a token
     again = method.run(proc, OracleValue(), 3, cond, seed=0)
     assert again.text == res.text and again.info == res.info
 
@@ -161,3 +162,12 @@ def test_bad_options_and_artifacts_are_one_line_errors(agent, trained, tmp_path)
         train_ctrls(CtrlsTrainConfig(out=str(tmp_path), layer=9), agent, "x")
     with pytest.raises(ConfigError, match="--env"):
         train_ctrls(CtrlsTrainConfig(out=str(tmp_path), env="chess"), agent, "x")
+
+
+def test_the_shipped_policy_is_bound_to_builtin_agent_and_runs(agent):
+    _, method = make_method("ctrls")
+    acts = method.actions(agent.model)
+    assert acts.k == 4 and acts.layer == 2 and acts.strength == 1.0
+    proc = AgentProcess(agent, SamplingParams(temperature=1.0), max_steps=6)
+    res = method.run(proc, OracleValue(), 2, episode(split_tasks("maze", "easy", 1)[0]), seed=1)
+    assert len(res.candidates) == 2 and res.info["counts"]["steered_turns"] >= 2

@@ -210,6 +210,7 @@ class Steps:
     actions: list[int]
     fired: list[bool]
     rewards: list[float]
+    state_tokens: int = 0  # tokens the latent-state forward passes read (outside the generator's usage)
 
 
 def steered_episodes(
@@ -229,7 +230,9 @@ def steered_episodes(
         if not live:
             break
         texts = process.preview(state)
-        z = hidden_at(model, tok, [cond.prompt + texts[r] for r in live], acts.layer)
+        contexts = [cond.prompt + texts[r] for r in live]
+        z = hidden_at(model, tok, contexts, acts.layer)
+        steps.state_tokens += sum(len(ids) for ids in tok(contexts)["input_ids"])
         with torch.set_grad_enabled(grad):
             logits = acts.logits(z)
         a, fired = epsilon_greedy(logits.detach(), epsilon, g)
@@ -297,7 +300,7 @@ class Ctrls:
                       for i, (t, s) in enumerate(zip(samples, scores, strict=True)))  # fmt: skip
         counts = {f"latent_action_{k}": steps.actions.count(k) for k in range(acts.k)}
         counts.update(steered_turns=len(steps.actions), epsilon_fired=sum(steps.fired),
-                      step_verifier_passed=int(sum(steps.rewards)))  # fmt: skip
+                      step_verifier_passed=int(sum(steps.rewards)), latent_state_tokens=steps.state_tokens)  # fmt: skip
         return Result(self.name, budget, samples[best], cands[best].answer, cands, meter.cost(), {"counts": counts})
 
 
@@ -313,9 +316,9 @@ class CtrlsTrainConfig:
     env: str = opt("maze", "Environment whose training tasks it learns from (never held-out ones).", min_len=1)
     actions: int = opt(4, "K: latent actions (k-means clusters of step hidden states).", ge=2, le=64)
     layer: int = opt(2, "Decoder layer whose input is the latent state and where the vectors are added.", ge=0)
-    strength: float = opt(2.0, "Steering strength of a latent action (times centroid minus mean).", gt=0, le=1000)
+    strength: float = opt(1.0, "Steering strength of a latent action (times centroid minus mean).", gt=0, le=1000)
     collect: int = opt(64, "Plain episodes at temperature 1 whose step states are clustered.", ge=4, le=100_000)
-    iterations: int = opt(120, "Policy updates, each on the steered episodes of one training task.", ge=0, le=100_000)
+    iterations: int = opt(200, "Policy updates, each on the steered episodes of one training task.", ge=0, le=100_000)
     group: int = opt(8, "Episodes per update (one task).", ge=2, le=1024)
     epsilon: float = opt(0.1, "ε: share of training steps that take a uniform latent action.", ge=0, le=1)
     entropy: float = opt(0.05, "β: weight of the policy's entropy bonus.", ge=0, le=100)
