@@ -8,7 +8,7 @@ nothing, so it makes no new solution). Both are averaged over mazes with standar
 equal accuracy": plain sampling's distinct correct solutions interpolated along its temperature sweep at
 CTRLS's accuracy (the sweep's accuracy falls as the temperature rises).
 
-    python benchmarks/agent_ctrls.py --mazes 30 --n 16 --temperatures 0.5,0.7,1.0,1.3
+    python benchmarks/agent_ctrls.py --mazes 50 --n 16 --temperatures 0.5,0.7,1.0,1.3 --ctrls-temperatures 0.7,1.0
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="episodes per maze and arm")
     ap.add_argument("--split", default="hard")
     ap.add_argument("--temperatures", default="0.5,0.7,1.0,1.3", help="plain sampling's sweep")
-    ap.add_argument("--ctrls-temperature", type=float, default=1.0)
+    ap.add_argument("--ctrls-temperatures", default="1.0", help="CTRLS's arms (its token sampling temperature)")
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--policy", default="", help="train-ctrls directory (empty: the shipped one)")
     ap.add_argument("--epsilon", type=float, default=0.0, help="CTRLS's share of uniform latent actions")
@@ -68,7 +68,8 @@ def main() -> None:
     gen = LocalGenerator.from_pretrained("builtin:agent", device="cpu", chat_template="never")
     acts = Ctrls(policy=args.policy, strength=args.strength).actions(gen.model)
     tasks = split_tasks("maze", args.split, args.mazes, seed=args.seed)
-    arms = [("plain", float(t)) for t in args.temperatures.split(",") if t] + [("ctrls", args.ctrls_temperature)]
+    arms = [("plain", float(t)) for t in args.temperatures.split(",") if t]
+    arms += [("ctrls", float(t)) for t in args.ctrls_temperatures.split(",") if t]
     rows = []
     for arm, temp in arms:
         proc = AgentProcess(gen, SamplingParams(temperature=temp, top_p=args.top_p), max_steps=16)
@@ -117,17 +118,18 @@ def main() -> None:
               f"{r['gen_tokens_per_episode']:.1f} | {r['env_steps_per_episode']:.2f} | "
               f"{r['seconds']:.0f} |")  # fmt: skip
     plain = sorted((r for r in rows if r["arm"] == "plain"), key=lambda r: r["accuracy"])
-    ctrls = rows[-1]
-    for lo, hi in zip(plain, plain[1:], strict=False):
-        if lo["accuracy"] <= ctrls["accuracy"] <= hi["accuracy"] and hi["accuracy"] > lo["accuracy"]:
-            w = (ctrls["accuracy"] - lo["accuracy"]) / (hi["accuracy"] - lo["accuracy"])
-            d = lo["distinct_correct"] + w * (hi["distinct_correct"] - lo["distinct_correct"])
-            print(f"plain sampling at CTRLS's accuracy {ctrls['accuracy']:.3f} (interpolated between T="
-                  f"{lo['temperature']} and T={hi['temperature']}): {d:.2f} distinct correct solutions per maze "
-                  f"against CTRLS's {ctrls['distinct_correct']:.2f}")  # fmt: skip
-            break
-    else:
-        print(f"CTRLS's accuracy {ctrls['accuracy']:.3f} lies outside plain sampling's sweep: widen --temperatures")
+    for ctrls in (r for r in rows if r["arm"] == "ctrls"):
+        for lo, hi in zip(plain, plain[1:], strict=False):
+            if lo["accuracy"] <= ctrls["accuracy"] <= hi["accuracy"] and hi["accuracy"] > lo["accuracy"]:
+                w = (ctrls["accuracy"] - lo["accuracy"]) / (hi["accuracy"] - lo["accuracy"])
+                d = lo["distinct_correct"] + w * (hi["distinct_correct"] - lo["distinct_correct"])
+                print(f"plain sampling at the accuracy of CTRLS at T={ctrls['temperature']} ({ctrls['accuracy']:.3f}; "
+                      f"interpolated between T={lo['temperature']} and T={hi['temperature']}): {d:.2f} distinct "
+                      f"correct solutions per maze against CTRLS's {ctrls['distinct_correct']:.2f}")  # fmt: skip
+                break
+        else:
+            print(f"CTRLS at T={ctrls['temperature']}: accuracy {ctrls['accuracy']:.3f} lies outside plain sampling's "
+                  "sweep: widen --temperatures")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=2)

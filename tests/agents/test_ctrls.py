@@ -154,6 +154,8 @@ def test_bad_options_and_artifacts_are_one_line_errors(agent, trained, tmp_path)
         make_method("ctrls:temperature=2")
     with pytest.raises(InputError, match="train-ctrls"):
         LatentActions.load(tmp_path, model_fingerprint("builtin:agent"))
+    with pytest.raises(InputError, match="train-ctrls --out"):
+        make_method(f"ctrls:policy={tmp_path}")
     with pytest.raises(InputError, match="another model"):
         LatentActions.load(out, model_fingerprint("builtin"))
     with pytest.raises(ConfigError, match="scorer"):

@@ -277,6 +277,9 @@ class Ctrls:
 
     def __post_init__(self) -> None:
         check(self)
+        if self.policy and not (Path(self.policy) / ARTIFACT).exists():
+            raise InputError(f"ctrls: no {ARTIFACT} in {self.policy}: run `steerable agent train-ctrls --out "
+                             f"{self.policy}` first")  # fmt: skip
 
     def actions(self, model) -> LatentActions:
         from steerable.lm.loading import AGENT_CTRLS_DIR
