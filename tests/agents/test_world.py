@@ -138,3 +138,28 @@ def test_a_task_file_is_checked_line_by_line(tmp_path):
         data.read_tasks(f)
     f.write_text('{"env": "lookup", "start": "k1", "table": {"k1": "7"}}\n')
     assert data.read_tasks(f)[0]["answer"] == 7
+
+
+def test_a_training_mix_is_named_or_spelled_out_and_checked():
+    from steerable.errors import ConfigError
+    from steerable.tasks.agent.train import AgentTrainConfig, parse_mix
+
+    assert parse_mix("agent") == data.MIX and parse_mix("plan") == data.PLAN_MIX
+    assert parse_mix("iad=1,chains=0.5") == (("iad", 1.0), ("chains", 0.5))
+    for bad in ("iad", "iad=0", "nope=1", "iad=1,iad=2", "iad=x"):
+        with pytest.raises(ConfigError, match="--mix"):
+            AgentTrainConfig(out="x", mix=bad)
+    rng = random.Random(0)
+    kinds = {data.kind_demo(k, rng)[0][0].split(" Q:")[0] for k in ("chains", "workspace", "iad")}
+    assert kinds == {"[next]"}  # all three are chains demonstrations
+    assert data.training_demo(random.Random(1)) == data.training_demo(random.Random(1), data.MIX)
+
+
+def test_fine_tuning_starts_from_a_model_of_the_same_vocabulary(tmp_path, char_tokenizer):
+    from steerable.errors import ConfigError
+    from steerable.tasks.agent.train import initial_model
+
+    model = initial_model("builtin", char_tokenizer)
+    assert model.config.max_position_embeddings >= 1024 and model.dtype.is_floating_point
+    with pytest.raises(ConfigError, match="not a model directory"):
+        initial_model(str(tmp_path), char_tokenizer)

@@ -5,13 +5,14 @@ The same :class:`~steerable.registry.Registry` as the other families:
 sampling temperature in copies of the environment, the one the value
 function rates best committed), ``tree`` (best-first tree search over
 environment states with node budget N) and ``ctrls`` (N episodes, each turn
-steered by the latent action a trained policy picks from the hidden state). Options go after the name:
-``tree:branching=3:depth=2``.
+steered by the latent action a trained policy picks from the hidden state).
+Options go after the name: ``tree:branching=3:depth=2``.
 """
 
 from __future__ import annotations
 
 from steerable.agents.ctrls import Ctrls
+from steerable.agents.iad import IterativeAgentDecoding
 from steerable.agents.process import answer_of
 from steerable.agents.tree import OracleValue, TreeSearch
 from steerable.agents.workspace import MarkovianWorkspace
@@ -36,6 +37,12 @@ METHODS = Registry(
                        "rates best"),
         "workspace": Entry(MarkovianWorkspace, "ignored: one episode in rounds", "IterResearch's Markovian "
                            "workspace: question, report, last action and observation (greedy; chains)", extra=_GREEDY),
+        "iad": Entry(IterativeAgentDecoding, "calls N (episodes; stops once one solves)", "iterative agent decoding: "
+                     "each call shown the best and worst candidate with the environment's review (chains)",
+                     extra={"scored": False}),
+        "resample": Entry(IterativeAgentDecoding, "calls N (episodes; stops once one solves)", "the same calls "
+                          "without feedback: separates the feedback from the sampling (chains)",
+                          preset={"feedback": False}, extra={"scored": False}),
     },
 )  # fmt: skip
 

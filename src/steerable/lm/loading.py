@@ -51,28 +51,34 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "model"
 BUILTIN_PRM_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "prm"
 BUILTIN_AGENT_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "model"
+#: the agent model fine-tuned from the arithmetic model for long chains (``builtin:agent-plan``)
+AGENT_PLAN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "plan-model"
 #: the value head fitted on the shipped agent model's own episodes (``--value head``)
 AGENT_VALUE_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "value"
 #: the CTRLS latent actions and policy trained on the shipped agent model's maze episodes (``ctrls``)
 AGENT_CTRLS_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "ctrls"
 
 
-def agent_path() -> Path:
-    """Directory of the shipped agent model (``builtin:agent``)."""
-    if not (BUILTIN_AGENT_DIR / "config.json").exists():
+def agent_path(name: str = "builtin:agent") -> Path:
+    """Directory of a shipped agent model (``builtin:agent``, or ``builtin:agent-plan``)."""
+    where, train = (
+        (AGENT_PLAN_DIR, "--init builtin --mix plan ") if name == "builtin:agent-plan" else (BUILTIN_AGENT_DIR, "")
+    )
+    if not (where / "config.json").exists():
         raise ModelLoadError(
-            f"the built-in agent model is missing from {BUILTIN_AGENT_DIR}: reinstall steerable or run "
-            "`steerable agent train --out DIR` and pass --model DIR"
+            f"the built-in model {name} is missing from {where}: reinstall steerable or run "
+            f"`steerable agent train {train}--out DIR` and pass --model DIR"
         )
-    return BUILTIN_AGENT_DIR
+    return where
 
 
-def _named(name_or_path: str) -> str:
-    """A model directory for ``builtin`` / ``builtin:arith`` (the arithmetic model), ``builtin:agent``, or a path."""
+def model_dir(name_or_path: str) -> str:
+    """A model directory for ``builtin`` / ``builtin:arith`` (the arithmetic model), ``builtin:agent``,
+    ``builtin:agent-plan``, or a path."""
     if name_or_path in ("builtin", "builtin:arith"):
         return str(builtin_path())
-    if name_or_path == "builtin:agent":
-        return str(agent_path())
+    if name_or_path in ("builtin:agent", "builtin:agent-plan"):
+        return str(agent_path(name_or_path))
     return name_or_path
 
 
@@ -90,7 +96,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "float32"):
     """``(model, tokenizer)`` for a causal LM directory (or ``builtin``), in eval mode."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    name_or_path = _named(name_or_path)
+    name_or_path = model_dir(name_or_path)
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     p = Path(name_or_path)
     if not p.exists():
@@ -156,7 +162,7 @@ def _is_model_file(name: str) -> bool:
 
 def model_fingerprint(name_or_path: str) -> str:
     """:func:`files_fingerprint` of a model directory (``builtin``: the built-in model's)."""
-    name_or_path = _named(name_or_path)
+    name_or_path = model_dir(name_or_path)
     p = Path(name_or_path)
     if not p.is_dir():
         raise ModelLoadError(f"model path {name_or_path!r} is not a directory: pass a model directory or 'builtin'")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from steerable.errors import InputError
-from steerable.tasks.agent.envs import CHUNK, MOVES, chain_ops, distances, make_env, running_values
+from steerable.tasks.agent.envs import CHUNK, MOVES, chain_ops, distances, feedback_line, make_env, running_values
 
 Segment = tuple[str, bool]
 HELD_OUT_MODULUS = 16
@@ -236,6 +236,50 @@ def workspace_demo(task: dict[str, Any], rng: random.Random) -> list[Segment]:
     return [(workspace(task, values[at], f"= {chunk}"), False), (_round_lines(values, ops, at) + "next", True)]
 
 
+def iad_prompt(task: dict[str, Any], reviewed: list[tuple[str, tuple[int, int, list[int]]]]) -> str:
+    """The chains question followed by the reviewed candidates, one line each (``best 2/4: 576 568 640``, then
+    ``worst ...``): the prompt of a round of iterative agent decoding."""
+    env = make_env("chains")
+    text = env.reset(task)
+    return text + "".join(feedback_line(label, *fb) + "\n" for label, fb in reviewed)
+
+
+def _slip(rng: random.Random, value: int) -> int:
+    """A wrong value as a model writes one: off by a unit, a ten or a hundred."""
+    delta = rng.choice((1, 2, 10, 20, 100)) * rng.choice((-1, 1))
+    return value + delta if 0 <= value + delta <= 999 else value - delta
+
+
+def simulated_candidate(task: dict[str, Any], rng: random.Random, right: int) -> tuple[int, int, list[int]]:
+    """The feedback on a candidate that reports ``right`` rounds correctly, slips on the next and carries on
+    from the slip (as a model would), sometimes stopping early."""
+    ops, values = chain_ops(task["ops"]), running_values(task["start"], task["ops"])
+    rounds = (len(ops) + CHUNK - 1) // CHUNK
+    reports = [values[min((i + 1) * CHUNK, len(ops))] for i in range(right)]
+    acc = _slip(rng, values[min((right + 1) * CHUNK, len(ops))])
+    reports.append(acc)
+    for i in range(right + 1, rounds):
+        for op, b in ops[i * CHUNK : (i + 1) * CHUNK]:
+            acc = acc + b if op == "+" else acc - b if op == "-" else acc * b
+        reports.append(acc)
+    if rng.random() < 0.2:
+        reports = reports[: rng.randint(right + 1, len(reports))]
+    return right, rounds, reports
+
+
+def iad_demo(task: dict[str, Any], rng: random.Random) -> list[Segment]:
+    """A round of iterative agent decoding on a chain: the best (and, when two were tried, the worst) earlier
+    candidate with the environment's feedback, then the whole right transcript, whose first reports are the
+    ones the best candidate had right."""
+    rounds = (len(chain_ops(task["ops"])) + CHUNK - 1) // CHUNK
+    best = simulated_candidate(task, rng, rng.randint(0, rounds - 1))
+    reviewed = [("best", best)]
+    if rng.random() < 0.7:
+        reviewed.append(("worst", simulated_candidate(task, rng, rng.randint(0, best[0]))))
+    demo = chains_demo(task)
+    return [(iad_prompt(task, reviewed), False)] + demo[1:]
+
+
 def demo_of(task: dict[str, Any], rng: random.Random, calc_style: str = "mixed") -> list[Segment]:
     """The demonstration of any task: the calculator in ``calc_style``, the others as their own demos do."""
     env = task["env"]
@@ -301,9 +345,39 @@ MIX = (("calculator", 0.35), ("lookup", 0.2), ("maze", 0.2), ("chains", 0.25))
 CALC_TOOLS, CALC_MIXED = 0.6, 0.6
 
 
-def training_demo(rng: random.Random) -> list[Segment]:
-    """One demonstration of the mixture."""
-    env = rng.choices([e for e, _ in MIX], weights=[w for _, w in MIX])[0]
+#: Demonstration kinds a ``--mix`` names: an environment's own demos, or the chains in IterResearch's workspace
+#: (``workspace``) or with iterative agent decoding's feedback (``iad``). Chains transcripts are 3-12 operations
+#: (longer ones are what the transcript is measured to fail on); workspace rounds come from chains of 3-30.
+KINDS = ("calculator", "lookup", "maze", "chains", "workspace", "iad")
+#: ``builtin:agent-plan``'s mixture: chains-heavy, fine-tuned from the arithmetic model (``steerable agent train
+#: --init builtin --mix plan``).
+#: Lookup and maze stay out: the methods run on them use ``builtin:agent``.
+PLAN_MIX = (("calculator", 0.1), ("chains", 0.3), ("workspace", 0.3), ("iad", 0.3))
+
+
+def _chains_n(rng: random.Random) -> int:
+    return rng.choices(range(3, 13), weights=[3, 3, 3, 2, 2, 2, 1, 1, 1, 1])[0]
+
+
+def kind_demo(kind: str, rng: random.Random) -> list[Segment]:
+    """One demonstration of a kind of :data:`KINDS`."""
+    if kind in ("calculator", "lookup", "maze"):
+        return training_demo(rng, ((kind, 1.0),))
+    if kind == "chains":
+        return chains_demo(_train(lambda: chains_task(rng, _chains_n(rng))))
+    if kind == "workspace":
+        return workspace_demo(_train(lambda: chains_task(rng, rng.randint(3, 30))), rng)
+    if kind == "iad":
+        return iad_demo(_train(lambda: chains_task(rng, rng.randint(4, 12))), rng)
+    raise InputError(f"unknown demonstration kind {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def training_demo(rng: random.Random, mix: tuple[tuple[str, float], ...] = MIX) -> list[Segment]:
+    """One demonstration of the mixture (the default: :data:`MIX`, ``builtin:agent``'s; chains there are half
+    transcripts, half workspace rounds)."""
+    if mix is not MIX and not (len(mix) == 1 and mix[0][0] in ("calculator", "lookup", "maze")):
+        return kind_demo(rng.choices([k for k, _ in mix], weights=[w for _, w in mix])[0], rng)
+    env = rng.choices([e for e, _ in mix], weights=[w for _, w in mix])[0]
     if env == "calculator":
         task = _train(lambda: calc_task(rng, rng.random() < 0.5))
         if rng.random() >= CALC_TOOLS:
@@ -317,7 +391,7 @@ def training_demo(rng: random.Random) -> list[Segment]:
         task = _train(lambda: maze_task(rng, 1, 10, slack=2))
         return maze_demo(task, rng)
     if rng.random() < 0.5:
-        n = rng.choices(range(3, 13), weights=[3, 3, 3, 2, 2, 2, 1, 1, 1, 1])[0]
+        n = _chains_n(rng)
         return chains_demo(_train(lambda: chains_task(rng, n)))
     return workspace_demo(_train(lambda: chains_task(rng, rng.randint(3, 30))), rng)
 

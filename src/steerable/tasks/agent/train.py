@@ -45,6 +45,11 @@ class AgentTrainConfig:
     weight_decay: float = opt(0.1, "AdamW weight decay on matrices.")
     threads: int | None = opt(None, "torch threads (default: OMP_NUM_THREADS or every core).")
     eval_every: int = opt(250, "Steps between held-out token-accuracy checks (0: none).")
+    init: str | None = opt(None, "Start from this model (builtin for the arithmetic model, or a directory with the "
+                           "same tokenizer) instead of from scratch.")  # fmt: skip
+    mix: str = opt("agent", "The demonstration mixture: agent (builtin:agent's), plan (builtin:agent-plan's: "
+                   "chains-heavy) or KIND=SHARE,... (kinds: calculator, lookup, maze, chains, workspace, "
+                   "iad).")  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.minutes <= 0 and self.steps is None:
@@ -53,6 +58,29 @@ class AgentTrainConfig:
             raise ConfigError(f"--steps must be >= 1 (got {self.steps})")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1 (got {self.batch_size})")
+        parse_mix(self.mix)
+
+
+def parse_mix(spec: str) -> tuple[tuple[str, float], ...]:
+    """``agent``, ``plan`` or ``KIND=SHARE,...`` as ``((kind, share), ...)``."""
+    if spec == "agent":
+        return data.MIX
+    if spec == "plan":
+        return data.PLAN_MIX
+    out = []
+    for part in spec.split(","):
+        kind, _, share = part.partition("=")
+        try:
+            w = float(share)
+        except ValueError:
+            w = -1.0
+        if kind not in data.KINDS or not 0 < w <= 1000:
+            raise ConfigError(f"--mix: {part!r} is not KIND=SHARE with a kind of {', '.join(data.KINDS)} and a "
+                              "positive share (or use agent / plan)")  # fmt: skip
+        out.append((kind, w))
+    if len({k for k, _ in out}) != len(out):
+        raise ConfigError(f"--mix names a kind twice ({spec!r}): give each kind once")
+    return tuple(out)
 
 
 def model_config(tok):
@@ -75,6 +103,24 @@ def model_config(tok):
     )
 
 
+def initial_model(init: str, tok):
+    """The model to fine-tune from, in float32: its vocabulary must be the agent world's (the char tokenizer);
+    positions are opened to 1024 (rotary, so nothing is resized) for long transcripts."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from steerable.lm.loading import model_dir
+
+    where = Path(model_dir(init))
+    if not (where / "config.json").exists():
+        raise ConfigError(f"--init {init!r} is not a model directory: pass builtin or a directory a trainer wrote")
+    config = AutoConfig.from_pretrained(where)
+    if config.vocab_size != len(tok):
+        raise ConfigError(f"--init {init!r} has a vocabulary of {config.vocab_size}, not the agent world's "
+                          f"{len(tok)}: start from builtin or another model of this tokenizer")  # fmt: skip
+    config.max_position_embeddings = max(config.max_position_embeddings, 1024)
+    return AutoModelForCausalLM.from_pretrained(where, config=config, dtype=torch.float32)
+
+
 def encode_demo(segments: list[data.Segment], tokenizer) -> tuple[list[int], list[int]]:
     """``(ids, labels)``: labels are -100 on the prompt and on what the environment wrote; a demonstration that
     ends the episode (an answer, or the maze's goal) is followed by a trained EOS."""
@@ -91,19 +137,27 @@ def encode_demo(segments: list[data.Segment], tokenizer) -> tuple[list[int], lis
     return ids, labels
 
 
-def demo_example(rng: random.Random, tokenizer) -> tuple[list[int], list[int]]:
-    return encode_demo(data.training_demo(rng), tokenizer)
+def demo_example(mix: tuple[tuple[str, float], ...]):
+    return lambda rng, tokenizer: encode_demo(data.training_demo(rng, mix), tokenizer)
+
+
+_DEV_DEMOS = {"workspace": data.workspace_demo, "iad": data.iad_demo}
 
 
 @torch.inference_mode()
-def token_accuracy(model, tokenizer, n: int = 48) -> dict[str, float]:
-    """Teacher-forced accuracy of the model's own tokens on held-out demonstrations, per environment."""
+def token_accuracy(model, tokenizer, n: int = 48, kinds=("calculator", "lookup", "maze", "chains")) -> dict[str, float]:
+    """Teacher-forced accuracy of the model's own tokens on held-out demonstrations, per environment (and per
+    chains kind, ``workspace`` or ``iad``, where asked)."""
     model.eval()
     out = {}
-    for env in ("calculator", "lookup", "maze", "chains"):
+    for env in kinds:
         rng = random.Random(f"dev-{env}")
-        tasks = data.split_tasks(env, "hard", n // 2, seed=7) + data.split_tasks(env, "easy", n // 2, seed=7)
-        demos = [data.demo_of(task, rng) for task in tasks]
+        split_env = "chains" if env in _DEV_DEMOS else env
+        tasks = [t for split in ("hard", "easy") for t in data.split_tasks(split_env, split, n // 2, seed=7)]
+        if env == "iad":
+            tasks = [t for t in tasks if len(data.chain_ops(t["ops"])) <= 12] or tasks
+        make = _DEV_DEMOS.get(env)
+        demos = [make(task, rng) if make else data.demo_of(task, rng) for task in tasks]
         ids, mask, labels = collate([encode_demo(d, tokenizer) for d in demos], tokenizer.pad_token_id)
         pred = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
         target = labels[:, 1:]
@@ -123,9 +177,11 @@ def train(cfg: AgentTrainConfig, progress: bool = True) -> tuple[torch.nn.Module
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     tok = build_tokenizer()
-    model = LlamaForCausalLM(model_config(tok))
+    model = initial_model(cfg.init, tok) if cfg.init else LlamaForCausalLM(model_config(tok))
+    mix = parse_mix(cfg.mix)
+    kinds = tuple(dict.fromkeys(("calculator", "lookup", "maze", "chains") + tuple(k for k, _ in mix)))
     opt_ = adamw(model, cfg.lr, cfg.weight_decay)
-    batches = Batches(random.Random(cfg.seed), tok, cfg.batch_size, example=demo_example)
+    batches = Batches(random.Random(cfg.seed), tok, cfg.batch_size, example=demo_example(mix))
     out = Path(cfg.out)
 
     def loss() -> torch.Tensor:
@@ -133,7 +189,7 @@ def train(cfg: AgentTrainConfig, progress: bool = True) -> tuple[torch.nn.Module
 
     def dev_check(run: Run) -> dict:
         row = {"step": run.step, "seconds": round(run.seconds), "loss": round(run.loss, 4)}
-        row.update(token_accuracy(model, tok))
+        row.update(token_accuracy(model, tok, kinds=kinds))
         model.train()
         return row
 
@@ -164,7 +220,7 @@ def train(cfg: AgentTrainConfig, progress: bool = True) -> tuple[torch.nn.Module
         "steps": run.step,
         "wall_seconds": round(run.seconds, 1),
         "final_loss_ema": round(run.loss, 5),
-        "final_token_accuracy": token_accuracy(model, tok),
+        "final_token_accuracy": token_accuracy(model, tok, kinds=kinds),
         "history": run.history,
         "parameters": sum(p.numel() for p in model.parameters()),
         "saved_dtype": "float16",

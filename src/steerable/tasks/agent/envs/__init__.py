@@ -28,7 +28,7 @@ from __future__ import annotations
 from steerable.errors import InputError
 from steerable.tasks.agent.envs.base import ANSWER, OUT_OF_STEPS, AgentEnv, Observation
 from steerable.tasks.agent.envs.calculator import Calculator
-from steerable.tasks.agent.envs.chains import CHUNK, Chains, chain_ops, running_values
+from steerable.tasks.agent.envs.chains import CHUNK, Chains, chain_ops, feedback_line, review, running_values
 from steerable.tasks.agent.envs.lookup import Lookup, live_path
 from steerable.tasks.agent.envs.maze import MOVES, Maze, distances
 
@@ -46,9 +46,11 @@ __all__ = [
     "Observation",
     "chain_ops",
     "distances",
+    "feedback_line",
     "live_path",
     "make_env",
     "replay",
+    "review",
     "running_values",
 ]
 

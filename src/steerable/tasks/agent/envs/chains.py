@@ -58,6 +58,27 @@ class Chains(AgentEnv):
         return self.reports_ok and len(self.ops) - self.served <= CHUNK * (self.max_steps - self.steps)
 
 
+def review(task: dict, text: str) -> tuple[int, int, list[int]]:
+    """The environment's feedback on a whole transcript: ``(right, rounds, reports)``, the reports (``S: n``
+    values, in order), how many of them are right before the first wrong one, and the chain's rounds (one report
+    per round of three operations). Iterative agent decoding shows this to the model (:func:`feedback_line`)."""
+    ops = chain_ops(task["ops"])
+    values = running_values(task["start"], task["ops"])
+    rounds = (len(ops) + CHUNK - 1) // CHUNK
+    reports = [int(m.group(1)) for m in re.finditer(r"^S:\s*(-?\d+)\s*$", text, re.MULTILINE)][:rounds]
+    right = 0
+    for i, r in enumerate(reports):
+        if r != values[min((i + 1) * CHUNK, len(ops))]:
+            break
+        right += 1
+    return right, rounds, reports
+
+
+def feedback_line(label: str, right: int, rounds: int, reports: list[int]) -> str:
+    """``best 2/4: 576 568 640``: a candidate's reports with the environment's count of the right ones."""
+    return f"{label} {right}/{rounds}:" + "".join(f" {r}" for r in reports)
+
+
 def chain_ops(ops: str) -> list[tuple[str, int]]:
     return [(m.group(1), int(m.group(2))) for m in re.finditer(r"([+\-*])(\d+)", ops)]
 
