@@ -169,7 +169,7 @@ def test_bad_options_and_artifacts_are_one_line_errors(agent, trained, tmp_path)
 def test_the_shipped_policy_is_bound_to_builtin_agent_and_runs(agent):
     _, method = make_method("ctrls")
     acts = method.actions(agent.model)
-    assert acts.k == 4 and acts.layer == 2 and acts.strength == 1.0
+    assert acts.k == 8 and acts.layer == 2 and acts.strength == 1.0
     proc = AgentProcess(agent, SamplingParams(temperature=1.0), max_steps=6)
     res = method.run(proc, OracleValue(), 2, episode(split_tasks("maze", "easy", 1)[0]), seed=1)
     assert len(res.candidates) == 2 and res.info["counts"]["steered_turns"] >= 2

@@ -318,7 +318,7 @@ class CtrlsTrainConfig:
     out: str = opt(..., "Directory to write ctrls.safetensors and ctrls.json to.", min_len=1)
     model: str = opt("builtin:agent", "The acting model (directory or builtin:agent).", min_len=1)
     env: str = opt("maze", "Environment whose training tasks it learns from (never held-out ones).", min_len=1)
-    actions: int = opt(4, "K: latent actions (k-means clusters of step hidden states).", ge=2, le=64)
+    actions: int = opt(8, "K: latent actions (k-means clusters of step hidden states).", ge=2, le=64)
     layer: int = opt(2, "Decoder layer whose input is the latent state and where the vectors are added.", ge=0)
     strength: float = opt(1.0, "Steering strength of a latent action (times centroid minus mean).", gt=0, le=1000)
     collect: int = opt(64, "Plain episodes at temperature 1 whose step states are clustered.", ge=4, le=100_000)
