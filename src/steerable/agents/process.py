@@ -138,11 +138,13 @@ class AgentProcess(StepCapped):
     def is_terminal(self, state: AgentState) -> list[bool]:
         return [e.done or f or c for e, f, c in zip(state.envs, state.seqs.finished, state.capped, strict=True)]
 
-    def propose(self, state: AgentState) -> None:
-        """One turn for every live row: pieces up to the codec's stop until an action was answered (or EOS, or
-        ``max_turn_lines`` pieces)."""
+    def propose(self, state: AgentState, rows: Sequence[int] | None = None) -> None:
+        """One turn for every live row (or the live rows of ``rows``: a strategy that decodes groups of rows
+        apart, each under its own steering): pieces up to the codec's stop until an action was answered (or
+        EOS, or ``max_turn_lines`` pieces)."""
         gen = self.generator
-        todo = started = [r for r, t in enumerate(self.is_terminal(state)) if not t]
+        ended = self.is_terminal(state)
+        todo = started = [r for r in (range(len(ended)) if rows is None else rows) if not ended[r]]
         for _ in range(self.max_turn_lines):
             if not todo:
                 break

@@ -10,13 +10,16 @@ instance, until the value function passes a plan; its budget is N generated
 tokens per task, so ``plangen:arms=bon`` is best-of-N alone at equal tokens),
 and on the chains tasks ``aries`` (a policy over a thought graph) against
 ``static`` (a fixed Graph-of-Thoughts schedule), whose budget is model calls,
-``iad`` and ``resample`` (calls with and without the environment's review).
+``iad`` and ``resample`` (calls with and without the environment's review),
+and ``ctrls`` (N episodes, each turn steered by the latent action a trained
+policy picks from the hidden state).
 Options go after the name: ``tree:branching=3:depth=2``.
 """
 
 from __future__ import annotations
 
 from steerable.agents.aries import Aries, StaticSchedule
+from steerable.agents.ctrls import Ctrls
 from steerable.agents.iad import IterativeAgentDecoding
 from steerable.agents.plangen import PlanGEN
 from steerable.agents.process import answer_of
@@ -40,6 +43,9 @@ METHODS = Registry(
                       "(Koh et al.)"),
         "transcript": Entry(Greedy, "ignored: one episode", "the growing transcript: every round in one context "
                             "(greedy)", extra=_GREEDY),
+        "ctrls": Entry(Ctrls, "N steered episodes in copies of the environment", "CTRLS: each turn steered by the "
+                       "latent action a trained policy picks from the hidden state; the episode the value function "
+                       "rates best"),
         "workspace": Entry(MarkovianWorkspace, "ignored: one episode in rounds", "IterResearch's Markovian "
                            "workspace: question, report, last action and observation (greedy; chains)", extra=_GREEDY),
         "iad": Entry(IterativeAgentDecoding, "calls N (episodes; stops once one solves)", "iterative agent decoding: "

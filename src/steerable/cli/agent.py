@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from steerable.agents.config import AgentModel, AgentRunConfig, AgentScaleConfig, AgentTasks
+from steerable.agents.ctrls import CtrlsTrainConfig
 from steerable.agents.value import ValueTrainConfig
 from steerable.cli.app import agent_app
 from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
@@ -137,3 +138,23 @@ def agent_train_value(cfg: ValueTrainConfig) -> None:
     output_dir(Path(cfg.out))
     gen = LocalGenerator.from_pretrained(cfg.model, device="cpu", chat_template="never")
     typer.echo(json.dumps(train_value(cfg, gen, model_fingerprint(cfg.model)), indent=2))
+
+
+@command(agent_app, "train-ctrls")
+def agent_train_ctrls(cfg: CtrlsTrainConfig) -> None:
+    """CTRLS: latent actions (k-means of step hidden states) and a policy over them, trained on-policy on the
+    model's own episodes of training tasks (ε-greedy, entropy bonus, the step verifier as reward)."""
+    import torch
+
+    from steerable.agents.ctrls import train_ctrls
+    from steerable.lm.loading import model_fingerprint
+    from steerable.lm.local import LocalGenerator
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    else:
+        threads()
+    quiet_transformers()
+    output_dir(Path(cfg.out))
+    gen = LocalGenerator.from_pretrained(cfg.model, device="cpu", chat_template="never")
+    typer.echo(json.dumps(train_ctrls(cfg, gen, model_fingerprint(cfg.model)), indent=2))

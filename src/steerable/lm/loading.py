@@ -55,6 +55,8 @@ BUILTIN_AGENT_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" /
 AGENT_PLAN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "plan-model"
 #: the value head fitted on the shipped agent model's own episodes (``--value head``)
 AGENT_VALUE_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "value"
+#: the CTRLS latent actions and policy trained on the shipped agent model's maze episodes (``ctrls``)
+AGENT_CTRLS_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "ctrls"
 
 
 def agent_path(name: str = "builtin:agent") -> Path:

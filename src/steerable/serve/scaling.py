@@ -190,10 +190,10 @@ class GuardedAgentProcess(AgentProcess):
         self.guard.check()
         return super().init(cond, n, seed)
 
-    def propose(self, state) -> None:
+    def propose(self, state, rows=None) -> None:
         self.guard.check()
         before = self.usage
-        super().propose(state)
+        super().propose(state, rows)
         spent = self.usage - before
         self.guard.generated += spent.generated_tokens
         self.guard.env_steps += spent.env_steps
