@@ -256,6 +256,9 @@ def make_agent_run(spec, params: SamplingParams, config, generator) -> AgentRun:
     if str(spec.options.get("prior", "builtin")) not in ("builtin", "uniform"):
         raise APIError(400, "scaling.options.prior must be builtin or uniform (a server reads no file a request "
                        "names)", "scaling.options")  # fmt: skip
+    if str(spec.options.get("policy", "")):
+        raise APIError(400, "scaling.options.policy cannot be set: ctrls runs the policy shipped with the model (a "
+                       "server reads no file a request names)", "scaling.options")  # fmt: skip
     if spec.value.startswith("head:"):
         raise APIError(400, "scaling.value must be oracle or head (a server reads no file a request names)",
                        "scaling.value")  # fmt: skip
