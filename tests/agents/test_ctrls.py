@@ -4,18 +4,8 @@ import math
 import pytest
 import torch
 
-from steerable.agents.ctrls import (
-    Ctrls,
-    CtrlsTrainConfig,
-    LatentActions,
-    behaviour_probs,
-    epsilon_greedy,
-    kmeans,
-    policy_loss,
-    steered_episodes,
-    step_reward,
-    train_ctrls,
-)
+from steerable.agents.ctrls import Ctrls, LatentActions, epsilon_greedy, steered_episodes, step_reward
+from steerable.agents.ctrls_train import CtrlsTrainConfig, behaviour_probs, kmeans, policy_loss, train_ctrls
 from steerable.agents.process import AgentProcess, episode
 from steerable.agents.registry import make_method
 from steerable.agents.tree import OracleValue

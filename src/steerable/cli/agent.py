@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from steerable.agents.config import AgentModel, AgentRunConfig, AgentScaleConfig, AgentTasks
-from steerable.agents.ctrls import CtrlsTrainConfig
+from steerable.agents.ctrls_train import CtrlsTrainConfig
 from steerable.agents.value import ValueTrainConfig
 from steerable.cli.app import agent_app
 from steerable.cli.common import Printing, output_dir, quiet_transformers, threads
@@ -146,7 +146,7 @@ def agent_train_ctrls(cfg: CtrlsTrainConfig) -> None:
     model's own episodes of training tasks (ε-greedy, entropy bonus, the step verifier as reward)."""
     import torch
 
-    from steerable.agents.ctrls import train_ctrls
+    from steerable.agents.ctrls_train import train_ctrls
     from steerable.lm.loading import model_fingerprint
     from steerable.lm.local import LocalGenerator
 
