@@ -231,6 +231,10 @@ def test_a_server_side_agent_search_runs_in_the_servers_own_environment(servers)
             },
             "scaling.options",
         ),
+        (
+            {"method": "ctrls", "options": {"policy": "/tmp"}, "task": {"env": "calculator", "expression": "2+3"}},
+            "scaling.options",
+        ),
     ],
 )
 def test_bad_agent_scaling_is_a_400_naming_the_field(servers, scaling, needle):
@@ -263,3 +267,24 @@ def test_a_message_carries_only_its_roles_fields(servers, message, param):
 
     r = hx.post(servers["plain"].url + "/v1/chat/completions", json={"messages": [message]}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_the_planning_model_is_served_with_the_agent_format_and_runs_iad_server_side(serve_app):
+    import httpx as hx
+
+    from steerable.serve import build
+    from steerable.serve.tools import detect
+
+    assert detect("builtin:agent-plan", None) == "agent" and detect("builtin", None) == "off"
+    _, app = build("builtin:agent-plan", device="cpu", model_name="plan", tool_format="auto", max_tokens=512)
+    server = serve_app(app)
+    try:
+        task = {"env": "chains", "start": 37, "ops": "+48-19*3+5"}
+        body = {"model": "plan", "messages": QUESTION, "seed": 0,
+                "scaling": {"method": "iad", "budget": 3, "task": task}}  # fmt: skip
+        r = hx.post(server.url + "/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        meta = r.json()["steerable"]
+        assert meta["method"] == "iad" and 1 <= meta["info"]["counts"]["calls"] <= 3 and meta["cost"]["env_steps"] >= 2
+    finally:
+        server.close()

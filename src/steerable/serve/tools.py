@@ -45,7 +45,7 @@ Call = tuple[str, Any]
 def detect(model: str, tokenizer) -> str:
     """``agent`` for the built-in agent model (by name, or a directory its trainer wrote), ``chat`` for a
     tokenizer with a chat template, else ``off``."""
-    if model == "builtin:agent":
+    if model in ("builtin:agent", "builtin:agent-plan"):
         return "agent"
     record = Path(model) / "training.json"
     if record.is_file():
