@@ -162,11 +162,11 @@ def main() -> None:
     ap.add_argument("--out", default="runs/agent_eapo")
     args = ap.parse_args()
     setup()
-    from steerable.lm.loading import _named
+    from steerable.lm.loading import model_dir
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    res: dict[str, dict] = {"base": {"eval": held_out(_named(args.model), args.task, args.n, args.max_completion)}}
+    res: dict[str, dict] = {"base": {"eval": held_out(model_dir(args.model), args.task, args.n, args.max_completion)}}
     arms = [("grpo", "grpo", {})] + [(f"eapo γ={g}", "eapo", {"eapo_gamma": float(g)}) for g in args.gammas.split(",")]
     for arm, algo, options in arms:
         tr = train(arm.replace(" ", "_").replace("γ=", "g"), algo, options, args, out)

@@ -166,13 +166,13 @@ def main() -> None:
     ap.add_argument("--out", default="runs/agent_rl")
     args = ap.parse_args()
     setup()
-    from steerable.lm.loading import _named
+    from steerable.lm.loading import model_dir
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for part in args.part.split(","):
         task, algos = PARTS[part]
-        res: dict[str, dict] = {"base": {"eval": held_out(_named(args.model), task, args.n, args.max_completion)}}
+        res: dict[str, dict] = {"base": {"eval": held_out(model_dir(args.model), task, args.n, args.max_completion)}}
         for algo in algos:
             tr = train(algo, task, args, out)
             res[algo] = {"train": tr, "eval": held_out(tr["dir"], task, args.n, args.max_completion)}
