@@ -14,12 +14,13 @@ policy's own episodes of training tasks,
 
     J = E[(r_t - b(z_t)) · log μ_ε(a_t | z_t)] + β · E[H(π(· | z_t))]
 
-(REINFORCE with a baseline, plus the entropy bonus, trained in :mod:`~steerable.agents.ctrls_train`; the
-baseline ``b(z)`` is a linear value of the state fitted to the step rewards by least squares alongside). The reward of a step is the step verifier (:func:`step_reward`):
-1 if the turn solved the task or sent an action after which the episode is still on track (the environment's
-exact oracle: the move brought the agent closer to the goal and the goal is within the steps left), else 0. The
-diversity the paper claims is measured as distinct correct solutions (``benchmarks/agent_ctrls.py``). A policy
-trained on ``builtin:agent``'s maze episodes ships beside the model (``ctrls`` with no ``policy``).
+(REINFORCE with a baseline, plus the entropy bonus, trained in :mod:`~steerable.agents.ctrls_train`; the baseline
+``b(z)`` is a linear value of the state fitted to the step rewards by least squares alongside). The reward of a step
+is the step verifier (:func:`step_reward`): 1 if the turn solved the task or sent an action after which the episode
+is still on track (the environment's exact oracle: the move brought the agent closer to the goal and the goal is
+within the steps left), else 0. The diversity the paper claims is measured as distinct correct solutions
+(``benchmarks/agent_ctrls.py``). A policy trained on ``builtin:agent``'s maze episodes ships beside the model
+(``ctrls`` with no ``policy``).
 
 Where this differs from the paper, and why: the paper encodes ``z_t`` with a learned variational encoder, models
 a reasoning action as a distribution in a continuous latent space (a distributional policy) and fits a

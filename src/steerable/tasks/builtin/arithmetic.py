@@ -99,6 +99,22 @@ class Problem:
         lines.append(f"A: {self.answer}")
         return "\n".join(lines)
 
+    def corrected_solution(self, at: int, wrong: int) -> list[tuple[str, bool]]:
+        """The verbose solution with step ``at`` first written with the ``wrong`` result, its check recomputing
+        the right one (so the check fails) and the step written again right: ``(text, trained)`` segments, the
+        wrong step untrained (the model learns to catch and mend a slip, not to make it)."""
+        steps = self.steps
+        out: list[tuple[str, bool]] = []
+        done = ""
+        for i, step in enumerate(steps):
+            if i == at:
+                out.append((done, True))
+                out.append((f"{step.a}{step.op}{step.b}={wrong}\n", False))
+                done = f"check {step.text}\n"
+            done += f"{step.text}\ncheck {step.text}\n"
+        out.append((done + f"A: {self.answer}", True))
+        return [(t, trained) for t, trained in out if t]
+
     @property
     def held_out(self) -> bool:
         return zlib.crc32(self.prompt.encode()) % HELD_OUT_MODULUS == 0

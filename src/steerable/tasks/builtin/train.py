@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from steerable.config import opt
 from steerable.errors import ConfigError
 from steerable.provenance import provenance
-from steerable.tasks.builtin.data import training_pair
+from steerable.tasks.builtin.data import OPS_WEIGHTS, training_pair
 from steerable.training import CHECKPOINT, Budget, Run, train_loop, warmup_cosine
 
 #: A typical completion length of the mixture, the loss's fixed normaliser.
@@ -51,6 +51,9 @@ class TrainConfig:
     )
     min_easy: float = opt(0.9, "Easy accuracy the early stop also needs.")
     dev_size: int = opt(64, "Dev problems per split.")
+    arch: Literal["llama", "moe"] = opt("llama", "llama (builtin) or moe (builtin:moe, a Qwen3-MoE for RICE).")
+    corrections: float = opt(0.0, "Share of verbose solutions with one slip caught by its check and mended "
+                             "(builtin:moe: 0.05; the slip itself carries no loss).", ge=0, le=1)  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.minutes <= 0 and self.steps is None:
@@ -59,6 +62,10 @@ class TrainConfig:
             raise ConfigError(f"--steps must be >= 1 (got {self.steps})")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if self.arch not in ("llama", "moe"):
+            raise ConfigError(f"--arch must be llama or moe (got {self.arch!r})")
+        if not 0 <= self.corrections <= 1:
+            raise ConfigError(f"--corrections must be a share in [0, 1] (got {self.corrections})")
 
 
 class Batches:
@@ -111,6 +118,30 @@ class Batches:
         self.taken = state["taken"]
 
 
+def corrected_example(corrections: float):
+    """The mixture's examples where a share ``corrections`` of the verbose solutions slips once and mends it
+    (:meth:`~steerable.tasks.builtin.arithmetic.Problem.corrected_solution`); 0 is :func:`arithmetic_example`."""
+    from steerable.tasks.builtin import arithmetic
+
+    def example(rng: random.Random, tokenizer) -> tuple[list[int], list[int]]:
+        if rng.random() >= corrections:
+            return arithmetic_example(rng, tokenizer)
+        n_ops = rng.choices(range(1, 9), weights=OPS_WEIGHTS)[0]
+        p = arithmetic.train_problem(rng, n_ops, n_ops)
+        at = rng.randrange(p.n_ops)
+        right = p.steps[at].result
+        wrong = right + rng.choice((1, 2, 10, -1, -2, -10))
+        ids = tokenizer(p.prompt)["input_ids"]
+        labels = [-100] * len(ids)
+        for text, trained in p.corrected_solution(at, wrong if wrong >= 0 else right + 1):
+            toks = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += toks
+            labels += toks if trained else [-100] * len(toks)
+        return ids + [tokenizer.eos_token_id], labels + [tokenizer.eos_token_id]
+
+    return arithmetic_example if corrections == 0 else example
+
+
 def arithmetic_example(rng: random.Random, tokenizer) -> tuple[list[int], list[int]]:
     """``(ids, labels)`` of one pair of the arithmetic mixture: the loss is on the completion and its EOS."""
     prompt, completion = training_pair(rng)
@@ -148,13 +179,16 @@ def summed_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...], tokens:
     would give tokens of long examples less weight (the model then under-learns choices made once per example,
     such as the solution style)."""
     ids, mask, labels = batch
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-    return (
-        F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        / tokens
+    moe = getattr(model.config, "num_experts", None) is not None  # a mixture of experts adds its router's loss
+    out = model(input_ids=ids, attention_mask=mask, **({"output_router_logits": True} if moe else {}))
+    logits = out.logits[:, :-1]
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
     )
+    loss = ce / tokens
+    if moe and getattr(out, "aux_loss", None) is not None:
+        loss = loss + model.config.router_aux_loss_coef * out.aux_loss
+    return loss
 
 
 def dev_accuracy(model, tokenizer, n: int = 32) -> dict[str, float]:
@@ -175,18 +209,19 @@ def dev_accuracy(model, tokenizer, n: int = 32) -> dict[str, float]:
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    from transformers import LlamaForCausalLM
+    from transformers import LlamaForCausalLM, Qwen3MoeForCausalLM
 
-    from steerable.lm.builtin import model_config
+    from steerable.lm.builtin import model_config, moe_config
     from steerable.tasks.builtin.tokenizer import build_tokenizer
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     tok = build_tokenizer()
-    model = LlamaForCausalLM(model_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
+    ids = (len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+    model = Qwen3MoeForCausalLM(moe_config(*ids)) if cfg.arch == "moe" else LlamaForCausalLM(model_config(*ids))
     opt = adamw(model, cfg.lr, cfg.weight_decay)
-    data = Batches(random.Random(cfg.seed), tok, cfg.batch_size)
+    data = Batches(random.Random(cfg.seed), tok, cfg.batch_size, example=corrected_example(cfg.corrections))
     out = Path(cfg.out)
 
     def loss() -> torch.Tensor:
