@@ -64,3 +64,19 @@ def test_the_trainer_checks_its_architecture_and_corrections():
         TrainConfig(out="x", arch="mamba")
     with pytest.raises(ConfigError):
         TrainConfig(out="x", corrections=1.5)
+
+
+def test_the_shipped_mixture_of_experts_loads_by_name_and_routes_two_of_eight():
+    from steerable.lm.loading import load_model
+
+    model, tok = load_model("builtin:moe", device="cpu")
+    assert model.config.model_type == "qwen3_moe" and model.config.num_experts == 8
+    assert model.config.num_experts_per_tok == 2 and len(tok) == model.config.vocab_size
+    gate = model.model.layers[0].mlp.gate
+    seen = []
+    handle = gate.register_forward_hook(lambda m, i, o: seen.append(o[2]))
+    try:
+        model(input_ids=torch.tensor([tok("Q: 1+2=\n")["input_ids"]]))
+    finally:
+        handle.remove()
+    assert seen and seen[0].shape[-1] == 2  # the router's top-2 expert indices per token (RICE hooks here)

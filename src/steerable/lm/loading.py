@@ -51,6 +51,8 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "model"
 BUILTIN_PRM_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "prm"
 BUILTIN_AGENT_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "model"
+#: the mixture of experts trained on the arithmetic world for RICE (``builtin:moe``)
+BUILTIN_MOE_DIR = Path(__file__).resolve().parent.parent / "tasks" / "builtin" / "moe"
 #: the agent model fine-tuned from the arithmetic model for long chains (``builtin:agent-plan``)
 AGENT_PLAN_DIR = Path(__file__).resolve().parent.parent / "tasks" / "agent" / "plan-model"
 #: the value head fitted on the shipped agent model's own episodes (``--value head``)
@@ -74,11 +76,18 @@ def agent_path(name: str = "builtin:agent") -> Path:
 
 def model_dir(name_or_path: str) -> str:
     """A model directory for ``builtin`` / ``builtin:arith`` (the arithmetic model), ``builtin:agent``,
-    ``builtin:agent-plan``, or a path."""
+    ``builtin:agent-plan``, ``builtin:moe``, or a path."""
     if name_or_path in ("builtin", "builtin:arith"):
         return str(builtin_path())
     if name_or_path in ("builtin:agent", "builtin:agent-plan"):
         return str(agent_path(name_or_path))
+    if name_or_path == "builtin:moe":
+        if not (BUILTIN_MOE_DIR / "config.json").exists():
+            raise ModelLoadError(
+                f"the built-in model builtin:moe is missing from {BUILTIN_MOE_DIR}: run "
+                "`steerable builtin train --arch moe --corrections 0.05 --out DIR` and pass --model DIR"
+            )
+        return str(BUILTIN_MOE_DIR)
     return name_or_path
 
 
