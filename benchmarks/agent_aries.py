@@ -25,7 +25,7 @@ from steerable.agents.process import AgentProcess
 from steerable.bench.agent_scale import run_agent_scale
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams
-from steerable.tasks.agent.data import chains_task, held_out
+from steerable.tasks.agent.data import chains_task, held_out_tasks
 
 #: the static schedules, from plain IO in the largest pieces to the most compute per part (a wider grid with
 #: --static, e.g. static:part=4,static:refines=2,static:samples=3:refines=2; each arm costs minutes on two cores)
@@ -33,12 +33,8 @@ STATIC = ("static", "static:part=4:refines=2", "static:part=3:samples=2:refines=
 
 
 def chains(count: int, lo: int, hi: int, seed: int) -> list[dict]:
-    rng, out = random.Random(f"aries-{lo}-{hi}-{seed}"), []
-    while len(out) < count:
-        t = chains_task(rng, rng.randint(lo, hi))
-        if held_out(t):
-            out.append(t)
-    return out
+    rng = random.Random(f"aries-{lo}-{hi}-{seed}")
+    return held_out_tasks(lambda: chains_task(rng, rng.randint(lo, hi)), count)
 
 
 def main() -> None:

@@ -27,16 +27,12 @@ from steerable.bench.agent_scale import run_agent_scale, run_one
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams
 from steerable.streams import item_seed
-from steerable.tasks.agent.data import chains_task, held_out
+from steerable.tasks.agent.data import chains_task, held_out_tasks
 
 
 def tasks_of(lo: int, hi: int, count: int, seed: int) -> list[dict]:
-    rng, out = random.Random(f"iad-{lo}-{hi}-{seed}"), []
-    while len(out) < count:
-        t = chains_task(rng, rng.randint(lo, hi))
-        if held_out(t):
-            out.append(t)
-    return out
+    rng = random.Random(f"iad-{lo}-{hi}-{seed}")
+    return held_out_tasks(lambda: chains_task(rng, rng.randint(lo, hi)), count)
 
 
 def main() -> None:

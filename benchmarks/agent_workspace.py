@@ -23,19 +23,15 @@ from steerable.agents.process import AgentProcess, episode
 from steerable.agents.registry import make_method
 from steerable.lm.local import LocalGenerator
 from steerable.lm.types import SamplingParams
-from steerable.tasks.agent.data import chains_task, held_out
+from steerable.tasks.agent.data import chains_task, held_out_tasks
 from steerable.tasks.agent.envs import replay
 
 LENGTHS = (5, 10, 15, 20, 25, 30)
 
 
 def tasks_of_length(n_ops: int, count: int, seed: int) -> list[dict]:
-    rng, out = random.Random(f"workspace-{n_ops}-{seed}"), []
-    while len(out) < count:
-        t = chains_task(rng, n_ops)
-        if held_out(t):
-            out.append(t)
-    return out
+    rng = random.Random(f"workspace-{n_ops}-{seed}")
+    return held_out_tasks(lambda: chains_task(rng, n_ops), count)
 
 
 def main() -> None:

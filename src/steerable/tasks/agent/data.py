@@ -338,6 +338,16 @@ def _train(make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             return task
 
 
+def held_out_tasks(make: Callable[[], dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The first ``count`` held-out tasks ``make`` draws (the benchmarks' tasks of a given shape; repeats kept)."""
+    out: list[dict[str, Any]] = []
+    while len(out) < count:
+        task = make()
+        if held_out(task):
+            out.append(task)
+    return out
+
+
 #: Shares of the mixture: (environment, share).
 MIX = (("calculator", 0.35), ("lookup", 0.2), ("maze", 0.2), ("chains", 0.25))
 #: Calculator prompts that offer the tool, and among them the share solved in the mixed style (the rest call
