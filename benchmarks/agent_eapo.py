@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
-import time
 from pathlib import Path
 
-from _common import setup
+from _common import rl_run, setup
 
 
 def _mean_se(xs: list[float]) -> tuple[float, float]:
@@ -67,32 +65,11 @@ def held_out(model_dir: str, task: str, n: int, max_tokens: int) -> dict:
 
 
 def train(arm: str, algo: str, options: dict, args, out: Path) -> dict:
-    from steerable.rl.run import RLRunConfig, train_rl
-
     run_dir = out / arm
-    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, never a resumed one
-    cfg = RLRunConfig(
-        out=str(run_dir),
-        model=args.model,
-        task=args.task,
-        algo=algo,
-        steps=args.steps,
-        minutes=None,
-        prompts_per_step=args.prompts_per_step,
-        group=args.group,
-        max_completion=args.max_completion,
-        lr=args.lr,
-        eval_every=0,
-        eval_n=1,
-        save_every=10**6,
-        seed=args.seed,
-        device="cpu",
-        options=options,
-    )
-    t0 = time.perf_counter()
-    train_rl(cfg, progress=False)
-    seconds = time.perf_counter() - t0
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    seconds, rows = rl_run(run_dir, model=args.model, task=args.task, algo=algo, steps=args.steps,
+                           prompts_per_step=args.prompts_per_step, group=args.group,
+                           max_completion=args.max_completion, lr=args.lr, eval_every=0, eval_n=1, seed=args.seed,
+                           options=options)  # fmt: skip
     steps = [r for r in rows if "reward" in r]
 
     def mean(key: str, part: list[dict] = steps) -> float:

@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
-import time
 from pathlib import Path
 
-from _common import setup
+from _common import rl_run, setup
 
 PARTS = {
     "calc": ("builtin:agent:calculator:hard", ["grpo", "aspo", "aspo_reward_shaping"]),
@@ -62,31 +60,11 @@ def held_out(model_dir: str, task: str, n: int, max_tokens: int) -> dict:
 
 
 def train(algo: str, task: str, args, out: Path) -> dict:
-    from steerable.rl.run import RLRunConfig, train_rl
-
     run_dir = out / f"{task.split(':')[2]}_{algo}"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, never a resumed one
-    cfg = RLRunConfig(
-        out=str(run_dir),
-        model=args.model,
-        task=task,
-        algo=algo,
-        steps=args.steps,
-        minutes=None,
-        prompts_per_step=args.prompts_per_step,
-        group=args.group,
-        max_completion=args.max_completion,
-        lr=args.lr,
-        eval_every=args.eval_every,
-        eval_n=args.eval_n,
-        save_every=10**6,
-        seed=args.seed,
-        device="cpu",
-    )
-    t0 = time.perf_counter()
-    train_rl(cfg, progress=False)
-    seconds = time.perf_counter() - t0
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    seconds, rows = rl_run(run_dir, model=args.model, task=task, algo=algo, steps=args.steps,
+                           prompts_per_step=args.prompts_per_step, group=args.group,
+                           max_completion=args.max_completion, lr=args.lr, eval_every=args.eval_every,
+                           eval_n=args.eval_n, seed=args.seed)  # fmt: skip
     steps = [r for r in rows if "reward" in r]
 
     def mean(key: str) -> float:
