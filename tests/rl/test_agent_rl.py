@@ -122,11 +122,9 @@ def _rl_cfg(out, model, **kw):
 
 
 @pytest.mark.slow
-def test_loss_gradient_is_zero_on_environment_tokens(scripted, tiny_dir, tmp_path, monkeypatch):
-    """Through TRL: the rollout's env_mask becomes TRL's tool_mask, and the loss's gradient with respect to
-    the log-probability of every environment token is exactly 0 (and not 0 on the model's tokens)."""
-    pytest.importorskip("trl")
-    from steerable.rl.run import train_rl
+def watch_loss_gradient(monkeypatch) -> dict:
+    """Patches the trainer so that, after a step, ``seen`` holds its inputs, the per-token log-probabilities
+    and the loss's gradient with respect to them."""
     from steerable.rl.trainer import SteerableGRPOTrainer
 
     seen: dict = {}
@@ -144,6 +142,16 @@ def test_loss_gradient_is_zero_on_environment_tokens(scripted, tiny_dir, tmp_pat
 
     monkeypatch.setattr(SteerableGRPOTrainer, "_logps_and_entropies", logps)
     monkeypatch.setattr(SteerableGRPOTrainer, "_compute_loss", loss)
+    return seen
+
+
+def test_loss_gradient_is_zero_on_environment_tokens(scripted, tiny_dir, tmp_path, monkeypatch):
+    """Through TRL: the rollout's env_mask becomes TRL's tool_mask, and the loss's gradient with respect to
+    the log-probability of every environment token is exactly 0 (and not 0 on the model's tokens)."""
+    pytest.importorskip("trl")
+    from steerable.rl.run import train_rl
+
+    seen = watch_loss_gradient(monkeypatch)
     train_rl(_rl_cfg(tmp_path, tiny_dir), progress=False)
     inputs, grad = seen["inputs"], seen["grad"]
     real = inputs["completion_mask"].bool()

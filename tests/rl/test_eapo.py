@@ -104,27 +104,12 @@ def test_eapo_through_trl_trains_rounds_and_not_the_environment(tiny_dir, tmp_pa
     """A scripted agent (even rows call the calculator twice and answer right, odd rows answer wrong in text):
     the rounds reach the loss, each with its advantage, and environment tokens get exactly zero gradient."""
     pytest.importorskip("trl")
-    from test_agent_rl import Scripted
+    from test_agent_rl import Scripted, watch_loss_gradient
 
     from steerable.rl.run import RLRunConfig, train_rl
-    from steerable.rl.trainer import SteerableGRPOTrainer
 
     monkeypatch.setattr("steerable.lm.local.LocalGenerator", Scripted)
-    seen: dict = {}
-    real_logps, real_loss = SteerableGRPOTrainer._logps_and_entropies, SteerableGRPOTrainer._compute_loss
-
-    def logps(self, model, inputs):
-        lp, ent = real_logps(self, model, inputs)
-        seen["logps"], seen["inputs"] = lp, inputs
-        return lp, ent
-
-    def loss(self, model, inputs):
-        out = real_loss(self, model, inputs)
-        seen["grad"] = torch.autograd.grad(out, seen["logps"], retain_graph=True)[0]
-        return out
-
-    monkeypatch.setattr(SteerableGRPOTrainer, "_logps_and_entropies", logps)
-    monkeypatch.setattr(SteerableGRPOTrainer, "_compute_loss", loss)
+    seen = watch_loss_gradient(monkeypatch)
     cfg = RLRunConfig(out=str(tmp_path), model=tiny_dir, task="builtin:agent:calculator:easy", algo="eapo",
                       steps=1, minutes=None, prompts_per_step=2, group=2, max_completion=64, eval_every=0,
                       eval_n=2, save_every=5, device="cpu", options={"eapo_gamma": 0.5})  # fmt: skip
