@@ -89,6 +89,13 @@ def tiny_config(family: str, vocab_size: int):
         )
     if family == "mixtral":
         return T.MixtralConfig(num_local_experts=4, num_experts_per_tok=2, sliding_window=None, **llama_like)
+    moe = dict(moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, **llama_like)
+    if family == "qwen3_moe":  # no shared expert: routing carries the function (builtin:moe's family)
+        return T.Qwen3MoeConfig(head_dim=8, norm_topk_prob=True, **moe)
+    if family == "olmoe":
+        return T.OlmoeConfig(num_experts=4, num_experts_per_tok=2, **llama_like)
+    if family == "gpt_oss":  # routes by a softmax over its top-k logits
+        return T.GptOssConfig(num_local_experts=4, num_experts_per_tok=2, head_dim=8, **llama_like)
     raise ValueError(family)
 
 

@@ -15,7 +15,20 @@ import sys
 import typer
 from typer._click.exceptions import NoArgsIsHelpError  # typer vendors click; this one is not re-exported
 
-from steerable.cli import agent, builtin, control, demo, diffuse, generate, scale, serve, steer, steer_train, train  # noqa: F401
+from steerable.cli import (  # noqa: F401  (each module registers its commands)
+    agent,
+    builtin,
+    control,
+    demo,
+    diffuse,
+    generate,
+    scale,
+    serve,
+    steer,
+    steer_rice,
+    steer_train,
+    train,
+)
 from steerable.cli.app import app
 from steerable.errors import SteerableError
 

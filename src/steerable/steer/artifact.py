@@ -136,7 +136,7 @@ class Steers(Protocol):
 
 
 def load_steering(path: str | Path, model, tokenizer, layers_path: str | None = None) -> Steers:
-    """A vector artifact or a trained controller, checked against ``model``."""
+    """A vector artifact, a trained controller or a RICE expert setting, checked against ``model``."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -156,6 +156,12 @@ def load_steering(path: str | Path, model, tokenizer, layers_path: str | None = 
         ctl = Controller.from_file(tensors, header)
         check_fingerprint(ctl.model, model, tokenizer, layers_path, path)
         return ctl
+    if header.get("method") == "rice":
+        from steerable.steer.rice import Rice
+
+        rice = Rice.from_file(tensors, header)
+        rice.check(model, tokenizer, layers_path, path)
+        return rice
     return SteeringVector.load(path, model, tokenizer, layers_path)
 
 
