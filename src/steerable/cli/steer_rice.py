@@ -93,6 +93,7 @@ class RiceEvalOptions:
     variants: tuple[str, ...] = opt(("after", "before"), "Comma-separated: after, before.", min_items=1)
     n_free: int = opt(100, "Held-out medium problems solved freely (T 1) for the check rate.", ge=1, le=10_000)
     n_hard: int = opt(100, "Held-out hard problems solved greedily for the accuracy.", ge=1, le=10_000)
+    n_benign: int = opt(64, "Benign requests (plain and wrapped) answered greedily.", ge=1, le=320)
 
 
 @command(steer_app, "rice-eval")
@@ -119,8 +120,10 @@ def rice_eval_cmd(
             raise InputError(f"{opts.artifact} is not a RICE artifact: make one with `steerable steer rice`")
     else:
         rice = find_rice(find, gen, layers.layers_path)
-    show = (lambda r: print(json.dumps(r), file=sys.stderr)) if sys.stderr.isatty() else None
-    rows = rice_eval(gen, rice, opts.betas, opts.experts, opts.variants, opts.n_free, opts.n_hard, find.seed, show)
+    show = lambda r: print(json.dumps(r), file=sys.stderr, flush=True)  # noqa: E731  (progress: a row at a time)
+    rows = rice_eval(
+        gen, rice, opts.betas, opts.experts, opts.variants, opts.n_free, opts.n_hard, opts.n_benign, find.seed, show
+    )
     if printing.json:
         typer.echo(json.dumps({"rows": rows, "marker": rice.info.get("marker"), "npmi": _table(rice.npmi)}))
         return

@@ -8,8 +8,8 @@ choice (top nPMI, two random experts, the two lowest), variant and β:
 - ``check_rate``: the share of lines of free (sampled, T 1) solutions to held-out ``builtin:medium`` problems
   that are ``check`` lines;
 - ``hard_accuracy``: greedy accuracy on held-out ``builtin:hard`` problems;
-- ``benign_unchanged``: the share of benign requests (plain and wrapped) whose greedy reply is the unsteered
-  model's, character for character (instruction following kept).
+- ``benign_unchanged``: the share of benign requests (plain and wrapped, evenly spaced) whose greedy reply
+  is the unsteered model's, character for character (instruction following kept).
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ def _se(p: float, n: int) -> float:
     return round(math.sqrt(max(p * (1 - p), 0.0) / max(1, n)), 4)
 
 
-def measure(gen, n_free: int = 100, n_hard: int = 100, seed: int = 0) -> Callable[[], dict]:
+def measure(gen, n_free: int = 100, n_hard: int = 100, n_benign: int = 64, seed: int = 0) -> Callable[[], dict]:
     """A function that measures the three figures under whatever steering is active when it is called."""
     free = arithmetic.eval_problems("medium", n_free, seed=seed)
     hard = arithmetic.eval_problems("hard", n_hard, seed=seed)
     benign = [r for r in requests.all_requests() if not r.harmful]
+    benign = benign[:: max(1, len(benign) // n_benign)][:n_benign]  # evenly spaced: plain and wrapped
     sampled = SamplingParams(temperature=1.0, max_new_tokens=MAX_SOLUTION_TOKENS, seed=seed)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS)
 
@@ -80,6 +81,7 @@ def rice_eval(
     variants: Sequence[str] = ("after", "before"),
     n_free: int = 100,
     n_hard: int = 100,
+    n_benign: int = 64,
     seed: int = 0,
     on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
@@ -91,7 +93,7 @@ def rice_eval(
         import torch
 
         routed = torch.tensor(rice.info["counts"]["routed"])
-    run = measure(gen, n_free, n_hard, seed)
+    run = measure(gen, n_free, n_hard, n_benign, seed)
     base = run()
     rows = []
     for pick in picks:
