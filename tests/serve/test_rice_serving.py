@@ -49,3 +49,10 @@ def test_a_request_names_the_rice_setting_and_its_beta(served):
     plain = [c.text for c in gen.generate(PROMPTS, greedy)]
     assert [ask(server, p) for p in PROMPTS] == plain  # the boost leaves no trace between requests
     assert plain != steered[8.0]
+
+
+@pytest.mark.slow
+def test_a_negative_beta_is_a_400_naming_the_field(served):
+    _, server = served
+    with pytest.raises(openai.BadRequestError, match="strength|beta"):
+        ask(server, PROMPTS[0], extra_body={"steering": {"name": "rice", "strength": -1}})

@@ -61,9 +61,11 @@ class Steering:
     """Artifacts to steer with, and overrides of their mode and strength."""
 
     artifact: tuple[Path, ...] = opt((), "Steering artifact (.safetensors); repeat to combine.", sep=None)
-    mode: Literal["add", "ablate"] | None = opt(None, "add or ablate (default: each artifact's own).")
+    mode: Literal["add", "ablate", "after", "before"] | None = opt(
+        None, "add or ablate a vector, after or before for RICE (default: each artifact's own)."
+    )
     strength: float | None = opt(
-        None, "Override every artifact's strength (alpha for a controller).", ge=-1000, le=1000
+        None, "Override every artifact's strength (alpha for a controller, beta for RICE).", ge=-1000, le=1000
     )
 
 

@@ -282,7 +282,9 @@ class Rice:
 
     def steering(self, model, layers_path: str | None = None, mode: str | None = None, strength: float | None = None):
         """The context manager that applies it; ``strength`` overrides β, ``mode`` the variant."""
-        variant = mode if mode in VARIANTS else self.variant
+        if mode is not None and mode not in VARIANTS:
+            raise InputError(f"a RICE artifact boosts experts after or before the top-k choice, not {mode!r}")
+        variant = mode or self.variant
         return RouterBoost(model, self.experts, self.beta if strength is None else strength, variant, layers_path)
 
     def save(self, path: str | Path) -> Path:
