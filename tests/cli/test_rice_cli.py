@@ -19,7 +19,7 @@ def test_rice_finds_two_experts_and_rice_eval_prints_a_row_per_setting(cli, tmp_
     assert [(x["experts"], x["variant"], x["beta"]) for x in rows] == [
         ("top", "before", 1.0), ("top", "before", 8.0), ("bottom", "before", 1.0), ("bottom", "before", 8.0)
     ]  # fmt: skip
-    keys = {"experts", "variant", "beta", "check_rate", "hard_accuracy", "benign_unchanged"}
+    keys = {"experts", "variant", "beta", "check_rate", "hard_accuracy", "benign_unchanged", "chosen"}
     assert all(keys <= set(x) for x in rows)
     assert rows[0]["benign_unchanged"] == 1.0 and rows[0]["pairs"] == found["experts"]
     assert rows[0]["check_rate"] == rows[2]["check_rate"]  # beta 1 is the unsteered model for every choice

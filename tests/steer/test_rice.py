@@ -31,9 +31,11 @@ def test_after_multiplies_the_chosen_experts_weights_and_keeps_the_choice(family
     model = tiny_model(family, char_tokenizer)
     base_logits, base = _routing(model)
     for layer, expert in ((0, 1), (1, 3)):  # one at a time: a boost at layer 0 changes what layer 1 reads
-        with RouterBoost(model, [(layer, expert)], 4.0, "after"):
+        with RouterBoost(model, [(layer, expert)], 4.0, "after") as boost:
             logits, got = _routing(model)
         (w0, i0), (w1, i1) = base[layer], got[layer]
+        share = float((i0 == expert).any(-1).float().mean())
+        assert boost.chosen_share() == {(layer, expert): pytest.approx(share)}
         assert torch.equal(i0, i1)  # after the top-k: the same experts are chosen
         hit = i0 == expert
         assert hit.any(), "the test needs the expert chosen somewhere"
@@ -55,9 +57,10 @@ def test_before_chooses_the_top_k_of_the_boosted_softmax(family, char_tokenizer)
     logs = {}
     r0 = routers(model)[0]
     h = r0.register_forward_hook(lambda m, a, o: logs.update(logits=o[0]))
-    with RouterBoost(model, [(0, 2)], 1000.0, "before"):
+    with RouterBoost(model, [(0, 2)], 1000.0, "before") as boost:
         _, got = _routing(model)
     h.remove()
+    assert boost.chosen_share() == {(0, 2): 1.0}  # the boost fired on every token
     weights, idx = got[0]
     assert bool((idx == 2).any(-1).all())  # a huge beta: expert 2 is chosen for every token
     p = torch.softmax(logs["logits"].float(), -1)
@@ -67,9 +70,9 @@ def test_before_chooses_the_top_k_of_the_boosted_softmax(family, char_tokenizer)
     if family != "olmoe":  # olmoe keeps the probabilities as they are; the others renormalise the top-k
         top = top / top.sum(-1, keepdim=True)
     torch.testing.assert_close(weights.float(), top)
-    with RouterBoost(model, [(0, 2)], 0.0, "before"):  # beta 0 removes the expert
+    with RouterBoost(model, [(0, 2)], 0.0, "before") as boost:  # beta 0 removes the expert
         _, got = _routing(model)
-    assert not bool((got[0][1] == 2).any())
+    assert not bool((got[0][1] == 2).any()) and boost.chosen_share() == {(0, 2): 0.0}
 
 
 def test_a_dense_model_or_a_missing_expert_is_a_clear_error(char_tokenizer):

@@ -222,14 +222,28 @@ class RouterBoost:
                 raise IncompatibleArtifactError(f"the model has no routed expert {expert} at layer {layer}")
             self.by_layer.setdefault(layer, []).append(expert)
         self._handles: list = []
+        # whether the boost fired: per (layer, expert), tokens routed to it and tokens routed, since attach
+        self.chosen: dict[tuple[int, int], list[int]] = {}
 
-    def _hook(self, router: nn.Module, experts: list[int]):
-        beta = self.beta
+    def _count(self, layer: int, experts: list[int], idx: torch.Tensor) -> None:
+        n = idx.reshape(-1, idx.shape[-1])
+        for e in experts:
+            c = self.chosen.setdefault((layer, e), [0, 0])
+            c[0] += int((n == e).any(-1).sum())
+            c[1] += n.shape[0]
+
+    def chosen_share(self) -> dict[tuple[int, int], float]:
+        """The share of tokens each boosted expert was chosen for (after the boost), since :meth:`attach`."""
+        return {p: c[0] / max(1, c[1]) for p, c in self.chosen.items()}
+
+    def _hook(self, layer: int, experts: list[int]):
+        router, beta = self.routers[layer], self.beta
         if self.variant == "after":
 
             def after(module, args, out):
                 logits, weights, idx = out[:3]
                 hit = torch.isin(idx, torch.tensor(experts, device=idx.device))
+                self._count(layer, experts, idx)
                 return (logits, torch.where(hit, weights * beta, weights), idx, *out[3:])
 
             return after
@@ -243,12 +257,14 @@ class RouterBoost:
             top, new_idx = torch.topk(p, idx.shape[-1], dim=-1)
             if renorm:
                 top = top / top.sum(-1, keepdim=True).clamp_min(1e-20)
+            self._count(layer, experts, new_idx)
             return (logits, top.to(weights.dtype), new_idx.to(idx.dtype), *out[3:])
 
         return before
 
     def attach(self) -> RouterBoost:
-        hooks = [(self.routers[layer], self._hook(self.routers[layer], ex)) for layer, ex in self.by_layer.items()]
+        self.chosen = {}
+        hooks = [(self.routers[layer], self._hook(layer, ex)) for layer, ex in self.by_layer.items()]
         self._handles = [r.register_forward_hook(h) for r, h in hooks]
         return self
 

@@ -8,6 +8,8 @@ choice (top nPMI, two random experts, the two lowest), variant and β:
 - ``check_rate``: the share of lines of free (sampled, T 1) solutions to held-out ``builtin:medium`` problems
   that are ``check`` lines;
 - ``hard_accuracy``: greedy accuracy on held-out ``builtin:hard`` problems;
+- ``chosen``: per boosted pair, the share of tokens (of all three runs) its layer routed to it: whether the
+  boost fired (``after`` leaves it as it was; ``before`` raises it);
 - ``benign_unchanged``: the share of benign requests (plain and wrapped, evenly spaced) whose greedy reply
   is the unsteered model's, character for character (instruction following kept).
 """
@@ -94,17 +96,21 @@ def rice_eval(
 
         routed = torch.tensor(rice.info["counts"]["routed"])
     run = measure(gen, n_free, n_hard, n_benign, seed)
-    base = run()
+    picked = {pick: pick_experts(rice.npmi, pick, len(rice.experts), seed=seed, routed=routed) for pick in picks}
+    every = sorted({p for experts in picked.values() for p in experts})
+    with RouterBoost(gen.model, every, 1.0, "after") as counter:  # beta 1: the model itself, its routing counted
+        base = run()
+    unsteered = counter.chosen_share()
     rows = []
-    for pick in picks:
-        experts = pick_experts(rice.npmi, pick, len(rice.experts), seed=seed, routed=routed)
+    for pick, experts in picked.items():
         for variant in variants:
             for beta in betas:
                 if beta == 1.0:
-                    got = base
+                    got, chosen = base, unsteered
                 else:
-                    with RouterBoost(gen.model, experts, beta, variant):
+                    with RouterBoost(gen.model, experts, beta, variant) as boost:
                         got = run()
+                    chosen = boost.chosen_share()
                 same = sum(a == b for a, b in zip(got["replies"], base["replies"], strict=True)) / len(base["replies"])
                 row = {
                     "experts": pick,
@@ -112,6 +118,7 @@ def rice_eval(
                     "npmi": [round(float(rice.npmi[p]), 3) for p in experts],
                     "variant": variant,
                     "beta": beta,
+                    "chosen": [round(chosen[p], 4) for p in experts],
                     **{k: v for k, v in got.items() if k != "replies"},
                     "benign_unchanged": round(same, 4),
                     "benign": len(base["replies"]),
