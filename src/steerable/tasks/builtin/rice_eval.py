@@ -20,6 +20,8 @@ import math
 import random
 from collections.abc import Callable, Sequence
 
+import torch
+
 from steerable.lm.types import SamplingParams
 from steerable.steer.rice import Rice, RouterBoost, pick_experts
 from steerable.tasks.builtin import arithmetic, requests
@@ -44,6 +46,26 @@ def check_rate(texts: Sequence[str]) -> float:
     return sum(ln.startswith(MARKER) for ln in lines) / max(1, len(lines))
 
 
+@torch.no_grad()
+def check_probability(gen, problems: Sequence[arithmetic.Problem]) -> float:
+    """The model's mean probability of opening a ``check`` line at the end of each step line of the concise
+    reference solutions (teacher-forced): the decision RICE should move, read without sampling noise."""
+    c_id = gen.tokenizer(MARKER[0], add_special_tokens=False)["input_ids"][0]
+    nl, answer = (gen.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("\n", "A"))
+    rows = [gen.tokenizer(p.prompt + p.solution("concise"))["input_ids"] for p in problems]
+    starts = [len(gen.tokenizer(p.prompt)["input_ids"]) for p in problems]
+    width = max(map(len, rows))
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    device = next(gen.model.parameters()).device
+    probs = torch.softmax(gen.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+    # the newline ending a step line: after the prompt, and followed by another step (not by the answer line)
+    at = [(i, j) for i, r in enumerate(rows) for j in range(starts[i], len(r) - 1) if r[j] == nl and r[j + 1] != answer]
+    return float(sum(probs[i, j, c_id] for i, j in at) / max(1, len(at)))
+
+
 def _se(p: float, n: int) -> float:
     return round(math.sqrt(max(p * (1 - p), 0.0) / max(1, n)), 4)
 
@@ -58,6 +80,7 @@ def measure(gen, n_free: int = 100, n_hard: int = 100, n_benign: int = 64, seed:
     greedy = SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS)
 
     def run() -> dict:
+        p_check = check_probability(gen, free)
         texts = [c.text for c in generate_batched(gen, [p.prompt for p in free], sampled)]
         sols = generate_batched(gen, [p.prompt for p in hard], greedy)
         acc = sum(is_correct(p, c.text) for p, c in zip(hard, sols, strict=True)) / len(hard)
@@ -65,6 +88,7 @@ def measure(gen, n_free: int = 100, n_hard: int = 100, n_benign: int = 64, seed:
         lines = sum(len([ln for ln in t.splitlines() if ln.strip()]) for t in texts)
         rate = check_rate(texts)
         return {
+            "check_prob": round(p_check, 4),
             "check_rate": round(rate, 4),
             "check_rate_se": _se(rate, lines),
             "hard_accuracy": round(acc, 4),
@@ -92,8 +116,6 @@ def rice_eval(
         raise ValueError("this RICE artifact holds no nPMI table to draw the control experts from")
     routed = None
     if "routed" in rice.info.get("counts", {}):
-        import torch
-
         routed = torch.tensor(rice.info["counts"]["routed"])
     run = measure(gen, n_free, n_hard, n_benign, seed)
     picked = {pick: pick_experts(rice.npmi, pick, len(rice.experts), seed=seed, routed=routed) for pick in picks}
