@@ -235,3 +235,18 @@ def test_train_pg_cli_writes_the_curve(run, tmp_path):
 def test_bad_input_is_one_line_and_exit_2(run, args, needle):
     r = run(*args)
     assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_the_numpy_actor_draws_from_the_torch_policy_with_the_generator_noise():
+    torch.manual_seed(0)
+    obs = torch.rand(3)
+    gauss = Policy(3, 2, 8, discrete=False)
+    a = gauss.actor(4, torch.Generator().manual_seed(5))(0, obs.numpy())
+    noise = torch.randn(4, 2, generator=torch.Generator().manual_seed(5))[0]
+    assert torch.allclose(torch.from_numpy(a), (gauss.net(obs) + gauss.log_std.exp() * noise).detach(), atol=1e-6)
+    soft = Policy(3, 3, 8, discrete=True)
+    cdf = torch.softmax(soft.net(obs), -1).cumsum(-1).detach()
+    for seed in range(20):
+        u = torch.rand(4, generator=torch.Generator().manual_seed(seed))[0]
+        a = soft.actor(4, torch.Generator().manual_seed(seed))(0, obs.numpy())
+        assert a == int((cdf <= u).sum())
