@@ -4,9 +4,11 @@ Each (env, method, seed) is one ``train_pg`` run with the step sizes of ``npg.DE
 not a benchmark seed) and the same trajectory budget; the evaluation return (10 stochastic episodes on fixed
 seeds) is read at the checkpoints. Prints mean +- standard error over seeds per checkpoint, the mechanism
 logs (STORM-PG's importance weights, IGT's extrapolation factor, HARPG's Hessian-vector norm), and draws the
-curves to ``--plot``. Runs are written to ``--runs`` as they finish, so an interrupted benchmark resumes.
+curves to ``--plot``. ``harpg-v0`` / ``n_harpg-v0`` are the ablation with HARPG's Hessian-vector
+correction set to 0 (the second trajectory still drawn and counted). Runs are written to ``--runs`` as they
+finish, so an interrupted benchmark resumes.
 
-    OMP_NUM_THREADS=1 python benchmarks/control_pg.py --seeds 0,1,2 --trajectories 1000 --plot docs/control_pg.png
+    OMP_NUM_THREADS=1 python benchmarks/control_pg.py --seeds 0,1,2,3,4 --trajectories 1000 --plot docs/control_pg.png
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import json
 import math
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import torch
 
-from steerable.control.training.npg import ESTIMATORS, PGConfig, train_pg
+from steerable.control.training.npg import ESTIMATORS, PGConfig, PGProblem, train_pg
 
 
 def run_one(runs: Path, env: str, method: str, seed: int, trajectories: int, every: int) -> dict:
@@ -28,7 +31,13 @@ def run_one(runs: Path, env: str, method: str, seed: int, trajectories: int, eve
     if path.exists():
         return json.loads(path.read_text())
     t0 = time.perf_counter()
-    r = train_pg(PGConfig(env=env, method=method, trajectories=trajectories, seed=seed, eval_every=every))
+    base = method.removesuffix("-v0")
+    cfg = PGConfig(env=env, method=base, trajectories=trajectories, seed=seed, eval_every=every)
+    if method.endswith("-v0"):  # the ablation: HARPG's Hessian-vector correction v_t set to 0, tau^ still drawn
+        with patch.object(PGProblem, "hessian_vector", lambda self, theta, traj, v: torch.zeros_like(v)):
+            r = train_pg(cfg)
+    else:
+        r = train_pg(cfg)
     r["seconds"] = time.perf_counter() - t0
     r.pop("train_returns")
     path.write_text(json.dumps(r))
@@ -53,8 +62,8 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     methods = a.methods.split(",")
-    if unknown := [m for m in methods if m not in ESTIMATORS]:
-        raise SystemExit(f"unknown method {unknown[0]!r}: use {', '.join(ESTIMATORS)}")
+    if unknown := [m for m in methods if m.removesuffix("-v0") not in ESTIMATORS]:
+        raise SystemExit(f"unknown method {unknown[0]!r}: use {', '.join(ESTIMATORS)} (harpg-v0, n_harpg-v0: v_t = 0)")
     seeds = [int(s) for s in a.seeds.split(",")]
     checks = [int(c) for c in a.checkpoints.split(",")]
     runs = Path(a.runs)
