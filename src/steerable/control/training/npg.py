@@ -8,11 +8,12 @@ Every estimator works on the flat parameter vector theta of a policy and the GPO
 ``R_t = sum_{h>=t} gamma^(h-t) r_h`` (so ``gamma^t R_t = sum_{h>=t} gamma^h r_h``, the paper's weight) and b a
 linear-feature baseline fitted on the previous trajectory (the authors' garage runs use garage's
 ``LinearFeatureBaseline``; b does not depend on the current trajectory, so g stays unbiased).
-Schedules are the authors' garage optimizers (``NIGT_optimizer.py``, ``STORMHess_optimizer.py``,
-``SGDM_optimizer.py``), t counted from 0: they are the paper's global-convergence schedules with
-``gamma_0`` (``step``) and ``eta_0`` (``eta``) free. Policies are theirs: a softmax MLP (two tanh layers of 32)
-for CartPole, a Gaussian MLP (two tanh layers of 64, learned state-independent log-std, init std 1) for
-Pendulum; discount 0.99, horizon 200. Differences from their code are in ``docs/differences.md``.
+Schedules are the authors' garage optimizers' (``NIGT_optimizer.py``, ``STORMHess_optimizer.py``,
+``SGDM_optimizer.py``), t counted from 0, with ``gamma_0`` (``step``) and ``eta_0`` (``eta``) free; only the
+paper's abstract was readable here, so they are checked against that code, not against its theorems.
+Policies are theirs: a softmax MLP (two tanh layers of 32) for CartPole, a Gaussian MLP (two tanh layers of
+64, learned state-independent log-std, init std 1) for Pendulum; discount 0.99, horizon 200. Differences from
+their code are in ``docs/differences.md``.
 """
 
 from __future__ import annotations
