@@ -131,6 +131,21 @@ def _run_eval(cfg, printing: Printing, drawing: EvalPlot) -> None:
         )
 
 
+def _run_train_pg(cfg, printing: Printing) -> None:
+    from steerable.control.training.npg import train_pg
+
+    r = train_pg(cfg)
+    keep = ("trajectories", "iterations", "diverged", "curve", "metrics")
+    row = {"env": cfg.env, "method": cfg.method, "final_return": r["curve"][-1][1], **{k: r[k] for k in keep}}
+    if printing.json:
+        typer.echo(json.dumps(row))
+    else:
+        curve = ", ".join(f"{n}: {ret:.1f}" for n, ret in r["curve"])
+        typer.echo(
+            f"{cfg.method} on {cfg.env}, return by trajectories sampled: {curve}" + (" (diverged)" * r["diverged"])
+        )
+
+
 def _register() -> None:
     from steerable.cli.flags import command, config_command
 
@@ -140,6 +155,7 @@ def _register() -> None:
         from steerable.control.training.dsrl import DSRLConfig
         from steerable.control.training.gorl import GoRLConfig
         from steerable.control.training.iql import TrainQConfig
+        from steerable.control.training.npg import PGConfig
         from steerable.control.training.pgd_run import PGDConfig
         from steerable.control.training.tgpo import TGPOConfig
         from steerable.control.worlds.data import DataConfig
@@ -166,6 +182,11 @@ def _register() -> None:
     config_command(
         control_app, "tgpo", TGPOConfig, _run_tgpo, "TGPO-style: a time-conditioned policy and its allocation critic."
     )
+
+    @command(control_app, "train-pg", help="N-PG-IGT, (N)-HARPG, STORM-PG or REINFORCE, one trajectory per step.",
+             classes=(PGConfig,))  # fmt: skip
+    def control_train_pg(cfg: PGConfig, printing: Printing) -> None:
+        _run_train_pg(cfg, printing)
 
     doc = "Success, return, NFE and seconds per control step of a method on seeded episodes.\n\n" + options_help()
 
