@@ -26,10 +26,10 @@ from _common import setup
 
 
 def _run(out: Path, algo: str, args) -> None:
-    from steerable.rl.run import RLRunConfig, train_rl
+    from steerable.rl.run import RLRunConfig, parse_options, train_rl
 
     shutil.rmtree(out, ignore_errors=True)
-    options = {"tppo_window": args.window} if algo == "tppo" else {}
+    options = {"tppo_window": args.window, **parse_options(args.tppo_set)} if algo == "tppo" else {}
     every = args.tppo_eval_every if algo == "tppo" else args.eval_every
     cfg = RLRunConfig(
         out=str(out), algo=algo, task="builtin:medium", minutes=args.minutes, seed=args.seed, lr=args.lr,
@@ -40,37 +40,50 @@ def _run(out: Path, algo: str, args) -> None:
     (out / "bench.json").write_text(json.dumps({"wall": time.perf_counter() - t0}))
 
 
-def _held_out(out: Path) -> dict:
+def _held_out(out: Path) -> float:
+    """Greedy accuracy on the 200 held-out problems: ``steerable builtin eval --split medium``'s
+    ``accuracy_greedy`` (the same problems, cap and verifier; its sampled and refusal passes skipped)."""
     from steerable.lm.local import LocalGenerator
-    from steerable.tasks.builtin.evaluate import evaluate
+    from steerable.lm.types import SamplingParams
+    from steerable.tasks.builtin import arithmetic
+    from steerable.tasks.builtin.evaluate import MAX_SOLUTION_TOKENS, generate_batched
+    from steerable.tasks.builtin.verifier import is_correct
 
     path = out / "held_out.json"
     if not path.exists():
         gen = LocalGenerator.from_pretrained(str(out), device="cpu")
-        path.write_text(json.dumps(evaluate(gen, split="medium", n=200, progress=False)))
-    return json.loads(path.read_text())
+        problems = arithmetic.eval_problems("medium", 200, seed=0)
+        greedy = SamplingParams(temperature=0.0, max_new_tokens=MAX_SOLUTION_TOKENS)
+        comps = generate_batched(gen, [p.prompt for p in problems], greedy)
+        ok = [is_correct(p, c.text) for p, c in zip(problems, comps, strict=True)]
+        path.write_text(json.dumps({"accuracy_greedy": sum(ok) / len(ok)}))
+    return json.loads(path.read_text())["accuracy_greedy"]
 
 
-def _curve(out: Path) -> tuple[list[tuple[float, float, int]], dict]:
+def _curve(out: Path, cpu: bool) -> tuple[list[tuple[float, float, int]], dict]:
     """(training seconds, held-in accuracy, step) per evaluation, and the summary. Training seconds: the row's
-    wall seconds less the evaluations before it (the start's evaluation counted as one mean evaluation)."""
+    seconds less the evaluations before it (the start's evaluation counted as one mean evaluation); ``cpu``: the
+    process's CPU seconds (robust to other jobs on the machine) instead of wall seconds."""
+    key, ev = ("cpu_seconds", "eval_cpu_seconds") if cpu else ("seconds", "eval_seconds")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     steps = [r for r in rows if "seconds" in r and r.get("step", 0) > 0]
     evals = sum("held_in_accuracy" in r for r in steps)
-    first = 0.0
-    if evals:  # the mean evaluation stands in for the start's, which is inside every row's seconds
-        first = steps[-1]["eval_seconds"] / evals
+    first = steps[-1][ev] / evals if evals else 0.0  # stands in for the start's, inside every row's seconds
     curve = [(0.0, rows[0]["held_in_accuracy"], 0)]
     for r in steps:
         if "held_in_accuracy" in r:
-            curve.append((r["seconds"] - r["eval_seconds"] - first, r["held_in_accuracy"], r["step"]))
+            curve.append((r[key] - r[ev] - first, r["held_in_accuracy"], r["step"]))
     final = next(r for r in rows if r.get("final"))
-    last_train = steps[-1]["seconds"] - steps[-1]["eval_seconds"] - first if steps else 0.0
-    curve.append((last_train, final["held_in_accuracy"], final["step"]))
+    curve.append((steps[-1][key] - steps[-1][ev] - first, final["held_in_accuracy"], final["step"]))
     summary = json.loads((out / "summary.json").read_text())
     if "tokens" not in summary:  # GRPO: the rollouts' mean length times the batch, per step
         summary["tokens"] = round(sum(r.get("completions/mean_length", 0.0) * 32 for r in steps))
     return curve, summary
+
+
+def _last(out: Path) -> dict:
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return next(r for r in reversed(rows) if "seconds" in r and r.get("step", 0) > 0)
 
 
 def _se(p: float, n: int) -> float:
@@ -86,33 +99,39 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=10, help="GRPO's steps between held-in evaluations")
     # a window is a fraction of a GRPO step's time: about the same wall cadence
     ap.add_argument("--tppo-eval-every", type=int, default=40, help="T-PPO's windows between held-in evaluations")
+    ap.add_argument("--tppo-set", action="append", default=[], help="a T-PPO knob, NAME=VALUE (repeatable)")
+    ap.add_argument("--arms", default="grpo,tppo", help="which arms to run (the others are read back)")
     ap.add_argument("--out", default="runs/rl_tppo")
     ap.add_argument("--read", default=None, help="print the table of earlier runs in this directory")
     args = ap.parse_args()
     setup()
     root = Path(args.read or args.out)
+    tag = "tppo" + "".join(f"_{x}" for x in args.tppo_set)  # the T-PPO run's directory: its knobs in the name
     if args.read is None:
-        for algo in ("grpo", "tppo"):
-            _run(root / algo, algo, args)
-    curves = {a: _curve(root / a) for a in ("grpo", "tppo")}
+        for algo in args.arms.split(","):
+            _run(root / (tag if algo == "tppo" else algo), algo, args)
+    arms = ["grpo"] + sorted(p.name for p in root.glob("tppo*") if (p / "summary.json").exists())
+    cpu = all("cpu_seconds" in _last(root / a) for a in arms)
+    curves = {a: _curve(root / a, cpu) for a in arms}
+    clock = "CPU" if cpu else "wall"
     target = curves["grpo"][0][-1][1]  # GRPO's final held-in accuracy
-    print(f"held-in target: GRPO's final held-in greedy accuracy {target:.0%} (100 problems)\n")
+    print(f"held-in target: GRPO's final held-in greedy accuracy {target:.0%} (100 problems); clock: {clock}\n")
     print(
-        "| arm | steps | tokens generated | train s | eval s | time to target (s) | held-in end "
-        "| held-out greedy (200) |"
+        f"| arm | steps | tokens generated | train {clock} s | tokens / train {clock} s | train wall s "
+        f"| time to target ({clock} s) | held-in end | held-out greedy (200) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for algo, (curve, summary) in curves.items():
         reach = next((t for t, acc, _ in curve if acc >= target), None)
-        ho = _held_out(root / algo)["accuracy_greedy"]
-        rows = [json.loads(x) for x in (root / algo / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        eval_s = max((r.get("eval_seconds", 0.0) for r in rows), default=0.0)
+        wall = _curve(root / algo, False)[0][-1][0]
+        ho = _held_out(root / algo)
         print(
-            f"| `{algo}` | {summary['steps']} | {summary['tokens']} | {curve[-1][0]:.0f} | {eval_s:.0f} | "
+            f"| `{algo}` | {summary['steps']} | {summary['tokens']} | {curve[-1][0]:.0f} | "
+            f"{summary['tokens'] / max(curve[-1][0], 1e-9):.0f} | {wall:.0f} | "
             f"{'not reached' if reach is None else f'{reach:.0f}'} | {curve[-1][1]:.0%} | "
             f"{ho:.1%} ± {_se(ho, 200):.1%} |"
         )
-    print("\nheld-in curve (training seconds: accuracy)")
+    print(f"\nheld-in curve (training {clock} seconds: accuracy)")
     for algo, (curve, _) in curves.items():
         print(f"- `{algo}`: " + ", ".join(f"{t:.0f}: {acc:.0%}" for t, acc, _ in curve))
 

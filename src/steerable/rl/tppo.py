@@ -268,14 +268,16 @@ def train_tppo(cfg, plan, progress: bool = True) -> dict:
     clock = Clock(out / "elapsed.json")
     metrics = out / "metrics.jsonl"
     budget = None if cfg.minutes is None else cfg.minutes * 60
-    eval_seconds = 0.0
+    eval_seconds = eval_cpu_seconds = 0.0
     eval_args = (model, tok, held_in, extract, cfg.max_completion)
+    cpu_start = time.process_time()
 
     def held_in_accuracy() -> float:
-        nonlocal eval_seconds
-        t0 = time.perf_counter()
+        nonlocal eval_seconds, eval_cpu_seconds
+        t0, c0 = time.perf_counter(), time.process_time()
         acc = greedy_accuracy(*eval_args)
         eval_seconds += time.perf_counter() - t0
+        eval_cpu_seconds += time.process_time() - c0
         return acc
 
     with metrics.open("a") as f:
@@ -355,7 +357,9 @@ def train_tppo(cfg, plan, progress: bool = True) -> dict:
         row = {
             "step": step,
             "seconds": round(clock.seconds(), 1),
+            "cpu_seconds": round(time.process_time() - cpu_start, 1),  # this process's CPU time: robust to load
             "eval_seconds": round(eval_seconds, 1),
+            "eval_cpu_seconds": round(eval_cpu_seconds, 1),
             "loss": float(loss.detach()),
             "critic_loss": critic_loss,
             "entropy": float((ent.detach().cpu() * mask).sum() / mask.sum().clamp(min=1)),
