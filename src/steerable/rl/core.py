@@ -123,8 +123,8 @@ class RLConfig:
     tppo_gamma: float = opt(1.0, "T-PPO: discount gamma of EGAE and of the critic's returns.", ge=0, le=1)
     tppo_lambda: float = opt(0.95, "T-PPO: lambda of EGAE (the policy's advantages).", ge=0, le=1)
     tppo_critic_lr: float = opt(1e-3, "T-PPO: learning rate of the value head (Adam).", gt=0, le=1)
-    # whitened, every window's advantages are unit-scale even when the critic has nothing left to explain: on
-    # the built-in task that collapsed held-in accuracy 89% -> 46% in 227 windows (docs/results/rl.md)
+    # off: the advantages keep the TD errors' scale (small where the critic has little left to explain); at lr 1e-5
+    # on the built-in task both settings collapsed near window 120 (docs/results/rl.md)
     tppo_whiten: bool = opt(False, "T-PPO: whiten each window's advantages over its tokens (verl's GAE does).")
 
     def __post_init__(self) -> None:

@@ -39,8 +39,7 @@ is not taken. Each window is trained once (one optimiser step; the ratio is 1, a
 iteration). Defaults the paper's text did not give us verbatim (γ = 1, λ = 0.95: the VC-PPO/VAPO group's
 settings, recalled) are marked so in the docs; its window (8k of 24k tokens, a third of the cap, recalled)
 becomes 32 of 160 tokens on the built-in task. Advantages are not whitened by default (verl whitens GAE's;
-``--set tppo_whiten=true``): whitened, every window's advantages are unit-scale however little the critic has
-left to explain, and the built-in model collapsed. No resume: a rerun starts over.
+``--set tppo_whiten=true``), so they keep the TD errors' scale. No resume: a rerun starts over.
 """
 
 from __future__ import annotations
