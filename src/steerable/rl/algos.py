@@ -54,6 +54,9 @@ class Algo:
     # then are later updates off-policy, the regime Clip-Cov / KL-Cov act in: on-policy, KL-Cov *is* the
     # plain policy gradient and Clip-Cov detaches a handful of tokens.
     minibatches: int = 1
+    # "tppo": its own windowed loop (steerable.rl.tppo) instead of TRL's trainer; the advantage is then that
+    # loop's (EGAE), not one of ADVANTAGES
+    loop: str | None = None
 
 
 ALGOS: dict[str, Algo] = {
@@ -84,6 +87,9 @@ ALGOS: dict[str, Algo] = {
     # ratio per round and its clip range (Zheng et al.: 3e-4 / 4e-4); agent tasks only (rounds are turns)
     "eapo": Algo("eapo", "eapo", config={"eps_low": 3e-4, "eps_high": 4e-4}),
     "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
+    # T-PPO: windows of l tokens, EGAE from a value head bootstrapped at the cut, the critic on completed
+    # responses only; its clipped surrogate is the token-mean PPO loss over each window's new tokens
+    "tppo": Algo("egae", "ppo", loop="tppo"),
 }
 
 
@@ -95,6 +101,10 @@ def rl_config_for(algo: Algo, **overrides) -> RLConfig:
 def check_inputs(algo: Algo) -> None:
     """Every input the algorithm's estimator and loss declare can be computed (else a ConfigError now,
     before any sampling)."""
+    if algo.loop == "tppo":  # EGAE lives in its loop (steerable.rl.tppo); only the loss is a registered one
+        if algo.loss not in POLICY_LOSSES:
+            raise ConfigError(f"unknown loss {algo.loss!r}: use one of {', '.join(POLICY_LOSSES)}")
+        return
     if algo.advantage not in ADVANTAGES:
         raise ConfigError(f"unknown advantage {algo.advantage!r}: use one of {', '.join(ADVANTAGES)}")
     if algo.loss != "trl" and algo.loss not in POLICY_LOSSES:

@@ -118,6 +118,14 @@ class RLConfig:
     brpo_answers: int = opt(4, "BRPO: answers sampled after each cut, their scores averaged.", ge=1, le=64)
     brpo_answer_tokens: int = opt(8, "BRPO: token cap of a sampled answer.", ge=1)
     brpo_train_answers: bool = opt(True, "BRPO: train the sampled answers with their own group-relative advantage.")
+    # T-PPO ("Truncated Proximal Policy Optimization", Fan et al. 2025): windows, EGAE, a decoupled critic
+    tppo_window: int = opt(32, "T-PPO: tokens generated per window l before each update.", ge=1, le=100_000)
+    tppo_gamma: float = opt(1.0, "T-PPO: discount gamma of EGAE and of the critic's returns.", ge=0, le=1)
+    tppo_lambda: float = opt(0.95, "T-PPO: lambda of EGAE (the policy's advantages).", ge=0, le=1)
+    tppo_critic_lr: float = opt(1e-3, "T-PPO: learning rate of the value head (Adam).", gt=0, le=1)
+    # off: the advantages keep the TD errors' scale (small where the critic has little left to explain); at lr 1e-5
+    # on the built-in task both settings collapsed near window 120 (docs/results/rl.md)
+    tppo_whiten: bool = opt(False, "T-PPO: whiten each window's advantages over its tokens (verl's GAE does).")
 
     def __post_init__(self) -> None:
         check(self)

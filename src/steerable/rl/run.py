@@ -154,6 +154,10 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     """A budgeted RL run into ``cfg.out``: TRL's trainer with the algorithm's advantages and loss, held-in
     evaluations, and a resume from the newest checkpoint when there is one; returns the summary."""
     plan = _plan(cfg)  # every setting checked before anything loads
+    if plan.algo.loop == "tppo":  # windows and a critic: its own loop, not TRL's trainer
+        from steerable.rl.tppo import train_tppo
+
+        return train_tppo(cfg, plan, progress)
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
 
@@ -283,7 +287,23 @@ def _plan(cfg: RLRunConfig) -> Plan:
         )
     if algo.rollout == "icpo" and not cfg.task.startswith("builtin:"):
         raise ConfigError("icpo needs demonstrations: only built-in tasks have them for now")
+    if algo.loop == "tppo":
+        _check_tppo(cfg, rc, agent_task is not None, minibatches, iterations)
     return Plan(algo, rc, minibatches, iterations)
+
+
+def _check_tppo(cfg: RLRunConfig, rc: RLConfig, agent_task: bool, minibatches: int, iterations: int) -> None:
+    """What T-PPO's windowed loop does not do, each a one-line error."""
+    if agent_task:
+        raise ConfigError("tppo trains on built-in or JSONL tasks, not agent episodes")
+    if "majority" in (cfg.reward or ""):
+        raise ConfigError("tppo has no groups to vote in: use the exact, format or prm reward")
+    if cfg.beta:
+        raise ConfigError("tppo has no reference model: drop --beta")
+    if minibatches != 1 or iterations != 1:
+        raise ConfigError("tppo takes one optimiser step per window: drop --minibatches and --iterations")
+    if rc.dynamic_sampling:
+        raise ConfigError("tppo refills ended slots itself: drop --set dynamic_sampling=true")
 
 
 def _declared(algo: Algo) -> set[str]:
