@@ -37,12 +37,12 @@ def main() -> None:
     from steerable.lm.loading import load_model
     from steerable.rl.algos import ALGOS, rl_config_for
     from steerable.rl.rewards import exact_reward
-    from steerable.rl.run import _items
+    from steerable.rl.session import task_rows
     from steerable.rl.trainer import SteerableGRPOTrainer as Trainer
     from steerable.tasks.builtin.verifier import extract_answer
 
     extract = lambda t: None if extract_answer(t) is None else str(extract_answer(t))  # noqa: E731
-    ds = Dataset.from_list(_items("builtin:medium", 512, 0))
+    ds = Dataset.from_list(task_rows("builtin:medium", 512, 0))
     variants = ["trl_grpo", "grpo", "dapo", "clip_cov", "kl_cov"]
     step_t: dict[str, list[float]] = {v: [] for v in variants}
     loss_t: dict[str, list[float]] = {v: [] for v in variants}

@@ -67,7 +67,7 @@ def main() -> None:
                 f"higher on {above:.0%} of them"
             )
     if args.plot:
-        from steerable.rl.run import plot_curves
+        from steerable.rl.session import plot_curves
 
         first, *rest = args.runs
         plot_curves(

@@ -199,11 +199,11 @@ _RL_ROWS: dict = {}
 @pytest.fixture
 def rl_rows_once(monkeypatch):
     """Each ``train_rl`` on a built-in task draws 20,000 training problems (~0.7 s): draw each (task, n, seed)
-    once per session. ``rl.run._items`` is a pure function of its arguments; ``train_rl`` edits the rows it
+    once per session. ``rl.session.task_rows`` is a pure function of its arguments; ``train_rl`` edits the rows it
     gets, so every call gets fresh copies of the same rows."""
-    import steerable.rl.run as run
+    import steerable.rl.session as session
 
-    real = run._items
+    real = session.task_rows
 
     def once(task: str, n: int, seed: int) -> list[dict]:
         if not task.startswith("builtin:"):  # a file may change between calls
@@ -212,7 +212,7 @@ def rl_rows_once(monkeypatch):
             _RL_ROWS[task, n, seed] = real(task, n, seed)
         return [dict(r) for r in _RL_ROWS[task, n, seed]]
 
-    monkeypatch.setattr(run, "_items", once)
+    monkeypatch.setattr(session, "task_rows", once)
 
 
 # ---- a chat template with tools (tests/agents, tests/serve) ------------------------------------------

@@ -51,7 +51,7 @@ def test_rerunning_a_spent_budget_keeps_the_trained_model(tmp_path, tiny_dir, ch
     from conftest import graded_prm
 
     graded = graded_prm(char_tokenizer)  # distinct rewards: the step moves the weights
-    monkeypatch.setattr("steerable.rl.run._builtin_prm", lambda: graded)
+    monkeypatch.setattr("steerable.rl.run.builtin_prm", lambda: graded)
     cfg = _cfg(tmp_path, tiny_dir, steps=None, minutes=0.0001, lr=1e-2, reward="prm")  # a step that moves weights
     first = train_rl(cfg, progress=False)
     assert first["steps"] == 1

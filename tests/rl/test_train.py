@@ -132,7 +132,7 @@ def test_iterations_reuse_a_generated_batch(tmp_path, tiny_dir, char_tokenizer, 
     from conftest import graded_prm
 
     graded = graded_prm(char_tokenizer)
-    monkeypatch.setattr("steerable.rl.run._builtin_prm", lambda: graded)
+    monkeypatch.setattr("steerable.rl.run.builtin_prm", lambda: graded)
     train_rl(_cfg(tmp_path, tiny_dir, steps=2, iterations=2, lr=1e-2, reward="prm"), progress=False)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = {r["step"]: r for r in rows if "loss/ratio_mean" in r}
@@ -141,12 +141,12 @@ def test_iterations_reuse_a_generated_batch(tmp_path, tiny_dir, char_tokenizer, 
 
 
 def test_test_time_rl_adapts_to_the_evaluation_problems(tmp_path, tiny_dir):
-    from steerable.rl.run import _held_in, _items
+    from steerable.rl.session import held_in_rows, task_rows
     from steerable.tasks.builtin.arithmetic import eval_problems
 
-    rows = _items("builtin:easy:test", 0, 0)
+    rows = task_rows("builtin:easy:test", 0, 0)
     assert [r["prompt"] for r in rows] == [p.prompt for p in eval_problems("easy", 200)]  # what eval scores
-    assert _held_in("builtin:easy:test", 4, 0) == rows[:4]  # and reports on
+    assert held_in_rows("builtin:easy:test", 4, 0) == rows[:4]  # and reports on
     assert train_rl(_cfg(tmp_path, tiny_dir, algo="ttrl", task="builtin:easy:test"), progress=False)["steps"] == 1
 
 

@@ -12,18 +12,25 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from steerable.config import check, from_mapping, opt, parse_pairs
-from steerable.errors import ConfigError, InputError, SteerableError
+from steerable.errors import ConfigError, SteerableError
 from steerable.lm.loading import DEVICE_HELP
 from steerable.provenance import provenance
 from steerable.rl.algos import ALGOS, Algo, RLConfig
 from steerable.rl.rewards import TEMPLATES
+from steerable.rl.session import (
+    Clock,
+    builtin_prm,
+    builtin_split,
+    finish,
+    greedy_accuracy,
+    prompts,
+)
 from steerable.streams import derive_seed
 
 #: ``--algo`` takes a name of the registry, ``--template`` a prior prompt: the flags list what the code has.
@@ -85,71 +92,6 @@ class RLRunConfig:
             raise ConfigError("give --minutes or --steps")
 
 
-TEST_PROBLEMS = 200  # `steerable builtin eval`'s default
-
-
-def _builtin_split(task: str) -> tuple[str, bool]:
-    """``builtin:SPLIT`` (training problems) or ``builtin:SPLIT:test`` (the held-out evaluation problems
-    that ``steerable builtin eval --split SPLIT`` scores, for label-free test-time RL)."""
-    parts = task.split(":")
-    if len(parts) == 3 and parts[2] == "test":
-        return parts[1], True
-    if len(parts) != 2:
-        raise ConfigError(f"task {task!r}: write builtin:SPLIT or builtin:SPLIT:test")
-    return parts[1], False
-
-
-def _items(task: str, n: int, seed: int) -> list[dict]:
-    """Training rows ``{prompt, answer}`` (agent tasks: and ``task``); labels may be absent (TTRL)."""
-    from steerable.rl import agent
-
-    t = agent.parse_task(task)
-    if t is not None:
-        return agent.train_rows(t, n, seed)
-    if task.startswith("builtin:"):
-        from steerable.tasks.builtin import arithmetic as A
-
-        split, test = _builtin_split(task)
-        if test:  # the same problems (seed 0) that `steerable builtin eval --split SPLIT` scores
-            return [{"prompt": p.prompt, "answer": str(p.answer)} for p in A.eval_problems(split, TEST_PROBLEMS)]
-        lo, hi = A.split_range(split)
-        rng = random.Random(seed)
-        return [{"prompt": p.prompt, "answer": str(p.answer)} for p in (A.train_problem(rng, lo, hi) for _ in range(n))]
-    from steerable.tasks.loader import read_jsonl
-
-    rows = []
-    for line, row in read_jsonl(Path(task), "a 'prompt' field"):
-        if not isinstance(row.get("prompt"), str):
-            raise InputError(f"{task}:{line} needs a string 'prompt'")
-        rows.append({"prompt": row["prompt"], "answer": None if row.get("answer") is None else str(row["answer"])})
-    if not rows:
-        raise InputError(f"{task} has no rows")
-    return rows
-
-
-def _held_in(task: str, n: int, seed: int) -> list[dict]:
-    """A fixed held-in evaluation set: the training distribution, drawn with another seed (for a test-time
-    run, the test problems themselves: TTRL reports on the prompts it adapts to)."""
-    from steerable.rl.agent import parse_task
-
-    if parse_task(task) is not None or task.startswith("builtin:") and not _builtin_split(task)[1]:
-        return _items(task, n, derive_seed(seed, "held-in"))
-    rows = [r for r in _items(task, 10**9, seed) if r["answer"] is not None]
-    return rows[:n]
-
-
-def greedy_accuracy(model, tokenizer, rows: list[dict], extract, max_new: int) -> float:
-    from steerable.lm.local import LocalGenerator
-    from steerable.lm.types import SamplingParams
-    from steerable.rl.rollouts import eval_mode
-
-    with eval_mode(model):
-        gen = LocalGenerator(model, tokenizer)
-        outs = gen.generate([r["prompt"] for r in rows], SamplingParams(temperature=0, max_new_tokens=max_new))
-    ok = [r["answer"] is not None and str(extract(o.text)) == str(r["answer"]) for o, r in zip(outs, rows, strict=True)]
-    return sum(ok) / max(1, len(ok))
-
-
 def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     """A budgeted RL run into ``cfg.out``: TRL's trainer with the algorithm's advantages and loss, held-in
     evaluations, and a resume from the newest checkpoint when there is one; returns the summary."""
@@ -176,8 +118,8 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
         from steerable.agents.process import answer_of as extract
     device = resolve_device(cfg.device)
     model, tok = load_model(cfg.model, device=str(device))
-    rows, held_in = _prompts(cfg, plan.algo, tok)
-    funcs, weights = parse_rewards(cfg.reward or plan.algo.reward, extract, _builtin_prm, agent=task is not None)
+    rows, held_in = prompts(cfg, plan.algo, tok)
+    funcs, weights = parse_rewards(cfg.reward or plan.algo.reward, extract, builtin_prm, agent=task is not None)
     if any(f.__name__ == "exact" for f in funcs) and all(r["answer"] is None for r in rows):
         raise ConfigError("the exact reward needs answers: use --algo ttrl (majority vote) for unlabelled prompts")
     metrics, clock = out / "metrics.jsonl", Clock(out / "elapsed.json")
@@ -219,7 +161,7 @@ def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict:
     final = held_in_accuracy()
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
-    return _finish(cfg, out, trainer.state.global_step, clock, final, resumed)
+    return finish(cfg, out, trainer.state.global_step, clock, final, resumed)
 
 
 @dataclass(frozen=True)
@@ -258,10 +200,10 @@ def _plan(cfg: RLRunConfig) -> Plan:
             f"{cfg.algo} trains each round of an agent episode as a sample: use --task builtin:agent:ENV:SPLIT "
             f"(got {cfg.task!r})"
         )
-    elif cfg.task.startswith("builtin:") and _builtin_split(cfg.task)[1] and ALGOS[cfg.algo].reward != "majority":
+    elif cfg.task.startswith("builtin:") and builtin_split(cfg.task)[1] and ALGOS[cfg.algo].reward != "majority":
         raise ConfigError(
             f"{cfg.task} holds the evaluation problems: only label-free test-time RL (ttrl, ettrl) may train on "
-            f"them; use builtin:{_builtin_split(cfg.task)[0]} for {cfg.algo}"
+            f"them; use builtin:{builtin_split(cfg.task)[0]} for {cfg.algo}"
         )
     if cfg.minutes is None and cfg.steps is None:
         raise ConfigError("give --minutes or --steps")
@@ -312,25 +254,6 @@ def _declared(algo: Algo) -> set[str]:
 
     fns = [ADVANTAGES.get(algo.advantage), POLICY_LOSSES.get(algo.loss)]
     return {k for fn in fns if fn is not None for k in declared_inputs(fn)}
-
-
-def _prompts(cfg: RLRunConfig, algo: Algo, tok) -> tuple[list[dict], list[dict]]:
-    """The training rows (with the prior prompt; unlabelled for label-free RL) and the held-in evaluation rows."""
-    from steerable.rl.rewards import apply_template
-
-    rows = _items(cfg.task, 20_000 if cfg.task.startswith("builtin:") else 0, cfg.seed)
-    if len(rows) < cfg.prompts_per_step:  # TRL would run 0 steps and say nothing
-        raise InputError(
-            f"{cfg.task} has {len(rows)} rows but a step takes --prompts-per-step {cfg.prompts_per_step}: "
-            "lower it or give more rows"
-        )
-    held_in = _held_in(cfg.task, cfg.eval_n, cfg.seed)
-    for r in rows + held_in:
-        r["prompt"] = apply_template(cfg.template, r["prompt"], tok)
-    if algo.reward == "majority":
-        for r in rows:
-            r["answer"] = None  # TTRL trains without labels
-    return rows, held_in
 
 
 def _grpo_args(cfg: RLRunConfig, plan: Plan, out: Path, weights: list[float], device):
@@ -384,21 +307,6 @@ def _rollouts(cfg: RLRunConfig, plan: Plan) -> dict:
     return {"rollout_func": etmr_rollout(plan.rl.etmr_forks, plan.rl.etmr_branches, group=cfg.group)}
 
 
-class Clock:
-    """The wall time a run has spent, earlier sessions included: ``path`` keeps it across a resume."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.before = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
-        self.start = time.perf_counter()
-
-    def seconds(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-    def save(self) -> None:
-        self.path.write_text(json.dumps({"seconds": self.seconds()}))
-
-
 def _bar(algo: str, progress: bool):
     """A rich bar of steps and ``show(step, info)``, which moves it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -429,28 +337,6 @@ def _session(trainer, resume: bool, metrics: Path, clock: Clock, held_in_accurac
             f"interrupted at step {trainer.state.global_step}: saved a checkpoint in {trainer.args.output_dir}; "
             "rerun the same command to resume"
         ) from None
-
-
-def _finish(cfg: RLRunConfig, out: Path, step: int, clock: Clock, final: float, resumed: dict | None) -> dict:
-    """The summary (also ``summary.json``), the final row of ``metrics.jsonl`` and ``curves.png``; ``step`` is
-    the trainer's (0 when a spent budget was rerun: the summary then counts the resumed checkpoint's)."""
-    metrics = out / "metrics.jsonl"
-    hist = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-    summary = {
-        "algo": cfg.algo,
-        "steps": step or (resumed or {}).get("step", 0),
-        "seconds": round(json.loads(clock.path.read_text())["seconds"], 1),
-        "held_in_accuracy_start": next((h["held_in_accuracy"] for h in hist if "held_in_accuracy" in h), None),
-        "held_in_accuracy_end": final,
-        "out": str(out),
-    }
-    if resumed is not None:
-        summary["resumed"] = resumed
-    with metrics.open("a") as f:
-        f.write(json.dumps({"step": step, "held_in_accuracy": final, "final": True}) + "\n")
-    plot_curves(metrics, out / "curves.png", title=f"{cfg.algo} on {cfg.task}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def resume_point(out: Path, metrics_path: Path, spent: float) -> dict | None:
@@ -515,50 +401,6 @@ def _demo(task: str, seed: int) -> str:
     """A one-shot demonstration for ICPO: one solved training problem in the concise style."""
     from steerable.tasks.builtin import arithmetic as A
 
-    lo, hi = A.split_range(_builtin_split(task)[0])
+    lo, hi = A.split_range(builtin_split(task)[0])
     p = A.train_problem(random.Random(derive_seed(seed, "icpo-demo")), lo, hi)
     return p.prompt + p.solution("concise") + "\n"
-
-
-def _builtin_prm():
-    from steerable.reward.prm import TokenClassifierPRM
-
-    return TokenClassifierPRM.from_pretrained("builtin", device="cpu")
-
-
-def plot_curves(
-    metrics: Path, png: Path, title: str = "", others: dict[str, Path] | None = None, first_label: str = ""
-) -> None:
-    """Reward, held-in accuracy, entropy and mean length against steps (several runs: ``others``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = {first_label: metrics, **(others or {})}
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    keys = [
-        ("reward", "reward"),
-        ("held_in_accuracy", "held-in greedy accuracy"),
-        ("entropy", "entropy"),
-        ("completions/mean_length", "mean completion length"),
-    ]
-    for label, path in runs.items():
-        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
-        for ax, (key, name) in zip(axes, keys, strict=True):
-            pts = [(r["step"], r[key]) for r in rows if key in r and not r.get("final")]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                if key != "held_in_accuracy" and len(ys) > 10:  # smooth noisy per-step values
-                    k = max(1, len(ys) // 25)
-                    ys = [sum(ys[max(0, i - k) : i + 1]) / len(ys[max(0, i - k) : i + 1]) for i in range(len(ys))]
-                ax.plot(xs, ys, label=label or None, marker="o" if key == "held_in_accuracy" else None)
-            ax.set_title(name)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-    if others:
-        axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)

@@ -228,7 +228,7 @@ def train_tppo(cfg, plan, progress: bool = True) -> dict:
     from steerable.rl.algos import POLICY_LOSSES, entropy_bonus
     from steerable.rl.rewards import parse_rewards
     from steerable.rl.rollouts import eval_mode
-    from steerable.rl.run import Clock, _builtin_prm, _finish, _prompts, greedy_accuracy
+    from steerable.rl.session import Clock, builtin_prm, finish, greedy_accuracy, prompts
     from steerable.streams import derive_seed
     from steerable.tasks.answers import make_checker
 
@@ -244,8 +244,8 @@ def train_tppo(cfg, plan, progress: bool = True) -> dict:
     extract = make_checker("builtin" if cfg.task.startswith("builtin:") else "boxed").extract
     dev = resolve_device(cfg.device)
     model, tok = load_model(cfg.model, device=str(dev))
-    rows, held_in = _prompts(cfg, plan.algo, tok)
-    funcs, weights = parse_rewards(cfg.reward or plan.algo.reward, extract, _builtin_prm)
+    rows, held_in = prompts(cfg, plan.algo, tok)
+    funcs, weights = parse_rewards(cfg.reward or plan.algo.reward, extract, builtin_prm)
     gen = LocalGenerator(model, tok, chat_template="never")
     head = ValueHead(model.config.hidden_size).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)  # TRL's defaults
@@ -390,7 +390,7 @@ def train_tppo(cfg, plan, progress: bool = True) -> dict:
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     save_file({k: t.contiguous().cpu() for k, t in head.state_dict().items()}, str(out / VALUE_HEAD_FILE))
-    summary = _finish(cfg, out, step, clock, acc, None)
+    summary = finish(cfg, out, step, clock, acc, None)
     summary.update({"tokens": tokens, "eval_seconds": round(eval_seconds, 1)})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
