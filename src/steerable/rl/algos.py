@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from steerable.errors import ConfigError
 from steerable.rl import advantages as _advantages  # noqa: F401  (registers the estimators)
+from steerable.rl import capo as _capo  # noqa: F401  (registers CAPO's loss)
 from steerable.rl import losses as _losses  # noqa: F401  (registers the losses)
 from steerable.rl import token_advantages as _token_advantages  # noqa: F401
 from steerable.rl.advantages import majority_labels
@@ -84,6 +85,8 @@ ALGOS: dict[str, Algo] = {
     # ratio per round and its clip range (Zheng et al.: 3e-4 / 4e-4); agent tasks only (rounds are turns)
     "eapo": Algo("eapo", "eapo", config={"eps_low": 3e-4, "eps_high": 4e-4}),
     "trl_grpo": Algo("grpo", "trl"),  # TRL's own GRPO loss, for comparison (rl_overhead)
+    # CAPO: GRPO's loss on the tokens its LM-head curvature model keeps (the paper's tau_KL 1e-4, tau_J 0.01)
+    "capo": Algo("grpo", "capo"),
 }
 
 
