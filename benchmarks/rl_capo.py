@@ -81,7 +81,7 @@ def main() -> None:
     for lr in args.lr:
         for algo in ("grpo", "capo"):
             rows, ev = _arm(args.out, algo, lr, args.steps, args.seed, args.reuse)
-            curve = [r["held_in_accuracy"] for r in rows if "held_in_accuracy" in r and "step" in r]
+            curve = list({r["step"]: r["held_in_accuracy"] for r in rows if "held_in_accuracy" in r}.values())
             acc = ev["accuracy_greedy"]  # of 200
             steps = [r for r in rows if "reward" in r]
             step_time = sum(r["step_time"] for r in steps) / len(steps)  # the optimiser step, evaluations apart
