@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from steerable.errors import ConfigError
 from steerable.rl import advantages as _advantages  # noqa: F401  (registers the estimators)
+from steerable.rl import capo as _capo  # noqa: F401  (registers CAPO's loss)
 from steerable.rl import losses as _losses  # noqa: F401  (registers the losses)
 from steerable.rl import token_advantages as _token_advantages  # noqa: F401
 from steerable.rl.advantages import majority_labels
@@ -90,6 +91,8 @@ ALGOS: dict[str, Algo] = {
     # T-PPO: windows of l tokens, EGAE from a value head bootstrapped at the cut, the critic on completed
     # responses only; its clipped surrogate is the token-mean PPO loss over each window's new tokens
     "tppo": Algo("egae", "ppo", loop="tppo"),
+    # CAPO: GRPO's loss on the tokens its LM-head curvature model keeps (the paper's tau_KL 1e-4, tau_J 0.01)
+    "capo": Algo("grpo", "capo"),
 }
 
 

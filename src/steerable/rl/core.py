@@ -126,6 +126,20 @@ class RLConfig:
     # off: the advantages keep the TD errors' scale (small where the critic has little left to explain); at lr 1e-5
     # on the built-in task both settings collapsed near window 120 (docs/results/rl.md)
     tppo_whiten: bool = opt(False, "T-PPO: whiten each window's advantages over its tokens (verl's GAE does).")
+    # CAPO ("Stabilizing Policy Gradients for Sample-Efficient RL in LLM Reasoning"; the official GRPO run's values)
+    capo_kl_max: float = opt(1e-4, "CAPO: trust region, a token whose predicted KL shift reaches it is masked.", gt=0)
+    capo_objective_max: float = opt(
+        0.01, "CAPO: a token whose predicted objective change reaches +-this (or < 0, not symmetric) is masked.", gt=0
+    )
+    capo_symmetric: bool = opt(
+        True, "CAPO: mask objective changes <= -capo_objective_max (the paper's runs); false: any decrease (< 0)."
+    )
+    capo_direction: Literal["adam", "sgd"] = opt(
+        "adam", "CAPO: the update direction its curvature model predicts: Adam's (the optimiser's) or SGD's."
+    )
+    capo_kl: Literal["sampled", "exact"] = opt(
+        "sampled", "CAPO: the KL shift from the sampled token's Fisher (the official code) or the softmax Fisher."
+    )
 
     def __post_init__(self) -> None:
         check(self)

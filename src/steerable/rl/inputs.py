@@ -400,4 +400,4 @@ PROVIDERS: dict[str, Callable[[BatchInputs], Any]] = {
     "progress": lambda x: x.ctx.progress,
 }
 # inputs of a loss that the trainer supplies when the loss runs, not per generated batch
-AT_LOSS_TIME = ("generator",)
+AT_LOSS_TIME = ("generator", "capo_shifts")

@@ -338,7 +338,12 @@ class SteerableGRPOTrainer(GRPOTrainer):
         fn = POLICY_LOSSES[self.algo.loss]
         kw = {}
         for k in declared_inputs(fn):
-            v = self._rng if k == "generator" else inputs[k]
+            if k == "generator":
+                v = self._rng
+            elif k == "capo_shifts":
+                v = self._capo_shifts(model, inputs, mask)
+            else:
+                v = inputs[k]
             kw[k] = v.item() if isinstance(v, torch.Tensor) and v.dim() == 0 else v
         loss, metrics = fn(logps, old, inputs["advantages"], mask, self.rl_config, **kw)
         if self.rl_config.entropy_coef > 0:
@@ -350,11 +355,27 @@ class SteerableGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         m = self._metrics[mode]
         for k, v in metrics.items():
-            m[f"loss/{k}"].append(v)
+            m[k if "/" in k else f"loss/{k}"].append(v)
         m["entropy"].append(float(masked_mean(entropies.detach(), mask)))
         if mode == "train":
             loss = loss / self.current_gradient_accumulation_steps
         return loss
+
+    def _capo_shifts(self, model, inputs, mask: torch.Tensor):
+        """CAPO's per-token predictions at the step about to be taken (:mod:`steerable.rl.capo`): the LM head's
+        inputs from one more forward pass without gradients, at the current learning rate."""
+        from steerable.rl.capo import CapoCurvature, head_inputs
+
+        if getattr(self, "_capo", None) is None:
+            a = self.args
+            self._capo = CapoCurvature(self.rl_config.capo_direction, a.adam_beta1, a.adam_beta2, a.adam_epsilon)
+        c_ids = inputs["completion_ids"]
+        ids = torch.cat([inputs["prompt_ids"], c_ids], dim=1)
+        att = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        h, logits = head_inputs(model, ids, att, c_ids.shape[1])
+        lr = self.lr_scheduler.get_last_lr()[0] if self.lr_scheduler is not None else self.args.learning_rate
+        adv = rows.token_level(inputs["advantages"], inputs["completion_mask"]).to(h.device)
+        return self._capo.shifts(h, logits, c_ids, adv, mask, lr, self.rl_config)
 
 
 def _as_batch(s: _Sampled, g: int) -> Batch:
