@@ -26,3 +26,14 @@ def left_padded(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]], dev
         "attention_mask": torch.tensor(mask, device=device),
         "position_ids": torch.tensor(pos, device=device),
     }
+
+
+def right_padded(rows: Sequence[Sequence[int]], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one right-padded batch (pad id 0) and its attention mask: a causal model reads every real
+    position as it would alone, for teacher-forced scoring."""
+    ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(list(r), device=device)
+        mask[i, : len(r)] = 1
+    return ids, mask

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
+from steerable.lm.padding import right_padded
 from steerable.rl.core import RLConfig
-from steerable.rl.rollouts import eval_mode, right_padded, token_entropies
+from steerable.rl.rollouts import eval_mode, token_entropies
 from steerable.rl.token_advantages import Budgets, brpo_answer_advantages
 
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 
 from steerable.errors import ConfigError
+from steerable.lm.padding import right_padded
 
 
 @contextmanager
@@ -22,16 +23,6 @@ def eval_mode(model):
         yield model
     finally:
         model.train(was)
-
-
-def right_padded(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows as one right-padded batch and its attention mask."""
-    ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, device=device)
-        mask[i, : len(r)] = 1
-    return ids, mask
 
 
 def check_groups(prompts, g: int, name: str) -> None:

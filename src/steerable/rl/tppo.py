@@ -199,7 +199,7 @@ def _forward(model, head: ValueHead, rows: list[list[int]], starts: list[int], c
     run on those positions alone)."""
     from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
-    from steerable.rl.rollouts import right_padded
+    from steerable.lm.padding import right_padded
 
     ids, att = right_padded(rows, dev)
     base = getattr(model, model.base_model_prefix)

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from steerable.errors import ConfigError, IncompatibleArtifactError, InputError
+from steerable.lm.padding import right_padded
 from steerable.steer.fingerprint import check_fingerprint
 from steerable.steer.layers import decoder_layers, mlp
 
@@ -78,16 +79,6 @@ def routers(model: nn.Module, layers_path: str | None = None) -> list[nn.Module 
 
 def n_experts(model: nn.Module, layers_path: str | None = None) -> int:
     return max(r.weight.shape[0] for r in routers(model, layers_path) if r is not None)
-
-
-def _right_padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids, mask
 
 
 @torch.no_grad()
@@ -134,7 +125,7 @@ def expert_npmi(
                     m = [0 <= j - offset < len(m) and m[j - offset] for j in range(len(m))]
                 rows.append(enc["input_ids"])
                 marks.append(torch.tensor(m, dtype=torch.bool))
-            ids, attn = _right_padded(rows)
+            ids, attn = right_padded(rows)
             seen.clear()
             model(input_ids=ids.to(device), attention_mask=attn.to(device))
             real = attn.bool().reshape(-1)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from steerable.lm.padding import right_padded
 from steerable.lm.types import SamplingParams
 from steerable.steer.rice import Rice, RouterBoost, pick_experts
 from steerable.tasks.builtin import arithmetic, requests
@@ -54,13 +55,8 @@ def check_probability(gen, problems: Sequence[arithmetic.Problem]) -> float:
     nl, answer = (gen.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("\n", "A"))
     rows = [gen.tokenizer(p.prompt + p.solution("concise"))["input_ids"] for p in problems]
     starts = [len(gen.tokenizer(p.prompt)["input_ids"]) for p in problems]
-    width = max(map(len, rows))
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-    device = next(gen.model.parameters()).device
-    probs = torch.softmax(gen.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+    ids, mask = right_padded(rows, next(gen.model.parameters()).device)
+    probs = torch.softmax(gen.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
     # the newline ending a step line: after the prompt, and followed by another step (not by the answer line)
     at = [(i, j) for i, r in enumerate(rows) for j in range(starts[i], len(r) - 1) if r[j] == nl and r[j + 1] != answer]
     return float(sum(probs[i, j, c_id] for i, j in at) / max(1, len(at)))
