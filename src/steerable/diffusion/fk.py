@@ -30,7 +30,7 @@ Where we differ from the authors' code, and why:
   ones, so every lineage's product of potentials is exp(lambda r(x0)), the paper's target; the code applies no
   such correction, so its product is exp(lambda max_s r_s) for ``max`` and exp(lambda sum_s r_s) for ``sum``
   (a lineage is weighted by its best or its summed intermediate rewards, not by its final one). ``diff``
-  telescopes to exp(lambda (r(x0) - r_first)) in both.
+  telescopes to exp(lambda r(x0)) in both (the running reward starts at 0).
 - No reward floor: the code starts the running rewards at ``reward_min_value=0``,
   which turns ``max`` off for negative rewards such as log-probabilities.
 - The intermediate reward is r(x0_hat(x_t)) of the state being resampled; the
