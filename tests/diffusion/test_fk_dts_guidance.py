@@ -150,3 +150,23 @@ def test_guidance_raises_the_reward_and_needs_a_differentiable_scorer(world):
 
     with pytest.raises(ConfigError, match="differentiable"):
         process(world, guidance=RewardGuidance(Opaque()))
+
+
+def test_fk_with_guidance_reuses_its_weighing_pass_and_answers_as_if_it_ran_again(world, monkeypatch):
+    """FK's weighing previews x0 before a guided step; that pass is the guided step's own (with the gradient), so
+    a particle costs num_steps NFE, not num_steps + weighings, and the samples are those of a second pass."""
+    fk = FKSteering(lam=3.0, resample_every=5, t_start=5, t_end=15)
+    reused = fk.run(process(world, guidance=RewardGuidance(world.reward, scale=5.0)), world.reward, 4, "", seed=0)
+    assert reused.cost.nfe == 4 * 20 and reused.info["resamples"] > 0
+
+    real_step = RewardGuidance.step
+
+    def forgetful(self, p, state, live):  # the old behaviour: every guided step runs the denoiser again
+        state.graded[live] = False
+        real_step(self, p, state, live)
+
+    monkeypatch.setattr(RewardGuidance, "step", forgetful)
+    again = fk.run(process(world, guidance=RewardGuidance(world.reward, scale=5.0)), world.reward, 4, "", seed=0)
+    assert again.cost.nfe == 4 * (20 + 3)  # three weighings before the last step
+    assert torch.allclose(reused.sample, again.sample, atol=1e-5)
+    assert [c.score for c in reused.candidates] == pytest.approx([c.score for c in again.candidates], abs=1e-5)

@@ -11,7 +11,9 @@ the score gains lambda grad_{x_t} r(x0_hat(x_t)), and in noise-prediction form
 
 with ``scale`` = lambda for the tilt's own score. The gradient runs through
 the denoiser (as in DPS), so a guided step costs one forward (1 NFE) and one
-backward pass (``process.backward_passes``).
+backward pass (``process.backward_passes``). The x0-prediction a strategy previews
+before a guided step (FK's weighing) comes from that same pass (:meth:`prepare`),
+so previewing costs no extra evaluation here either.
 
 Where we differ from DPS's code (``PosteriorSampling.conditioning`` in
 DPS2022/diffusion-posterior-sampling): it takes the unguided DDPM step and
@@ -62,19 +64,31 @@ class RewardGuidance:
                 f"reward guidance needs an epsilon-prediction model (got {process.scheduler.config.prediction_type!r})"
             )
 
-    def step(self, process, state, live: torch.Tensor) -> None:
-        """Guided model outputs for ``live`` rows, kept in ``state``; the step's log p/q added to ``log_ratio``."""
-        ld = live.to(state.x.device)
-        index = state.index[live]
-        x = state.x[ld].detach().requires_grad_(True)
+    def prepare(self, process, state, rows: torch.Tensor) -> None:
+        """One forward and backward pass at ``rows``' current x: the model output, the x0-prediction and the
+        reward's gradient, kept in ``state`` until the rows step. A preview taken before a guided step (FK's
+        weighing) is this pass, so the step reuses it instead of running the denoiser again."""
+        rd = rows.to(state.x.device)
+        x = state.x[rd].detach().requires_grad_(True)
         with torch.enable_grad():
-            eps = process.model_output(state, live, x=x)
-            _, x0 = process.ddim_step(eps, index, x)
+            eps = process.model_output(state, rows, x=x)
+            _, x0 = process.ddim_step(eps, state.index[rows], x)
             r = self.scorer.reward([state.cond] * len(x), process.decode(x0))
             (grad,) = torch.autograd.grad(r.sum(), x)
         self.calls += 1
         process.backward_passes += 1
-        eps, x = eps.detach(), x.detach()
+        state.eps[rd], state.x0[rd], state.grad[rd] = eps.detach(), x0.detach(), grad
+        state.fresh[rows] = True
+        state.graded[rows] = True
+
+    def step(self, process, state, live: torch.Tensor) -> None:
+        """Guided model outputs for ``live`` rows, kept in ``state``; the step's log p/q added to ``log_ratio``."""
+        need = live[~(state.fresh[live] & state.graded[live])]
+        if len(need):
+            self.prepare(process, state, need)
+        ld = live.to(state.x.device)
+        index = state.index[live]
+        x, eps, grad = state.x[ld], state.eps[ld], state.grad[ld]
         view = (-1, *[1] * (x.ndim - 1))
         abar = process.abar(index).to(x)
         guided = eps - self.scale * (1 - abar).sqrt().reshape(view) * grad

@@ -48,9 +48,14 @@ class DiffusionState:
     fresh: torch.Tensor | None = None  # [rows] bool: eps/x0 belong to the current x
     log_ratio: torch.Tensor | None = None  # [rows] float64: sum of log p(step)/q(step) of guided steps
     shown: torch.Tensor | None = None  # the last preview while no row has stepped since (decoded: decoder calls)
+    grad: torch.Tensor | None = None  # [rows, *shape] a guided process's reward gradient at x where `graded`
+    graded: torch.Tensor | None = None  # [rows] bool: eps, x0 and grad came from one guided pass at the current x
 
     def __post_init__(self) -> None:
         n = len(self.x)
+        if self.graded is None:
+            self.graded = torch.zeros(n, dtype=torch.bool)
+            self.grad = torch.zeros_like(self.x)
         if self.fresh is None:
             self.fresh = torch.zeros(n, dtype=torch.bool)
         if self.eps is None:
@@ -168,6 +173,8 @@ class DiffusionProcess:
             state.fresh[idx].clone(),
             state.log_ratio[idx].clone(),
             None if state.shown is None else state.shown[idx.to(state.shown.device)],
+            state.grad[idx.to(state.x.device)].clone(),
+            state.graded[idx].clone(),
         )
 
     def concat(self, states: Sequence[DiffusionState]) -> DiffusionState:
@@ -188,6 +195,8 @@ class DiffusionProcess:
             cat([s.fresh for s in states]),
             cat([s.log_ratio for s in states]),
             None if any(s.shown is None for s in states) else cat([s.shown for s in states]),
+            cat([s.grad for s in states]),
+            cat([s.graded for s in states]),
         )
 
     def preview(self, state: DiffusionState) -> torch.Tensor:
@@ -202,7 +211,9 @@ class DiffusionProcess:
     def x0_prediction(self, state: DiffusionState) -> torch.Tensor:
         """``[rows, *shape]`` x0-predictions in the denoiser's space (latents for latent models)."""
         stale = torch.nonzero((~state.fresh) & (state.index < self.num_steps)).flatten()
-        if len(stale):
+        if len(stale) and self.guidance is not None:  # the guided step needs this pass's gradient: take it now, once
+            self.guidance.prepare(self, state, stale)
+        elif len(stale):
             eps = self.model_output(state, stale)
             self._remember(state, stale, eps)
         done = state.index >= self.num_steps
@@ -283,6 +294,7 @@ class DiffusionProcess:
         state.x[ld] = prev.detach()
         state.index[live] += 1
         state.fresh[live] = False
+        state.graded[live] = False
         state.shown = None
 
     def with_options(self, **changes) -> DiffusionProcess:
