@@ -5,8 +5,9 @@
 
 Each entry is METHOD[:BUDGET[:MODE]]: ``base:1`` runs one action per
 prediction (the execution horizon RTI uses), ``vgps:K`` K chunks by Q,
-``rti:K'[:renoise]``, ``tgpo:N[:random|bon|mh]`` (allocations scored, the
-search over them; ``--tgpo DIR`` from ``steerable control tgpo``),
+``rti:K'[:direct|renoise[:coarse|paper]]`` (``rti:3:direct:paper``: the
+paper's K', the last K' of every training timestep), ``tgpo:N[:random|bon|mh]``
+(allocations scored, the search over them; ``--tgpo DIR`` from ``steerable control tgpo``),
 ``search:N[:STRATEGY]``. Every method meets the same starts, winds and gusts
 (episode i at seed*1000003 + i). Episodes are appended to
 ``--runs DIR/METHOD.jsonl`` as they finish, so an interrupted report resumes.
@@ -53,11 +54,12 @@ def main() -> None:
         method, *rest = entry.split(":")
         budget = int(rest[0]) if rest else 1
         mode = rest[1] if len(rest) > 1 else ""
+        schedule = rest[2] if len(rest) > 2 else "coarse"
         execute = budget if method == "base" and rest else 0
         options = {
             "vgps": {"critic": args.critic},
             "search": {"critic": args.critic, "strategy": mode or "bon"},
-            "rti": {"mode": mode or "direct"},
+            "rti": {"mode": mode or "direct", "schedule": schedule},
             "dsrl": {"noise_policy": args.noise_policy},
             "tgpo": {"tgpo": args.tgpo, "search": mode or "bon"},
         }.get(method, {})

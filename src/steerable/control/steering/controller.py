@@ -59,14 +59,16 @@ class Controller:
         self.executed: list[list[np.ndarray]] = [[] for _ in range(n)]
         self.nfe, self.scorer_calls, self.predictions, self.fork_steps = [0] * n, [0] * n, [0] * n, [0] * n
 
-    def _sample(self, rows: list[int], seen: list[list[np.ndarray]], n: int = 1, x_init=None, start: int = 0):
-        """n normalised samples per row: [len(rows), n, past+H, act_dim]."""
-        p = self.policy
+    def _sample(
+        self, rows: list[int], seen: list[list[np.ndarray]], n: int = 1, x_init=None, start: int = 0, proc=None
+    ):
+        """n normalised samples per row: [len(rows), n, past+H, act_dim] (``proc``: another sampler than ``proc``)."""
+        p, proc = self.policy, proc or self.proc
         cond = torch.stack([p.condition(p.frames(seen[r])) for r in rows]).repeat_interleave(n, dim=0)
         streams = [stream(self.seeds[r], self.query[r], j) for r in rows for j in range(n)]
-        before = self.proc.usage
-        out = p.sample_rows(cond, streams, self.proc, x_init, start)
-        self._charge(rows, (self.proc.usage - before).nfe)
+        before = proc.usage
+        out = p.sample_rows(cond, streams, proc, x_init, start)
+        self._charge(rows, (proc.usage - before).nfe)
         return out.reshape(len(rows), n, *p.sample_shape)
 
     def _charge(self, rows: list[int], nfe: int) -> None:
