@@ -218,7 +218,9 @@ def main() -> None:
     ap.add_argument("--methods", default=None)
     ap.add_argument("--budgets", default="4,8,16")
     ap.add_argument("--guidance-scale", type=float, default=1.0)
-    ap.add_argument("--leaf-batch", type=int, default=1, help="DTS leaves per round (1: the paper's loop)")
+    ap.add_argument(
+        "--leaf-batch", type=int, default=1, help="DTS rollouts in flight, denoised together (1: the paper's loop)"
+    )
     ap.add_argument("--progress", type=int, default=0, help="print the running success every N targets (0: off)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

@@ -84,3 +84,12 @@ def test_forks_keep_the_first_copys_stream_and_branch_the_others_where_the_row_s
     got = forks(parents, [2, 0, 2, 2], at)
     assert got == [33, 11, stream(33, 1, 7), stream(33, 2, 7)]
     assert forks(parents, [1, 1], at, mix) == [22, mix(22, 1, 6)]
+
+
+def test_gaussian_with_a_step_per_row_draws_what_each_row_draws_alone():
+    from steerable.streams import gaussian
+
+    streams, steps = torch.tensor([5, 9, 5, 123]), torch.tensor([0, 4, 7, 4])
+    both = gaussian(streams, steps, 5)
+    for r in range(4):
+        assert torch.equal(both[r], gaussian(streams[r : r + 1], int(steps[r]), 5)[0])

@@ -121,12 +121,14 @@ def uniforms(streams: torch.Tensor, vocab: int) -> torch.Tensor:
     return (_srl(_finalise(z + _GOLDEN), 11).double() + 0.5) / float(1 << 53)
 
 
-def gaussian(streams: torch.Tensor, step: int, dims: int) -> torch.Tensor:
+def gaussian(streams: torch.Tensor, step: int | torch.Tensor, dims: int) -> torch.Tensor:
     """Standard normals ``[rows, dims]`` (float64) for each row's :func:`stream` at ``step`` (Box-Muller on pairs
-    of counter-based uniforms)."""
+    of counter-based uniforms); ``step`` is one int for every row or a ``[rows]`` tensor, one per row."""
     pairs = (dims + 1) // 2
     counter = torch.arange(2 * pairs, dtype=torch.long)
-    z = streams.long()[:, None] * _GOLDEN + torch.tensor(step + 1) * _M2 + counter[None] * _M1
+    steps = torch.as_tensor(step, dtype=torch.long)
+    steps = steps[:, None] if steps.ndim else steps
+    z = streams.long()[:, None] * _GOLDEN + (steps + 1) * _M2 + counter[None] * _M1
     u = (_srl(_finalise(z + _GOLDEN), 11).double() + 0.5) / float(1 << 53)  # (0, 1)
     u1, u2 = u[:, 0::2], u[:, 1::2]
     r = torch.sqrt(-2.0 * torch.log(u1))

@@ -164,3 +164,16 @@ def test_save_and_load_round_trip(tmp_path):
     x, t = torch.randn(3, 4), torch.tensor([1, 500, 999])
     assert back.config.sample_shape in ((4,), [4])
     assert torch.equal(model(x, t).sample, back(x, t).sample)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_one_pass_ddim_step_over_mixed_steps_has_the_schedulers_bits(eta):
+    # rows at different steps take one tensor pass; each row must get exactly what DDIMScheduler.step gives it
+    p = tiny(num_steps=10, eta=eta)
+    g = torch.Generator().manual_seed(0)
+    x, eps, z = (torch.randn(7, 2, 3, generator=g) * 2 for _ in range(3))
+    index = torch.tensor([0, 3, 3, 9, 5, 0, 8])
+    prev, x0 = p.ddim_step(eps, index, x, z)
+    for r in range(7):
+        out = p.scheduler.step(eps[r], p.timesteps[int(index[r])], x[r], eta=eta, variance_noise=z[r])
+        assert torch.equal(prev[r], out.prev_sample) and torch.equal(x0[r], out.pred_original_sample)

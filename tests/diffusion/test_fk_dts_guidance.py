@@ -170,3 +170,39 @@ def test_fk_with_guidance_reuses_its_weighing_pass_and_answers_as_if_it_ran_agai
     assert again.cost.nfe == 4 * (20 + 3)  # three weighings before the last step
     assert torch.allclose(reused.sample, again.sample, atol=1e-5)
     assert [c.score for c in reused.candidates] == pytest.approx([c.score for c in again.candidates], abs=1e-5)
+
+
+def _counting(p, monkeypatch):
+    """``p`` with its denoiser's calls recorded (rows per call); the shared denoiser is restored after the test."""
+    calls = []
+    forward = p.denoiser.forward
+    monkeypatch.setattr(p.denoiser, "forward", lambda *a, **k: calls.append(len(a[0])) or forward(*a, **k))
+    return p, calls
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_dts_leaf_batch_gives_the_sequential_tree_where_selection_reads_no_value(world, greedy, monkeypatch):
+    # the paper's C, alpha at 8 rollouts: the root widens on every visit, so no selection reads a value and a
+    # pool of 8 must build the sequential tree, spending the same NFE in 20 batched calls instead of 160
+    p, calls = _counting(process(world), monkeypatch)
+    seq = DiffusionTreeSampling(greedy=greedy).run(p, world.reward, 8, "", seed=3)
+    assert calls == [1] * 160
+    calls.clear()
+    bat = DiffusionTreeSampling(greedy=greedy, leaf_batch=8).run(process(world), world.reward, 8, "", seed=3)
+    assert calls == [8] * 20
+    assert seq.cost.nfe == bat.cost.nfe == 8 * 20
+    # the same leaves, up to the last bits a batched matmul may change
+    assert torch.allclose(seq.sample, bat.sample, atol=1e-5)
+    for a, b in zip(seq.candidates, bat.candidates, strict=True):
+        assert torch.allclose(a.sample, b.sample, atol=1e-5) and a.weight == pytest.approx(b.weight, abs=1e-4)
+
+
+def test_dts_leaf_pool_branches_within_the_budget_in_fewer_calls(world, monkeypatch):
+    p, calls = _counting(process(world), monkeypatch)
+    res = DiffusionTreeSampling(widen_c=1.0, widen_alpha=0.5, branch_every=5, leaf_batch=6).run(
+        p, world.reward, 12, "", seed=0
+    )
+    assert res.info["expansions_below_root"] > 0
+    assert sum(calls) == res.cost.nfe <= 12 * 20  # every row of every call counted, within the cap
+    assert max(calls) > 1 and len(calls) < res.cost.nfe  # rows from different leaves shared calls
+    assert len(res.candidates) == res.info["rollouts"]

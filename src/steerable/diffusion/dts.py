@@ -20,9 +20,22 @@ One iteration (App. E, Alg. 1):
 ``budget * num_steps`` denoiser evaluations. A rollout shares its prefix with
 the tree (the new child is ``select`` of its parent's state), so it costs
 only the steps from the node it leaves to x0, and a rollout that would not fit
-in what is left is not started. ``leaf_batch`` leaves are selected per round
-(visits counted as they are picked, so widening sees them) and denoised
-together in one batched call per step; 1 is the paper's sequential algorithm.
+in what is left is not started.
+
+``leaf_batch``: how many rollouts are in flight at once, denoised together
+(one batched denoiser call per step). 1 is the paper's sequential
+algorithm. With more, a pool of rollouts advances one segment
+(``branch_every`` steps) at a time; after each segment the rollouts that
+reached x0 are scored and backed up, and new leaves are selected to refill
+the pool (visits counted as they are picked, so widening sees them; a node
+whose children are all still in flight cannot be passed, and the pool steps
+on without a new leaf). Every row draws its noise from its own stream, so a
+leaf's rollout is the same in any batch: the answer differs from the
+sequential one only where a selection is made before an earlier rollout's
+value is backed up (DTS*'s UCT and DTS's Boltzmann draws then see fewer
+values). Where selection does not depend on values (the root widening on
+every visit, as with the paper's C and alpha at small budgets) the tree, the
+NFE and the answer are the sequential ones.
 
 The answer: DTS samples from the built tree by walking down with the same
 Boltzmann rule (App. E, Alg. 2: no model call); DTS* returns the x0 of highest
@@ -53,7 +66,8 @@ from steerable.streams import stream
 
 @dataclass(eq=False)
 class _Node:
-    state: object  # a one-row process state (None for the dummy root)
+    state: object  # a process state holding this node's x_t at ``row`` (None for the dummy root)
+    row: int = field(default=0, kw_only=True)
     parent: _Node | None
     steps: int  # denoising steps taken to reach it (-1 for the root)
     value: float = 0.0
@@ -70,6 +84,69 @@ def _logmeanexp(xs: list[float], lam: float) -> float:
     return (m + math.log(sum(math.exp(lam * x - m) for x in xs) / len(xs))) / lam
 
 
+class _Pool:
+    """The rollouts in flight, one row each of one batched state; every segment steps all of them at once."""
+
+    def __init__(self, process, scorer: Scorer, cond: C, seed: int) -> None:
+        self.process, self.scorer, self.cond, self.seed = process, scorer, cond, seed
+        self.batch = None  # DiffusionState of the rows in flight
+        self.tips: list[_Node] = []  # each row's deepest node (its new child before its first segment)
+        self.paths: list[list[_Node]] = []
+        self.started: list[bool] = []  # the row's first segment is done (its tip has a state)
+
+    def __len__(self) -> int:
+        return len(self.tips)
+
+    def add(self, parent: _Node, child: _Node, path: list[_Node]) -> None:
+        """Start a rollout: ``child``, one segment below ``parent``, joins the batch."""
+        process = self.process
+        k = len(parent.children) - 1  # its number among its siblings: its noise stream
+        if parent.parent is None:
+            start = process.init(self.cond, 1, stream(self.seed, k))
+        else:
+            # the k-th branch of the parent's noise stream (child 0 continued the stream itself)
+            start = process.select(process.select(parent.state, [parent.row] * (k + 1)), [k])
+        self.batch = start if self.batch is None else process.concat([self.batch, start])
+        self.tips.append(child)
+        self.paths.append(path)
+        self.started.append(False)
+
+    def advance(self, steps: int) -> list[list[_Node]]:
+        """One segment on every row (one denoiser call per step); each state reached joins the tree.
+
+        Returns the paths of the rollouts that reached x0, scored and removed from the pool.
+        """
+        process, batch = self.process, self.batch
+        before = batch.index.clone()
+        process.propose(batch, steps=steps)
+        moved = (batch.index != before).nonzero().flatten().tolist()
+        snap = process.select(batch, moved) if moved else None  # one copy shared by the nodes reached here
+        for i, r in enumerate(moved):
+            node = self.tips[r]
+            if self.started[r]:
+                node = _Node(None, node, 0)
+                self.tips[r].children.append(node)
+            node.state, node.row = snap, i
+            node.steps = int(batch.index[r])
+            node.visits = max(node.visits, 1)
+            self.tips[r], self.started[r] = node, True
+        done = process.is_terminal(batch)
+        ended = [r for r, d in enumerate(done) if d]
+        if not ended:
+            return []
+        samples = process.preview(process.select(batch, ended))  # done rows: the sample itself, no model call
+        rewards = checked_scores(self.scorer, [self.cond] * len(ended), samples)
+        for i, r in enumerate(ended):
+            node = self.tips[r]
+            node.done, node.known = True, True
+            node.sample, node.reward, node.value = samples[i], rewards[i], rewards[i]
+        out = [self.paths[r] for r in ended]
+        keep = [r for r, d in enumerate(done) if not d]
+        self.batch = process.select(batch, keep) if keep else None
+        self.tips, self.paths, self.started = ([xs[r] for r in keep] for xs in (self.tips, self.paths, self.started))
+        return out
+
+
 @dataclass(frozen=True)
 class DiffusionTreeSampling:
     lam: float = opt(10.0, "lambda: the target p(x) exp(lambda r(x)); the soft backup's temperature.", gt=0.0, le=1e6)
@@ -79,7 +156,7 @@ class DiffusionTreeSampling:
     greedy: bool = opt(False, "DTS*: select by UCT and answer the best x0, instead of DTS's Boltzmann sampling.")
     c_uct: float = opt(1.0, "DTS*: exploration constant of UCT.", ge=0.0, le=1e6)
     leaf_batch: int = opt(
-        1, "Leaves selected per round and denoised in one batch (1: the paper's loop).", ge=1, le=4096
+        1, "Rollouts in flight, denoised in one batch per step (1: the paper's sequential loop).", ge=1, le=4096
     )
     extract: Extract = no_answer
 
@@ -96,23 +173,24 @@ class DiffusionTreeSampling:
         g = torch.Generator().manual_seed(0 if seed is None else seed)
         base_seed = int(torch.randint(0, 2**62, (), generator=g)) if seed is None else seed
         cap = budget * process.num_steps
-        spent, rounds, rollouts, revisits, below_root = 0, 0, 0, 0, 0
+        spent, picks, rollouts, revisits, below_root = 0, 0, 0, 0, 0
         root = _Node(None, None, -1)
+        pool = _Pool(process, scorer, cond, base_seed)
         stop = False
-        while not stop and rounds < 100 * budget + 1000:  # revisits of a final x0 cost nothing; this bounds them
-            rounds += 1
-            leaves, paths = [], []
-            for _ in range(self.leaf_batch):
+        while True:
+            # fill the pool up to leaf_batch rollouts; revisits of a final x0 cost nothing, picks bound them
+            while not stop and len(pool) < self.leaf_batch and picks < 100 * budget + 1000:
+                picks += 1
                 path = self._select(root, g)
                 if path is None:
-                    break  # every open branch below is already being rolled out this round
+                    break  # every open branch below is being rolled out: wait for one to come back
                 node = path[-1]
                 if node.done:  # a final x0 again: only the visit counts change
                     revisits += 1
                     self._backup(path)
                     continue
                 cost = process.num_steps - max(node.steps, 0)
-                if spent + cost > cap:  # the rollout would not fit in what is left: the run ends
+                if spent + cost > cap:  # the rollout would not fit in what is left: no more rollouts start
                     for n in path:
                         n.visits -= 1
                     stop = True
@@ -121,13 +199,12 @@ class DiffusionTreeSampling:
                 child = _Node(None, node, -2)
                 node.children.append(child)
                 below_root += node is not root
-                leaves.append((node, child))
-                paths.append(path + [child])
-            if leaves:
-                self._rollout(process, scorer, cond, leaves, base_seed)
-                rollouts += len(leaves)
-                for path in paths:
-                    self._backup(path)
+                pool.add(node, child, path + [child])
+            if not len(pool):
+                break
+            for path in pool.advance(self.branch_every):  # the rollouts that reached x0 this segment
+                rollouts += 1
+                self._backup(path)
         finals = [n for n in self._nodes(root) if n.done]
         if self.greedy:
             chosen = max(finals, key=lambda n: n.reward)
@@ -173,38 +250,6 @@ class DiffusionTreeSampling:
             return max(children, key=lambda c: c.value + self.c_uct * math.sqrt(log_n / max(c.visits, 1)))
         logits = torch.tensor([self.lam * c.value for c in children], dtype=torch.float64)
         return children[int(torch.multinomial(torch.softmax(logits, 0), 1, generator=g))]
-
-    def _rollout(self, process, scorer: Scorer, cond: C, leaves: list[tuple[_Node, _Node]], seed: int) -> None:
-        """Expand every leaf by one segment and roll all of them out to x0 in one batch, keeping each state."""
-        starts = []
-        for parent, child in leaves:
-            k = parent.children.index(child)  # its number among its siblings: its noise stream
-            if parent.parent is None:
-                starts.append(process.init(cond, 1, stream(seed, k)))
-            else:
-                # the k-th branch of the parent's noise stream (child 0 continued the stream itself)
-                starts.append(process.select(process.select(parent.state, [0] * (k + 1)), [k]))
-        batch = process.concat(starts)
-        tips = [child for _, child in leaves]
-        first = True
-        while not all(process.is_terminal(batch)):
-            before = batch.index.clone()
-            process.propose(batch, steps=self.branch_every)
-            moved = (batch.index != before).nonzero().flatten().tolist()
-            for r in moved:
-                node = tips[r] if first else _Node(None, tips[r], 0)
-                if not first:
-                    tips[r].children.append(node)
-                node.state = process.select(batch, [r])
-                node.steps = int(batch.index[r])
-                node.visits = max(node.visits, 1)
-                tips[r] = node
-            first = False
-        samples = process.preview(batch)
-        rewards = checked_scores(scorer, [cond] * len(tips), samples)
-        for r, node in enumerate(tips):
-            node.done, node.known = True, True
-            node.sample, node.reward, node.value = samples[r], rewards[r], rewards[r]
 
     def _backup(self, path: list[_Node]) -> None:
         """Soft Bellman backup from the bottom of ``path`` (and of the chain a rollout hung under it) to the root."""

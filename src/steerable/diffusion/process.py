@@ -255,16 +255,38 @@ class DiffusionProcess:
     def noise(self, state: DiffusionState, rows: torch.Tensor) -> torch.Tensor:
         """The standard normals ``rows`` draw at their current step, ``[len(rows), *shape]``."""
         dims = int(torch.tensor(self.sample_shape).prod())
-        out = torch.empty(len(rows), dims, dtype=torch.float64)
-        for i in state.index[rows].unique().tolist():
-            sub = state.index[rows] == i
-            out[sub] = gaussian(state.streams[rows[sub]], i, dims)
+        out = gaussian(state.streams[rows], state.index[rows], dims)  # each row at its own step, one call
         return out.to(state.x).reshape(len(rows), *self.sample_shape)
 
     def ddim_step(
         self, eps: torch.Tensor, index: torch.Tensor, x: torch.Tensor, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x_prev, x0_hat)`` of one scheduler step per row (rows grouped by step; differentiable)."""
+        """``(x_prev, x0_hat)`` of one scheduler step per row (differentiable).
+
+        Rows at different steps take one tensor pass with per-row coefficients, the same float operations
+        in the same order as ``DDIMScheduler.step`` (so the same bits); a config that pass does not cover
+        (thresholding, a prediction type other than epsilon) goes through ``step`` once per distinct step.
+        """
+        s = self.scheduler
+        if s.config.thresholding or s.config.prediction_type != "epsilon":
+            return self._ddim_step_grouped(eps, index, x, noise)
+        t = self.timesteps[index]
+        prev_t = t - s.config.num_train_timesteps // self.num_steps
+        col = (-1, *[1] * (x.ndim - 1))
+        a = s.alphas_cumprod[t].reshape(col).to(x.device)  # [rows, 1, ...]
+        a_prev = torch.where(prev_t >= 0, s.alphas_cumprod[prev_t.clamp(min=0)], s.final_alpha_cumprod)
+        a_prev = a_prev.reshape(col).to(x.device)
+        b, b_prev = 1 - a, 1 - a_prev
+        x0 = (x - b ** (0.5) * eps) / a ** (0.5)
+        if s.config.clip_sample:
+            x0 = x0.clamp(-s.config.clip_sample_range, s.config.clip_sample_range)
+        std = self.eta * ((b_prev / b) * (1 - a / a_prev)) ** (0.5)
+        prev = a_prev ** (0.5) * x0 + (1 - a_prev - std**2) ** (0.5) * eps
+        if self.eta > 0 and noise is not None:
+            prev = prev + std * noise
+        return prev, x0
+
+    def _ddim_step_grouped(self, eps, index, x, noise=None):
         prev, x0 = torch.empty_like(x), torch.empty_like(x)
         for i in index.unique().tolist():
             sub = (index == i).to(x.device)
