@@ -242,15 +242,18 @@ class DiffusionProcess:
 
         sigma_t^2 = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev) (DDIM eq. 16).
         """
-        s = self.scheduler
-        t = self.timestep(index)
-        prev = t - s.config.num_train_timesteps // self.num_steps
-        abar = s.alphas_cumprod[t]
-        abar_prev = torch.where(prev >= 0, s.alphas_cumprod[prev.clamp(min=0)], s.final_alpha_cumprod)
+        abar, abar_prev = self.abar_pair(index)
         return self.eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp(min=0).sqrt()
 
     def abar(self, index: torch.Tensor) -> torch.Tensor:
         return self.scheduler.alphas_cumprod[self.timestep(index)]
+
+    def abar_pair(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[rows]`` abar at each row's timestep and at the one its DDIM step goes to (the final abar past 0)."""
+        s = self.scheduler
+        t = self.timestep(index)
+        prev = t - s.config.num_train_timesteps // self.num_steps
+        return s.alphas_cumprod[t], torch.where(prev >= 0, s.alphas_cumprod[prev.clamp(min=0)], s.final_alpha_cumprod)
 
     def noise(self, state: DiffusionState, rows: torch.Tensor) -> torch.Tensor:
         """The standard normals ``rows`` draw at their current step, ``[len(rows), *shape]``."""
@@ -270,12 +273,8 @@ class DiffusionProcess:
         s = self.scheduler
         if s.config.thresholding or s.config.prediction_type != "epsilon":
             return self._ddim_step_grouped(eps, index, x, noise)
-        t = self.timesteps[index]
-        prev_t = t - s.config.num_train_timesteps // self.num_steps
         col = (-1, *[1] * (x.ndim - 1))
-        a = s.alphas_cumprod[t].reshape(col).to(x.device)  # [rows, 1, ...]
-        a_prev = torch.where(prev_t >= 0, s.alphas_cumprod[prev_t.clamp(min=0)], s.final_alpha_cumprod)
-        a_prev = a_prev.reshape(col).to(x.device)
+        a, a_prev = (v.reshape(col).to(x.device) for v in self.abar_pair(index))  # [rows, 1, ...]
         b, b_prev = 1 - a, 1 - a_prev
         x0 = (x - b ** (0.5) * eps) / a ** (0.5)
         if s.config.clip_sample:
