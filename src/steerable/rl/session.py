@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,30 @@ def held_in_rows(task: str, n: int, seed: int) -> list[dict]:
         return task_rows(task, n, derive_seed(seed, "held-in"))
     rows = [r for r in task_rows(task, 10**9, seed) if r["answer"] is not None]
     return rows[:n]
+
+
+class EvalTimes:
+    """The run's held-in evaluations timed apart (wall and CPU seconds), and this process's CPU seconds since the
+    run began: on a loaded machine the CPU clock compares runs where the wall clock does not."""
+
+    def __init__(self) -> None:
+        self.seconds = self.cpu_seconds = 0.0
+        self.cpu_start = time.process_time()
+
+    def timed(self, evaluate: Callable[[], float]) -> float:
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = evaluate()
+        self.seconds += time.perf_counter() - t0
+        self.cpu_seconds += time.process_time() - c0
+        return out
+
+    def cpu(self) -> float:
+        """This process's CPU seconds since the run began, rounded for a metrics row."""
+        return round(time.process_time() - self.cpu_start, 1)
+
+    def totals(self) -> dict:
+        """The evaluations' share of ``seconds`` and ``cpu_seconds`` so far, for a metrics row."""
+        return {"eval_seconds": round(self.seconds, 1), "eval_cpu_seconds": round(self.cpu_seconds, 1)}
 
 
 def greedy_accuracy(model, tokenizer, rows: list[dict], extract, max_new: int) -> float:

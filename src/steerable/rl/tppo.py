@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import random
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,31 +189,6 @@ def _trainable_copy(cache):
     )
 
 
-# ---- the loop ------------------------------------------------------------------------------------
-
-
-def _forward(model, head: ValueHead, rows: list[list[int]], starts: list[int], counts: list[int], temperature, dev):
-    """One pass over each row's whole sequence: per-position values ``[B, W]`` (position j: the state after
-    tokens ``0..j``), and log-probabilities and entropies ``[B, W]`` of the window's tokens only (the LM head is
-    run on those positions alone)."""
-    from trl.trainer.utils import entropy_from_logits, selective_log_softmax
-
-    from steerable.lm.padding import right_padded
-
-    ids, att = right_padded(rows, dev)
-    base = getattr(model, model.base_model_prefix)
-    hidden = base(input_ids=ids, attention_mask=att).last_hidden_state  # [B, W, hidden]
-    values = head(hidden)  # [B, W]
-    width = max(counts)
-    pos = torch.tensor([[min(s - 1 + k, len(r) - 2) for k in range(width)] for r, s in zip(rows, starts, strict=True)])
-    picked = hidden[torch.arange(len(rows)).unsqueeze(1), pos.to(dev)]  # [B, l, hidden]: predicts each new token
-    logits = model.get_output_embeddings()(picked).float() / temperature  # as TRL: the sampling distribution
-    targets = torch.tensor(
-        [[r[min(s + k, len(r) - 1)] for k in range(width)] for r, s in zip(rows, starts, strict=True)]
-    )
-    return values, selective_log_softmax(logits, targets.to(dev)), entropy_from_logits(logits)
-
-
 def train_tppo(cfg, plan, progress: bool = True) -> dict:
     """A budgeted T-PPO run into ``cfg.out`` (the same outputs as every ``steerable train rl`` run, plus the
     value head); returns the summary."""
@@ -228,7 +202,7 @@ def train_tppo(cfg, plan, progress: bool = True) -> dict:
     from steerable.rl.algos import POLICY_LOSSES, entropy_bonus
     from steerable.rl.rewards import parse_rewards
     from steerable.rl.rollouts import eval_mode
-    from steerable.rl.session import Clock, builtin_prm, finish, greedy_accuracy, prompts
+    from steerable.rl.session import Clock, EvalTimes, builtin_prm, finish, greedy_accuracy, prompts
     from steerable.streams import derive_seed
     from steerable.tasks.answers import make_checker
 
@@ -269,17 +243,11 @@ def train_tppo(cfg, plan, progress: bool = True) -> dict:
     clock = Clock(out / "elapsed.json")
     metrics = out / "metrics.jsonl"
     budget = None if cfg.minutes is None else cfg.minutes * 60
-    eval_seconds = eval_cpu_seconds = 0.0
     eval_args = (model, tok, held_in, extract, cfg.max_completion)
-    cpu_start = time.process_time()
+    times = EvalTimes()
 
     def held_in_accuracy() -> float:
-        nonlocal eval_seconds, eval_cpu_seconds
-        t0, c0 = time.perf_counter(), time.process_time()
-        acc = greedy_accuracy(*eval_args)
-        eval_seconds += time.perf_counter() - t0
-        eval_cpu_seconds += time.process_time() - c0
-        return acc
+        return times.timed(lambda: greedy_accuracy(*eval_args))
 
     with metrics.open("a") as f:
         # as steerable train rl's rows: the start's evaluation is inside `seconds`, not in `eval_seconds`
@@ -358,9 +326,8 @@ def train_tppo(cfg, plan, progress: bool = True) -> dict:
         row = {
             "step": step,
             "seconds": round(clock.seconds(), 1),
-            "cpu_seconds": round(time.process_time() - cpu_start, 1),  # this process's CPU time: robust to load
-            "eval_seconds": round(eval_seconds, 1),
-            "eval_cpu_seconds": round(eval_cpu_seconds, 1),
+            "cpu_seconds": times.cpu(),  # this process's CPU time: robust to load
+            **times.totals(),
             "loss": float(loss.detach()),
             "critic_loss": critic_loss,
             "entropy": float((ent.detach().cpu() * mask).sum() / mask.sum().clamp(min=1)),
@@ -391,6 +358,6 @@ def train_tppo(cfg, plan, progress: bool = True) -> dict:
     tok.save_pretrained(str(out))
     save_file({k: t.contiguous().cpu() for k, t in head.state_dict().items()}, str(out / VALUE_HEAD_FILE))
     summary = finish(cfg, out, step, clock, acc, None)
-    summary.update({"tokens": tokens, "eval_seconds": round(eval_seconds, 1)})
+    summary.update({"tokens": tokens, "eval_seconds": times.totals()["eval_seconds"]})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

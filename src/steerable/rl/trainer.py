@@ -20,7 +20,6 @@ TRL is the ``[rl]`` extra: without it, importing this module is one ConfigError 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from steerable.rl.algos import (
 )
 from steerable.rl.core import flat_groups, masked_mean
 from steerable.rl.inputs import AT_LOSS_TIME, PROVIDERS, Batch, BatchInputs, Context
+from steerable.rl.session import EvalTimes
 
 try:
     from transformers import TrainerCallback
@@ -402,22 +402,18 @@ class RunLog(TrainerCallback):
                  show: Callable[[int, str], None]) -> None:  # fmt: skip
         self.metrics, self.clock, self.budget, self.eval_every = metrics, clock, budget, eval_every
         self.held_in, self.show = held_in, show
-        self.eval_seconds = self.eval_cpu_seconds = 0.0
-        self.cpu_start = time.process_time()
+        self.times = EvalTimes()
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not logs or "loss" not in logs and "reward" not in logs:
             return
         row = {"step": state.global_step, "seconds": round(self.clock.seconds(), 1)}
-        row["cpu_seconds"] = round(time.process_time() - self.cpu_start, 1)  # this process's CPU time: robust to load
+        row["cpu_seconds"] = self.times.cpu()  # this process's CPU time: robust to load
         row.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
         if self.eval_every and state.global_step % self.eval_every == 0:
-            t0, c0 = time.perf_counter(), time.process_time()
-            row["held_in_accuracy"] = self.held_in()
-            self.eval_seconds += time.perf_counter() - t0
-            self.eval_cpu_seconds += time.process_time() - c0
+            row["held_in_accuracy"] = self.times.timed(self.held_in)
         # the evaluations' share of `seconds` and `cpu_seconds` (for curves of training time alone)
-        row["eval_seconds"], row["eval_cpu_seconds"] = round(self.eval_seconds, 1), round(self.eval_cpu_seconds, 1)
+        row.update(self.times.totals())
         with self.metrics.open("a") as f:
             f.write(json.dumps(row) + "\n")
         info = f"reward {row.get('reward', float('nan')):.3f} entropy {row.get('entropy', float('nan')):.4f}"
