@@ -77,10 +77,6 @@ def routers(model: nn.Module, layers_path: str | None = None) -> list[nn.Module 
     return out
 
 
-def n_experts(model: nn.Module, layers_path: str | None = None) -> int:
-    return max(r.weight.shape[0] for r in routers(model, layers_path) if r is not None)
-
-
 @torch.no_grad()
 def expert_npmi(
     model: nn.Module,
@@ -99,7 +95,7 @@ def expert_npmi(
     if not marker:
         raise InputError("the marker is empty: pass the text that opens a reasoning move, e.g. --marker check")
     rs = routers(model, layers_path)
-    E = n_experts(model, layers_path)
+    E = max(r.weight.shape[0] for r in rs if r is not None)
     seen: dict[int, torch.Tensor] = {}  # layer -> [tokens, experts] 0/1 of the current call
 
     def hook(i: int):
