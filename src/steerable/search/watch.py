@@ -36,7 +36,7 @@ Event = dict[str, Any]
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Whether scored sample ``a`` is preview row ``b``: the same object, a view of the same tensor row, or equal text."""
+    """Whether scored sample ``a`` is preview row ``b``: the same object, a view of one tensor row, or equal text."""
     if a is b:
         return True
     ptr = getattr(a, "data_ptr", None)
