@@ -4,8 +4,8 @@ Starts ``steerable serve --model builtin`` as its own process (the browser and t
 GIL), waits for ``/health``, then alternates, run by run, the same streamed search request
 (``POST /v1/completions`` with ``scaling`` and ``"stream": true``, a particle filter by default) made two ways:
 
-- **API**: httpx reading the server-sent events; the clock stops at the first ``steerable.event`` line and at
-  the last byte.
+- **API**: one httpx client (kept alive, as the browser keeps its connection) reading the server-sent events;
+  the clock stops at the first ``steerable.event`` line and at the last byte.
 - **page**: the playground page open in headless Chromium (Debian's ``/usr/bin/chromium``, driven by
   Playwright), calling ``Playground.stream`` as the search tab does; the clock (the page's ``performance.now``)
   stops when its ``onEvent`` first fires and when the promise resolves. The page is loaded once, before timing.
@@ -45,13 +45,13 @@ def body(args, seed: int) -> dict:
     return out
 
 
-def api_run(httpx, url: str, payload: dict) -> tuple[float, float]:
+def api_run(client, url: str, payload: dict) -> tuple[float, float]:
     """Seconds to the first ``steerable.event`` (with ``scaling``; else the first chunk) and to the end of the
     stream, read as a client reads it."""
     marker = '"steerable.event"' if "scaling" in payload else '"text_completion"'
     t0 = time.perf_counter()
     first = None
-    with httpx.stream("POST", url + PATH, json=payload, timeout=300) as r:
+    with client.stream("POST", url + PATH, json=payload, timeout=300) as r:
         if r.status_code != 200 or not r.headers.get("content-type", "").startswith("text/event-stream"):
             r.read()
             raise NoStream(r.status_code, r.text)
@@ -115,6 +115,9 @@ def main() -> None:
     exe = Path(sys.executable).parent / "steerable"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     server = subprocess.Popen([str(exe), "serve", "--port", str(args.port)], env=env, stderr=subprocess.DEVNULL)
+    # one client, kept alive between runs as the browser keeps its connection (a new httpx client per request
+    # pays for its own setup, tens of ms, which is not the server's latency)
+    client = httpx.Client()
     rows: dict[str, list[float]] = {k: [] for k in ("api first", "api total", "page first", "page total", "drawn")}
     try:
         deadline = time.time() + 120
@@ -128,7 +131,7 @@ def main() -> None:
                 raise SystemExit("the server did not come up")
             time.sleep(0.3)
         try:
-            api_run(httpx, url, body(args, 0))  # warm-up, and the check that the stream exists
+            api_run(client, url, body(args, 0))  # warm-up, and the check that the stream exists
         except NoStream as e:
             print(f"the search stream ({PATH} with scaling and stream: true) does not exist yet: {e}")
             print("nothing measured: rerun once the server streams search runs (--plain times a plain stream)")
@@ -140,7 +143,7 @@ def main() -> None:
             page.wait_for_function("window.Playground && Playground.config !== null")
             page.evaluate(PAGE_RUN, [PATH, body(args, 0)])  # warm-up
             for i in range(1, args.runs + 1):
-                first, total = api_run(httpx, url, body(args, i))
+                first, total = api_run(client, url, body(args, i))
                 rows["api first"].append(first)
                 rows["api total"].append(total)
                 first, total = page.evaluate(PAGE_RUN, [PATH, body(args, i)])
@@ -151,6 +154,7 @@ def main() -> None:
                     page.wait_for_function("!document.getElementById('search-run').disabled", timeout=300_000)
             browser.close()
     finally:
+        client.close()
         server.terminate()
         server.wait(30)
     what = "no scaling (first chunk)" if args.plain else f"scaling {args.method} budget {args.budget} (first event)"

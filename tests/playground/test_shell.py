@@ -255,9 +255,10 @@ def test_arrow_keys_home_and_end_move_between_tabs(browser_page, lm_url):
 
 
 @browser
-def test_every_input_on_the_real_page_has_a_label(browser_page, lm_url):
+@pytest.mark.parametrize("server", ["lm_url", "digits_url"])
+def test_every_input_on_the_real_page_has_a_label(browser_page, server, request):
     page = browser_page
-    connect(page, lm_url, KEY)
+    connect(page, request.getfixturevalue(server), KEY if server == "lm_url" else None)
     page.wait_for_function("Playground.config !== null")
     unlabelled = page.evaluate(
         """() => [...document.querySelectorAll('input, select, textarea')]
@@ -379,3 +380,11 @@ def test_stream_hands_events_over_and_resolves_or_rejects_on_the_last_object(bro
     assert ok["last"] == {"object": "text_completion", "choices": [{"text": "42"}]} and ok["data"] == [ok["last"]]
     bad = page.evaluate(run, "/v1/fake-bad")
     assert bad == {"events": [{"type": "init", "rows": 2}], "error": "the run needed more than 10 tokens"}
+    cancelled = page.evaluate(
+        """async () => { const c = new AbortController(); c.abort(); const names = [];
+             for (const call of [() => Playground.api('/v1/playground', undefined, {signal: c.signal}),
+                                 () => Playground.stream('/v1/fake-ok', {}, null, null, {signal: c.signal})]) {
+               try { await call(); names.push('resolved'); } catch (e) { names.push(e.name); } }
+             return names; }"""
+    )
+    assert cancelled == ["AbortError", "AbortError"]
