@@ -366,9 +366,9 @@ SSE_ERROR = (
 def test_stream_hands_events_over_and_resolves_or_rejects_on_the_last_object(browser_page, lm_url):
     page = browser_page
     fake_tabs(page)
-    bodies = {"ok": SSE, "bad": SSE_ERROR}
+    bodies = {"ok": SSE, "bad": SSE_ERROR, "garbled": "data: {not json\n\n"}
     page.route(
-        re.compile(r".*/v1/fake-(ok|bad)$"),
+        re.compile(r".*/v1/fake-(ok|bad|garbled)$"),
         lambda route: route.fulfill(
             status=200, content_type="text/event-stream", body=bodies[route.request.url.rsplit("-", 1)[1]]
         ),
@@ -384,6 +384,8 @@ def test_stream_hands_events_over_and_resolves_or_rejects_on_the_last_object(bro
     assert ok["last"] == {"object": "text_completion", "choices": [{"text": "42"}]} and ok["data"] == [ok["last"]]
     bad = page.evaluate(run, "/v1/fake-bad")
     assert bad == {"events": [{"type": "init", "rows": 2}], "error": "the run needed more than 10 tokens"}
+    garbled = page.evaluate(run, "/v1/fake-garbled")
+    assert garbled == {"events": [], "error": "the server sent an event that is not JSON: {not json"}
     cancelled = page.evaluate(
         """async () => { const c = new AbortController(); c.abort(); const names = [];
              for (const call of [() => Playground.api('/v1/playground', undefined, {signal: c.signal}),
