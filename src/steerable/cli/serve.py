@@ -23,7 +23,10 @@ class ServeOptions:
     steer: tuple[str, ...] = opt((), "NAME=PATH: a steering artifact requests can name (repeatable).", sep=None)
     prm: str | None = opt(None, "A PRM for scaling requests and /v1/score: builtin, or a directory.")
     api_key: str | None = opt(
-        None, "Require 'Authorization: Bearer KEY' on every route but /health.", envvar="STEERABLE_API_KEY", min_len=1
+        None,
+        "Require 'Authorization: Bearer KEY' on every route but /health and the /playground page.",
+        envvar="STEERABLE_API_KEY",
+        min_len=1,
     )
     public_metrics: bool = opt(False, "With --api-key, leave /metrics open (for a scraper).")
     served_model_name: str | None = opt(None, "The name clients use (default: --model).", min_len=1)
@@ -60,7 +63,8 @@ class ServeOptions:
 def serve(options: ServeOptions, model: ModelConfig) -> None:
     """An OpenAI-compatible server: /v1/completions, /v1/chat/completions, /v1/score, /metrics.
 
-    With --model builtin:digits (a diffusion model): /v1/images/generations instead.
+    With --model builtin:digits (a diffusion model): /v1/images/generations instead. The playground page
+    (/playground, extra [playground]) calls the same endpoints from a browser.
     """
     from steerable.serve import build
 
@@ -86,5 +90,9 @@ def serve(options: ServeOptions, model: ModelConfig) -> None:
     )
     import uvicorn
 
+    from steerable.serve.playground import PLOTLY_MISSING, plotly_js
+
     typer.echo(f"serving {o.served_model_name or model.model} on http://{o.host}:{o.port}/v1", err=True)
+    page = f"http://{o.host}:{o.port}/playground" if plotly_js() else f"off ({PLOTLY_MISSING})"
+    typer.echo(f"playground: {page}", err=True)
     uvicorn.run(api, host=o.host, port=o.port, log_level="warning", timeout_graceful_shutdown=30)

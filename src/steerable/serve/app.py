@@ -2,6 +2,7 @@
 
 Routes: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``,
 ``POST /v1/score`` (the PRM), ``GET /health``, ``GET /metrics`` (Prometheus text),
+the playground's page (``GET /playground``, :mod:`steerable.serve.playground`),
 and FastAPI's ``/docs`` and ``/openapi.json`` (generated from the request models
 in :mod:`steerable.serve.schemas`). A diffusion model (``--model builtin:digits``)
 gets ``POST /v1/images/generations`` instead (:mod:`steerable.serve.images`), on
@@ -45,7 +46,9 @@ class ServeConfig:
     """What a server allows; every limit holds with or without an API key."""
 
     model_name: str = opt("builtin", "The name clients use.")
-    api_key: str | None = opt(None, "Require 'Authorization: Bearer KEY' on every route but /health.")
+    api_key: str | None = opt(
+        None, "Require 'Authorization: Bearer KEY' on every route but /health and the /playground page."
+    )
     public_metrics: bool = opt(False, "With an API key, leave /metrics open (for a scraper without the key).")
     max_n: int = opt(64, "Most samples (n x prompts) per request.", ge=1, le=4096)
     max_tokens: int = opt(4096, "Most max_tokens a request may ask for.", ge=1, le=1 << 20)
@@ -104,6 +107,9 @@ def create_app(engine: Engine, config: ServeConfig):
     app.post("/v1/completions")(routes.completions)
     app.post("/v1/chat/completions")(routes.chat)
     app.post("/v1/score")(routes.score)
+    from steerable.serve.playground import lm_info, mount
+
+    mount(app, config, ["steering", "search"], lm_info(engine, config))
     return app
 
 
