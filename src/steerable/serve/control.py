@@ -1,0 +1,555 @@
+"""``POST /v1/control/episodes`` on a built-in control world: ``steerable serve --model builtin:pointnav``.
+
+One request runs one episode of ``steerable control eval`` on the world the
+server was started with (``builtin:pointnav`` or ``builtin:stlnav``, with the
+shipped diffusion policy and critic): ``{"method", "budget", "seed",
+"options", "stream"}`` in, the episode's summary out (success, return, steps,
+outcome, NFE, NFE per step, seconds, the path). With the same ``seed`` it is
+episode 0 of ``steerable control eval --seed SEED`` (the env starts at
+``item_seed(seed, 0)``, the controller samples from ``stream(seed, 0)``).
+
+- ``method``: one the world offers (``GET /v1/playground`` lists them: the
+  methods whose controller builds on the shipped policy and runs a step on
+  the world; ``dsrl`` needs a noise-policy file and is not offered).
+- ``options``: the method's ``--set`` fields, checked as the CLI checks them.
+  Options that name a file (``critic``, ``tgpo``) take only ``"builtin"``:
+  a request never makes the server read a path.
+- ``stream: true``: server-sent events, ``{"object": "steerable.event",
+  "event": E}`` per event, then the summary, then ``[DONE]``. E is
+  ``{"type": "reset", "map", "pos", "goal", "max_steps"}`` once, then per
+  control step ``{"type": "env_step", "t", "pos", "positions", "reward",
+  "return", "nfe", ...}`` with, for a method that searches over chunks (vgps,
+  search), ``candidates`` (each scored plan as an xy path), ``scores`` and
+  ``chosen`` (the index of the executed plan), and for rti ``plan`` (the
+  warm-started chunk as an xy path). Candidates come from
+  :class:`~steerable.search.watch.Watch` over the controller's process and
+  scorer, so the watched episode is the same episode.
+
+A planned xy path is the chunk's actions integrated from the current position
+and velocity by the world's dynamics in still air (no wind, no gust): the
+wind is unobserved, so this is what the policy planned, not where the env
+will take it.
+
+Limits: ``budget`` <= ``--max-budget``; ``--max-request-nfe`` bounds the
+denoiser evaluations (refused up front for base, vgps and rti, whose worst
+case is known; a guard before every denoiser call stops any run past it);
+``--max-request-env-steps`` bounds the env steps, the episode's and those
+of a search's forks (stopped with an error past it). The episode runs as a
+job on the engine's worker thread, one at a time, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import Field
+
+from steerable.errors import ConfigError, SteerableError
+from steerable.serve.engine import Engine, Job
+from steerable.serve.gate import Metrics
+from steerable.serve.openai import APIError, dumps, error_body, json_safe
+from steerable.serve.routes import CLIENT_GONE, ClientGone, as_api_error, submit, wait
+from steerable.serve.scaling import Cancelled
+from steerable.serve.schemas import Body, NonEmpty, Text
+
+ROUTE = "/v1/control/episodes"
+#: the built-in worlds served (those with a shipped policy)
+WORLDS = ("pointnav", "stlnav")
+#: how many decimals a coordinate keeps in the JSON
+DIGITS = 4
+
+
+def is_control(model: str) -> bool:
+    return model.startswith("builtin:") and model.removeprefix("builtin:") in WORLDS
+
+
+class EpisodeRequest(Body):
+    """``POST /v1/control/episodes``: one seeded episode of a control method on the served world."""
+
+    method: NonEmpty = Field(description="A control method the world offers (GET /v1/playground lists them).")
+    budget: Annotated[int, Field(ge=1, le=4096)] = Field(1, description="What it counts depends on the method.")
+    seed: Annotated[int, Field(ge=0, lt=1 << 53)] | None = Field(
+        None, description="Episode 0 of `steerable control eval --seed SEED` (default: drawn and returned)."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="The method's --set fields, e.g. {'beta': 1}.")
+    stream: bool = Field(False, description="Server-sent events: the reset, every control step, then the summary.")
+    model: Text | None = None
+
+
+@dataclass
+class Guard:
+    """Stops an episode when its client has left, or before it would pass the request's NFE or env-step cap."""
+
+    nfe_cap: int
+    step_cap: int
+    nfe: int = 0
+    steps: int = 0
+    cancelled: bool = False
+
+    def charge_nfe(self, rows: int) -> None:
+        if self.cancelled:
+            raise Cancelled("the client closed the connection")
+        if self.nfe + rows > self.nfe_cap:
+            raise APIError(
+                400,
+                f"the episode needed more than the server's --max-request-nfe of {self.nfe_cap} denoiser "
+                f"evaluations ({self.nfe} spent): lower budget",
+                "budget",
+                "request_too_large",
+            )
+        self.nfe += rows
+
+    def charge_steps(self, n: int, where: str = "the episode") -> None:
+        if self.cancelled:
+            raise Cancelled("the client closed the connection")
+        if self.steps + n > self.step_cap:
+            raise APIError(
+                400,
+                f"{where} passed the server's --max-request-env-steps of {self.step_cap} environment steps "
+                f"({self.steps} taken before): the episode was stopped",
+                None,
+                "request_too_large",
+            )
+        self.steps += n
+
+
+class GuardedDenoiser(torch.nn.Module):
+    """The policy's denoiser behind a :class:`Guard`: every call is charged before it runs."""
+
+    def __init__(self, inner: torch.nn.Module, guard: Guard):
+        super().__init__()
+        self.inner, self.guard = inner, guard
+
+    @property
+    def config(self):
+        return self.inner.config
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **kwargs):
+        self.guard.charge_nfe(len(x))
+        return self.inner(x, t, **kwargs)
+
+
+def _xy(p) -> list[float]:
+    return [round(float(p[0]), DIGITS), round(float(p[1]), DIGITS)]
+
+
+def planned_path(config, obs: np.ndarray, actions: np.ndarray) -> list[list[float]]:
+    """Env actions [H, 2] integrated from ``obs``'s position and velocity in still air: H + 1 xy points."""
+    p, v = np.asarray(obs[:2], np.float64), np.asarray(obs[2:4], np.float64)
+    out = [_xy(p)]
+    for a in np.clip(np.asarray(actions, np.float64), -1.0, 1.0):
+        v = config.damping * v + config.dt * a
+        p = p + config.dt * v
+        out.append(_xy(p))
+    return out
+
+
+def world_map(env) -> dict:
+    """What to draw: the arena, the obstacle disks, the goal's radius and (STLNav) region A with its deadline."""
+    from steerable.control.worlds.envs import STLSpec
+
+    c = env.config
+    out: dict[str, Any] = {
+        "world": env.name,
+        "arena": [float(v) for v in c.arena],
+        "obstacles": [[float(v) for v in ob] for ob in c.obstacles],
+        "goal_radius": float(c.goal_radius),
+        "regions": [],
+    }
+    spec = getattr(env, "spec", None)
+    if isinstance(spec, STLSpec):
+        x, y, r = spec.region
+        out["regions"].append({"name": "A", "x": x, "y": y, "r": r, "by": spec.reach_by})
+    return out
+
+
+def worst_nfe(controller, policy, steps: int) -> int | None:
+    """The most denoiser evaluations an episode of ``steps`` env steps can spend, where it is known."""
+    from steerable.control.steering.controller import Controller
+    from steerable.control.steering.rti import RTI
+    from steerable.control.steering.vgps import VGPS
+
+    n = policy.steps_inference
+    preds = math.ceil(steps / (controller.execute or policy.execute))
+    if isinstance(controller, RTI):  # one cold prediction, then one action per warm-started K' steps
+        return n + (steps - 1) * controller.k_prime
+    if isinstance(controller, VGPS):
+        return preds * controller.k * n
+    if type(controller) is Controller:
+        return preds * n
+    return None
+
+
+class Chunks:
+    """Turns a controller's :class:`~steerable.search.watch.Watch` events into one control step's candidates."""
+
+    def __init__(self, env_config):
+        self.config = env_config
+        self.plans: dict[int, list] = {}  # state id -> its rows' Plans at its last step
+        self.scored: tuple[int, list[float]] | None = None  # (state, scores per row) of the last score event
+        self.result = None  # the strategy's last Result
+
+    @staticmethod
+    def show(process, state) -> list | None:
+        """A control state's rows are its Plans (kept as objects: these events are read here, never sent)."""
+        plans = getattr(state, "plans", None)
+        return None if plans is None else list(plans)
+
+    def emit(self, event: dict) -> None:
+        if event["type"] == "step" and "previews" in event:
+            self.plans[event["state"]] = event["previews"]
+        elif event["type"] == "score" and event["state"] in self.plans:
+            rows = self.plans[event["state"]]
+            scores = [float("nan")] * len(rows)
+            for r, s in zip(event["rows"], event["scores"], strict=True):
+                if r >= 0:
+                    scores[r] = s
+            self.scored = (event["state"], scores)
+
+    def take(self, policy) -> dict:
+        """The last scored plans as xy paths with their scores and the executed one's index; then forget them."""
+        out: dict[str, Any] = {}
+        if self.scored is not None:
+            state, scores = self.scored
+            plans = self.plans[state]
+            out["candidates"] = [self.path(policy, p) for p in plans]
+            out["scores"] = [round(s, 6) if math.isfinite(s) else None for s in scores]
+            chosen = self.result.sample if self.result is not None else None
+            out["chosen"] = next((i for i, p in enumerate(plans) if p is chosen), -1)
+        self.plans, self.scored, self.result = {}, None, None
+        return out
+
+    def path(self, policy, plan) -> list[list[float]]:
+        acts = np.concatenate([policy.to_env(policy.future(c[None])[0]) for c in plan.chunks])
+        return planned_path(self.config, plan.obs, acts)
+
+
+class Recorded:
+    """A strategy whose last :class:`~steerable.search.result.Result` is kept (which plan was executed)."""
+
+    def __init__(self, inner, chunks: Chunks):
+        self.inner, self.chunks = inner, chunks
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def run(self, *args, **kwargs):
+        self.chunks.result = self.inner.run(*args, **kwargs)
+        return self.chunks.result
+
+
+def watch(controller, env_config) -> Chunks | None:
+    """Wrap a searching controller's process, scorer and strategy so each step's scored plans can be read."""
+    from steerable.search.watch import Watch
+
+    names = [n for n in ("strategy", "search") if hasattr(getattr(controller, n, None), "run")]
+    process = getattr(controller, "process", None)
+    if not names or process is None or getattr(controller, "scorer", None) is None:
+        return None
+    chunks = Chunks(env_config)
+    w = Watch(chunks.emit, chunks.show)
+    controller.process = w.process(process)
+    controller.scorer = w.scorer(controller.scorer)
+    setattr(controller, names[0], Recorded(getattr(controller, names[0]), chunks))
+    return chunks
+
+
+@dataclass
+class ControlWorld:
+    """The served world: its env (only cloned), its shipped policy and the methods it offers."""
+
+    model: str
+    env: Any
+    policy: Any
+    policies: dict[str, Any] = field(default_factory=dict)  # method -> its policy where it is not ``policy`` (tgpo)
+    methods: dict[str, str] = field(default_factory=dict)  # name -> what its budget counts
+    refused: dict[str, str] = field(default_factory=dict)  # name -> why it is not offered
+
+    @classmethod
+    def load(cls, model: str) -> ControlWorld:
+        from steerable.control.registry import METHODS, EvalConfig, load_policy
+        from steerable.control.worlds.envs import make_env
+
+        env = make_env(model)
+        policy = load_policy(EvalConfig(env=model))
+        world = cls(model, env, policy)
+        for name, budget, _ in METHODS.table():
+            try:
+                world.policies[name] = load_policy(EvalConfig(env=model, method=name))
+            except Exception:  # noqa: BLE001 - the shipped policy serves it; the trial says whether it runs
+                world.policies[name] = policy
+            try:  # offered if it builds on the shipped files and runs one control step here
+                world.trial(name)
+            except Exception as e:  # noqa: BLE001 - any failure of the probe means: not offered, and why
+                world.refused[name] = str(getattr(e, "message", e)).split("\n")[0]
+                continue
+            world.methods[name] = budget
+        return world
+
+    def controller(self, method: str, budget: int, options: dict, policy=None):
+        """``method``'s controller as ``steerable control eval`` builds it (``policy``: a guarded copy)."""
+        from steerable.control.registry import EvalConfig, make_controller
+
+        try:
+            cfg = EvalConfig(env=self.model, method=method, budget=budget)
+        except SteerableError as e:
+            raise APIError(400, f"budget: {e}", "budget") from None
+        try:
+            return make_controller(cfg, policy or self.policies.get(method, self.policy), options)
+        except SteerableError as e:
+            raise APIError(400, f"options: {e}", "options") from None
+
+    def trial(self, method: str) -> None:
+        env = self.env.clone()
+        obs, _ = env.reset(seed=0)
+        self.controller(method, 2, {}).act([0], [[obs]], [env])  # budget 2: ptp's M > 1 checks its policy
+
+
+def episode(world: ControlWorld, controller, seed: int, guard: Guard, emit=None) -> dict:
+    """Episode 0 of ``steerable control eval --seed SEED`` (:func:`~steerable.control.evaluate.run_block`'s loop
+    for one row), each env step charged to ``guard``; ``emit`` gets the reset and one event per control step."""
+    from steerable.streams import item_seed, stream
+
+    env, policy, cfg = world.env.clone(), controller.policy, world.env.config
+    chunks = watch(controller, cfg) if emit is not None else None
+    obs, info = env.reset(seed=item_seed(seed, 0))
+    controller.reset([stream(seed, 0)])
+    seen, path = [obs], [_xy(info["pos"])]
+    if emit is not None:
+        emit(
+            {"type": "reset", "map": world_map(env), "pos": path[0], "goal": _xy(env.goal), "max_steps": cfg.max_steps}
+        )
+    total, k, t0, ended = 0.0, 0, time.perf_counter(), False
+    while not ended:
+        nfe, forks, root = controller.nfe[0], controller.fork_steps[0], seen[-1]
+        actions = controller.act([0], [seen], [env])[0]
+        guard.charge_steps(controller.fork_steps[0] - forks, "a search's forks")
+        reward, start = 0.0, len(path)
+        for a in actions:
+            guard.charge_steps(1)
+            obs, rew, term, trunc, info = env.step(a)
+            seen.append(obs)
+            reward += float(rew)
+            path.append(_xy(info["pos"]))
+            if term or trunc:
+                ended = True
+                break
+        total += reward
+        k += 1
+        if emit is not None:
+            event = {
+                "type": "env_step", "t": len(path) - 1, "step": k, "pos": path[-1], "positions": path[start:],
+                "reward": round(reward, 6), "return": round(total, 6), "nfe": controller.nfe[0] - nfe,
+            }  # fmt: skip
+            if chunks is not None:
+                event.update(chunks.take(policy))
+            prev = getattr(controller, "prev", None)
+            if prev is not None and prev[0] is not None:  # rti: the chunk it just denoised from its warm start
+                event["plan"] = planned_path(cfg, root, policy.to_env(policy.future(prev[0][None])[0]))
+            emit(json_safe(event))
+    steps = len(path) - 1
+    out = {
+        "success": bool(info.get("success", False)),
+        "return": round(total, 4),
+        "steps": steps,
+        "outcome": str(info.get("outcome", "")),
+        "nfe": controller.nfe[0],
+        "nfe_per_step": round(controller.nfe[0] / max(1, steps), 3),
+        "scorer_calls": controller.scorer_calls[0],
+        "predictions": controller.predictions[0],
+        "fork_steps": controller.fork_steps[0],
+        "seconds": round(time.perf_counter() - t0, 4),
+        "path": path,
+    }
+    if info.get("satisfied") is not None:
+        out["satisfied"] = bool(info["satisfied"])
+    return out
+
+
+@dataclass
+class EpisodeRun:
+    """One request's episode, checked by the route before it is queued."""
+
+    world: ControlWorld
+    controller: Any
+    body: EpisodeRequest
+    seed: int
+    guard: Guard
+    job: Job | None = None
+
+    def __call__(self) -> dict:
+        emit = None
+        if self.body.stream and self.job is not None:
+            job = self.job
+
+            def emit(event: dict) -> None:
+                job.emit("event", event)
+
+        return episode(self.world, self.controller, self.seed, self.guard, emit)
+
+
+class ControlRoutes:
+    """The control server's handlers, bound to one world and one server configuration."""
+
+    def __init__(self, engine: Engine, world: ControlWorld, config, metrics: Metrics):
+        self.engine, self.world, self.config, self.metrics = engine, world, config, metrics
+
+    async def health(self) -> dict:
+        return {"status": "ok", "queue_depth": self.engine.queue_depth}
+
+    async def metrics_text(self) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        self.metrics.queue.set(self.engine.queue_depth)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def models(self) -> dict:
+        entry = {
+            "id": self.config.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "steerable",
+            "kind": "control",
+            "world": self.world.env.name,
+            "methods": sorted(self.world.methods),
+        }
+        return {"object": "list", "data": [entry]}
+
+    def info(self) -> dict:
+        """The control family's part of ``GET /v1/playground``: methods with what their budget counts and their
+        options, and the map to draw."""
+        from steerable.control.registry import METHODS, method_options
+
+        arts = {n: set(METHODS.entry(n).extra.get("artifacts", {})) for n in self.world.methods}
+        env = self.world.env.clone()
+        env.reset(seed=0)
+        return {
+            "methods": list(self.world.methods),
+            "control": {
+                "world": self.world.env.name,
+                "map": world_map(env),
+                "max_steps": env.config.max_steps,
+                "methods": [
+                    {"name": n, "budget": b, "options": [o for o in method_options(n) if o not in arts[n]]}
+                    for n, b in self.world.methods.items()
+                ],
+            },
+        }
+
+    async def episodes(self, body: EpisodeRequest, request: Request):
+        run = self.prepare(body)
+        job = Job(run, None)  # type: ignore[arg-type]
+        run.job = job
+        q = submit(self.engine, job)
+        head = {
+            "id": "ep-" + uuid.uuid4().hex[:24],
+            "object": "control.episode",
+            "created": int(time.time()),
+            "model": self.config.model_name,
+            "method": body.method,
+            "budget": body.budget,
+            "seed": run.seed,
+        }
+        if body.stream:
+            return StreamingResponse(
+                self._stream(q, run, head), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
+        try:
+            out = await wait(q, request)
+        except ClientGone:
+            job.cancelled = run.guard.cancelled = True
+            self.metrics.cancelled.labels(ROUTE).inc()
+            return Response(status_code=CLIENT_GONE)
+        return json_safe({**head, **out})
+
+    async def _stream(self, q, run: EpisodeRun, head: dict):
+        try:
+            while True:
+                kind, payload = await q.get()
+                if kind == "event":
+                    yield f"data: {dumps({'object': 'steerable.event', 'event': payload})}\n\n"
+                    continue
+                if kind == "error":
+                    err = as_api_error(payload)
+                    yield f"data: {dumps(error_body(err.status, err.message, err.param, err.code))}\n\n"
+                else:
+                    yield f"data: {dumps(json_safe({**head, **payload}))}\n\n"
+                break
+            yield "data: [DONE]\n\n"
+        finally:
+            run.guard.cancelled = True  # the client left (or the episode is over): stop its run
+            if run.job is not None:
+                run.job.cancelled = True
+
+    def prepare(self, body: EpisodeRequest) -> EpisodeRun:
+        """The request's episode, with every server-side limit checked (a 4xx naming the field)."""
+        from steerable.control.registry import METHODS
+
+        cfg, world = self.config, self.world
+        if body.model is not None and body.model != cfg.model_name:
+            raise APIError(
+                404, f"model {body.model!r} is not served here: use {cfg.model_name}", "model", "model_not_found"
+            )
+        if body.method not in world.methods:
+            why = f" ({world.refused[body.method]})" if body.method in world.refused else ""
+            raise APIError(
+                400, f"method {body.method!r} is not offered on {cfg.model_name}{why}: use one of "
+                f"{', '.join(world.methods)}", "method",
+            )  # fmt: skip
+        if body.budget > cfg.max_budget:
+            raise APIError(400, f"budget must be <= {cfg.max_budget}, the server's --max-budget (got {body.budget})",
+                           "budget")  # fmt: skip
+        arts = METHODS.entry(body.method).extra.get("artifacts", {})
+        for key in arts:
+            if key in body.options and body.options[key] != "builtin":
+                raise APIError(400, f"options.{key} takes only 'builtin' here: a request never names a file on "
+                               "the server", f"options.{key}")  # fmt: skip
+        guard = Guard(cfg.max_request_nfe, cfg.max_request_env_steps)
+        shared = world.policies.get(body.method, world.policy)
+        policy = copy.copy(shared)  # shares the weights; its denoiser charges this request's guard
+        policy.denoiser = GuardedDenoiser(shared.denoiser, guard)
+        controller = world.controller(body.method, body.budget, body.options, policy)
+        steps = min(world.env.config.max_steps, cfg.max_request_env_steps)
+        worst = worst_nfe(controller, policy, steps)
+        if worst is not None and worst > cfg.max_request_nfe:
+            raise APIError(
+                400,
+                f"{body.method} with budget {body.budget} may spend {worst} denoiser evaluations in an episode of "
+                f"{steps} steps, over the server's --max-request-nfe of {cfg.max_request_nfe}: lower budget",
+                "budget",
+                "request_too_large",
+            )
+        seed = body.seed if body.seed is not None else random.getrandbits(52)
+        return EpisodeRun(world, controller, body, seed, guard)
+
+
+def create_control_app(model: str, config):
+    """The control server: an engine of jobs only, the shared gate and error handling, and the episode route."""
+    from steerable.serve.app import base_app
+
+    try:
+        world = ControlWorld.load(model)
+    except ImportError as e:
+        raise ConfigError(
+            f"serving a control world needs the control extra ({e}): pip install 'steerable[control]'"
+        ) from None
+    metrics = Metrics()
+    engine = Engine(None)
+    app = base_app(engine, config, metrics)
+    routes = ControlRoutes(engine, world, config, metrics)
+    app.get("/health")(routes.health)
+    app.get("/metrics")(routes.metrics_text)
+    app.get("/v1/models")(routes.models)
+    app.post(ROUTE)(routes.episodes)
+    app.state.control = routes
+    return engine, app
