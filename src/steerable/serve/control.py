@@ -426,15 +426,16 @@ class ControlRoutes:
         return {"object": "list", "data": [entry]}
 
     def info(self) -> dict:
-        """The control family's part of ``GET /v1/playground``: methods with what their budget counts and their
-        options, and the map to draw."""
+        """``GET /v1/playground``: the shared shape, plus ``control``: the map to draw and each method with what
+        its budget counts and its options."""
         from steerable.control.registry import METHODS, method_options
+        from steerable.serve.playground import base_info
 
         arts = {n: set(METHODS.entry(n).extra.get("artifacts", {})) for n in self.world.methods}
         env = self.world.env.clone()
         env.reset(seed=0)
         return {
-            "methods": list(self.world.methods),
+            **base_info(self.config, ["control"], list(self.world.methods)),
             "control": {
                 "world": self.world.env.name,
                 "map": world_map(env),
@@ -552,4 +553,7 @@ def create_control_app(model: str, config):
     app.get("/v1/models")(routes.models)
     app.post(ROUTE)(routes.episodes)
     app.state.control = routes
+    from steerable.serve.playground import mount
+
+    mount(app, config, ["control"], routes.info())
     return engine, app
