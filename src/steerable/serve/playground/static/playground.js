@@ -54,9 +54,9 @@
   }
 
   // POST body with stream: true and read the server-sent events as they arrive: onEvent(event) for each
-  // steerable.event, the last other JSON object (the endpoint's usual answer) resolves the promise, an error
-  // object rejects it with the API's message.
-  async function stream(path, body, onEvent) {
+  // steerable.event, onData(object) for every other JSON object (a plain completion's chunks), the last of
+  // those (the endpoint's usual answer) resolves the promise, an error object rejects it with the API's message.
+  async function stream(path, body, onEvent, onData) {
     const payload = Object.assign({}, body, { stream: true });
     const init = { method: "POST", headers: headers(true), body: JSON.stringify(payload) };
     init.headers["Accept"] = "text/event-stream";
@@ -86,6 +86,7 @@
         if (onEvent) onEvent(obj.event);
       } else {
         last = obj;
+        if (onData) onData(obj);
       }
     };
     try {
