@@ -146,6 +146,16 @@
                      yaxis: { title: { text: "NFE" }, rangemode: "tozero" } },
                    { displayModeBar: false, responsive: true });
     };
+    // Events can come faster than Plotly draws: draw at most once a frame, so reading the stream never waits on it.
+    let pending = false;
+    const schedule = () => {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => {
+        pending = false;
+        draw();
+      });
+    };
     panel.addEventListener("playground:show", draw);
 
     let start = null;
@@ -188,7 +198,7 @@
       show(history.length);
       replay.max = String(history.length);
       replay.value = String(history.length);
-      draw();
+      schedule();
     }
 
     replay.addEventListener("input", () => {
@@ -232,6 +242,7 @@
         summary.textContent = "No result: the run stopped.";
         Playground.showError(panel, e.message);
       } finally {
+        draw(); // the last step, whatever the frame timing
         run.disabled = false;
         replay.disabled = history.length === 0;
       }
