@@ -137,9 +137,11 @@
     let map = info.map;
     let goal = null;
     const state = { path: [], candidates: [], chosen: null, plan: null, nfe: [] };
+    let running = false;
     const draw = () => {
       if (!map || !plotly() || panel.hidden) return; // a hidden panel has no size: drawn when shown
       Plotly.react(mapDiv, traces(state), layout(map, goal), { displayModeBar: false, responsive: true });
+      if (running) return; // the NFE chart is drawn when the episode is over (it cost a third of the drawing)
       Plotly.react(nfeDiv, [{ type: "bar", x: state.nfe.map((_, i) => i + 1), y: state.nfe, name: "NFE",
                               marker: { color: COLORS.path } }],
                    { margin: { l: 40, r: 10, t: 10, b: 35 }, height: 180, xaxis: { title: { text: "control step" } },
@@ -164,7 +166,7 @@
     // The map as it stood after control step k (1-based): the path so far and that step's chunks.
     function show(k) {
       const event = history[k - 1];
-      state.path = [start];
+      state.path = start ? [start] : [];
       for (const e of history.slice(0, k)) state.path.push(...e.positions);
       state.nfe = history.slice(0, k).map((e) => e.nfe);
       state.candidates = (event && event.candidates) || [];
@@ -234,18 +236,28 @@
       const body = { method: method.value, budget: Number(budget.value), seed: Number(seed.value), options: extra };
       run.disabled = true;
       replay.disabled = true;
+      running = true;
       summary.textContent = "Running…";
-      step.textContent = "";
+      history = [];
+      start = null;
+      show(0);
+      let out = null;
+      let failed = null;
       try {
-        showSummary(await Playground.stream(ROUTE, body, onEvent));
+        out = await Playground.stream(ROUTE, body, onEvent);
       } catch (e) {
-        summary.textContent = "No result: the run stopped.";
-        Playground.showError(panel, e.message);
-      } finally {
-        draw(); // the last step, whatever the frame timing
-        run.disabled = false;
-        replay.disabled = history.length === 0;
+        failed = e;
       }
+      running = false;
+      draw(); // the last step, whatever the frame timing, and the NFE chart; then the result
+      if (failed) {
+        summary.textContent = "No result: the run stopped.";
+        Playground.showError(panel, failed.message);
+      } else {
+        showSummary(out);
+      }
+      run.disabled = false;
+      replay.disabled = history.length === 0;
     });
     draw();
   }
