@@ -15,13 +15,14 @@ made three ways:
 
 Prints mean ± standard error (seconds) per way and the page's means over the API's.
 
-    python benchmarks/playground_control_latency.py [--runs 20] [--method vgps] [--budget 4] [--port 8933]
+    python benchmarks/playground_control_latency.py [--runs 20] [--method vgps] [--budget 4] [--port 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -74,6 +75,12 @@ def api_run(client, url: str, payload: dict) -> tuple[float, float]:
     return first, time.perf_counter() - t0
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def mean_se(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), statistics.stdev(xs) / len(xs) ** 0.5
 
@@ -83,15 +90,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20, help="Timed runs per way (after one warm-up each).")
     ap.add_argument("--method", default="vgps")
     ap.add_argument("--budget", type=int, default=4)
-    ap.add_argument("--port", type=int, default=8933)
+    ap.add_argument("--port", type=int, default=0, help="0: a free port (another server may hold a fixed one).")
     args = ap.parse_args()
     import httpx
     from playwright.sync_api import sync_playwright
 
-    url = f"http://127.0.0.1:{args.port}"
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}"
     exe = Path(sys.executable).parent / "steerable"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    cmd = [str(exe), "serve", "--model", "builtin:pointnav", "--port", str(args.port)]
+    cmd = [str(exe), "serve", "--model", "builtin:pointnav", "--port", str(port)]
     server = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     rows: dict[str, list[float]] = {k: [] for k in ("api", "page", "drawn")}
     ends: dict[str, list[float]] = {k: [] for k in rows}
@@ -100,9 +108,9 @@ def main() -> None:
         deadline = time.time() + 180
         while True:
             try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                if httpx.get(url + "/v1/models", timeout=1).json()["data"][0].get("kind") == "control":
                     break
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError, KeyError, IndexError):
                 pass
             if time.time() > deadline or server.poll() is not None:
                 raise SystemExit("the server did not come up")
