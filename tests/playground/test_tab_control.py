@@ -74,7 +74,7 @@ def test_vgps_is_drawn_as_it_runs_and_the_summary_shows_the_result(browser_page,
     page = browser_page
     open_tab(page, url)
     assert page.get_attribute("#tab-control", "aria-selected") == "true"
-    for id_ in ("control-method", "control-budget", "control-seed", "control-options"):
+    for id_ in ("control-method", "control-budget", "control-seed", "control-options", "control-replay"):
         assert page.locator(f"label[for={id_}]").count() == 1, id_
     page.evaluate(RECORD)
     page.select_option("#control-method", "vgps")

@@ -72,31 +72,37 @@ def test_the_streamed_summary_is_the_non_streamed_one_and_the_steps_draw_its_pat
     assert m["obstacles"] == [[2.0, 0.0, 0.8], [2.0, 2.05, 0.75], [2.0, -2.05, 0.75]] and m["regions"] == []
 
 
-def test_vgps_steps_carry_k_scored_candidates_and_the_argmax_is_chosen():
-    """The Watch-read scores are the critic's Q of the K chunks (VGPS.last_q), and argmax is the chunk executed."""
-    from steerable.serve.control import ControlWorld, Guard, episode
+@pytest.mark.parametrize("beta", [0.0, 0.05])
+def test_vgps_steps_carry_k_scored_candidates_and_the_executed_one_is_chosen(beta):
+    """The Watch-read scores are the critic's Q of the K chunks (VGPS.last_q); ``chosen`` is the chunk whose actions
+    were executed: the argmax by default, the softmax draw with beta > 0."""
+    from steerable.serve.control import ControlWorld, Guard, episode, planned_path
 
     world = ControlWorld.load("builtin:pointnav")
-    controller = world.controller("vgps", 4, {})
-    qs, act = [], controller.act
+    controller = world.controller("vgps", 4, {"beta": beta})
+    qs, executed, act = [], [], controller.act
 
-    def recorded(*args):
-        out = act(*args)
+    def recorded(rows, seen, envs):
+        root = seen[0][-1]
+        out = act(rows, seen, envs)
         qs.append(controller.last_q[0].tolist())
+        executed.append(planned_path(world.env.config, root, out[0]))  # the executed actions from the same root
         return out
 
     controller.act = recorded
     evs = []
-    episode(world, controller, 7, Guard(10**6, 10**6), evs.append)
+    episode(world, controller, 0, Guard(10**6, 10**6), evs.append)
     steps = evs[1:]
     assert len(steps) == len(qs) > 1
     prev = evs[0]["pos"]
-    for e, q in zip(steps, qs, strict=True):
+    for e, q, done in zip(steps, qs, executed, strict=True):
         assert len(e["candidates"]) == 4 and all(len(c) == 9 for c in e["candidates"])  # H = 8 actions
         assert all(c[0] == prev for c in e["candidates"])  # planned from where the step started
         np.testing.assert_allclose(e["scores"], q, atol=1e-5)
-        assert e["chosen"] == int(np.argmax(e["scores"]))
+        np.testing.assert_allclose(e["candidates"][e["chosen"]][: len(done)], done, atol=2e-4)
         prev = e["pos"]
+    argmax = [e["chosen"] == int(np.argmax(e["scores"])) for e in steps]
+    assert all(argmax) if beta == 0 else not all(argmax)  # seed 0 with beta 0.05 draws a non-argmax chunk
     assert len({tuple(map(tuple, c)) for c in steps[0]["candidates"]}) == 4  # four different chunks
 
 
