@@ -106,6 +106,16 @@ def test_vgps_steps_carry_k_scored_candidates_and_the_executed_one_is_chosen(bet
     assert len({tuple(map(tuple, c)) for c in steps[0]["candidates"]}) == 4  # four different chunks
 
 
+def test_search_steps_carry_its_plans_of_two_chunks(served):
+    """Lookahead (bon over depth-2 plans): each plan is 4 executed actions of its first chunk, then a whole chunk."""
+    got = events(served, {"method": "search", "budget": 3, "seed": 0})
+    steps = [e["event"] for e in got[:-2]][1:]
+    assert all(len(e["candidates"]) == 3 for e in steps)
+    assert {len(c) for c in steps[0]["candidates"]} == {4 + 8 + 1}  # (a plan whose fork ended has fewer)
+    assert all(e["chosen"] == int(np.argmax(e["scores"])) for e in steps)
+    assert got[-2]["fork_steps"] > 0
+
+
 def test_rti_steps_carry_the_warm_started_plan(served):
     got = events(served, {"method": "rti", "budget": 2, "seed": 1})
     steps = [e["event"] for e in got[:-2]][1:]

@@ -193,8 +193,8 @@ def worst_nfe(controller, policy, steps: int) -> int | None:
 class Chunks:
     """Turns a controller's :class:`~steerable.search.watch.Watch` events into one control step's candidates."""
 
-    def __init__(self, env_config):
-        self.config = env_config
+    def __init__(self, env_config, execute: int):
+        self.config, self.execute = env_config, execute
         self.plans: dict[int, list] = {}  # state id -> its rows' Plans at its last step
         self.scored: tuple[int, list[float]] | None = None  # (state, scores per row) of the last score event
         self.result = None  # the strategy's last Result
@@ -230,8 +230,11 @@ class Chunks:
         return out
 
     def path(self, policy, plan) -> list[list[float]]:
-        acts = np.concatenate([policy.to_env(policy.future(c[None])[0]) for c in plan.chunks])
-        return planned_path(self.config, plan.obs, acts)
+        """A plan's chunks as one xy path: a deeper plan's next chunk was planned after ``execute`` actions of the
+        one before (run in its fork), so each chunk but the last adds only those."""
+        acts = [policy.to_env(policy.future(c[None])[0]) for c in plan.chunks]
+        acts = [a[: self.execute] for a in acts[:-1]] + acts[-1:]
+        return planned_path(self.config, plan.obs, np.concatenate(acts))
 
 
 class Recorded:
@@ -256,7 +259,7 @@ def watch(controller, env_config) -> Chunks | None:
     process = getattr(controller, "process", None)
     if not names or process is None or getattr(controller, "scorer", None) is None:
         return None
-    chunks = Chunks(env_config)
+    chunks = Chunks(env_config, getattr(process, "execute", None) or controller.execute or controller.policy.execute)
     w = Watch(chunks.emit, chunks.show)
     controller.process = w.process(process)
     controller.scorer = w.scorer(controller.scorer)
