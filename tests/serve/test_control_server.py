@@ -76,7 +76,7 @@ def test_the_streamed_summary_is_the_non_streamed_one_and_the_steps_draw_its_pat
 def test_vgps_steps_carry_k_scored_candidates_and_the_executed_one_is_chosen(beta):
     """The Watch-read scores are the critic's Q of the K chunks (VGPS.last_q); ``chosen`` is the chunk whose actions
     were executed: the argmax by default, the softmax draw with beta > 0."""
-    from steerable.serve.control import ControlWorld, Guard, episode, planned_path
+    from steerable.serve.episodes import ControlWorld, Guard, episode, planned_path
 
     world = ControlWorld.load("builtin:pointnav")
     controller = world.controller("vgps", 4, {"beta": beta})

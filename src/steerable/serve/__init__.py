@@ -29,7 +29,7 @@ def build(
 
     if is_diffusion(model):
         return build_images(model, steer, prm, device, **config)
-    from steerable.serve.control import is_control
+    from steerable.serve.episodes import is_control
 
     if is_control(model):
         return build_control(model, steer, prm, device, **config)
