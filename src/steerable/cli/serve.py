@@ -57,14 +57,23 @@ class ServeOptions:
         "How tool calls are written and read: agent (builtin:agent's lines), chat (the chat template, Hermes "
         "<tool_call> JSON), off; auto picks agent for builtin:agent, chat with a chat template, else off.",
     )
+    max_budget: int = opt(64, "Most scaling budget per request (a control episode's budget too).", ge=1, le=4096)
+    max_request_env_steps: int = opt(
+        4096,
+        "Control worlds and agent tasks: most environment steps one request may take (forks included): stopped "
+        "with an error past it.",
+        ge=1,
+        le=10**7,
+    )
 
 
 @command(app, "serve")
 def serve(options: ServeOptions, model: ModelConfig) -> None:
     """An OpenAI-compatible server: /v1/completions, /v1/chat/completions, /v1/score, /metrics.
 
-    With --model builtin:digits (a diffusion model): /v1/images/generations instead. The playground page
-    (/playground, extra [playground]) calls the same endpoints from a browser.
+    With --model builtin:digits (a diffusion model): /v1/images/generations instead; with builtin:pointnav or
+    builtin:stlnav (a control world): /v1/control/episodes. The playground page (/playground, extra [playground])
+    calls the same endpoints from a browser.
     """
     from steerable.serve import build
 
@@ -87,6 +96,8 @@ def serve(options: ServeOptions, model: ModelConfig) -> None:
         max_body_bytes=int(o.max_body_mb * (1 << 20)),
         prefix_cache_mb=o.prefix_cache_mb,
         tool_format=o.tool_format,
+        max_budget=o.max_budget,
+        max_request_env_steps=o.max_request_env_steps,
     )
     import uvicorn
 

@@ -29,6 +29,10 @@ def build(
 
     if is_diffusion(model):
         return build_images(model, steer, prm, device, **config)
+    from steerable.serve.episodes import is_control
+
+    if is_control(model):
+        return build_control(model, steer, prm, device, **config)
     from steerable.lm.local import LocalGenerator
     from steerable.serve.engine import Engine
     from steerable.steer.artifact import load_steering
@@ -97,3 +101,21 @@ def build_images(model: str, steer, prm: str | None, device: str, **config):
     if cfg.api_key is None:
         cfg.api_key = os.environ.get("STEERABLE_API_KEY") or None
     return create_images_app(world, cfg)
+
+
+def build_control(model: str, steer, prm: str | None, device: str, **config):
+    """The control server (``POST /v1/control/episodes``) on a built-in control world (builtin:pointnav, stlnav)."""
+    from steerable.serve.app import ServeConfig
+    from steerable.serve.control import create_control_app
+
+    if steer:
+        raise InputError(f"--steer loads activation steering for language models; {model} is a control world")
+    if prm is not None:
+        raise InputError(f"--prm scores language-model steps; {model} is steered by its own critic: leave --prm out")
+    if device not in ("auto", "cpu"):
+        raise ConfigError("the built-in control worlds run on the CPU (a small diffusion policy): leave --device out")
+    config.pop("prefix_cache_mb", None)  # an episode has no token prefix to reuse
+    cfg = ServeConfig(model_name=config.pop("model_name", None) or model, **config)
+    if cfg.api_key is None:
+        cfg.api_key = os.environ.get("STEERABLE_API_KEY") or None
+    return create_control_app(model, cfg)
