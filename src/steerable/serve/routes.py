@@ -290,6 +290,7 @@ class Routes:
 
     async def _scaling_stream(self, q, job: Job, run, head: dict, prompt_tokens: int, chat: bool):
         """Each event of the run as it happens, then the response a non-streamed request gets, then [DONE]."""
+        ended = False
         try:
             while True:
                 kind, payload = await q.get()
@@ -306,9 +307,11 @@ class Routes:
                 yield f"data: {dumps({**head, **body})}\n\n"
                 break
             yield "data: [DONE]\n\n"
-        finally:  # done, or the client left: a run still going stops at its next step or event
-            if not job.cancelled:
+            ended = True
+        finally:  # the client left before the end: the run stops at its next step, scorer call or event
+            if not ended:
                 job.cancelled = run.guard.cancelled = True
+                self.metrics.cancelled.labels("/v1/chat/completions" if chat else "/v1/completions").inc()
 
     async def _agent_scaling(self, body: Sampling, prep: Prepared, request: Request, chat: bool):
         """A ``scaling.task`` run: an agent method in the server's own copy of the task's environment."""
