@@ -46,8 +46,10 @@ def artifact_entry(name: str, art: Any) -> dict:
     return {"name": name, "kind": "vector", "strength": s, "range": clip(-top, top), "per_layer_weights": False}
 
 
-def lm_info(steering: dict[str, Any], config, builtin: bool) -> dict:
-    """The LM-specific keys of ``GET /v1/playground`` (added to the shell's common ones)."""
+def lm_keys(steering: dict[str, Any], config, builtin: bool) -> dict:
+    """What the Steering and Search tabs add to ``GET /v1/playground`` over the shell's
+    :func:`~steerable.serve.playground.lm_info`: each artifact's slider range and whether it reports per-layer
+    weights, each method's default budget, and on the built-in model held-out problems."""
     from steerable.search.registry import METHODS, UNSCORED
 
     budget = min(DEFAULT_BUDGET, config.max_budget)
@@ -58,7 +60,6 @@ def lm_info(steering: dict[str, Any], config, builtin: bool) -> dict:
     ]  # fmt: skip
     out: dict = {
         "steering": [artifact_entry(name, art) for name, art in sorted(steering.items())],
-        "methods": [m["name"] for m in methods],
         "scaling": {"methods": methods, "scorers": sorted(config.scorers), "default_budget": budget},
         "builtin": builtin,
     }

@@ -18,7 +18,7 @@
 
   function field(id, label, input) {
     input.id = id;
-    return el("div", { class: "field" }, el("label", { for: id, text: label }), input);
+    return el("div", { class: "pg-field" }, el("label", { for: id, text: label }), input);
   }
 
   // What the events say, kept as the picture's data: markers (one per row per step), edges (parent -> child).
@@ -82,7 +82,7 @@
           text: this.markers.map((m) => `${m.score === null ? "not scored" : "score " + m.score.toFixed(3)}\n${m.text}`),
           hovertemplate: "step %{x}, row %{y}<br>%{text}<extra></extra>",
           marker: { size: 11, color: scored, cmin: 0, cmax: 1, colorscale: "Viridis", showscale: true,
-            colorbar: { title: "PRM score" }, line: { color: "#333", width: 1 } } },
+            colorbar: { title: { text: "PRM score" } }, line: { color: "#333", width: 1 } } },
       ];
     }
   }
@@ -108,23 +108,23 @@
     const maxTokens = el("input", { type: "number", value: "64", min: "1", max: String(config.limits.max_tokens), step: "1" });
     const run = el("button", { type: "button", id: "search-run", text: "Run" });
     const status = el("p", { id: "search-status", "aria-live": "polite" });
-    const plot = el("div", { id: "search-plot", class: "plot", role: "img",
+    const plot = el("div", { id: "search-plot", class: "pg-plot", role: "img",
       "aria-label": "particles per step coloured by PRM score, lines from parent to child" });
-    const votes = el("div", { id: "search-votes", class: "plot", role: "img", "aria-label": "votes per answer" });
+    const votes = el("div", { id: "search-votes", class: "pg-plot", role: "img", "aria-label": "votes per answer" });
     votes.hidden = true;
     const answer = el("p", { id: "search-answer", "aria-live": "polite" });
     const correct = el("p", { id: "search-correct", "aria-live": "polite" });
     const cost = el("p", { id: "search-cost", "aria-live": "polite" });
-    const chosen = el("pre", { id: "search-text", class: "completion" });
+    const chosen = el("pre", { id: "search-text", class: "pg-out" });
 
     panel.append(
-      el("div", { class: "row" },
+      el("div", { class: "pg-row" },
         field("search-method", "Method", method),
-        el("div", { class: "field" }, el("label", { for: "search-budget", text: "Budget" }), budget, budgetHelp),
+        el("div", { class: "pg-field" }, el("label", { for: "search-budget", text: "Budget" }), budget, budgetHelp),
         field("search-scorer", "Scorer", scorer)),
       field("search-prompt", "Problem", prompt),
       fresh,
-      el("div", { class: "row" },
+      el("div", { class: "pg-row" },
         field("search-seed", "Seed", seed),
         field("search-temperature", "Temperature", temperature),
         field("search-max-tokens", "Max tokens", maxTokens)),
@@ -149,8 +149,8 @@
       if (frame) return;
       frame = requestAnimationFrame(() => {
         frame = 0;
-        P().plotly.react(plot, view.traces(), { title: "Particles per step", height: 360, showlegend: true,
-          xaxis: { title: "step", dtick: 1 }, yaxis: { title: "particle row", dtick: 1 },
+        P().plotly.react(plot, view.traces(), { title: { text: "Particles per step" }, height: 360, showlegend: true,
+          xaxis: { title: { text: "step" }, dtick: 1 }, yaxis: { title: { text: "particle row" }, dtick: 1 },
           margin: { t: 40, r: 10, b: 40, l: 50 } }, { displayModeBar: false });
       });
     }
@@ -164,8 +164,8 @@
       votes.hidden = false;
       P().plotly.react(votes, [{ type: "bar", x: [...counts.keys()], y: [...counts.values()],
         marker: { color: [...counts.keys()].map((a) => (a === res.steerable.answer ? "#2ca02c" : "#888")) } }],
-      { title: "Self-consistency: votes per answer", height: 280, xaxis: { title: "answer", type: "category" },
-        yaxis: { title: "votes", dtick: 1 }, margin: { t: 40, r: 10, b: 40, l: 50 } }, { displayModeBar: false });
+      { title: { text: "Self-consistency: votes per answer" }, height: 280, xaxis: { title: { text: "answer" }, type: "category" },
+        yaxis: { title: { text: "votes" }, dtick: 1 }, margin: { t: 40, r: 10, b: 40, l: 50 } }, { displayModeBar: false });
     }
 
     run.addEventListener("click", async () => {

@@ -16,7 +16,7 @@
 
   function field(id, label, input) {
     input.id = id;
-    return el("div", { class: "field" }, el("label", { for: id, text: label }), input);
+    return el("div", { class: "pg-field" }, el("label", { for: id, text: label }), input);
   }
 
   function render(panel, config) {
@@ -28,7 +28,7 @@
     const maxTokens = el("input", { type: "number", value: "48", min: "1", max: String(config.limits.max_tokens), step: "1" });
     const temperature = el("input", { type: "number", value: "0", min: "0", max: "2", step: "0.1" });
     const pick = el("select", {});
-    const sliders = el("div", { class: "sliders" });
+    const sliders = el("div", { class: "pg-row" });
     const inputs = {};  // artifact name -> its range input (or checkbox for an ablated direction)
     let controllerOn = null;
 
@@ -43,7 +43,7 @@
         input.id = id;
         input.addEventListener("input", () => { shown.textContent = Number(input.value).toFixed(2); });
         input.addEventListener("change", () => { pick.value = a.name; schedule(); });
-        sliders.append(el("div", { class: "field slider" },
+        sliders.append(el("div", { class: "pg-field pg-slider" },
           el("label", { for: id, text: `${a.name} (${a.kind}) strength` }), input, shown));
         inputs[a.name] = input;
       } else {  // an ablated direction: on or off
@@ -51,28 +51,28 @@
         box.checked = true;
         box.id = id;
         box.addEventListener("change", () => { pick.value = a.name; schedule(); });
-        sliders.append(el("div", { class: "field" }, box, el("label", { for: id, text: `${a.name} (${a.kind}) ablated` })));
+        sliders.append(el("div", { class: "pg-field" }, box, el("label", { for: id, text: `${a.name} (${a.kind}) ablated` })));
         inputs[a.name] = box;
       }
       if (a.kind === "controller" && controllerOn === null) {
         controllerOn = el("input", { type: "checkbox", id: "steering-controller-on" });
         controllerOn.checked = true;
         controllerOn.addEventListener("change", () => { pick.value = a.name; schedule(); });
-        sliders.append(el("div", { class: "field" }, controllerOn,
+        sliders.append(el("div", { class: "pg-field" }, controllerOn,
           el("label", { for: "steering-controller-on", text: `controller ${a.name} on` })));
       }
     }
     const run = el("button", { type: "button", id: "steering-run", text: "Run" });
-    const base = el("pre", { id: "steering-base", "aria-live": "polite", class: "completion" });
-    const steered = el("pre", { id: "steering-steered", "aria-live": "polite", class: "completion" });
+    const base = el("pre", { id: "steering-base", "aria-live": "polite", class: "pg-out" });
+    const steered = el("pre", { id: "steering-steered", "aria-live": "polite", class: "pg-out" });
     const status = el("p", { id: "steering-status", "aria-live": "polite" });
-    const weights = el("div", { id: "steering-weights", class: "plot", role: "img",
+    const weights = el("div", { id: "steering-weights", class: "pg-plot", role: "img",
       "aria-label": "the controller's per-layer weights for this prompt" });
     weights.hidden = true;
 
     panel.append(
       field("steering-prompt", "Prompt", prompt),
-      el("div", { class: "row" },
+      el("div", { class: "pg-row" },
         field("steering-seed", "Seed", seed),
         field("steering-max-tokens", "Max tokens", maxTokens),
         field("steering-temperature", "Temperature", temperature)),
@@ -81,10 +81,10 @@
       sliders,
       run,
       status,
-      el("div", { class: "side-by-side" },
-        el("section", { "aria-labelledby": "steering-base-h" },
+      el("div", { class: "pg-columns" },
+        el("section", { class: "pg-card", "aria-labelledby": "steering-base-h" },
           el("h3", { id: "steering-base-h", text: "Base" }), base),
-        el("section", { "aria-labelledby": "steering-steered-h" },
+        el("section", { class: "pg-card", "aria-labelledby": "steering-steered-h" },
           el("h3", { id: "steering-steered-h", text: "Steered" }), steered)),
       weights,
     );
@@ -115,8 +115,8 @@
       P().plotly.react(weights, [
         { type: "bar", x: c.layers, y: c.weights, name: "w (layer weight)" },
         { type: "bar", x: c.layers, y, name: `scale x w x alpha (scale ${c.scale.toFixed(3)})` },
-      ], { title: "Controller: per-layer weights for this prompt", barmode: "group",
-        xaxis: { title: "layer", dtick: 1 }, yaxis: { title: "weight" }, height: 300,
+      ], { title: { text: "Controller: per-layer weights for this prompt" }, barmode: "group",
+        xaxis: { title: { text: "layer" }, dtick: 1 }, yaxis: { title: { text: "weight" } }, height: 300,
         margin: { t: 40, r: 10, b: 40, l: 50 } }, { displayModeBar: false });
     }
 
