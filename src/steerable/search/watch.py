@@ -86,8 +86,15 @@ class Watch:
         state, rows = -1, []
         if self._preview is not None:
             state, previewed = self._preview
+            taken: set[int] = set()
             for s in samples:
-                rows.append(next((j for j, p in enumerate(previewed) if _same(s, p)), -1))
+                # the very object first, then an equal row not matched yet: rows with the same text (particles
+                # resampled from one parent) each get their own score, not all the first such row's
+                j = next((j for j, p in enumerate(previewed) if j not in taken and s is p), None)
+                if j is None:
+                    j = next((j for j, p in enumerate(previewed) if j not in taken and _same(s, p)), -1)
+                taken.add(j)
+                rows.append(j)
         else:
             rows = [-1] * len(samples)
         self.emit(

@@ -58,7 +58,11 @@
         });
       } else if (e.type === "select") {
         const x = this.last.get(e.from);
+        this.last.delete(e.state);  // a new state (its number may be one a dropped state had)
         if (x !== undefined) this.parents.set(e.state, e.parents.map((p) => ({ x, y: p })));
+      } else if (e.type === "concat") {
+        this.last.delete(e.state);
+        this.parents.delete(e.state);
       }
     }
 
@@ -149,9 +153,10 @@
       if (frame) return;
       frame = requestAnimationFrame(() => {
         frame = 0;
-        P().plotly.react(plot, view.traces(), { title: { text: "Particles per step" }, height: 360, showlegend: true,
+        P().plotly.react(plot, view.traces(), { title: { text: "Particles per step" }, height: 380, showlegend: true,
+          legend: { orientation: "h", x: 0, y: -0.22 },
           xaxis: { title: { text: "step" }, dtick: 1 }, yaxis: { title: { text: "particle row" }, dtick: 1 },
-          margin: { t: 40, r: 10, b: 40, l: 50 } }, { displayModeBar: false });
+          margin: { t: 40, r: 10, b: 90, l: 50 } }, { displayModeBar: false });
       });
     }
 
