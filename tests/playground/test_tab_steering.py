@@ -55,7 +55,8 @@ def test_v1_playground_lists_ranges_methods_budgets_and_problems(url):
     from steerable.tasks.builtin.arithmetic import parse_problem
 
     info = httpx.get(url + "/v1/playground", timeout=30).json()
-    arts = {a["name"]: a for a in info["steering"]}
+    arts = info["sliders"]
+    assert sorted(arts) == [a["name"] for a in info["steering"]] == ["ctl", "noise"]
     assert arts["ctl"]["kind"] == "controller" and arts["ctl"]["per_layer_weights"] is True
     assert arts["ctl"]["range"] == [0.0, 3 * arts["ctl"]["strength"]]
     assert arts["noise"]["kind"] == "vector" and arts["noise"]["range"] == [-3.0, 3.0]

@@ -48,8 +48,9 @@ def artifact_entry(name: str, art: Any) -> dict:
 
 def lm_keys(steering: dict[str, Any], config, builtin: bool) -> dict:
     """What the Steering and Search tabs add to ``GET /v1/playground`` over the shell's
-    :func:`~steerable.serve.playground.lm_info`: each artifact's slider range and whether it reports per-layer
-    weights, each method's default budget, and on the built-in model held-out problems."""
+    :func:`~steerable.serve.playground.lm_info`: ``sliders`` (each artifact's slider range and whether it reports
+    per-layer weights, by name), ``scaling`` (each method's default budget, the scorers), ``builtin``, and on the
+    built-in model held-out ``problems``."""
     from steerable.search.registry import METHODS, UNSCORED
 
     budget = min(DEFAULT_BUDGET, config.max_budget)
@@ -59,7 +60,8 @@ def lm_keys(steering: dict[str, Any], config, builtin: bool) -> dict:
         for name, entry in METHODS.entries.items()
     ]  # fmt: skip
     out: dict = {
-        "steering": [artifact_entry(name, art) for name, art in sorted(steering.items())],
+        # beside the shell's "steering" list (name, kind, strength): each artifact's slider
+        "sliders": {name: artifact_entry(name, art) for name, art in sorted(steering.items())},
         "scaling": {"methods": methods, "scorers": sorted(config.scorers), "default_budget": budget},
         "builtin": builtin,
     }

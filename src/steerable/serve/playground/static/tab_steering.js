@@ -20,7 +20,12 @@
   }
 
   function render(panel, config) {
-    const arts = config.steering || [];
+    const sliders0 = config.sliders || {};
+    const arts = (config.steering || []).map((a) => {
+      const b = Object.assign({ range: null }, a, sliders0[a.name] || {});
+      if (!b.range && b.strength !== null) b.range = [-3 * Math.abs(b.strength) || -3, 3 * Math.abs(b.strength) || 3];
+      return b;
+    });
     const example = (config.problems && config.problems[0]) || "Q: 37+48-19=\n";
     const prompt = el("textarea", { rows: "3" });
     prompt.value = example;
