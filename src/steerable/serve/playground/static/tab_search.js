@@ -114,6 +114,9 @@
     const status = el("p", { id: "search-status", "aria-live": "polite" });
     const plot = el("div", { id: "search-plot", class: "pg-plot", role: "img",
       "aria-label": "particles per step coloured by PRM score, lines from parent to child" });
+    const legend = el("p", { class: "pg-stats", text: "Colour: the PRM score of each row at that step (grey: not "
+      + "scored then, e.g. a finished row). Red lines: where a selection sent each row (a particle filter's "
+      + "resampling, a beam's pruning); dotted: a row going on." });
     const votes = el("div", { id: "search-votes", class: "pg-plot", role: "img", "aria-label": "votes per answer" });
     votes.hidden = true;
     const answer = el("p", { id: "search-answer", "aria-live": "polite" });
@@ -132,7 +135,7 @@
         field("search-seed", "Seed", seed),
         field("search-temperature", "Temperature", temperature),
         field("search-max-tokens", "Max tokens", maxTokens)),
-      run, status, plot, votes, answer, correct, cost, chosen,
+      run, status, plot, legend, votes, answer, correct, cost, chosen,
     );
 
     method.addEventListener("change", () => {
