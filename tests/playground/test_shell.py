@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 
+import httpx
 import pytest
 
 pytest.importorskip("fastapi")
@@ -152,6 +153,24 @@ def test_steering_entry_names_each_artifact_kind():
     assert playground.steering_entry("x", Rice(beta=0.5)) == {"name": "x", "kind": "rice", "strength": 0.5}
 
 
+@pytest.mark.parametrize("plotly", [True, False])
+def test_serve_prints_the_playground_address_beside_the_apis(plotly, monkeypatch, capsys):
+    import uvicorn
+
+    import steerable.serve
+    from steerable.cli import run as main
+
+    monkeypatch.setattr(steerable.serve, "build", lambda *a, **k: (None, "app"))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    if not plotly:
+        monkeypatch.setattr(playground, "plotly_js", lambda: None)
+    assert main(["serve", "--port", "8123"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert "serving builtin on http://127.0.0.1:8123/v1" in err
+    page = "http://127.0.0.1:8123/playground" if plotly else f"off ({playground.PLOTLY_MISSING})"
+    assert f"playground: {page}" in err
+
+
 # ---- the page in a browser ---------------------------------------------------------------------------------
 
 
@@ -236,9 +255,10 @@ def test_arrow_keys_home_and_end_move_between_tabs(browser_page, lm_url):
 
 
 @browser
-def test_every_input_on_the_real_page_has_a_label(browser_page, lm_url):
+@pytest.mark.parametrize("server", ["lm_url", "digits_url"])
+def test_every_input_on_the_real_page_has_a_label(browser_page, server, request):
     page = browser_page
-    connect(page, lm_url, KEY)
+    connect(page, request.getfixturevalue(server), KEY if server == "lm_url" else None)
     page.wait_for_function("Playground.config !== null")
     unlabelled = page.evaluate(
         """() => [...document.querySelectorAll('input, select, textarea')]
@@ -309,12 +329,20 @@ def test_stream_reads_the_servers_own_sse(browser_page, lm_url):
     connect(page, lm_url, KEY)
     page.wait_for_function("Playground.config !== null")
     final = page.evaluate(
-        """async () => { const events = [];
+        """async () => { const events = [], chunks = [];
              const last = await Playground.stream('/v1/completions', {prompt: '12+7=', max_tokens: 4,
-                                                   temperature: 0}, e => events.push(e));
-             return {events: events.length, object: last.object, choices: last.choices.length}; }"""
+                                                   temperature: 0}, e => events.push(e), d => chunks.push(d));
+             return {events: events.length, object: last.object, chunks: chunks.map(c => c.choices[0].text),
+                     last: chunks[chunks.length - 1] === last}; }"""
     )
-    assert final == {"events": 0, "object": "text_completion", "choices": 1}
+    assert final["events"] == 0 and final["object"] == "text_completion" and final["last"]
+    assert len(final["chunks"]) >= 2  # the text arrives piece by piece, as a client reading the stream sees it
+    expected = httpx.post(
+        lm_url + "/v1/completions",
+        json={"prompt": "12+7=", "max_tokens": 4, "temperature": 0},
+        headers={"Authorization": f"Bearer {KEY}"},
+    ).json()["choices"][0]["text"]
+    assert "".join(final["chunks"]) == expected
 
 
 SSE = (
@@ -343,12 +371,20 @@ def test_stream_hands_events_over_and_resolves_or_rejects_on_the_last_object(bro
     )
     connect(page, lm_url, KEY)
     page.wait_for_function("Playground.config !== null")
-    run = """async (path) => { const events = [];
-               try { const last = await Playground.stream(path, {x: 1}, e => events.push(e));
-                     return {events, last}; }
+    run = """async (path) => { const events = [], data = [];
+               try { const last = await Playground.stream(path, {x: 1}, e => events.push(e), d => data.push(d));
+                     return {events, last, data}; }
                catch (e) { return {events, error: e.message}; } }"""
     ok = page.evaluate(run, "/v1/fake-ok")
     assert ok["events"] == [{"type": "init", "rows": 2}, {"type": "step", "step": 0, "previews": ["a", "b"]}]
-    assert ok["last"] == {"object": "text_completion", "choices": [{"text": "42"}]}
+    assert ok["last"] == {"object": "text_completion", "choices": [{"text": "42"}]} and ok["data"] == [ok["last"]]
     bad = page.evaluate(run, "/v1/fake-bad")
     assert bad == {"events": [{"type": "init", "rows": 2}], "error": "the run needed more than 10 tokens"}
+    cancelled = page.evaluate(
+        """async () => { const c = new AbortController(); c.abort(); const names = [];
+             for (const call of [() => Playground.api('/v1/playground', undefined, {signal: c.signal}),
+                                 () => Playground.stream('/v1/fake-ok', {}, null, null, {signal: c.signal})]) {
+               try { await call(); names.push('resolved'); } catch (e) { names.push(e.name); } }
+             return names; }"""
+    )
+    assert cancelled == ["AbortError", "AbortError"]
