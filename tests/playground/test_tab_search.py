@@ -51,6 +51,7 @@ def test_a_pf_run_draws_the_budgets_particles_and_its_resampling(browser_page, u
     drawn = markers(page)
     last = max(x for x, _ in drawn)
     assert sorted(y for x, y in drawn if x == last) == [0, 1, 2, 3]  # four particles at the last step
+    assert sorted(y for x, y in drawn if x == 0) == [0, 1, 2, 3]  # every particle starts at the prompt, step 0
     assert {y for _, y in drawn} == {0, 1, 2, 3}
     edges = page.evaluate("document.getElementById('search-plot').data.find(t => t.name === 'selected from parent')")
     assert len([x for x in edges["x"] if x is not None]) >= 2  # at least one parent -> child line

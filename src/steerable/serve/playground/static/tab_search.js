@@ -33,7 +33,11 @@
     }
 
     add(e) {
-      if (e.type === "init") {
+      if (e.type === "init") {  // every particle starts at the prompt: step 0
+        for (let i = 0; i < e.rows; i++) {
+          this.markers.push({ state: e.state, x: 0, y: i, score: null, text: "(the prompt)", done: false });
+        }
+        this.last.set(e.state, 0);
         this.particles = e.rows;
       } else if (e.type === "step") {
         const prev = this.last.get(e.state);
