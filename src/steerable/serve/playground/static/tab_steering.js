@@ -96,7 +96,7 @@
 
     const baseCache = new Map();  // prompt + seed + sampling -> base text: the base side never re-runs for a slider
     let timer = null;
-    let ticket = 0;  // only the latest steered request may write the page
+    let inflight = null;  // the steered request a newer one replaces is cancelled (the server drops its rows)
 
     function common() {
       return { prompt: prompt.value, seed: Number(seed.value), max_tokens: Number(maxTokens.value),
@@ -126,20 +126,27 @@
     }
 
     async function runSteered() {
-      const mine = ++ticket;
+      if (inflight) inflight.abort();
+      const mine = inflight = new AbortController();
       const body = common();
       const s = steering();
       if (s) body.steering = s;
       steered.setAttribute("aria-busy", "true");
       try {
-        const r = await P().api("/v1/completions", body);
-        if (mine !== ticket) return;
+        let r;
+        try {
+          r = await P().api("/v1/completions", body, { signal: mine.signal });
+        } catch (e) {
+          if (e.name === "AbortError") return;  // a newer slider position replaced it
+          throw e;
+        }
+        if (mine !== inflight) return;
         steered.textContent = r.choices[0].text;
         drawWeights(r.steerable && r.steerable.controller);
         status.textContent = s ? `steered with ${s.name}${s.strength !== undefined ? " at " + s.strength.toFixed(2) : ""}`
           : "not steered (artifact off)";
       } finally {
-        steered.removeAttribute("aria-busy");
+        if (mine === inflight) steered.removeAttribute("aria-busy");
       }
     }
 
