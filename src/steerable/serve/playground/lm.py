@@ -62,7 +62,8 @@ def lm_keys(steering: dict[str, Any], config, builtin: bool) -> dict:
     out: dict = {
         # beside the shell's "steering" list (name, kind, strength): each artifact's slider
         "sliders": {name: artifact_entry(name, art) for name, art in sorted(steering.items())},
-        "scaling": {"methods": methods, "scorers": sorted(config.scorers), "default_budget": budget},
+        # in the server's order: the first is the one a request that names none gets
+        "scaling": {"methods": methods, "scorers": list(config.scorers), "default_budget": budget},
         "builtin": builtin,
     }
     if builtin:
