@@ -66,6 +66,18 @@ def test_a_pf_run_draws_the_budgets_particles_and_its_resampling(browser_page, u
 
 
 @browser
+def test_a_beam_search_draws_its_beams_and_where_pruning_sent_them(browser_page, url):
+    page = browser_page
+    page.goto(url + "/playground#search")
+    page.wait_for_selector("#search-run")
+    run(page, "beam", 4)
+    assert page.is_hidden("#panel-search [role=alert]")
+    assert page.get_attribute("#search-plot", "data-particles") == "4"
+    assert int(page.get_attribute("#search-plot", "data-resampled")) > 0  # a kept beam's children moved rows
+    assert page.inner_text("#search-status") == "beam, budget 4: 4 particles at the last step"
+
+
+@browser
 def test_self_consistency_shows_its_votes(browser_page, url):
     page = browser_page
     page.goto(url + "/playground#search")

@@ -200,7 +200,7 @@
           draw(view);
         });
         const s = res.steerable;
-        status.textContent = `${s.method}, budget ${s.budget}: ${view.particles} particles drawn`;
+        status.textContent = `${s.method}, budget ${s.budget}: ${view.particles} particles at the last step`;
         answer.textContent = `Answer: ${s.answer === null ? "(none)" : s.answer}`;
         if ("correct" in s) {
           correct.textContent = s.correct ? `Right (expected ${s.expected})` : `Wrong (expected ${s.expected})`;
