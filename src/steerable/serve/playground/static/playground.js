@@ -81,7 +81,12 @@
         done = true;
         return;
       }
-      const obj = JSON.parse(text);
+      let obj;
+      try {
+        obj = JSON.parse(text);
+      } catch (e) {
+        throw new Error("the server sent an event that is not JSON: " + text.slice(0, 200));
+      }
       if (obj && obj.error) {
         const err = new Error(obj.error.message || "the run failed");
         err.status = 200;
@@ -109,7 +114,6 @@
       if (!done && buffer.trim()) handle(buffer);
     } catch (e) {
       reader.cancel().catch(() => {});
-      if (e instanceof SyntaxError) throw new Error("the server sent an event that is not JSON: " + e.message);
       throw e;
     }
     if (last === null) throw new Error("the stream ended before the answer");
