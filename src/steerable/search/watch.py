@@ -19,7 +19,8 @@ object id reused later):
 - ``{"type": "step", "state": s, "step": k, "rows": n, "done": [...], "previews": [...]}``: after the
   ``k``-th ``propose`` (or ``complete``) of the run; ``previews`` only with ``show``
 - ``{"type": "score", "state": s, "step": k, "rows": [...], "scores": [...]}``: the rows of the last previewed
-  state that the scorer scored (``-1`` where a sample is none of that preview's rows)
+  state that the scorer scored (``-1`` where a sample is none of that preview's rows; rows with equal text are
+  matched one to one, the very object first)
 - ``{"type": "select", "state": s, "from": f, "parents": [...]}``: row ``i`` of ``s`` is row ``parents[i]`` of ``f``
 - ``{"type": "concat", "state": s, "from": [f, ...]}``
 
