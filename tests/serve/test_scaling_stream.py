@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -115,18 +116,32 @@ def test_refusals_come_before_the_stream_as_a_plain_400(served, extra, param):
         assert data[0]["error"]["message"] == "scaling.budget must be <= 8 (got 9)"
 
 
-def test_a_client_that_leaves_a_stream_stops_the_run(served):
+def test_a_client_that_leaves_a_stream_stops_the_run(served, monkeypatch):
+    from steerable.serve.scaling import Cancelled, ScalingRun
+
+    ended: list = []  # how the server's run ended: the exception it raised, or "finished"
+    call = ScalingRun.__call__
+
+    def recorded(self, generator):
+        try:
+            out = call(self, generator)
+        except Exception as e:
+            ended.append(e)
+            raise
+        ended.append("finished")
+        return out
+
+    monkeypatch.setattr(ScalingRun, "__call__", recorded)
     req = {**body("pf", 8, max_tokens=60), "stream": True}
     with httpx.stream("POST", served.url + "/v1/completions", json=req, timeout=60) as r:
         first = next(line for line in r.iter_lines() if line.startswith("data: "))
         assert json.loads(first[6:])["event"]["type"] == "init"
-    for _ in range(200):  # the run notices at its next step or event
-        text = httpx.get(served.url + "/metrics", timeout=10).text
-        if 'steerable_cancelled_total{route="/v1/completions"} 1.0' in text:
+    for _ in range(400):  # the run notices at its next step, scorer call or event
+        if ended:
             break
-        import time
-
         time.sleep(0.05)
+    assert len(ended) == 1 and isinstance(ended[0], Cancelled)
+    text = httpx.get(served.url + "/metrics", timeout=10).text
     assert 'steerable_cancelled_total{route="/v1/completions"} 1.0' in text
     ok = httpx.post(served.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 3}, timeout=30)
     assert ok.status_code == 200
