@@ -119,3 +119,16 @@ def test_an_emit_that_raises_stops_the_run(process):
     with pytest.raises(Gone):
         make_strategy("pf", lambda t: None).run(watch.process(process), watch.scorer(OraclePRM()), 4, PROMPT, seed=0)
     assert watch.steps == 2
+
+
+def test_rows_with_the_same_text_each_get_their_own_score():
+    class Two:  # two rows whose texts are equal (a particle and its resampled copy)
+        def preview(self, state):
+            return ["".join(["1+1", "=2"]), "".join(["1+1=", "2"])]
+
+    events = []
+    watch = Watch(events.append)
+    process = watch.process(Two())
+    shown = process.preview(object())
+    watch.scorer(OraclePRM()).score(["Q: 1+1=\n"] * 2, [shown[1], "1+1=2"])
+    assert events[-1]["rows"] == [1, 0]  # the very object first, then the equal row not yet matched

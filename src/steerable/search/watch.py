@@ -19,7 +19,8 @@ object id reused later):
 - ``{"type": "step", "state": s, "step": k, "rows": n, "done": [...], "previews": [...]}``: after the
   ``k``-th ``propose`` (or ``complete``) of the run; ``previews`` only with ``show``
 - ``{"type": "score", "state": s, "step": k, "rows": [...], "scores": [...]}``: the rows of the last previewed
-  state that the scorer scored (``-1`` where a sample is none of that preview's rows)
+  state that the scorer scored (``-1`` where a sample is none of that preview's rows; rows with equal text are
+  matched one to one, the very object first)
 - ``{"type": "select", "state": s, "from": f, "parents": [...]}``: row ``i`` of ``s`` is row ``parents[i]`` of ``f``
 - ``{"type": "concat", "state": s, "from": [f, ...]}``
 
@@ -86,8 +87,15 @@ class Watch:
         state, rows = -1, []
         if self._preview is not None:
             state, previewed = self._preview
+            taken: set[int] = set()
             for s in samples:
-                rows.append(next((j for j, p in enumerate(previewed) if _same(s, p)), -1))
+                # the very object first, then an equal row not matched yet: rows with the same text (particles
+                # resampled from one parent) each get their own score, not all the first such row's
+                j = next((j for j, p in enumerate(previewed) if j not in taken and s is p), None)
+                if j is None:
+                    j = next((j for j, p in enumerate(previewed) if j not in taken and _same(s, p)), -1)
+                taken.add(j)
+                rows.append(j)
         else:
             rows = [-1] * len(samples)
         self.emit(

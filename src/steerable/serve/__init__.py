@@ -67,7 +67,7 @@ def build(
 
         cfg.tool_format = detect(model, gen.tokenizer)
     engine = Engine(gen, arts, prefix_cache_mb=prefix_mb)
-    return engine, create_app(engine, cfg)
+    return engine, create_app(engine, cfg, builtin=model == "builtin")
 
 
 def is_diffusion(model: str) -> bool:

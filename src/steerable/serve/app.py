@@ -88,7 +88,8 @@ class ServeConfig:
             self.default_max_tokens = self.max_tokens
 
 
-def create_app(engine: Engine, config: ServeConfig):
+def create_app(engine: Engine, config: ServeConfig, builtin: bool | None = None):
+    """The text server's app; ``builtin``: the model is the built-in arithmetic one (default: by its name)."""
     from steerable.serve.gate import Metrics
     from steerable.serve.routes import Routes
 
@@ -108,8 +109,10 @@ def create_app(engine: Engine, config: ServeConfig):
     app.post("/v1/chat/completions")(routes.chat)
     app.post("/v1/score")(routes.score)
     from steerable.serve.playground import lm_info, mount
+    from steerable.serve.playground.lm import lm_keys
 
-    mount(app, config, ["steering", "search"], lm_info(engine, config))
+    builtin = config.model_name == "builtin" if builtin is None else builtin
+    mount(app, config, ["steering", "search"], {**lm_info(engine, config), **lm_keys(engine.steering, config, builtin)})
     return app
 
 

@@ -292,6 +292,9 @@ class Engine:
                     self._finish_unsampled(rows)
                     return
                 out = self.gen.step(seqs, g.params, stop=(), max_tokens=1, top=req.top)
+                report = getattr(g.steering(), "report", None)  # a controller: what it chose for these prompts
+                if report is not None:
+                    req.controller = report(range(base, base + len(ids)))
         except Exception as e:
             self._trackers.pop(id(req), None)
             req.emit("error", e)

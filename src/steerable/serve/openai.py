@@ -16,6 +16,7 @@ from steerable.lm.local import PromptLogprobs
 from steerable.search.result import Result
 from steerable.serve.engine import RequestResult, RowDelta, RowResult
 from steerable.serve.schemas import FIELD_NAMES
+from steerable.tasks.answers import builtin_checker
 
 #: how a JSON body shows ``-inf``
 FLOOR = -9999.0
@@ -221,8 +222,24 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def scaling_body(res: Result, seconds: float, prompt_tokens: int, chat: bool) -> dict:
-    """The choices, usage and ``steerable`` field of a scaling request: the chosen sample and every candidate."""
+def builtin_gold(prompt: str) -> str | None:
+    """The answer of a built-in arithmetic problem (``Q: 37+48-19=``), or None for any other prompt."""
+    from steerable.tasks.builtin.arithmetic import parse_problem
+
+    problem = parse_problem(prompt)
+    return None if problem is None else str(problem.answer)
+
+
+def scaling_body(
+    res: Result,
+    seconds: float,
+    prompt_tokens: int,
+    chat: bool,
+    controller: dict | None = None,
+    gold: str | None = None,
+) -> dict:
+    """The choices, usage and ``steerable`` field of a scaling request: the chosen sample and every candidate
+    (and, steered by a controller, what it chose for the prompt; on a built-in problem, whether it is right)."""
     choice: dict = {"index": 0, "finish_reason": "stop", "logprobs": None}
     if chat:
         choice["message"] = {"role": "assistant", "content": res.text}
@@ -252,6 +269,9 @@ def scaling_body(res: Result, seconds: float, prompt_tokens: int, chat: bool) ->
                     "seconds": round(seconds, 4),
                 },
                 "info": res.info,
+                **({"controller": controller} if controller is not None else {}),
+                # judged as `steerable scale` judges the built-in world: the text's A: n against the problem's
+                **({"expected": gold, "correct": builtin_checker().correct(res.text or "", gold)} if gold else {}),
             }
         ),
     }

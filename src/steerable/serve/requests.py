@@ -28,6 +28,7 @@ class GenRequest:
     stream: bool = True  # False: no per-token deltas, only the result (no event-loop wake-up per token)
     stop_line: Callable[[str], bool] | None = None  # a row stops after a generated line this is true of (tool calls)
     cancelled: bool = False  # the client left: its rows are dropped at the next step
+    controller: dict | None = None  # steered by a controller: what it chose for these prompts (set at prefill)
     arrived: float = field(default_factory=time.perf_counter)
 
 

@@ -21,11 +21,21 @@ from fastapi.responses import Response, StreamingResponse
 
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.reward.scorer import Scorer
+from steerable.search.watch import Watch
 from steerable.serve.engine import Engine, GenRequest, Job, RequestResult, RowDelta
 from steerable.serve.gate import Metrics
-from steerable.serve.openai import APIError, Formatter, agent_scaling_body, dumps, error_body, scaling_body, usage
+from steerable.serve.openai import (
+    APIError,
+    Formatter,
+    agent_scaling_body,
+    dumps,
+    error_body,
+    json_safe,
+    scaling_body,
+    usage,
+)
 from steerable.serve.prepare import Prepared, Preparer
-from steerable.serve.scaling import Cancelled, OverBudget, make_agent_run, make_run
+from steerable.serve.scaling import Cancelled, OverBudget, make_agent_run, make_run, show_text
 from steerable.serve.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -136,7 +146,8 @@ class Routes:
             "model": self.config.model_name,
         }
         if body.scaling is not None:
-            return {**head, **await self._scaling(body, prep, request, chat, want_lp, echo)}
+            out = await self._scaling(body, prep, request, chat, want_lp, echo, head)
+            return out if isinstance(out, StreamingResponse) else {**head, **out}
         measure = want_lp and echo
         self.prep.check_cap(prep, sum(len(p) for p in prep.prompts) if measure else 0)
         req = GenRequest(
@@ -181,12 +192,10 @@ class Routes:
                 for i, row in enumerate(res.rows)
             ]
         self._count(res.prompt_tokens, res.completion_tokens)
-        return {
-            **head,
-            "choices": choices,
-            "usage": usage(res),
-            "steerable": {"forward_tokens": res.forward_tokens, "seconds": round(res.seconds, 4)},
-        }
+        extra = {"forward_tokens": res.forward_tokens, "seconds": round(res.seconds, 4)}
+        if req.controller is not None:
+            extra["controller"] = json_safe(req.controller)
+        return {**head, "choices": choices, "usage": usage(res), "steerable": extra}
 
     def _count(self, prompt: int, completion: int) -> None:
         self.metrics.tokens.labels("prompt").inc(prompt)
@@ -231,9 +240,11 @@ class Routes:
 
     # ---- scaling ---------------------------------------------------------------------------------
 
-    async def _scaling(self, body: Sampling, prep: Prepared, request: Request, chat: bool, want_lp: bool, echo: bool):
-        if prep.params.n != 1 or body.stream:
-            raise APIError(400, "a scaling request returns one chosen sample: use n = 1 and no streaming", "scaling")
+    async def _scaling(
+        self, body: Sampling, prep: Prepared, request: Request, chat: bool, want_lp: bool, echo: bool, head: dict
+    ):
+        if prep.params.n != 1:
+            raise APIError(400, "a scaling request returns one chosen sample: use n = 1", "n")
         if len(prep.prompts) != 1:
             raise APIError(400, "a scaling request takes one prompt", "prompt")
         if want_lp or echo or prep.score_only:
@@ -241,6 +252,8 @@ class Routes:
         assert body.scaling is not None
         ids = prep.prompts[0]
         if body.scaling.task is not None:
+            if body.stream:
+                raise APIError(400, "an agent scaling run (scaling.task) is not streamed: leave stream out", "stream")
             return await self._agent_scaling(body, prep, request, chat)
         run = make_run(
             body.scaling,
@@ -250,6 +263,14 @@ class Routes:
             self._steering_factory(prep.steering),
         )
         job = Job(lambda: run(self.engine.gen), None)  # type: ignore[arg-type]
+        if body.stream:
+            run.watch = Watch(lambda event: self._watched(job, run, event), show=show_text)
+            q = self._submit(job)
+            return StreamingResponse(
+                self._scaling_stream(q, job, run, head, len(ids), chat),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         q = self._submit(job)
         try:
             res, seconds = await self._wait(q, request)
@@ -258,7 +279,39 @@ class Routes:
             self.metrics.cancelled.labels("/v1/chat/completions" if chat else "/v1/completions").inc()
             raise
         self._count(len(ids), res.cost.generated_tokens)
-        return scaling_body(res, seconds, len(ids), chat)
+        return scaling_body(res, seconds, len(ids), chat, run.controller, run.gold)
+
+    @staticmethod
+    def _watched(job: Job, run, event: dict) -> None:
+        """A watched run's event, from the engine thread to the stream (a client that left stops the run here)."""
+        if run.guard.cancelled:
+            raise Cancelled("the client closed the connection")
+        job.emit("event", event)
+
+    async def _scaling_stream(self, q, job: Job, run, head: dict, prompt_tokens: int, chat: bool):
+        """Each event of the run as it happens, then the response a non-streamed request gets, then [DONE]."""
+        ended = False
+        try:
+            while True:
+                kind, payload = await q.get()
+                if kind == "event":
+                    yield f"data: {dumps({'object': 'steerable.event', 'event': json_safe(payload)})}\n\n"
+                    continue
+                if kind == "error":
+                    err = as_api_error(payload)
+                    yield f"data: {dumps(error_body(err.status, err.message, err.param, err.code))}\n\n"
+                    break
+                res, seconds = payload
+                self._count(prompt_tokens, res.cost.generated_tokens)
+                body = scaling_body(res, seconds, prompt_tokens, chat, run.controller, run.gold)
+                yield f"data: {dumps({**head, **body})}\n\n"
+                break
+            yield "data: [DONE]\n\n"
+            ended = True
+        finally:  # the client left before the end: the run stops at its next step, scorer call or event
+            if not ended:
+                job.cancelled = run.guard.cancelled = True
+                self.metrics.cancelled.labels("/v1/chat/completions" if chat else "/v1/completions").inc()
 
     async def _agent_scaling(self, body: Sampling, prep: Prepared, request: Request, chat: bool):
         """A ``scaling.task`` run: an agent method in the server's own copy of the task's environment."""

@@ -7,6 +7,15 @@ each scorer call it checks whether the client has left (the run stops at
 once) and whether the tokens generated plus the tokens the scorer read have
 passed the request's cap (``--max-request-tokens``): a strategy's total is not
 known before it runs, so the run is stopped with an error when it gets there.
+
+A streamed run (``"stream": true``) is the same run watched
+(:class:`~steerable.search.watch.Watch`): each init, step, score and selection
+becomes one event, sent as it happens. Their number is bounded by the run's
+own work, which the limits above already bound: one step event per
+``propose`` (at most 64 steps per row, and ``budget`` rows, or ``budget``
+simulations of MCTS, at a time: O(budget x steps)), one score event per scorer
+call, one select or concat per resampling or pool. Each event carries at most
+one preview or score per row, a preview at most ``max_tokens`` tokens of text.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from steerable.lm.types import SamplingParams
 from steerable.reward.scorer import CachedScorer, Scorer
 from steerable.search.lm_process import LMProcess, LMState
 from steerable.search.result import Result
+from steerable.search.watch import Watch
 
 
 class Cancelled(SteerableError):
@@ -114,6 +124,9 @@ class ScalingRun:
     max_step_tokens: int
     steering: Callable[[], Any] | None = None  # makes the steering context to run inside
     guard: Guard = field(default_factory=lambda: Guard(None))
+    watch: Watch | None = None  # a streamed run: every init, step, score and selection reported
+    controller: dict | None = None  # after the run: what a controller chose for the prompt (steered by one)
+    gold: str | None = None  # a built-in problem's answer, judged with the built-in checker (else None)
 
     def __call__(self, generator) -> tuple[Result, float]:
         process = GuardedProcess(
@@ -132,11 +145,25 @@ class ScalingRun:
             if isinstance(self.scorer, CachedScorer):  # a run starts cold, whatever ran before it
                 self.scorer.clear_cache()
             scorer = GuardedScorer(self.scorer, self.guard)
+        if self.watch is not None:
+            process, scorer = self.watch.process(process), self.watch.scorer(scorer)
         seed = self.params.seed if self.params.seed is not None else 0
         t0 = time.perf_counter()
-        with self.steering() if self.steering is not None else nullcontext():
+        with self.steering() if self.steering is not None else nullcontext() as steering:
             res = self.strategy.run(process, scorer, self.budget, self.prompt, seed=seed)
+        self.controller = controller_choice(steering)
         return res, time.perf_counter() - t0
+
+
+def show_text(process: LMProcess, state: LMState) -> list[str]:
+    """The playground's preview of each row: its text after the prompt (no model call)."""
+    return list(process.preview(state))
+
+
+def controller_choice(steering: Any) -> dict | None:
+    """What a controller steering context chose for the run's prompt (None for other steering or none)."""
+    report = getattr(steering, "report", None)
+    return report() if callable(report) else None
 
 
 def make_run(spec, prompt: str, params: SamplingParams, config, steering: Callable[[], Any] | None) -> ScalingRun:
@@ -145,7 +172,7 @@ def make_run(spec, prompt: str, params: SamplingParams, config, steering: Callab
     ``config`` is the server's :class:`~steerable.serve.app.ServeConfig`.
     """
     from steerable.search.registry import UNSCORED, make_strategy
-    from steerable.serve.openai import APIError
+    from steerable.serve.openai import APIError, builtin_gold
     from steerable.tasks.answers import make_checker
 
     if spec.budget > config.max_budget:
@@ -177,6 +204,9 @@ def make_run(spec, prompt: str, params: SamplingParams, config, steering: Callab
         spec.max_step_tokens,
         steering=steering,
         guard=Guard(config.max_request_tokens),
+        # only where the request's answers are read the built-in way: then `correct` means what `steerable scale`
+        # means by it
+        gold=builtin_gold(prompt) if spec.answer_format == "builtin" and not spec.answer_regex else None,
     )
 
 

@@ -230,6 +230,8 @@ class ControllerSteering:
         self._positions = _Positions()
         self._coef: torch.Tensor | None = None  # [batch, layers]: σ(s)·w·α of each row
         self._table: torch.Tensor | None = None  # [prompt index, layers] decisions, within our generator
+        self._chosen: torch.Tensor | None = None  # [prompt index, 1 + layers]: σ(s) and w of each decision
+        self._last: torch.Tensor | None = None  # [batch, 1 + layers]: σ(s) and w of the latest prefill
         self._per_layer: list[torch.Tensor] = []
         self._index: torch.Tensor | None = None  # prompt indices the decode-step patch was built for
         self._reading = False
@@ -262,6 +264,7 @@ class ControllerSteering:
         net = self.c.net.to(reader.features().device)
         s, w = net(reader.features())
         self.last_scales = torch.sigmoid(s)
+        self._last = torch.cat([self.last_scales[:, None], w], dim=1)
         return torch.sigmoid(s)[:, None] * w * self.alpha  # [batch, layers]
 
     def _on_call(self, module, args, kwargs):
@@ -287,17 +290,38 @@ class ControllerSteering:
             self._coef = self._decide(kwargs)
             if index is not None:  # a table by prompt index, so forks and selections find their prompt's decision
                 # extended, not replaced: a server admits new prompts while earlier ones still decode
-                old = self._table
-                size = max(int(index.max()) + 1, 0 if old is None else len(old))
-                table = self._coef.new_full((size, self._coef.shape[1]), float("nan"))
-                if old is not None:
-                    table[: len(old)] = old.to(table.device)
-                self._table = table.index_copy(0, index.to(table.device), self._coef)
+                self._table = _extended(self._table, index, self._coef)
+                self._chosen = _extended(self._chosen, index, self._last)
         elif index is not None and self._table is not None:
             self._coef = self._lookup(index)
         if self._coef is None:
             raise ConfigError("the controller saw no prompt: enter the steering block before generating")
         self._set_patch(self._coef, self._positions.masks["last"])
+
+    def chosen(self, prompts: Sequence[int] | None = None) -> list[dict]:
+        """What the controller chose for each of ``prompts`` (our generator's prompt indices; None: the rows of
+        the latest prefill): ``{"scale": σ(s), "weights": [w_l per layer]}``, the patch at layer ``l`` being
+        ``scale · w_l · alpha`` times the layer's direction. Empty where it has decided nothing yet."""
+        if prompts is None:
+            rows = self._last
+        elif self._chosen is None or max(prompts, default=-1) >= len(self._chosen):
+            return []
+        else:
+            rows = self._chosen[torch.as_tensor(list(prompts), device=self._chosen.device)]
+        if rows is None:
+            return []
+        return [{"scale": float(r[0]), "weights": [float(x) for x in r[1:]]} for r in rows.detach().cpu()]
+
+    def report(self, prompts: Sequence[int] | None = None) -> dict | None:
+        """What a response says the controller chose: ``{"layers", "alpha", "scale", "weights"}`` for the first
+        of ``prompts`` (see :meth:`chosen`), and ``per_prompt`` (every prompt's) when there are several."""
+        chosen = self.chosen(prompts)
+        if not chosen:
+            return None
+        out = {"layers": list(range(len(self.layers))), "alpha": float(self.alpha), **chosen[0]}
+        if len(chosen) > 1:
+            out["per_prompt"] = chosen
+        return out
 
     def _lookup(self, index: torch.Tensor) -> torch.Tensor:
         at = index.to(self._table.device)
@@ -324,3 +348,12 @@ class ControllerSteering:
             return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
 
         return hook
+
+
+def _extended(table: torch.Tensor | None, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``table`` (by prompt index, NaN where undecided) grown to hold ``index`` and with ``rows`` written there."""
+    size = max(int(index.max()) + 1, 0 if table is None else len(table))
+    out = rows.new_full((size, rows.shape[1]), float("nan"))
+    if table is not None:
+        out[: len(table)] = table.to(out.device)
+    return out.index_copy(0, index.to(out.device), rows)
