@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--none", required=True, help="policy trained without history")
     ap.add_argument("--history", required=True, help="policy trained with history, no past actions")
     ap.add_argument("--ptp", required=True, help="policy trained with history and --past > 0")
-    ap.add_argument("--m", type=int, default=8, help="candidates of self-verification")
+    ap.add_argument("--m", default="8", help="candidates of self-verification (a comma list: one arm each)")
     ap.add_argument("--env", default="builtin:cuenav")
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -70,7 +70,7 @@ def main() -> None:
         ("no history", args.none, 1),
         ("history", args.history, 1),
         ("history + PTP", args.ptp, 1),
-        (f"history + PTP + verification (M = {args.m})", args.ptp, args.m),
+        *((f"history + PTP + verification (M = {m})", args.ptp, m) for m in map(int, args.m.split(","))),
     ]
     env = make_env(args.env)
     rows = []
@@ -95,10 +95,11 @@ def main() -> None:
         o = r["outcomes"]
         print(f"{r['arm']:40} {r['success']:8.3f} {r['success_se']:6.3f} {o.get('wrong goal', 0):10d} "
               f"{o.get('timeout', 0):8d} {o.get('collision', 0):9d} {r['nfe_per_step']:9.2f}")  # fmt: skip
-    v = rows[-1]
-    print(f"\nverification before the gate opened: {v['verified_before_gate']} predictions, candidates disagreed on "
-          f"the side in {v['candidates_disagree']:.3f}, the kept one was on the other side from the first candidate "
-          f"in {v['kept_other_side']:.3f}")  # fmt: skip
+    for v in rows[3:]:
+        print(f"\n{v['arm']}, before the gate opened: {v['verified_before_gate']} verified predictions, candidates "
+              f"disagreed on the side in {v['candidates_disagree']:.3f}, the kept one was on the other side from the "
+              f"first candidate in {v['kept_other_side']:.3f}", end="")  # fmt: skip
+    print()
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
 
