@@ -61,3 +61,20 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a control dataset"):
         Dataset.load(tmp_path / "bad.npz")
+
+
+def test_cuenav_demonstrator_pushes_toward_the_cue_behind_the_gate_and_succeeds():
+    from steerable.control.worlds.envs import CueNav
+
+    d = make_dataset(DataConfig(out="unused", env="builtin:cuenav", episodes=20, seed=0))
+    assert d.success.all() and set(d.kind) == {"clean", "sloppy"}
+    sides = []
+    for sl in d.episode_slices():
+        side = d.obs[sl][0, 5]
+        held = d.action[sl][: CueNav.hold_steps]
+        assert np.all(d.obs[sl][: CueNav.hold_steps + 1, :2] == d.obs[sl][0, :2])  # the gate held it still
+        assert np.sign(held[:, 1].mean()) == side  # ... while it pushed toward the cued side
+        assert np.sign(d.obs[sl][-1, 1]) == side  # and it ended on that side
+        sides.append(side)
+    assert 0.2 < np.mean(np.array(sides) > 0) < 0.8
+    assert np.array_equal(d.action, make_dataset(DataConfig(out="u", env="builtin:cuenav", episodes=20, seed=0)).action)

@@ -1,9 +1,19 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 pytest.importorskip("gymnasium")
 
-from steerable.control.worlds.envs import MemoryNav, NavConfig, PointNav2D, STLNav, make_env  # noqa: E402
+from steerable.control.worlds.envs import (  # noqa: E402
+    CUE_CONFIG,
+    CueNav,
+    MemoryNav,
+    NavConfig,
+    PointNav2D,
+    STLNav,
+    make_env,
+)
 from steerable.errors import ConfigError  # noqa: E402
 
 
@@ -105,3 +115,49 @@ def test_bad_config_and_env_names_are_one_line_errors():
         NavConfig(obstacles=((1.0, 1.0, -1.0),))
     with pytest.raises(ConfigError, match="unknown env"):
         make_env("builtin:nowhere")
+
+
+def test_cuenav_gate_holds_the_agent_then_moves_it_by_the_equations():
+    env = CueNav(replace(CUE_CONFIG, wind=0.0, gust=0.0))
+    obs, _ = env.reset(seed=0, options={"side": 1.0})
+    start = env.pos.copy()
+    cues = [obs[5]]
+    for _ in range(env.hold_steps):
+        obs, r, term, trunc, _ = env.step([1.0, 1.0])
+        cues.append(obs[5])
+        assert np.array_equal(env.pos, start) and np.array_equal(env.vel, [0.0, 0.0])
+        assert r == pytest.approx(-0.01) and not term and not trunc
+    # the cue shows at t = 0..7 (the observations before the first 8 steps), then never again
+    assert cues[: env.cue_steps] == [1.0] * env.cue_steps and set(cues[env.cue_steps :]) == {0.0}
+    env.step([1.0, 1.0])  # the gate is open: v = 0.1 * a, p = p0 + 0.1 * v
+    assert env.vel == pytest.approx([0.1, 0.1]) and env.pos == pytest.approx(start + 0.01)
+    env.step([1.0, -1.0])  # v = 0.98 * v + 0.1 * a
+    assert env.vel == pytest.approx([0.198, -0.002]) and env.pos == pytest.approx(start + [0.0298, 0.0098])
+
+
+def test_cuenav_cue_leaves_no_trace_in_the_observations_only_in_the_actions():
+    """Same seed, opposite sides, each pushed toward its own side: after the cue, every observation until the
+    gate opens is the same, so a 10-frame window 2 steps apart that ends there holds no cue."""
+    traces = []
+    for side in (1.0, -1.0):
+        env = CueNav()
+        obs, _ = env.reset(seed=3, options={"side": side})
+        seen = [obs]
+        for _ in range(env.hold_steps):
+            seen.append(env.step([0.8, side])[0])
+        traces.append(np.stack(seen))
+    up, down = traces
+    assert up[0, 5] == 1.0 and down[0, 5] == -1.0
+    assert np.array_equal(up[CueNav.cue_steps :], down[CueNav.cue_steps :])
+    assert CueNav.cue_steps + 10 * 2 <= CueNav.hold_steps
+    assert isinstance(make_env("builtin:cuenav"), CueNav)
+
+
+def test_cuenav_wrong_goal_fails_and_cued_goal_succeeds():
+    env = CueNav(replace(CUE_CONFIG, wind=0.0, gust=0.0))
+    for at, outcome in ((-1.0, "wrong goal"), (1.0, "goal")):
+        env.reset(seed=0, options={"side": 1.0})
+        env.t = env.hold_steps  # past the gate
+        env.pos = np.array([env.config.goal[0] - 0.05, at * env.goal_offset])
+        _, _, term, _, info = env.step([0.0, 0.0])
+        assert term and info["outcome"] == outcome and info["success"] == (outcome == "goal")

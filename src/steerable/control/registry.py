@@ -125,7 +125,9 @@ METHODS = Registry(
 class EvalConfig:
     """How ``steerable control eval`` runs (the CLI's flags are these fields)."""
 
-    env: str = opt("builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav or Pendulum-v1.")
+    env: str = opt(
+        "builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav, builtin:cuenav or Pendulum-v1."
+    )
     method: str = opt("base", "A control method: " + ", ".join(METHODS) + ".", min_len=1)
     budget: int = opt(1, "What it counts depends on the method (the command's help lists them).", ge=1, le=1024)
     episodes: int = opt(200, "Episodes (seeded: episode i starts at seed*1000003 + i).", ge=1, le=100_000)

@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from steerable.config import check, opt
-from steerable.control.worlds.envs import MemoryNav, PointNav2D, make_env
+from steerable.control.worlds.envs import CueNav, MemoryNav, PointNav2D, make_env
 from steerable.errors import InputError
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "episode")
@@ -78,7 +78,9 @@ class DataConfig:
     """How ``steerable control data`` makes a dataset (the CLI's flags are these fields)."""
 
     out: str = opt(..., "Path of the .npz to write.")
-    env: str = opt("builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav or Pendulum-v1.")
+    env: str = opt(
+        "builtin:pointnav", "builtin:pointnav, builtin:memorynav, builtin:stlnav, builtin:cuenav or Pendulum-v1."
+    )
     episodes: int = opt(400, "Episodes to record.", ge=1, le=100_000)
     seed: int = opt(0, "Seed (the dataset is a function of it).", ge=0)
     clean: float = opt(0.5, "Share of clean demonstrations (PointNav).", ge=0, le=1)
@@ -159,6 +161,15 @@ def memorynav_planner(env: MemoryNav, kind: str, rng: np.random.Generator) -> Wa
     return WaypointPlanner(wps, noise=0.15 if kind == "clean" else 0.3, reach=0.15)
 
 
+def cuenav_planner(env: CueNav, kind: str, rng: np.random.Generator) -> WaypointPlanner:
+    """Push toward the cued side of the post from the first step (the gate holds the agent, so the push shows in
+    the actions only), then, once the gate opens, pass the post on that side and go to the cued goal."""
+    side = float(np.sign(env.goal[1]))
+    post_x, _, post_r = env.config.obstacles[0]
+    wps = [np.array([post_x, side * (post_r + 0.6)]), env.goal.copy()]
+    return WaypointPlanner(wps, noise=0.15 if kind == "clean" else 0.3)
+
+
 # ---------------------------------------------------------------- recording
 def _record(env: PointNav2D, planner: WaypointPlanner, seed: int, rng: np.random.Generator, hold: int = 0):
     obs, _ = env.reset(seed=seed)
@@ -189,7 +200,7 @@ def make_dataset(cfg: DataConfig) -> Dataset:
     n_clean = round(cfg.episodes * cfg.clean)
     n_sloppy = round(cfg.episodes * cfg.sloppy)
     kinds = ["clean"] * n_clean + ["sloppy"] * n_sloppy + ["failing"] * (cfg.episodes - n_clean - n_sloppy)
-    if key == "memorynav":
+    if key in ("memorynav", "cuenav"):
         kinds = ["clean" if k == "clean" else "sloppy" for k in kinds]  # memory demos all reach the cued goal
     rows: list[tuple] = []
     episode: list[int] = []
@@ -200,6 +211,8 @@ def make_dataset(cfg: DataConfig) -> Dataset:
         if key == "memorynav":
             planner = memorynav_planner(env, kind, rng)
             ep, ok = _record(env, planner, env_seed, rng, hold=int(rng.integers(8, 16)))
+        elif key == "cuenav":
+            ep, ok = _record(env, cuenav_planner(env, kind, rng), env_seed, rng)
         else:
             planner = pointnav_planner(env, kind, rng)
             ep, ok = _record(env, planner, env_seed, rng)

@@ -19,8 +19,10 @@ random stream included, and :meth:`get_state`/:meth:`set_state` move it as a
 plain dict, so a search strategy can try an action chunk and come back.
 
 Variants: :class:`MemoryNav` (the goal's side is shown only in the first
-steps, so history matters) and :class:`STLNav` (reach region A within 60
-steps, then the goal by 100, never touching an obstacle).
+steps, so history matters), :class:`STLNav` (reach region A within 60
+steps, then the goal by 100, never touching an obstacle) and
+:class:`CueNav` (MemoryNav behind a start gate: the cue leaves no trace in
+the path, only in the actions taken).
 """
 
 from __future__ import annotations
@@ -300,14 +302,60 @@ class STLNav(PointNav2D):
         self.visited_at = state["visited_at"]
 
 
-ENVS = {"pointnav": PointNav2D, "memorynav": MemoryNav, "stlnav": STLNav}
+CUE_CONFIG = NavConfig(
+    goal=(2.5, 0.0),
+    goal_spread=0.0,
+    start_spread=0.1,
+    obstacles=((1.5, 0.0, 0.3),),
+    wind=0.1,
+    gust=0.15,
+    max_steps=100,
+)
+
+
+class CueNav(MemoryNav):
+    """MemoryNav behind a start gate: the cue is shown for ``cue_steps`` steps, the gate holds the agent until
+    ``hold_steps``, and only then can it move toward the cued goal (above or below a post).
+
+    While the gate holds, the agent's pushes are spent and nothing moves
+    (position fixed, velocity 0, gusts and wind without effect), so from
+    ``cue_steps`` on every observation is the same whatever the side: a policy
+    whose observation window (``history * stride`` steps) ends before the gate
+    opens (``cue_steps + history * stride <= hold_steps``) sees nothing that
+    tells the side when it must choose. The demonstrations push toward the
+    cued side from the first step, so what the agent did (its executed
+    actions) still carries the cue after the observations have lost it.
+    Reaching the other goal ends the episode as a failure ("wrong goal").
+    """
+
+    name = "cuenav"
+    goal_offset = 1.2
+    cue_steps = 8
+    hold_steps = 40
+
+    def __init__(self, config: NavConfig | None = None) -> None:
+        super().__init__(config or CUE_CONFIG)
+
+    def step(self, action):
+        held = self.t < self.hold_steps
+        pos = self.pos.copy()
+        obs, reward, terminated, truncated, info = super().step(action)
+        if held:  # the gate holds: one step's drift from rest (dt^2 * |a| <= 0.02) reaches no goal, is undone here
+            self.pos, self.vel = pos, np.zeros(2)
+            obs, info = self._obs(), self._info()
+        return obs, reward, terminated, truncated, info
+
+
+ENVS = {"pointnav": PointNav2D, "memorynav": MemoryNav, "stlnav": STLNav, "cuenav": CueNav}
 
 
 def make_env(name: str) -> gym.Env:
-    """``builtin:pointnav`` / ``pointnav``, ``memorynav``, ``stlnav``, or a gymnasium id such as ``Pendulum-v1``."""
+    """``builtin:pointnav`` (or ``pointnav``), ``memorynav``, ``stlnav``, ``cuenav``, or a gymnasium id."""
     key = name.removeprefix("builtin:")
     if key in ENVS:
         return ENVS[key]()
     if key == "Pendulum-v1":
         return gym.make("Pendulum-v1")
-    raise ConfigError(f"unknown env {name!r}: use builtin:pointnav, builtin:memorynav, builtin:stlnav or Pendulum-v1")
+    raise ConfigError(
+        f"unknown env {name!r}: use builtin:pointnav, builtin:memorynav, builtin:stlnav, builtin:cuenav or Pendulum-v1"
+    )
