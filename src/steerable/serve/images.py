@@ -17,6 +17,15 @@ something here:
 - ``steerable`` in the response: per image the judge's verdict (the independent SVC), the reward, the NFE and
   reward calls it cost and the strategy's diagnostics (FK's resampling steps, DTS's expansions).
 
+``"stream": true`` (OpenAI's images API names its streaming ``stream`` too) answers with server-sent events:
+one ``{"object": "steerable.event", "event": E}`` per call the strategy makes on its process and reward
+(:mod:`steerable.search.watch`: ``init``, ``step`` with a PNG data URL per particle, ``score``, ``select``,
+``concat``), a ``candidates`` event per image (every final particle with its reward and the judge's verdict),
+then the same response object the request gets without ``stream``, then ``[DONE]``. OpenAI streams
+``image_generation.partial_image`` events instead; ours are the playground's (see ``docs/differences.md``).
+A step's previews cost no denoiser evaluation (:class:`DiffusionShow`), so a streamed run's cost is the
+non-streamed one.
+
 Compute is bounded per request: every method spends at most budget x steps denoiser evaluations per image,
 so ``n x budget x steps`` over ``--max-request-nfe`` is refused up front, and a guard inside the process
 stops a run that would pass it (and stops it at once when the client leaves). The work runs as jobs on the
@@ -31,19 +40,20 @@ import base64
 import io
 import random
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from steerable.diffusion.process import DiffusionProcess
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.serve.engine import Engine, Job
 from steerable.serve.gate import Metrics
-from steerable.serve.openai import APIError, json_safe
-from steerable.serve.routes import CLIENT_GONE, ClientGone, submit, wait
+from steerable.serve.openai import APIError, dumps, error_body, json_safe
+from steerable.serve.routes import CLIENT_GONE, ClientGone, as_api_error, submit, wait
 from steerable.serve.scaling import Cancelled
 from steerable.serve.schemas import ImageRequest, ImageScalingSpec
 
@@ -104,6 +114,37 @@ def png(sample: torch.Tensor, side: int) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def data_url(sample: torch.Tensor) -> str:
+    """A digits sample as an 8x8 PNG data URL (about 150 bytes: a page scales it up, pixelated)."""
+    return "data:image/png;base64," + png(sample, 8)
+
+
+class DiffusionShow:
+    """:class:`~steerable.search.watch.Watch`'s ``show`` for a diffusion process: no model call, ever.
+
+    Each row shows what the state already holds, and :attr:`of` says which (``preview_of`` in the step event):
+    ``"sample"`` for a done row (its x0), ``"x0"`` for the x0-prediction at the row's current x when a preview
+    already computed it, ``"last_step_x0"`` for the x0-prediction the row's last denoising step made (at the x
+    before that step: after a ``propose`` this is what every live row shows), ``"x"`` for the current x of a
+    row no model call has seen yet. :meth:`DiffusionProcess.preview` would instead spend an NFE on every stale
+    row, which a plain run spends only where its strategy asks for it.
+    """
+
+    def __init__(self) -> None:
+        self.of: list[str] = []
+        self.index: list[int] = []
+
+    def __call__(self, process: DiffusionProcess, state) -> list[str]:
+        done = (state.index >= process.num_steps).tolist()
+        fresh, index = state.fresh.tolist(), state.index.tolist()
+        self.index, self.of, shown = index, [], []
+        for i in range(len(state.x)):
+            kind = "sample" if done[i] else "x0" if fresh[i] else "last_step_x0" if index[i] > 0 else "x"
+            self.of.append(kind)
+            shown.append(data_url(state.x0[i] if kind in ("x0", "last_step_x0") else state.x[i]))
+        return shown
+
+
 @dataclass
 class ImageRun:
     """One request's work, checked by the route before it is queued: ``n`` runs of ``strategy``."""
@@ -118,6 +159,7 @@ class ImageRun:
     side: int
     guard: NFEGuard
     spec: ImageScalingSpec
+    sink: Callable[[dict], None] | None = None  # a streamed run's events go here (from the engine's thread)
 
     def __call__(self) -> list[dict]:
         from steerable.diffusion.digits import judge
@@ -129,7 +171,10 @@ class ImageRun:
         images = []
         for i in range(self.n):
             t0, backward = time.perf_counter(), process.backward_passes
-            res = self.strategy.run(process, world.reward, self.budget, self.prompt, seed=self.seed + i)
+            proc, reward = (process, world.reward) if self.sink is None else self.watched(process, i)
+            res = self.strategy.run(proc, reward, self.budget, self.prompt, seed=self.seed + i)
+            if self.sink is not None:
+                self.sink(self.candidates(res, i))
             answer = judge().answer(res.sample)
             images.append(
                 {
@@ -145,6 +190,37 @@ class ImageRun:
                 }
             )
         return images
+
+    def watched(self, process: DiffusionProcess, image: int):
+        """``process`` and the reward wrapped to report every call to :attr:`sink`, tagged with the image."""
+        from steerable.search.watch import Watch
+
+        show = DiffusionShow()
+
+        def emit(event: dict) -> None:
+            if self.guard.cancelled:  # the client left: stop between model calls too
+                raise Cancelled("the client closed the connection")
+            if event["type"] == "step":
+                event.update(preview_of=show.of, index=show.index)
+            assert self.sink is not None
+            self.sink(json_safe({**event, "image": image}))
+
+        watch = Watch(emit, show)
+        return watch.process(process), watch.scorer(self.world.reward)
+
+    def candidates(self, res, image: int) -> dict:
+        """Every final particle with its reward, weight and the judge's verdict; the run's diagnostics (FK's ESS
+        at each weighing included)."""
+        from steerable.diffusion.digits import judge
+
+        samples = torch.stack([torch.as_tensor(c.sample) for c in res.candidates])
+        answers = judge().predict(samples)
+        cands = [
+            {"preview": data_url(c.sample), "reward": c.score, "weight": c.weight, "answer": str(a),
+             "success": str(a) == self.prompt}
+            for c, a in zip(res.candidates, answers, strict=True)
+        ]  # fmt: skip
+        return json_safe({"type": "candidates", "image": image, "candidates": cands, "info": dict(res.info)})
 
 
 class ImageRoutes:
@@ -180,13 +256,44 @@ class ImageRoutes:
     async def generations(self, body: ImageRequest, request: Request):
         run = self.prepare(body)
         job = Job(run, None)  # type: ignore[arg-type]
+        if body.stream:
+            run.sink = lambda event: job.emit("event", event)  # job.emit: the loop's call_soon_threadsafe
         q = submit(self.engine, job)
+        if body.stream:
+            return StreamingResponse(
+                self._stream(q, job, run), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
         try:
             images = await wait(q, request)
         except ClientGone:
             job.cancelled = run.guard.cancelled = True
             self.metrics.cancelled.labels(ROUTE).inc()
             return Response(status_code=CLIENT_GONE)
+        return self.response(run, images)
+
+    async def _stream(self, q, job: Job, run: ImageRun) -> AsyncIterator[str]:
+        """The run's events as they come, then its response object (or the API's error body), then ``[DONE]``."""
+        finished = False
+        try:
+            while True:
+                kind, payload = await q.get()
+                if kind == "event":
+                    yield f"data: {dumps({'object': 'steerable.event', 'event': payload})}\n\n"
+                    continue
+                if kind == "error":
+                    err = as_api_error(payload)
+                    yield f"data: {dumps(error_body(err.status, err.message, err.param, err.code))}\n\n"
+                else:
+                    yield f"data: {dumps(self.response(run, payload))}\n\n"
+                break
+            finished = True
+            yield "data: [DONE]\n\n"
+        finally:
+            if not finished:  # the client left mid-run: the run stops at its next model call or event
+                job.cancelled = run.guard.cancelled = True
+                self.metrics.cancelled.labels(ROUTE).inc()
+
+    def response(self, run: ImageRun, images: list[dict]) -> dict:
         spec = run.spec
         return {
             "created": int(time.time()),
