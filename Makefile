@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q "$(TORCH)"
-	$(VENV)/bin/python -m pip install -q -e ".[dev,math,gguf,serve,ray,rl,control,diffusion]"
+	$(VENV)/bin/python -m pip install -q -e ".[dev,math,gguf,serve,ray,rl,control,diffusion,playground]"
 	touch $@
 
 install: $(STAMP)

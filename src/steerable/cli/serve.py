@@ -60,7 +60,8 @@ class ServeOptions:
 def serve(options: ServeOptions, model: ModelConfig) -> None:
     """An OpenAI-compatible server: /v1/completions, /v1/chat/completions, /v1/score, /metrics.
 
-    With --model builtin:digits (a diffusion model): /v1/images/generations instead.
+    With --model builtin:digits (a diffusion model): /v1/images/generations instead. The playground page
+    (/playground, extra [playground]) calls the same endpoints from a browser.
     """
     from steerable.serve import build
 
@@ -86,5 +87,9 @@ def serve(options: ServeOptions, model: ModelConfig) -> None:
     )
     import uvicorn
 
+    from steerable.serve.playground import PLOTLY_MISSING, plotly_js
+
     typer.echo(f"serving {o.served_model_name or model.model} on http://{o.host}:{o.port}/v1", err=True)
+    page = f"http://{o.host}:{o.port}/playground" if plotly_js() else f"off ({PLOTLY_MISSING})"
+    typer.echo(f"playground: {page}", err=True)
     uvicorn.run(api, host=o.host, port=o.port, log_level="warning", timeout_graceful_shutdown=30)

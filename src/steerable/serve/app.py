@@ -2,6 +2,7 @@
 
 Routes: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``,
 ``POST /v1/score`` (the PRM), ``GET /health``, ``GET /metrics`` (Prometheus text),
+the playground's page (``GET /playground``, :mod:`steerable.serve.playground`),
 and FastAPI's ``/docs`` and ``/openapi.json`` (generated from the request models
 in :mod:`steerable.serve.schemas`). A diffusion model (``--model builtin:digits``)
 gets ``POST /v1/images/generations`` instead (:mod:`steerable.serve.images`), on
@@ -104,6 +105,9 @@ def create_app(engine: Engine, config: ServeConfig):
     app.post("/v1/completions")(routes.completions)
     app.post("/v1/chat/completions")(routes.chat)
     app.post("/v1/score")(routes.score)
+    from steerable.serve.playground import lm_info, mount
+
+    mount(app, config, ["steering", "search"], lm_info(engine, config))
     return app
 
 

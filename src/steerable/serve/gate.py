@@ -7,10 +7,11 @@ Requests are counted by route template (``/v1/completions``), with one label,
 ``unmatched``, for every path no route serves, so scanning random paths
 cannot grow ``/metrics``.
 
-With an API key every path but ``/health`` needs it (``/metrics`` too unless
-``public_metrics``; ``/docs`` and ``/openapi.json`` describe the API, so they
-are behind it as well); unknown paths answer 401 before 404, so they reveal
-nothing.
+With an API key every path but ``/health`` and the playground's page and files
+needs it (``/metrics`` too unless ``public_metrics``; ``/docs`` and
+``/openapi.json`` describe the API, so they are behind it as well; the page
+holds no data and asks ``/v1/playground`` with the key); unknown paths answer
+401 before 404, so they reveal nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 
 from steerable.serve.openai import dumps, error_body
+from steerable.serve.playground import PUBLIC_ROUTES
 
 log = logging.getLogger("steerable.serve")
 
@@ -98,6 +100,8 @@ class Gate:
 
     def authorized(self, scope: dict, route: str) -> bool:
         if self.expected is None or route == "/health" or (route == "/metrics" and self.public_metrics):
+            return True
+        if route in PUBLIC_ROUTES:
             return True
         given = dict(scope.get("headers", ())).get(b"authorization", b"")
         return hmac.compare_digest(given, self.expected)

@@ -408,4 +408,7 @@ def create_images_app(world, config):
     app.get("/metrics")(routes.metrics_text)
     app.get("/v1/models")(routes.models)
     app.post(ROUTE)(routes.generations)
+    from steerable.serve.playground import images_info, mount
+
+    mount(app, config, ["diffusion"], images_info(config))
     return engine, app

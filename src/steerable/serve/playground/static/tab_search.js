@@ -1,0 +1,1 @@
+// The search tab: written by its own helper against the contract (Playground.registerTab); empty until then.
