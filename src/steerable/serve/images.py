@@ -369,6 +369,30 @@ class ImageRoutes:
             NFEGuard(cfg.max_request_nfe), spec,
         )  # fmt: skip
 
+    def playground(self) -> dict:
+        """The Diffusion tab's choices (``GET /v1/playground``'s ``diffusion`` key): every method with its default
+        budget (the request default's particles; the tab's "best-of-N vs FK" runs both at it), the targets, the
+        NFE one particle costs and the largest budget one image may have here."""
+        from steerable.diffusion.registry import METHODS, method
+
+        cfg, default = self.config, self.default_scaling(1).budget
+        methods = []
+        for name in METHODS:
+            entry, meta = METHODS.entry(name), method(name)
+            methods.append(
+                {"name": name, "summary": entry.summary, "budget": entry.budget, "default_budget": default,
+                 "guided": meta.guided, "sampler": meta.sampler}
+            )  # fmt: skip
+        return {
+            "methods": methods,
+            "default": {"method": DEFAULT_SCALING.method, "budget": default},
+            "targets": [str(d) for d in range(10)],
+            "steps": STEPS,
+            "nfe_per_particle": STEPS,
+            "max_budget": max(1, min(cfg.max_budget, cfg.max_request_nfe // STEPS)),
+            "size": "8x8",
+        }
+
     def default_scaling(self, n: int) -> ImageScalingSpec:
         """FK with the paper's 4 particles, or as many as the server's budget and NFE caps leave for ``n`` images
         (at least 1: a request that cannot afford one particle is refused by the NFE check)."""
@@ -410,5 +434,5 @@ def create_images_app(world, config):
     app.post(ROUTE)(routes.generations)
     from steerable.serve.playground import images_info, mount
 
-    mount(app, config, ["diffusion"], images_info(config))
+    mount(app, config, ["diffusion"], {**images_info(config), "diffusion": routes.playground()})
     return engine, app
