@@ -123,8 +123,8 @@
         if (moved) {
           view.card.dataset.resampled = "true";
         }
-        view.resampling.textContent = "resampling steps: " + view.resamples + ", particles that took another's " +
-          "place: " + view.moved + " (red arrows: the particle each row continues)";
+        view.resampling.textContent = "selections: " + view.resamples + " (FK: resampling; DTS: a rollout " +
+          "leaving a tree node), rows that took another particle's place: " + view.moved;
       } else if (e.type === "candidates") {
         view.ess = e.info && e.info.ess ? e.info.ess : null;
         view.schedule = e.info && e.info.schedule ? e.info.schedule : null;
