@@ -176,3 +176,24 @@ def test_a_client_that_leaves_stops_the_run(serve_app, monkeypatch):
     finally:
         release.set()
         s.close()
+
+
+def test_the_hand_written_png_decodes_to_the_grey_levels_at_every_size():
+    """encode_png (zlib, no PIL) against PIL's decoder: 8-bit grey, the sample's levels, upscaled in blocks."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from steerable.serve.images import grey, png
+
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(0)) * 1.5
+    for side in (8, 16, 256):
+        for row, levels in zip(x, grey(x), strict=True):
+            image = Image.open(io.BytesIO(base64.b64decode(png(row, side))))
+            image.load()
+            assert image.format == "PNG" and image.mode == "L" and image.size == (side, side)
+            k = side // 8
+            assert np.array_equal(np.asarray(image), levels.repeat(k, 0).repeat(k, 1))
+    assert grey(torch.tensor([[1.0, -1.0, 0.0, 3.0] + [-1.0] * 60]))[0, 0, :4].tolist() == [0, 255, 128, 0]

@@ -37,13 +37,15 @@ server's.
 from __future__ import annotations
 
 import base64
-import io
 import random
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
@@ -99,23 +101,38 @@ class GuardedDiffusion(DiffusionProcess):
         return super().model_output(state, rows, x)
 
 
-def png(sample: torch.Tensor, side: int) -> str:
-    """A digits sample ``[64]`` in [-1, 1] as a base64 PNG, dark ink on white (as the README's figures), ``side``
-    pixels square (nearest-neighbour upscaling of the 8x8 grid)."""
-    from PIL import Image
+def grey(samples: torch.Tensor) -> np.ndarray:
+    """``[rows, 8, 8]`` uint8 grey levels of digits samples ``[rows, 64]`` in [-1, 1]: dark ink on white (as the
+    README's figures), (1 - x) / 2 * 255."""
+    grid = samples.detach().float().reshape(-1, 8, 8).clamp(-1, 1)
+    return ((1 - grid) / 2 * 255).round().to(torch.uint8).cpu().numpy()
 
-    grid = sample.detach().float().reshape(8, 8).clamp(-1, 1)
-    pixels = ((1 - grid) / 2 * 255).round().to(torch.uint8).numpy()
-    image = Image.fromarray(pixels, mode="L")
-    if side != 8:
-        image = image.resize((side, side), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+def encode_png(pixels: np.ndarray) -> str:
+    """A ``[h, w]`` uint8 grey image as a base64 PNG (8-bit greyscale, no filter): zlib and two CRCs, a few
+    microseconds, where PIL's encoder took about 0.25 ms per 8x8 image, which a streamed run pays per particle
+    and step."""
+    h, w = pixels.shape
+    raw = b"".join(b"\x00" + pixels[r].tobytes() for r in range(h))  # filter type 0 before every scanline
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    head = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # bit depth 8, colour type 0 (grey), no interlace
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return base64.b64encode(data).decode("ascii")
+
+
+def png(sample: torch.Tensor, side: int) -> str:
+    """A digits sample ``[64]`` in [-1, 1] as a base64 PNG, ``side`` pixels square (nearest-neighbour upscaling
+    of the 8x8 grid)."""
+    k = side // 8
+    return encode_png(grey(sample)[0].repeat(k, axis=0).repeat(k, axis=1))
 
 
 def data_url(sample: torch.Tensor) -> str:
-    """A digits sample as an 8x8 PNG data URL (about 150 bytes: a page scales it up, pixelated)."""
+    """A digits sample as an 8x8 PNG data URL (about 150 bytes: a page scales it up, pixelated); the same PNG as
+    the response's ``b64_json`` at the default size."""
     return "data:image/png;base64," + png(sample, 8)
 
 
@@ -137,12 +154,14 @@ class DiffusionShow:
     def __call__(self, process: DiffusionProcess, state) -> list[str]:
         done = (state.index >= process.num_steps).tolist()
         fresh, index = state.fresh.tolist(), state.index.tolist()
-        self.index, self.of, shown = index, [], []
-        for i in range(len(state.x)):
-            kind = "sample" if done[i] else "x0" if fresh[i] else "last_step_x0" if index[i] > 0 else "x"
-            self.of.append(kind)
-            shown.append(data_url(state.x0[i] if kind in ("x0", "last_step_x0") else state.x[i]))
-        return shown
+        self.index = index
+        self.of = [
+            "sample" if d else "x0" if f else "last_step_x0" if i > 0 else "x"
+            for d, f, i in zip(done, fresh, index, strict=True)
+        ]
+        use_x0 = torch.tensor([k in ("x0", "last_step_x0") for k in self.of], device=state.x.device)
+        pixels = grey(torch.where(use_x0[:, None], state.x0.reshape(len(use_x0), -1), state.x.reshape(len(use_x0), -1)))
+        return ["data:image/png;base64," + encode_png(p) for p in pixels]
 
 
 @dataclass
