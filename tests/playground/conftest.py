@@ -69,7 +69,8 @@ def _browser():
     missing = None
     path = chromium_path()
     if path is None:
-        missing = "no chromium at /usr/bin/chromium (apt-get install chromium)"
+        where = os.environ.get("STEERABLE_CHROMIUM") or "/usr/bin/chromium"
+        missing = f"no chromium at {where} (apt-get install chromium)"
     else:
         try:
             import playwright.sync_api  # noqa: F401

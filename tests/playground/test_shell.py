@@ -174,8 +174,9 @@ def test_serve_prints_the_playground_address_beside_the_apis(plotly, monkeypatch
 # ---- the page in a browser ---------------------------------------------------------------------------------
 
 
-def fake_tabs(page) -> None:
-    """Each tab_*.js answers with a tab of its family holding one labelled input (``FAMILY-probe``)."""
+def fake_tabs(page, plotly: bool = False) -> None:
+    """Each tab_*.js answers with a tab of its family holding one labelled input (``FAMILY-probe``); unless
+    ``plotly``, plotly.min.js is a stub (the shell never calls it, and parsing 4.8 MB costs seconds a page here)."""
 
     def fulfill(route):
         family = route.request.url.rsplit("tab_", 1)[1].removesuffix(".js")
@@ -187,6 +188,9 @@ def fake_tabs(page) -> None:
         route.fulfill(status=200, content_type="text/javascript", body=body)
 
     page.route(re.compile(r".*/playground/static/tab_\w+\.js$"), fulfill)
+    if not plotly:
+        stub = "window.Plotly = {stub: true};"
+        page.route(re.compile(r".*/plotly\.min\.js$"), lambda r: r.fulfill(content_type="text/javascript", body=stub))
 
 
 def connect(page, url: str, key: str | None) -> None:
@@ -218,7 +222,7 @@ def test_lm_page_shows_the_steering_and_search_tabs(browser_page, lm_url, screen
 @browser
 def test_digits_page_shows_only_the_diffusion_tab(browser_page, digits_url):
     page = browser_page
-    fake_tabs(page)
+    fake_tabs(page, plotly=True)
     connect(page, digits_url, None)
     page.wait_for_selector("#tab-diffusion")
     assert tab_ids(page) == ["tab-diffusion"]
@@ -255,9 +259,10 @@ def test_arrow_keys_home_and_end_move_between_tabs(browser_page, lm_url):
 
 
 @browser
-def test_every_input_on_the_real_page_has_a_label(browser_page, lm_url):
+@pytest.mark.parametrize("server", ["lm_url", "digits_url"])
+def test_every_input_on_the_real_page_has_a_label(browser_page, server, request):
     page = browser_page
-    connect(page, lm_url, KEY)
+    connect(page, request.getfixturevalue(server), KEY if server == "lm_url" else None)
     page.wait_for_function("Playground.config !== null")
     unlabelled = page.evaluate(
         """() => [...document.querySelectorAll('input, select, textarea')]
@@ -361,9 +366,9 @@ SSE_ERROR = (
 def test_stream_hands_events_over_and_resolves_or_rejects_on_the_last_object(browser_page, lm_url):
     page = browser_page
     fake_tabs(page)
-    bodies = {"ok": SSE, "bad": SSE_ERROR}
+    bodies = {"ok": SSE, "bad": SSE_ERROR, "garbled": "data: {not json\n\n"}
     page.route(
-        re.compile(r".*/v1/fake-(ok|bad)$"),
+        re.compile(r".*/v1/fake-(ok|bad|garbled)$"),
         lambda route: route.fulfill(
             status=200, content_type="text/event-stream", body=bodies[route.request.url.rsplit("-", 1)[1]]
         ),
@@ -379,3 +384,13 @@ def test_stream_hands_events_over_and_resolves_or_rejects_on_the_last_object(bro
     assert ok["last"] == {"object": "text_completion", "choices": [{"text": "42"}]} and ok["data"] == [ok["last"]]
     bad = page.evaluate(run, "/v1/fake-bad")
     assert bad == {"events": [{"type": "init", "rows": 2}], "error": "the run needed more than 10 tokens"}
+    garbled = page.evaluate(run, "/v1/fake-garbled")
+    assert garbled == {"events": [], "error": "the server sent an event that is not JSON: {not json"}
+    cancelled = page.evaluate(
+        """async () => { const c = new AbortController(); c.abort(); const names = [];
+             for (const call of [() => Playground.api('/v1/playground', undefined, {signal: c.signal}),
+                                 () => Playground.stream('/v1/fake-ok', {}, null, null, {signal: c.signal})]) {
+               try { await call(); names.push('resolved'); } catch (e) { names.push(e.name); } }
+             return names; }"""
+    )
+    assert cancelled == ["AbortError", "AbortError"]

@@ -23,7 +23,10 @@ class ServeOptions:
     steer: tuple[str, ...] = opt((), "NAME=PATH: a steering artifact requests can name (repeatable).", sep=None)
     prm: str | None = opt(None, "A PRM for scaling requests and /v1/score: builtin, or a directory.")
     api_key: str | None = opt(
-        None, "Require 'Authorization: Bearer KEY' on every route but /health.", envvar="STEERABLE_API_KEY", min_len=1
+        None,
+        "Require 'Authorization: Bearer KEY' on every route but /health and the /playground page.",
+        envvar="STEERABLE_API_KEY",
+        min_len=1,
     )
     public_metrics: bool = opt(False, "With --api-key, leave /metrics open (for a scraper).")
     served_model_name: str | None = opt(None, "The name clients use (default: --model).", min_len=1)

@@ -46,7 +46,9 @@ class ServeConfig:
     """What a server allows; every limit holds with or without an API key."""
 
     model_name: str = opt("builtin", "The name clients use.")
-    api_key: str | None = opt(None, "Require 'Authorization: Bearer KEY' on every route but /health.")
+    api_key: str | None = opt(
+        None, "Require 'Authorization: Bearer KEY' on every route but /health and the /playground page."
+    )
     public_metrics: bool = opt(False, "With an API key, leave /metrics open (for a scraper without the key).")
     max_n: int = opt(64, "Most samples (n x prompts) per request.", ge=1, le=4096)
     max_tokens: int = opt(4096, "Most max_tokens a request may ask for.", ge=1, le=1 << 20)

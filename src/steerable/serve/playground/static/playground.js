@@ -34,6 +34,7 @@
     try {
       resp = await fetch(path, init);
     } catch (e) {
+      if (e.name === "AbortError") throw e; // the caller cancelled it (options.signal): not a server error
       throw new Error("cannot reach the server (" + e.message + ")");
     }
     if (!resp.ok) {
@@ -45,10 +46,12 @@
   }
 
   // GET when body is undefined, else POST it as JSON; resolves to the JSON answer, rejects with the API's message.
-  async function api(path, body) {
+  // options.signal (an AbortController's) cancels it: the promise rejects with an error named "AbortError".
+  async function api(path, body, options) {
     const init = body === undefined
       ? { method: "GET", headers: headers(false) }
       : { method: "POST", headers: headers(true), body: JSON.stringify(body) };
+    if (options && options.signal) init.signal = options.signal;
     const resp = await send(path, init);
     return resp.json();
   }
@@ -56,9 +59,11 @@
   // POST body with stream: true and read the server-sent events as they arrive: onEvent(event) for each
   // steerable.event, onData(object) for every other JSON object (a plain completion's chunks), the last of
   // those (the endpoint's usual answer) resolves the promise, an error object rejects it with the API's message.
-  async function stream(path, body, onEvent, onData) {
+  // options.signal cancels it, as for api (the server drops a run whose client left).
+  async function stream(path, body, onEvent, onData, options) {
     const payload = Object.assign({}, body, { stream: true });
     const init = { method: "POST", headers: headers(true), body: JSON.stringify(payload) };
+    if (options && options.signal) init.signal = options.signal;
     init.headers["Accept"] = "text/event-stream";
     const resp = await send(path, init);
     const type = resp.headers.get("content-type") || "";
@@ -76,7 +81,12 @@
         done = true;
         return;
       }
-      const obj = JSON.parse(text);
+      let obj;
+      try {
+        obj = JSON.parse(text);
+      } catch (e) {
+        throw new Error("the server sent an event that is not JSON: " + text.slice(0, 200));
+      }
       if (obj && obj.error) {
         const err = new Error(obj.error.message || "the run failed");
         err.status = 200;
@@ -104,7 +114,6 @@
       if (!done && buffer.trim()) handle(buffer);
     } catch (e) {
       reader.cancel().catch(() => {});
-      if (e instanceof SyntaxError) throw new Error("the server sent an event that is not JSON: " + e.message);
       throw e;
     }
     if (last === null) throw new Error("the stream ended before the answer");
