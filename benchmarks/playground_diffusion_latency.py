@@ -14,8 +14,9 @@ its GIL), then alternates, run by run (seed = run number), the same request made
   (``#diffusion-particles-run .df-step img``, seen by a MutationObserver) and to the drawn result
   (``#diffusion-results[data-state=done]``).
 
-Prints mean ± standard error (seconds) per way, the NFE of the plain and the streamed answer (equal: previews
-cost no model call) and the stream's size.
+Prints mean ± standard error (seconds) per way, the run's own seconds on the engine thread (the answer's
+``cost.seconds``) plain and streamed, the NFE of the plain and the streamed answer (equal: previews cost no
+model call) and the stream's size.
 
     python benchmarks/playground_diffusion_latency.py [--runs 10] [--method fk] [--budget 4] [--port 8933]
 """
@@ -62,8 +63,8 @@ def body(args, seed: int, stream: bool) -> dict:
     return {**out, "stream": True} if stream else out
 
 
-def api_stream(client, url: str, payload: dict) -> tuple[float, float, int, int]:
-    """(seconds to the first step event, to the last byte, the answer's NFE, bytes streamed)."""
+def api_stream(client, url: str, payload: dict) -> tuple[float, float, dict, int]:
+    """(seconds to the first step event, to the last byte, the answer's cost, bytes streamed)."""
     t0 = time.perf_counter()
     first, size, last = None, 0, None
     with client.stream("POST", url + ROUTE, json=payload, timeout=300) as r:
@@ -73,7 +74,7 @@ def api_stream(client, url: str, payload: dict) -> tuple[float, float, int, int]
                 first = time.perf_counter() - t0
             if line.startswith("data: {") and '"steerable.event"' not in line:
                 last = json.loads(line[6:])
-    return first, time.perf_counter() - t0, last["steerable"]["cost"]["nfe"], size
+    return first, time.perf_counter() - t0, last["steerable"]["cost"], size
 
 
 def mean_se(xs: list[float]) -> str:
@@ -97,6 +98,7 @@ def main() -> None:
     cmd = [str(exe), "serve", "--model", "builtin:digits", "--port", str(args.port)]
     server = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     keys = ("plain", "api first", "api total", "page first", "page total", "drawn first", "drawn done")
+    keys += ("engine plain", "engine stream")  # the run's own seconds on the engine thread (cost.seconds)
     rows: dict[str, list[float]] = {k: [] for k in keys}
     nfe: dict[str, set] = {"plain": set(), "stream": set()}
     sizes: list[int] = []
@@ -127,10 +129,12 @@ def main() -> None:
                 r = client.post(url + ROUTE, json=body(args, i, False), timeout=300)
                 rows["plain"].append(time.perf_counter() - t0)
                 nfe["plain"].add(r.json()["steerable"]["cost"]["nfe"])
-                first, total, n, size = api_stream(client, url, body(args, i, True))
+                rows["engine plain"].append(r.json()["steerable"]["cost"]["seconds"])
+                first, total, cost, size = api_stream(client, url, body(args, i, True))
+                rows["engine stream"].append(cost["seconds"])
                 rows["api first"].append(first)
                 rows["api total"].append(total)
-                nfe["stream"].add(n)
+                nfe["stream"].add(cost["nfe"])
                 sizes.append(size)
                 first, total = page.evaluate(PAGE_RUN, [ROUTE, body(args, i, True)])
                 rows["page first"].append(first)
@@ -150,6 +154,8 @@ def main() -> None:
     print(f"{'API, stream (httpx, SSE)':<34} {mean_se(rows['api first']):>16} {mean_se(rows['api total']):>16}")
     print(f"{'page, Playground.stream':<34} {mean_se(rows['page first']):>16} {mean_se(rows['page total']):>16}")
     print(f"{'page, Run click to drawn':<34} {mean_se(rows['drawn first']):>16} {mean_se(rows['drawn done']):>16}")
+    print(f"{'engine seconds, plain':<34} {'':>16} {mean_se(rows['engine plain']):>16}")
+    print(f"{'engine seconds, streamed':<34} {'':>16} {mean_se(rows['engine stream']):>16}")
     ratio = statistics.fmean(rows["page first"]) / statistics.fmean(rows["api first"])
     print(f"page over API, first particle: {ratio:.2f}x")
     print(f"NFE per answer: plain {sorted(nfe['plain'])}, streamed {sorted(nfe['stream'])}")
