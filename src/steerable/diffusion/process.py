@@ -44,7 +44,7 @@ class DiffusionState:
     cond: Any  # the run's condition (a prompt, a target, ...), what scorers are told
     condition: Any = None  # the denoiser's encoding of ``cond``, shared by every row (None: unconditional)
     eps: torch.Tensor | None = None  # [rows, *shape] model output at x where `fresh`
-    x0: torch.Tensor | None = None  # [rows, *shape] x0-prediction at x where `fresh`
+    x0: torch.Tensor | None = None  # [rows, *shape] x0-prediction at x where `fresh`; elsewhere the last step's
     fresh: torch.Tensor | None = None  # [rows] bool: eps/x0 belong to the current x
     log_ratio: torch.Tensor | None = None  # [rows] float64: sum of log p(step)/q(step) of guided steps
     shown: torch.Tensor | None = None  # the last preview while no row has stepped since (decoded: decoder calls)
@@ -311,8 +311,9 @@ class DiffusionProcess:
                 with torch.no_grad():
                     state.eps[need.to(state.x.device)] = self.model_output(state, need)
         ld = live.to(state.x.device)
-        prev, _ = self.ddim_step(state.eps[ld], state.index[live], state.x[ld], self.noise(state, live))
+        prev, x0 = self.ddim_step(state.eps[ld], state.index[live], state.x[ld], self.noise(state, live))
         state.x[ld] = prev.detach()
+        state.x0[ld] = x0.detach()  # not fresh: what a watcher shows of this step without a model call
         state.index[live] += 1
         state.fresh[live] = False
         state.graded[live] = False

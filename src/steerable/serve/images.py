@@ -17,6 +17,15 @@ something here:
 - ``steerable`` in the response: per image the judge's verdict (the independent SVC), the reward, the NFE and
   reward calls it cost and the strategy's diagnostics (FK's resampling steps, DTS's expansions).
 
+``"stream": true`` (OpenAI's images API names its streaming ``stream`` too) answers with server-sent events:
+one ``{"object": "steerable.event", "event": E}`` per call the strategy makes on its process and reward
+(:mod:`steerable.search.watch`: ``init``, ``step`` with a PNG data URL per particle, ``score``, ``select``,
+``concat``), a ``candidates`` event per image (every final particle with its reward and the judge's verdict),
+then the same response object the request gets without ``stream``, then ``[DONE]``. OpenAI streams
+``image_generation.partial_image`` events instead; ours are the playground's (see ``docs/differences.md``).
+A step's previews cost no denoiser evaluation (:class:`DiffusionShow`), so a streamed run's cost is the
+non-streamed one.
+
 Compute is bounded per request: every method spends at most budget x steps denoiser evaluations per image,
 so ``n x budget x steps`` over ``--max-request-nfe`` is refused up front, and a guard inside the process
 stops a run that would pass it (and stops it at once when the client leaves). The work runs as jobs on the
@@ -28,22 +37,25 @@ server's.
 from __future__ import annotations
 
 import base64
-import io
 import random
+import struct
 import time
+import zlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from steerable.diffusion.process import DiffusionProcess
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.serve.engine import Engine, Job
 from steerable.serve.gate import Metrics
-from steerable.serve.openai import APIError, json_safe
-from steerable.serve.routes import CLIENT_GONE, ClientGone, submit, wait
+from steerable.serve.openai import APIError, dumps, error_body, json_safe
+from steerable.serve.routes import CLIENT_GONE, ClientGone, as_api_error, submit, wait
 from steerable.serve.scaling import Cancelled
 from steerable.serve.schemas import ImageRequest, ImageScalingSpec
 
@@ -89,19 +101,67 @@ class GuardedDiffusion(DiffusionProcess):
         return super().model_output(state, rows, x)
 
 
-def png(sample: torch.Tensor, side: int) -> str:
-    """A digits sample ``[64]`` in [-1, 1] as a base64 PNG, dark ink on white (as the README's figures), ``side``
-    pixels square (nearest-neighbour upscaling of the 8x8 grid)."""
-    from PIL import Image
+def grey(samples: torch.Tensor) -> np.ndarray:
+    """``[rows, 8, 8]`` uint8 grey levels of digits samples ``[rows, 64]`` in [-1, 1]: dark ink on white (as the
+    README's figures), (1 - x) / 2 * 255."""
+    grid = samples.detach().float().reshape(-1, 8, 8).clamp(-1, 1)
+    return ((1 - grid) / 2 * 255).round().to(torch.uint8).cpu().numpy()
 
-    grid = sample.detach().float().reshape(8, 8).clamp(-1, 1)
-    pixels = ((1 - grid) / 2 * 255).round().to(torch.uint8).numpy()
-    image = Image.fromarray(pixels, mode="L")
-    if side != 8:
-        image = image.resize((side, side), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+def encode_png(pixels: np.ndarray) -> str:
+    """A ``[h, w]`` uint8 grey image as a base64 PNG (8-bit greyscale, no filter): zlib and two CRCs, a few
+    microseconds, where PIL's encoder took about 0.25 ms per 8x8 image, which a streamed run pays per particle
+    and step."""
+    h, w = pixels.shape
+    raw = b"".join(b"\x00" + pixels[r].tobytes() for r in range(h))  # filter type 0 before every scanline
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    head = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # bit depth 8, colour type 0 (grey), no interlace
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return base64.b64encode(data).decode("ascii")
+
+
+def png(sample: torch.Tensor, side: int) -> str:
+    """A digits sample ``[64]`` in [-1, 1] as a base64 PNG, ``side`` pixels square (nearest-neighbour upscaling
+    of the 8x8 grid)."""
+    k = side // 8
+    return encode_png(grey(sample)[0].repeat(k, axis=0).repeat(k, axis=1))
+
+
+def data_url(sample: torch.Tensor) -> str:
+    """A digits sample as an 8x8 PNG data URL (about 150 bytes: a page scales it up, pixelated); the same PNG as
+    the response's ``b64_json`` at the default size."""
+    return "data:image/png;base64," + png(sample, 8)
+
+
+class DiffusionShow:
+    """:class:`~steerable.search.watch.Watch`'s ``show`` for a diffusion process: no model call, ever.
+
+    Each row shows what the state already holds, and :attr:`of` says which (``preview_of`` in the step event):
+    ``"sample"`` for a done row (its x0), ``"x0"`` for the x0-prediction at the row's current x when a preview
+    already computed it, ``"last_step_x0"`` for the x0-prediction the row's last denoising step made (at the x
+    before that step: after a ``propose`` this is what every live row shows), ``"x"`` for the current x of a
+    row no model call has seen yet. :meth:`DiffusionProcess.preview` would instead spend an NFE on every stale
+    row, which a plain run spends only where its strategy asks for it.
+    """
+
+    def __init__(self) -> None:
+        self.of: list[str] = []
+        self.index: list[int] = []
+
+    def __call__(self, process: DiffusionProcess, state) -> list[str]:
+        done = (state.index >= process.num_steps).tolist()
+        fresh, index = state.fresh.tolist(), state.index.tolist()
+        self.index = index
+        self.of = [
+            "sample" if d else "x0" if f else "last_step_x0" if i > 0 else "x"
+            for d, f, i in zip(done, fresh, index, strict=True)
+        ]
+        use_x0 = torch.tensor([k in ("x0", "last_step_x0") for k in self.of], device=state.x.device)
+        pixels = grey(torch.where(use_x0[:, None], state.x0.reshape(len(use_x0), -1), state.x.reshape(len(use_x0), -1)))
+        return ["data:image/png;base64," + encode_png(p) for p in pixels]
 
 
 @dataclass
@@ -118,6 +178,7 @@ class ImageRun:
     side: int
     guard: NFEGuard
     spec: ImageScalingSpec
+    sink: Callable[[dict], None] | None = None  # a streamed run's events go here (from the engine's thread)
 
     def __call__(self) -> list[dict]:
         from steerable.diffusion.digits import judge
@@ -129,7 +190,10 @@ class ImageRun:
         images = []
         for i in range(self.n):
             t0, backward = time.perf_counter(), process.backward_passes
-            res = self.strategy.run(process, world.reward, self.budget, self.prompt, seed=self.seed + i)
+            proc, reward = (process, world.reward) if self.sink is None else self.watched(process, i)
+            res = self.strategy.run(proc, reward, self.budget, self.prompt, seed=self.seed + i)
+            if self.sink is not None:
+                self.sink(self.candidates(res, i))
             answer = judge().answer(res.sample)
             images.append(
                 {
@@ -145,6 +209,37 @@ class ImageRun:
                 }
             )
         return images
+
+    def watched(self, process: DiffusionProcess, image: int):
+        """``process`` and the reward wrapped to report every call to :attr:`sink`, tagged with the image."""
+        from steerable.search.watch import Watch
+
+        show = DiffusionShow()
+
+        def emit(event: dict) -> None:
+            if self.guard.cancelled:  # the client left: stop between model calls too
+                raise Cancelled("the client closed the connection")
+            if event["type"] == "step":
+                event.update(preview_of=show.of, index=show.index)
+            assert self.sink is not None
+            self.sink(json_safe({**event, "image": image}))
+
+        watch = Watch(emit, show)
+        return watch.process(process), watch.scorer(self.world.reward)
+
+    def candidates(self, res, image: int) -> dict:
+        """Every final particle with its reward, weight and the judge's verdict; the run's diagnostics (FK's ESS
+        at each weighing included)."""
+        from steerable.diffusion.digits import judge
+
+        samples = torch.stack([torch.as_tensor(c.sample) for c in res.candidates])
+        answers = judge().predict(samples)
+        cands = [
+            {"preview": data_url(c.sample), "reward": c.score, "weight": c.weight, "answer": str(a),
+             "success": str(a) == self.prompt}
+            for c, a in zip(res.candidates, answers, strict=True)
+        ]  # fmt: skip
+        return json_safe({"type": "candidates", "image": image, "candidates": cands, "info": dict(res.info)})
 
 
 class ImageRoutes:
@@ -180,13 +275,44 @@ class ImageRoutes:
     async def generations(self, body: ImageRequest, request: Request):
         run = self.prepare(body)
         job = Job(run, None)  # type: ignore[arg-type]
+        if body.stream:
+            run.sink = lambda event: job.emit("event", event)  # job.emit: the loop's call_soon_threadsafe
         q = submit(self.engine, job)
+        if body.stream:
+            return StreamingResponse(
+                self._stream(q, job, run), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
         try:
             images = await wait(q, request)
         except ClientGone:
             job.cancelled = run.guard.cancelled = True
             self.metrics.cancelled.labels(ROUTE).inc()
             return Response(status_code=CLIENT_GONE)
+        return self.response(run, images)
+
+    async def _stream(self, q, job: Job, run: ImageRun) -> AsyncIterator[str]:
+        """The run's events as they come, then its response object (or the API's error body), then ``[DONE]``."""
+        finished = False
+        try:
+            while True:
+                kind, payload = await q.get()
+                if kind == "event":
+                    yield f"data: {dumps({'object': 'steerable.event', 'event': payload})}\n\n"
+                    continue
+                if kind == "error":
+                    err = as_api_error(payload)
+                    yield f"data: {dumps(error_body(err.status, err.message, err.param, err.code))}\n\n"
+                else:
+                    yield f"data: {dumps(self.response(run, payload))}\n\n"
+                break
+            finished = True
+            yield "data: [DONE]\n\n"
+        finally:
+            if not finished:  # the client left mid-run: the run stops at its next model call or event
+                job.cancelled = run.guard.cancelled = True
+                self.metrics.cancelled.labels(ROUTE).inc()
+
+    def response(self, run: ImageRun, images: list[dict]) -> dict:
         spec = run.spec
         return {
             "created": int(time.time()),
@@ -262,6 +388,30 @@ class ImageRoutes:
             NFEGuard(cfg.max_request_nfe), spec,
         )  # fmt: skip
 
+    def playground(self) -> dict:
+        """The Diffusion tab's choices (``GET /v1/playground``'s ``diffusion`` key): every method with its default
+        budget (the request default's particles; the tab's "best-of-N vs FK" runs both at it), the targets, the
+        NFE one particle costs and the largest budget one image may have here."""
+        from steerable.diffusion.registry import METHODS, method
+
+        cfg, default = self.config, self.default_scaling(1).budget
+        methods = []
+        for name in METHODS:
+            entry, meta = METHODS.entry(name), method(name)
+            methods.append(
+                {"name": name, "summary": entry.summary, "budget": entry.budget, "default_budget": default,
+                 "guided": meta.guided, "sampler": meta.sampler}
+            )  # fmt: skip
+        return {
+            "methods": methods,
+            "default": {"method": DEFAULT_SCALING.method, "budget": default},
+            "targets": [str(d) for d in range(10)],
+            "steps": STEPS,
+            "nfe_per_particle": STEPS,
+            "max_budget": max(1, min(cfg.max_budget, cfg.max_request_nfe // STEPS)),
+            "size": "8x8",
+        }
+
     def default_scaling(self, n: int) -> ImageScalingSpec:
         """FK with the paper's 4 particles, or as many as the server's budget and NFE caps leave for ``n`` images
         (at least 1: a request that cannot afford one particle is refused by the NFE check)."""
@@ -303,5 +453,5 @@ def create_images_app(world, config):
     app.post(ROUTE)(routes.generations)
     from steerable.serve.playground import images_info, mount
 
-    mount(app, config, ["diffusion"], images_info(config))
+    mount(app, config, ["diffusion"], {**images_info(config), "diffusion": routes.playground()})
     return engine, app

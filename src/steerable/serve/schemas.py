@@ -333,7 +333,11 @@ class ImageRequest(Body):
     style: Annotated[Text | None, _unsupported("leave it out")] = None
     output_compression: Annotated[int | None, _unsupported("PNG is lossless: leave it out")] = None
     moderation: Annotated[Text | None, _unsupported("leave it out", (None, "auto"))] = None
-    stream: Annotated[bool | None, _unsupported("images come whole: leave it out or send false", (None, False))] = None
+    stream: bool | None = Field(
+        None,
+        description="Server-sent events: every step's particles as PNG previews, scores and resampling, then the "
+        "response object, then [DONE].",
+    )
     partial_images: Annotated[int | None, _unsupported("leave it out or send 0", (None, 0))] = None
     seed: Annotated[int, Field(ge=0, lt=1 << 53)] | None = Field(
         None, description="Image i is `steerable diffuse sample --seed SEED+i`'s run (default: drawn, and returned)."
