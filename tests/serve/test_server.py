@@ -267,3 +267,15 @@ def test_a_controller_steers_per_request_like_locally(serve_app, tmp_path, local
     with ctl.steering(local.model, strength=8.0):
         want = [c.text for c in local.generate(prompts, SamplingParams(temperature=0, max_new_tokens=30))]
     assert got == want
+
+
+def test_groups_end_with_their_requests_so_strengths_sent_do_not_pile_up(server):
+    """A group (and a controller's per-prompt table in it) per strength a client sends lives only while it has rows."""
+    for strength in (0.5, 1.0, 1.5):
+        body = {"prompt": PROMPT, "max_tokens": 3, "steering": {"name": "noise", "strength": strength}}
+        assert httpx.post(server.url + "/v1/completions", json=body, timeout=60).status_code == 200
+    for _ in range(100):  # the worker prunes after the step that finished the last request
+        if not server.engine._groups:
+            break
+        time.sleep(0.01)
+    assert server.engine._groups == {}

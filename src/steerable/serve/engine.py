@@ -137,6 +137,10 @@ class Engine:
                 self._decode_all()
             elif self._stop.is_set() and self._queue.empty():
                 return
+            # a group lives while it has rows: a group per (sampling, steering, strength) a client sends, and a
+            # controller's per-prompt decisions in it, would otherwise outlive their requests and grow without end
+            for key in [k for k, g in self._groups.items() if not g.rows]:
+                del self._groups[key]
 
     def _run_job(self, job: Job) -> None:
         if job.cancelled:
