@@ -93,7 +93,7 @@ def test_edm_sampler_recovers_the_data_distribution_and_guidance_moves_actions()
 def test_windows_are_real_sub_trajectories(data):
     w = trajectory_windows(data, 8, stride=3)
     assert w.shape[1:] == (9, 6 + 2 + 2)
-    t = read_transitions(torch.as_tensor(w), TrajectoryLayout.fit(data), LOW, HIGH)
+    t = read_transitions(torch.as_tensor(w), TrajectoryLayout.fit(w, 6), LOW, HIGH)
     assert len(t) == len(w) * 8
     # every window transition is a real one: obs_{t+1} of the window is the data's next_obs
     real = {tuple(np.round(np.r_[o, n], 5)) for o, n in zip(data.obs, data.next_obs, strict=True)}
@@ -104,6 +104,52 @@ def test_windows_are_real_sub_trajectories(data):
         trajectory_windows(data, 1000)
 
 
+def test_delta_encoding_by_hand_and_both_encodings_round_trip():
+    # obs_dim 1, act_dim 1; two trajectories of 2 transitions: rows (obs, action, reward, done)
+    x = torch.tensor([[[1.0, 0.5, 0.0, 0.0], [3.0, -0.5, 0.0, 0.0], [7.0, 0.0, 0.0, 0.0]],
+                      [[2.0, 0.1, 1.0, 0.0], [2.0, 0.3, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]])  # fmt: skip
+    layout = TrajectoryLayout.fit(x.numpy(), 1, "delta")
+    # row 0's obs: 1, 2 -> mean 1.5, std 0.5; differences 2, 4, 0, -1 -> mean 1.25, std sqrt(3.6875)
+    assert layout.first_mean == pytest.approx((1.5,)) and layout.first_std == pytest.approx((0.5,))
+    assert layout.mean[0] == pytest.approx(1.25) and layout.std[0] == pytest.approx(math.sqrt(3.6875))
+    # actions over rows 0..1 only (row 2's placeholder is left out): 0.5, -0.5, 0.1, 0.3 -> mean 0.1
+    assert layout.mean[1] == pytest.approx(0.1)
+    z = layout.standardise(x)
+    assert z[0, 0, 0] == pytest.approx((1 - 1.5) / 0.5) and z[0, 2, 0] == pytest.approx((4 - 1.25) / layout.std[0])
+    assert torch.allclose(layout.unstandardise(z), x, atol=1e-6)
+    absolute = TrajectoryLayout.fit(x.numpy(), 1, "absolute")
+    assert absolute.mean[0] == pytest.approx(16 / 6) and absolute.first_mean == ()
+    assert torch.allclose(absolute.unstandardise(absolute.standardise(x)), x, atol=1e-6)
+    with pytest.raises(Exception, match="encoding must be one of"):
+        TrajectoryLayout.fit(x.numpy(), 1, "log")
+
+
+def test_read_transitions_ends_a_trajectory_at_its_first_terminal():
+    layout = TrajectoryLayout(1, 1, mean=(0.0,) * 4, std=(1.0,) * 4)
+    x = torch.zeros(2, 5, 4)
+    x[..., 0] = torch.arange(5.0)  # obs 0..4
+    x[0, 1, -1], x[0, 2, -1] = 0.7, 0.9  # terminal at transition 1 (and a flag after it, dropped)
+    x[1, 3, -1] = 0.4  # below 0.5: not terminal
+    t = read_transitions(x, layout, LOW[:1], HIGH[:1])
+    assert len(t) == 2 + 4 and t.terminated.tolist() == [False, True, False, False, False, False]
+    assert t.obs[:, 0].tolist() == [0, 1, 0, 1, 2, 3] and t.next_obs[:, 0].tolist() == [1, 2, 1, 2, 3, 4]
+
+
+def test_padded_windows_give_terminals_their_share(data):
+    plain, padded = trajectory_windows(data, 8, stride=2), trajectory_windows(data, 8, stride=2, pad_terminal=True)
+    layout = TrajectoryLayout.fit(padded, 6)
+    t, t0 = (
+        read_transitions(torch.as_tensor(padded), layout, LOW, HIGH),
+        read_transitions(torch.as_tensor(plain), layout, LOW, HIGH),
+    )
+    real = {tuple(np.round(np.r_[o, n], 5)) for o, n in zip(data.obs, data.next_obs, strict=True)}
+    assert all(tuple(np.round(np.r_[o, n], 5)) in real for o, n in zip(t.obs, t.next_obs, strict=True))
+    share = data.terminated.mean()
+    # a terminal sits in one plain window but in about length / stride = 4 padded ones, as any transition
+    assert t0.terminated.mean() < 0.5 * share and abs(t.terminated.mean() - share) < 0.4 * share
+    assert padded[:, :, -1].max() == 1.0 and np.all(np.diff(padded[:, :-1, -1], axis=1) >= 0)  # absorbing
+
+
 def test_synthetic_trajectories_follow_the_dynamics_better_than_mismatched_pairs(data):
     torch.manual_seed(0)
     from steerable.control.training.pgd_run import train_trajectory_model
@@ -111,11 +157,12 @@ def test_synthetic_trajectories_follow_the_dynamics_better_than_mismatched_pairs
     cfg = PGDConfig(
         length=4, stride=1, diffusion_steps=400, diffusion_hidden=128, diffusion_layers=2, diffusion_lr=3e-3
     )
-    layout = TrajectoryLayout.fit(data)
-    model, _ = train_trajectory_model(cfg, trajectory_windows(data, 4, 1), layout)
+    windows = trajectory_windows(data, 4, 1, cfg.pad_terminal)
+    layout = TrajectoryLayout.fit(windows, 6, cfg.encoding)
+    model, _ = train_trajectory_model(cfg, windows, layout)
     traj, _ = sample_trajectories(model, layout, 256, 4, 16, 1)
     t = read_transitions(traj, layout, LOW, HIGH)
-    assert t.obs.shape == (256 * 4, 6) and t.action.shape == (256 * 4, 2) and np.isfinite(t.obs).all()
+    assert len(t) <= 256 * 4 and t.obs.shape[1] == 6 and t.action.shape == (len(t), 2) and np.isfinite(t.obs).all()
     assert (np.abs(t.action) <= 1).all()
     res = dynamics_residual(t)
     mismatched = np.random.default_rng(0).permutation(t.next_obs)

@@ -32,6 +32,7 @@ from steerable.config import check, opt
 from steerable.control.policies.normalize import ActionScale, ObsScale
 from steerable.control.training.pgd import (
     EDM,
+    ENCODINGS,
     PolicyGuide,
     TrajectoryLayout,
     Transitions,
@@ -61,6 +62,8 @@ class PGDConfig:
     arms: str = opt("real,unguided,pgd", "Comma-separated arms to train: real, unguided, pgd.", min_len=1)
     length: int = opt(16, "Transitions per synthetic sub-trajectory.", ge=1, le=128)
     stride: int = opt(2, "Steps between the starts of training windows.", ge=1, le=128)
+    encoding: str = opt("delta", "Observations as delta (row 0's, then differences) or absolute (the authors').")
+    pad_terminal: bool = opt(True, "Continue terminated episodes by absorbing rows (terminals keep their share).")
     diffusion_steps: int = opt(4000, "Gradient steps of the trajectory model.", ge=1, le=10_000_000)
     diffusion_hidden: int = opt(256, "Trajectory denoiser width.", ge=8, le=4096)
     diffusion_layers: int = opt(3, "Trajectory denoiser hidden layers.", ge=1, le=8)
@@ -93,6 +96,8 @@ class PGDConfig:
             raise ConfigError(f"pgd: --arms takes a comma-separated subset of {','.join(ARMS)} (got {self.arms!r})")
         if self.synth_batch >= self.batch:
             raise ConfigError(f"pgd: synth-batch must be < batch (got {self.synth_batch} >= {self.batch})")
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"pgd: --encoding takes one of {', '.join(ENCODINGS)} (got {self.encoding!r})")
         if self.guidance_delay >= self.sample_steps:
             raise ConfigError(f"pgd: guidance-delay must be < sample-steps (got {self.guidance_delay})")
 
@@ -133,31 +138,34 @@ def train_trajectory_model(cfg: PGDConfig, windows: np.ndarray, layout: Trajecto
 
 def _model_key(cfg: PGDConfig, data: Dataset) -> dict:
     """What the trajectory model is a function of: its settings and the data's contents (not just its path)."""
-    keys = ("env", "length", "stride", "diffusion_steps", "diffusion_hidden", "diffusion_layers", "diffusion_lr",
-            "seed")  # fmt: skip
+    keys = ("env", "length", "stride", "encoding", "pad_terminal", "diffusion_steps", "diffusion_hidden",
+            "diffusion_layers", "diffusion_lr", "seed")  # fmt: skip
     digest = hashlib.sha1()
     for col in (data.obs, data.action, data.reward, data.next_obs, data.terminated, data.episode):
         digest.update(np.ascontiguousarray(col).tobytes())
     return {k: getattr(cfg, k) for k in keys} | {"data_sha1": digest.hexdigest()}
 
 
-def load_or_train_model(cfg: PGDConfig, data: Dataset, layout: TrajectoryLayout) -> tuple[MLPDenoiser, dict]:
-    """The trajectory model in ``out/trajectory_model`` when it was made with the same settings and data, else a
-    new one (written there)."""
+def load_or_train_model(cfg: PGDConfig, data: Dataset) -> tuple[MLPDenoiser, TrajectoryLayout, dict]:
+    """The trajectory model and its layout in ``out/trajectory_model`` when made with the same settings and data,
+    else new ones (written there)."""
     where = Path(cfg.out) / "trajectory_model" if cfg.out else None
     if where is not None and (where / "made.json").exists():
         made = json.loads((where / "made.json").read_text())
-        if made.get("key") == _model_key(cfg, data):
+        if made.get("key") == _model_key(cfg, data) and "layout" in made:
             _log(f"pgd: reusing the trajectory model in {where}")
-            return MLPDenoiser.from_pretrained(where).eval(), made["record"]
-    windows = trajectory_windows(data, cfg.length, cfg.stride)
-    _log(f"pgd: {len(windows)} training windows of {cfg.length} transitions")
+            layout = TrajectoryLayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in made["layout"].items()})
+            return MLPDenoiser.from_pretrained(where).eval(), layout, made["record"]
+    windows = trajectory_windows(data, cfg.length, cfg.stride, cfg.pad_terminal)
+    layout = TrajectoryLayout.fit(windows, data.obs.shape[1], cfg.encoding)
+    _log(f"pgd: {len(windows)} training windows of {cfg.length} transitions ({cfg.encoding} observations)")
     model, record = train_trajectory_model(cfg, windows, layout)
     record["windows"] = len(windows)
     if where is not None:
         model.save_pretrained(where)
-        (where / "made.json").write_text(json.dumps({"key": _model_key(cfg, data), "record": record}))
-    return model, record
+        made = {"key": _model_key(cfg, data), "record": record, "layout": asdict(layout)}
+        (where / "made.json").write_text(json.dumps(made))
+    return model, layout, record
 
 
 def synthesize(cfg, model, layout, agent, guided: bool, seed: int, low, high) -> tuple[Transitions, dict]:
@@ -232,8 +240,7 @@ def run_pgd(cfg: PGDConfig) -> dict:
                           f"{env.observation_space.shape[0]}: pass the env the data came from with --env")  # fmt: skip
     action_scale = ActionScale.from_space(env.action_space)
     low, high = np.asarray(action_scale.low, np.float32), np.asarray(action_scale.high, np.float32)
-    layout = TrajectoryLayout.fit(data)
-    model, model_record = load_or_train_model(cfg, data, layout)
+    model, layout, model_record = load_or_train_model(cfg, data)
     real = Transitions.from_dataset(data)
     obs_scale = ObsScale.fit(data.obs)
     result: dict = {"config": asdict(cfg), "trajectory_model": model_record, "real_transitions": len(real), "arms": {}}
