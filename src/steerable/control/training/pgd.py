@@ -4,7 +4,8 @@ samples by the target policy's action likelihood, so its synthetic trajectories 
 follow the data's dynamics.
 
 The model is EDM (Karras et al. 2022) over whole sub-trajectories: ``length + 1`` rows of
-(obs, action, reward, terminated), each column standardised by the dataset's mean/std; transition t of a
+(obs, action, reward, terminated), each column standardised by its mean/std over the training windows
+(observations after row 0 as differences, see :class:`TrajectoryLayout`); transition t of a
 sample is (obs_t, a_t, r_t, done_t, obs_{t+1}). Windows never cross episodes; a terminated episode's last
 window ends on its terminal transition (its next observation is the extra row), as the authors add
 terminal-ending windows. Training is EDM's preconditioned denoiser loss (log-normal sigma, P_mean -1.2,
@@ -40,6 +41,14 @@ Where it differs from the authors' code, and why:
 - Each trajectory's noise comes from its own counter-based stream (the diffusion room's convention), not one
   generator for the batch.
 - CPU sizes: 64 sampling steps (theirs 256), sub-trajectories of 16 transitions (theirs 32).
+- Observations are diffused as differences by default (``encoding="delta"``: row 0's observation, then
+  obs_t - obs_{t-1}, each column standardised over the windows); the authors diffuse every row's
+  observation standardised (``"absolute"``). A PointNav step is 4% of a position std, and with the absolute
+  layout this MLP's synthetic steps came out 5.7x too long.
+- Terminated episodes are continued by absorbing rows (``pad_terminal``: last observation, action 0, reward
+  0, done 1) and windowed up to their last transition; a sample is cut after its first terminal. The
+  authors' windows hold a terminal only in the one window ending on it, so at stride 2 and 16 transitions
+  terminals are a sixth of their share of the data even before the model's error.
 """
 
 from __future__ import annotations
