@@ -16,6 +16,7 @@ from steerable.control.training.pgd import (  # noqa: E402
     guidance_coefficients,
     read_transitions,
     sample_trajectories,
+    terminal_consistency,
     trajectory_windows,
 )
 from steerable.control.training.pgd_run import PGDConfig, run_pgd  # noqa: E402
@@ -88,6 +89,29 @@ def test_edm_sampler_recovers_the_data_distribution_and_guidance_moves_actions()
     assert stats.guided_steps == 63 and stats.mean_shift > 0
     assert y[..., 1].mean() < x[..., 1].mean() - 0.05  # actions pulled toward the policy's -0.5
     assert abs(y[..., 0].mean().item() - x[..., 0].mean().item()) < 0.02  # observations are not guided
+
+
+def test_inpainted_starts_are_kept_and_leave_the_rest_to_the_model():
+    # per-entry independent data N(0.5, 0.4^2): inpainting row 0's observation must not move the other entries
+    layout = TrajectoryLayout(1, 1, mean=(0.0,) * 4, std=(1.0,) * 4)
+    model = GaussianDenoiser(0.5, 0.4)
+    starts = np.linspace(-3, 3, 2000, dtype=np.float32)[:, None]
+    x, _ = sample_trajectories(model, layout, 2000, 3, 64, 0, starts=starts)
+    assert torch.allclose(x[:, 0, 0], torch.as_tensor(starts[:, 0]))
+    assert abs(x[:, 1:, 0].mean().item() - 0.5) < 0.02 and abs(x[:, 1:, 0].std().item() - 0.4) < 0.02
+    assert abs(x[:, 0, 1].mean().item() - 0.5) < 0.03  # row 0's action is still the model's
+    delta = TrajectoryLayout(1, 1, mean=(0.0,) * 4, std=(1.0,) * 4, encoding="delta", first_mean=(1.0,),
+                             first_std=(2.0,))  # fmt: skip
+    y, _ = sample_trajectories(model, delta, 8, 3, 8, 0, starts=starts[:8])
+    assert torch.allclose(y[:, 0, 0], torch.as_tensor(starts[:8, 0]), atol=1e-5)
+
+
+def test_terminal_consistency_by_hand():
+    # next positions: in the wall (x > 1), at the goal (0, 0) within 0.3, and free; flags: none, goal, one false
+    nxt = np.array([[2, 0, 0, 0, 0, 0], [0.1, 0, 0, 0, 0, 0], [0.5, 0, 0, 0, 0, 0], [0.5, 0.5, 0, 0, 0, 0]])
+    t = Transitions(nxt, np.zeros((4, 2)), np.zeros(4), nxt, np.array([False, True, True, False]))
+    c = terminal_consistency(t, lambda p: p[:, 0] > 1, 0.3)
+    assert c == {"missed": 0.25, "false": 0.25}
 
 
 def test_windows_are_real_sub_trajectories(data):
@@ -193,6 +217,10 @@ def test_config_bounds():
         PGDConfig(batch=16, synth_batch=16)
     with pytest.raises(ConfigError, match="guidance must be >= 0"):
         PGDConfig(guidance=-1)
+    with pytest.raises(ConfigError, match="--starts takes sampled or real"):
+        PGDConfig(starts="data")
+    with pytest.raises(ConfigError, match="--encoding takes one of"):
+        PGDConfig(encoding="log")
 
 
 def test_run_pgd_end_to_end_and_reuses_the_trajectory_model(tmp_path, data):
@@ -205,6 +233,9 @@ def test_run_pgd_end_to_end_and_reuses_the_trajectory_model(tmp_path, data):
     pgd, unguided = r["arms"]["pgd"]["synthetic_sets"], r["arms"]["unguided"]["synthetic_sets"]
     assert [s["guided_steps"] for s in pgd] == [0, 2] and [s["guided_steps"] for s in unguided] == [0, 0]
     assert json.loads((tmp_path / "o" / "results.json").read_text())["arms"]["real"]["steps"] == 4
+    assert set(pgd[0]["terminal_consistency"]) == {"missed", "false"}
+    inpainted = run_pgd(PGDConfig(**{**cfg.__dict__, "arms": "pgd", "starts": "real"}))["arms"]["pgd"]
+    assert [s["guided_steps"] for s in inpainted["synthetic_sets"]] == [0, 2]
     r2 = run_pgd(PGDConfig(**{**cfg.__dict__, "arms": "real"}))
     assert r2["trajectory_model"] == r["trajectory_model"]  # reused, not retrained
     make_dataset(DataConfig(out="-", episodes=5, seed=4)).save(tmp_path / "d.npz")  # other data, same path

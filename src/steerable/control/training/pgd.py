@@ -65,6 +65,7 @@ from steerable.control.worlds.data import Dataset
 from steerable.diffusion.denoiser import MLPDenoiser
 from steerable.diffusion.edm import EDMProcess, edm_denoise, edm_scheduler
 from steerable.errors import InputError
+from steerable.streams import gaussian, stream
 
 # ---------------------------------------------------------------- the data as trajectories
 ENCODINGS = ("absolute", "delta")
@@ -300,15 +301,30 @@ def sample_trajectories(
     seed: int,
     guide: PolicyGuide | None = None,
     coefficients: list[float] | None = None,
+    starts: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """n trajectories ``[n, length + 1, width]`` in data units by EDM's stochastic Heun sampler (the diffusion
     room's :class:`~steerable.diffusion.edm.EDMProcess`, row r on its own noise stream from ``seed``), each step's
-    action columns first moved by ``coefficients[i] * guide.grad`` when a guide is given."""
-    fired: list[float] = []
+    action columns first moved by ``coefficients[i] * guide.grad`` when a guide is given.
 
-    def guidance(x: torch.Tensor, i: int) -> torch.Tensor:
+    ``starts`` ``[n, obs_dim]`` (data units): each trajectory's first observation is inpainted by replacement
+    (before step i, row 0's observation columns are set to the start's, standardised, plus sigma_i times noise
+    from the row's stream; exactly the start at the end), so the model samples p(trajectory | s_0)."""
+    fired: list[float] = []
+    o = layout.obs_dim
+    process = EDMProcess(model, steps, (length + 1, layout.width))
+    if starts is not None:
+        known = torch.zeros(n, length + 1, layout.width)
+        known[:, 0, :o] = torch.as_tensor(starts, dtype=torch.float32)
+        known = layout.standardise(known)[:, 0, :o]  # [n, obs_dim]; row 0 is encoded as it is
+        rows = torch.tensor([stream(seed, r) for r in range(n)], dtype=torch.long)
+
+    def hook(x: torch.Tensor, i: int) -> torch.Tensor:
+        if starts is not None:
+            x = x.clone()
+            x[:, 0, :o] = known + process.sigmas[i] * gaussian(rows, _INPAINT + i, o).to(x.dtype)
         lam = coefficients[i] if coefficients is not None else 0.0
-        if lam == 0.0:
+        if guide is None or lam == 0.0:
             return x
         step = lam * guide.grad(x, layout)
         x = x.clone()
@@ -316,12 +332,17 @@ def sample_trajectories(
         fired.append(float(step.abs().mean()))
         return x
 
-    process = EDMProcess(model, steps, (length + 1, layout.width), guidance=guidance if guide is not None else None)
+    process.guidance = hook if (guide is not None or starts is not None) else None
     state = process.init(None, n, seed)
     while not all(process.is_terminal(state)):
         process.propose(state)
+    if starts is not None:
+        state.x[:, 0, :o] = known
     stats = SampleStats(process.usage.nfe // n, len(fired), float(np.mean(fired)) if fired else 0.0)
     return layout.unstandardise(state.x), stats
+
+
+_INPAINT = 1 << 20  # stream counters of the inpainting noise (x_T uses -1, step i's churn i)
 
 
 # ---------------------------------------------------------------- how well transitions follow the dynamics
@@ -335,3 +356,13 @@ def dynamics_residual(t: Transitions, dt: float = 0.1, damping: float = 0.98) ->
     dp = np.abs(t.next_obs[:, :2] - (p + dt * t.next_obs[:, 2:4])).mean()
     dg = np.abs(t.next_obs[:, 4:6] - goal).mean()
     return {"velocity": round(float(dv), 4), "position": round(float(dp), 4), "goal": round(float(dg), 4)}
+
+
+def terminal_consistency(t: Transitions, collides: Callable[[np.ndarray], np.ndarray], goal_radius: float) -> dict:
+    """PointNav's terminal rule against each transition: ``missed`` the share whose next position is in an
+    obstacle, outside the arena or within ``goal_radius`` of the goal with no terminal flag (a synthetic step
+    through a wall), ``false`` the share flagged terminal with none of these. Real data: both 0."""
+    p = t.next_obs[:, :2].astype(np.float64)
+    event = collides(p) | (np.linalg.norm(p - t.next_obs[:, 4:6], axis=1) < goal_radius)
+    return {"missed": round(float((event & ~t.terminated).mean()), 4),
+            "false": round(float((t.terminated & ~event).mean()), 4)}  # fmt: skip

@@ -40,6 +40,7 @@ from steerable.control.training.pgd import (
     guidance_coefficients,
     read_transitions,
     sample_trajectories,
+    terminal_consistency,
     trajectory_windows,
 )
 from steerable.control.training.td3bc import TD3BC, AgentController, TD3BCConfig, TransitionSampler
@@ -64,6 +65,7 @@ class PGDConfig:
     stride: int = opt(2, "Steps between the starts of training windows.", ge=1, le=128)
     encoding: str = opt("delta", "Observations as delta (row 0's, then differences) or absolute (the authors').")
     pad_terminal: bool = opt(True, "Continue terminated episodes by absorbing rows (terminals keep their share).")
+    starts: str = opt("sampled", "First observations: sampled with the rest (the authors') or inpainted real ones.")
     diffusion_steps: int = opt(4000, "Gradient steps of the trajectory model.", ge=1, le=10_000_000)
     diffusion_hidden: int = opt(256, "Trajectory denoiser width.", ge=8, le=4096)
     diffusion_layers: int = opt(3, "Trajectory denoiser hidden layers.", ge=1, le=8)
@@ -98,6 +100,8 @@ class PGDConfig:
             raise ConfigError(f"pgd: synth-batch must be < batch (got {self.synth_batch} >= {self.batch})")
         if self.encoding not in ENCODINGS:
             raise ConfigError(f"pgd: --encoding takes one of {', '.join(ENCODINGS)} (got {self.encoding!r})")
+        if self.starts not in ("sampled", "real"):
+            raise ConfigError(f"pgd: --starts takes sampled or real (got {self.starts!r})")
         if self.guidance_delay >= self.sample_steps:
             raise ConfigError(f"pgd: guidance-delay must be < sample-steps (got {self.guidance_delay})")
 
@@ -168,15 +172,19 @@ def load_or_train_model(cfg: PGDConfig, data: Dataset) -> tuple[MLPDenoiser, Tra
     return model, layout, record
 
 
-def synthesize(cfg, model, layout, agent, guided: bool, seed: int, low, high) -> tuple[Transitions, dict]:
+def synthesize(cfg, model, layout, agent, guided: bool, seed: int, low, high, real=None) -> tuple[Transitions, dict]:
     """One synthetic set: ``cfg.synth_trajectories`` trajectories from ``seed``, guided by ``agent`` when
-    ``guided``."""
+    ``guided``; with ``cfg.starts == "real"`` each starts from a real observation drawn (from ``seed``) out of
+    ``real``."""
+    starts = None
+    if cfg.starts == "real":
+        starts = real.obs[np.random.default_rng(seed).integers(len(real), size=cfg.synth_trajectories)]
     guide, coefs = None, None
     if guided and cfg.guidance > 0:
         guide = PolicyGuide(lambda o: agent.pi(o), agent.action_scale.normalize, cfg.normalise_guidance)
         coefs = guidance_coefficients(cfg.guidance, cfg.sample_steps, cfg.cosine, cfg.guidance_delay)
     traj, stats = sample_trajectories(model, layout, cfg.synth_trajectories, cfg.length, cfg.sample_steps, seed,
-                                      guide=guide, coefficients=coefs)  # fmt: skip
+                                      guide=guide, coefficients=coefs, starts=starts)  # fmt: skip
     t = read_transitions(traj, layout, low, high)
     info = {"guided_steps": stats.guided_steps, "mean_shift": round(stats.mean_shift, 5), "nfe": stats.nfe}
     return t, info | {
@@ -192,6 +200,12 @@ def _on_policy_gap(agent: TD3BC, t: Transitions) -> float:
         return round(float(((agent.pi(torch.as_tensor(t.obs)) - a) ** 2).sum(-1).mean()), 4)
 
 
+def _consistency(t: Transitions, env_name: str) -> dict:
+    env = make_env(env_name)
+    env = getattr(env, "unwrapped", env)
+    return terminal_consistency(t, env.collides, env.config.goal_radius)
+
+
 def train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high) -> tuple[TD3BC, dict]:
     torch.manual_seed(cfg.seed)  # every arm's networks start the same
     agent = TD3BC(obs_scale, action_scale, TD3BCConfig.of(cfg))
@@ -201,11 +215,12 @@ def train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high)
     for step in range(cfg.agent_steps):
         if arm != "real" and step % cfg.lifetime == 0:
             guided = arm == "pgd" and step > 0  # the first set is unguided (the authors start with no agent)
-            synth, info = synthesize(cfg, model, layout, agent, guided, mix(cfg.seed, 2, step), low, high)
+            synth, info = synthesize(cfg, model, layout, agent, guided, mix(cfg.seed, 2, step), low, high, real)
             synth_s = TransitionSampler(synth, action_scale)
             info |= {"step": step, "on_policy_gap": _on_policy_gap(agent, synth)}
             if layout.obs_dim == 6:
                 info["dynamics_residual"] = dynamics_residual(synth)
+                info["terminal_consistency"] = _consistency(synth, cfg.env)
             regen.append(info)
             _log(f"pgd[{arm}]: synthetic set at step {step}: {json.dumps(info)}")
         if synth_s is None:
@@ -246,6 +261,7 @@ def run_pgd(cfg: PGDConfig) -> dict:
     result: dict = {"config": asdict(cfg), "trajectory_model": model_record, "real_transitions": len(real), "arms": {}}
     if layout.obs_dim == 6:
         result["real_dynamics_residual"] = dynamics_residual(real)
+        result["real_terminal_consistency"] = _consistency(real, cfg.env)
     for arm in cfg.arm_list:
         agent, record = train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high)
         eps = evaluate(
