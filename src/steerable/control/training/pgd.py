@@ -49,6 +49,8 @@ Where it differs from the authors' code, and why:
   0, done 1) and windowed up to their last transition; a sample is cut after its first terminal. The
   authors' windows hold a terminal only in the one window ending on it, so at stride 2 and 16 transitions
   terminals are a sixth of their share of the data even before the model's error.
+- ``starts`` (off unless ``--starts real``) inpaints each trajectory's first observation with a real one; the
+  authors sample whole trajectories.
 """
 
 from __future__ import annotations
