@@ -246,7 +246,8 @@ def test_run_pgd_end_to_end_and_reuses_the_trajectory_model(tmp_path, data):
 @pytest.mark.parametrize(
     "args, needle",
     [(["--synth-batch", "999"], "synth-batch must be < batch"), (["--guidance", "-1"], "guidance must be >= 0"),
-     (["--arms", "moon"], "--arms takes"), (["--data", "/no/such.npz"], "no dataset at /no/such.npz")],
+     (["--arms", "moon"], "--arms takes"), (["--data", "/no/such.npz"], "no dataset at /no/such.npz"),
+     (["--encoding", "log"], "--encoding takes one of"), (["--starts", "data"], "--starts takes sampled or real")],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line_and_exit_2(args, needle, capsys):
     from steerable.cli import run
