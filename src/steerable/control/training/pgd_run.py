@@ -201,8 +201,11 @@ def _on_policy_gap(agent: TD3BC, t: Transitions) -> float:
 
 
 def _consistency(t: Transitions, env_name: str) -> dict:
+    """PointNav's terminal rule against ``t`` (empty for an env without obstacles and a goal radius)."""
     env = make_env(env_name)
     env = getattr(env, "unwrapped", env)
+    if not hasattr(env, "collides") or not hasattr(getattr(env, "config", None), "goal_radius"):
+        return {}
     return terminal_consistency(t, env.collides, env.config.goal_radius)
 
 
