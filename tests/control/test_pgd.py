@@ -16,6 +16,7 @@ from steerable.control.training.pgd import (  # noqa: E402
     guidance_coefficients,
     read_transitions,
     sample_trajectories,
+    terminal_consistency,
     trajectory_windows,
 )
 from steerable.control.training.pgd_run import PGDConfig, run_pgd  # noqa: E402
@@ -90,10 +91,33 @@ def test_edm_sampler_recovers_the_data_distribution_and_guidance_moves_actions()
     assert abs(y[..., 0].mean().item() - x[..., 0].mean().item()) < 0.02  # observations are not guided
 
 
+def test_inpainted_starts_are_kept_and_leave_the_rest_to_the_model():
+    # per-entry independent data N(0.5, 0.4^2): inpainting row 0's observation must not move the other entries
+    layout = TrajectoryLayout(1, 1, mean=(0.0,) * 4, std=(1.0,) * 4)
+    model = GaussianDenoiser(0.5, 0.4)
+    starts = np.linspace(-3, 3, 2000, dtype=np.float32)[:, None]
+    x, _ = sample_trajectories(model, layout, 2000, 3, 64, 0, starts=starts)
+    assert torch.allclose(x[:, 0, 0], torch.as_tensor(starts[:, 0]))
+    assert abs(x[:, 1:, 0].mean().item() - 0.5) < 0.02 and abs(x[:, 1:, 0].std().item() - 0.4) < 0.02
+    assert abs(x[:, 0, 1].mean().item() - 0.5) < 0.03  # row 0's action is still the model's
+    delta = TrajectoryLayout(1, 1, mean=(0.0,) * 4, std=(1.0,) * 4, encoding="delta", first_mean=(1.0,),
+                             first_std=(2.0,))  # fmt: skip
+    y, _ = sample_trajectories(model, delta, 8, 3, 8, 0, starts=starts[:8])
+    assert torch.allclose(y[:, 0, 0], torch.as_tensor(starts[:8, 0]), atol=1e-5)
+
+
+def test_terminal_consistency_by_hand():
+    # next positions: in the wall (x > 1), at the goal (0, 0) within 0.3, and free; flags: none, goal, one false
+    nxt = np.array([[2, 0, 0, 0, 0, 0], [0.1, 0, 0, 0, 0, 0], [0.5, 0, 0, 0, 0, 0], [0.5, 0.5, 0, 0, 0, 0]])
+    t = Transitions(nxt, np.zeros((4, 2)), np.zeros(4), nxt, np.array([False, True, True, False]))
+    c = terminal_consistency(t, lambda p: p[:, 0] > 1, 0.3)
+    assert c == {"missed": 0.25, "false": 0.25}
+
+
 def test_windows_are_real_sub_trajectories(data):
     w = trajectory_windows(data, 8, stride=3)
     assert w.shape[1:] == (9, 6 + 2 + 2)
-    t = read_transitions(torch.as_tensor(w), TrajectoryLayout.fit(data), LOW, HIGH)
+    t = read_transitions(torch.as_tensor(w), TrajectoryLayout.fit(w, 6), LOW, HIGH)
     assert len(t) == len(w) * 8
     # every window transition is a real one: obs_{t+1} of the window is the data's next_obs
     real = {tuple(np.round(np.r_[o, n], 5)) for o, n in zip(data.obs, data.next_obs, strict=True)}
@@ -104,6 +128,52 @@ def test_windows_are_real_sub_trajectories(data):
         trajectory_windows(data, 1000)
 
 
+def test_delta_encoding_by_hand_and_both_encodings_round_trip():
+    # obs_dim 1, act_dim 1; two trajectories of 2 transitions: rows (obs, action, reward, done)
+    x = torch.tensor([[[1.0, 0.5, 0.0, 0.0], [3.0, -0.5, 0.0, 0.0], [7.0, 0.0, 0.0, 0.0]],
+                      [[2.0, 0.1, 1.0, 0.0], [2.0, 0.3, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]])  # fmt: skip
+    layout = TrajectoryLayout.fit(x.numpy(), 1, "delta")
+    # row 0's obs: 1, 2 -> mean 1.5, std 0.5; differences 2, 4, 0, -1 -> mean 1.25, std sqrt(3.6875)
+    assert layout.first_mean == pytest.approx((1.5,)) and layout.first_std == pytest.approx((0.5,))
+    assert layout.mean[0] == pytest.approx(1.25) and layout.std[0] == pytest.approx(math.sqrt(3.6875))
+    # actions over rows 0..1 only (row 2's placeholder is left out): 0.5, -0.5, 0.1, 0.3 -> mean 0.1
+    assert layout.mean[1] == pytest.approx(0.1)
+    z = layout.standardise(x)
+    assert z[0, 0, 0] == pytest.approx((1 - 1.5) / 0.5) and z[0, 2, 0] == pytest.approx((4 - 1.25) / layout.std[0])
+    assert torch.allclose(layout.unstandardise(z), x, atol=1e-6)
+    absolute = TrajectoryLayout.fit(x.numpy(), 1, "absolute")
+    assert absolute.mean[0] == pytest.approx(16 / 6) and absolute.first_mean == ()
+    assert torch.allclose(absolute.unstandardise(absolute.standardise(x)), x, atol=1e-6)
+    with pytest.raises(Exception, match="encoding must be one of"):
+        TrajectoryLayout.fit(x.numpy(), 1, "log")
+
+
+def test_read_transitions_ends_a_trajectory_at_its_first_terminal():
+    layout = TrajectoryLayout(1, 1, mean=(0.0,) * 4, std=(1.0,) * 4)
+    x = torch.zeros(2, 5, 4)
+    x[..., 0] = torch.arange(5.0)  # obs 0..4
+    x[0, 1, -1], x[0, 2, -1] = 0.7, 0.9  # terminal at transition 1 (and a flag after it, dropped)
+    x[1, 3, -1] = 0.4  # below 0.5: not terminal
+    t = read_transitions(x, layout, LOW[:1], HIGH[:1])
+    assert len(t) == 2 + 4 and t.terminated.tolist() == [False, True, False, False, False, False]
+    assert t.obs[:, 0].tolist() == [0, 1, 0, 1, 2, 3] and t.next_obs[:, 0].tolist() == [1, 2, 1, 2, 3, 4]
+
+
+def test_padded_windows_give_terminals_their_share(data):
+    plain, padded = trajectory_windows(data, 8, stride=2), trajectory_windows(data, 8, stride=2, pad_terminal=True)
+    layout = TrajectoryLayout.fit(padded, 6)
+    t, t0 = (
+        read_transitions(torch.as_tensor(padded), layout, LOW, HIGH),
+        read_transitions(torch.as_tensor(plain), layout, LOW, HIGH),
+    )
+    real = {tuple(np.round(np.r_[o, n], 5)) for o, n in zip(data.obs, data.next_obs, strict=True)}
+    assert all(tuple(np.round(np.r_[o, n], 5)) in real for o, n in zip(t.obs, t.next_obs, strict=True))
+    share = data.terminated.mean()
+    # a terminal sits in one plain window but in about length / stride = 4 padded ones, as any transition
+    assert t0.terminated.mean() < 0.5 * share and abs(t.terminated.mean() - share) < 0.4 * share
+    assert padded[:, :, -1].max() == 1.0 and np.all(np.diff(padded[:, :-1, -1], axis=1) >= 0)  # absorbing
+
+
 def test_synthetic_trajectories_follow_the_dynamics_better_than_mismatched_pairs(data):
     torch.manual_seed(0)
     from steerable.control.training.pgd_run import train_trajectory_model
@@ -111,11 +181,12 @@ def test_synthetic_trajectories_follow_the_dynamics_better_than_mismatched_pairs
     cfg = PGDConfig(
         length=4, stride=1, diffusion_steps=400, diffusion_hidden=128, diffusion_layers=2, diffusion_lr=3e-3
     )
-    layout = TrajectoryLayout.fit(data)
-    model, _ = train_trajectory_model(cfg, trajectory_windows(data, 4, 1), layout)
+    windows = trajectory_windows(data, 4, 1, cfg.pad_terminal)
+    layout = TrajectoryLayout.fit(windows, 6, cfg.encoding)
+    model, _ = train_trajectory_model(cfg, windows, layout)
     traj, _ = sample_trajectories(model, layout, 256, 4, 16, 1)
     t = read_transitions(traj, layout, LOW, HIGH)
-    assert t.obs.shape == (256 * 4, 6) and t.action.shape == (256 * 4, 2) and np.isfinite(t.obs).all()
+    assert len(t) <= 256 * 4 and t.obs.shape[1] == 6 and t.action.shape == (len(t), 2) and np.isfinite(t.obs).all()
     assert (np.abs(t.action) <= 1).all()
     res = dynamics_residual(t)
     mismatched = np.random.default_rng(0).permutation(t.next_obs)
@@ -146,6 +217,10 @@ def test_config_bounds():
         PGDConfig(batch=16, synth_batch=16)
     with pytest.raises(ConfigError, match="guidance must be >= 0"):
         PGDConfig(guidance=-1)
+    with pytest.raises(ConfigError, match="--starts takes sampled or real"):
+        PGDConfig(starts="data")
+    with pytest.raises(ConfigError, match="--encoding takes one of"):
+        PGDConfig(encoding="log")
 
 
 def test_run_pgd_end_to_end_and_reuses_the_trajectory_model(tmp_path, data):
@@ -158,6 +233,9 @@ def test_run_pgd_end_to_end_and_reuses_the_trajectory_model(tmp_path, data):
     pgd, unguided = r["arms"]["pgd"]["synthetic_sets"], r["arms"]["unguided"]["synthetic_sets"]
     assert [s["guided_steps"] for s in pgd] == [0, 2] and [s["guided_steps"] for s in unguided] == [0, 0]
     assert json.loads((tmp_path / "o" / "results.json").read_text())["arms"]["real"]["steps"] == 4
+    assert set(pgd[0]["terminal_consistency"]) == {"missed", "false"}
+    inpainted = run_pgd(PGDConfig(**{**cfg.__dict__, "arms": "pgd", "starts": "real"}))["arms"]["pgd"]
+    assert [s["guided_steps"] for s in inpainted["synthetic_sets"]] == [0, 2]
     r2 = run_pgd(PGDConfig(**{**cfg.__dict__, "arms": "real"}))
     assert r2["trajectory_model"] == r["trajectory_model"]  # reused, not retrained
     make_dataset(DataConfig(out="-", episodes=5, seed=4)).save(tmp_path / "d.npz")  # other data, same path
@@ -168,7 +246,8 @@ def test_run_pgd_end_to_end_and_reuses_the_trajectory_model(tmp_path, data):
 @pytest.mark.parametrize(
     "args, needle",
     [(["--synth-batch", "999"], "synth-batch must be < batch"), (["--guidance", "-1"], "guidance must be >= 0"),
-     (["--arms", "moon"], "--arms takes"), (["--data", "/no/such.npz"], "no dataset at /no/such.npz")],
+     (["--arms", "moon"], "--arms takes"), (["--data", "/no/such.npz"], "no dataset at /no/such.npz"),
+     (["--encoding", "log"], "--encoding takes one of"), (["--starts", "data"], "--starts takes sampled or real")],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line_and_exit_2(args, needle, capsys):
     from steerable.cli import run

@@ -4,7 +4,8 @@ samples by the target policy's action likelihood, so its synthetic trajectories 
 follow the data's dynamics.
 
 The model is EDM (Karras et al. 2022) over whole sub-trajectories: ``length + 1`` rows of
-(obs, action, reward, terminated), each column standardised by the dataset's mean/std; transition t of a
+(obs, action, reward, terminated), each column standardised by its mean/std over the training windows
+(observations after row 0 as differences, see :class:`TrajectoryLayout`); transition t of a
 sample is (obs_t, a_t, r_t, done_t, obs_{t+1}). Windows never cross episodes; a terminated episode's last
 window ends on its terminal transition (its next observation is the extra row), as the authors add
 terminal-ending windows. Training is EDM's preconditioned denoiser loss (log-normal sigma, P_mean -1.2,
@@ -40,6 +41,16 @@ Where it differs from the authors' code, and why:
 - Each trajectory's noise comes from its own counter-based stream (the diffusion room's convention), not one
   generator for the batch.
 - CPU sizes: 64 sampling steps (theirs 256), sub-trajectories of 16 transitions (theirs 32).
+- Observations are diffused as differences by default (``encoding="delta"``: row 0's observation, then
+  obs_t - obs_{t-1}, each column standardised over the windows); the authors diffuse every row's
+  observation standardised (``"absolute"``). A PointNav step is 4% of a position std, and with the absolute
+  layout this MLP's synthetic steps came out 5.7x too long.
+- Terminated episodes are continued by absorbing rows (``pad_terminal``: last observation, action 0, reward
+  0, done 1) and windowed up to their last transition; a sample is cut after its first terminal. The
+  authors' windows hold a terminal only in the one window ending on it, so at stride 2 and 16 transitions
+  terminals are a sixth of their share of the data even before the model's error.
+- ``starts`` (off unless ``--starts real``) inpaints each trajectory's first observation with a real one; the
+  authors sample whole trajectories.
 """
 
 from __future__ import annotations
@@ -56,17 +67,30 @@ from steerable.control.worlds.data import Dataset
 from steerable.diffusion.denoiser import MLPDenoiser
 from steerable.diffusion.edm import EDMProcess, edm_denoise, edm_scheduler
 from steerable.errors import InputError
-
+from steerable.streams import gaussian, stream
 
 # ---------------------------------------------------------------- the data as trajectories
+ENCODINGS = ("absolute", "delta")
+
+
 @dataclass(frozen=True)
 class TrajectoryLayout:
-    """Columns of a trajectory row: obs, action, reward, terminated; and each column's mean/std on the data."""
+    """Columns of a trajectory row (obs, action, reward, terminated), how the observations are encoded, and
+    each encoded column's mean/std over the training windows.
+
+    ``absolute`` encodes row t's observation as it is (the authors'); ``delta`` keeps row 0's observation and
+    encodes every later row's as obs_t - obs_{t-1}, so a step (PointNav: 0.04 of a position std) is a column
+    of its own scale instead of a difference of two columns the model must get right to 4% of their std.
+    ``mean``/``std`` are per column (rows >= 1 in delta: the obs columns are then the differences'),
+    ``first_mean``/``first_std`` row 0's observation columns in delta (empty in absolute)."""
 
     obs_dim: int
     act_dim: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    encoding: str = "absolute"
+    first_mean: tuple[float, ...] = ()
+    first_std: tuple[float, ...] = ()
 
     @property
     def width(self) -> int:
@@ -77,37 +101,86 @@ class TrajectoryLayout:
         return slice(self.obs_dim, self.obs_dim + self.act_dim)
 
     @classmethod
-    def fit(cls, data: Dataset) -> TrajectoryLayout:
-        cols = _rows(data.obs, data.action, data.reward, data.terminated)
-        return cls(data.obs.shape[1], data.action.shape[1], tuple(map(float, cols.mean(0))),
-                   tuple(float(max(s, 1e-3)) for s in cols.std(0)))  # fmt: skip
+    def fit(cls, windows: np.ndarray, obs_dim: int, encoding: str = "absolute") -> TrajectoryLayout:
+        """Per-column mean/std (std floored at 1e-3) of windows ``[n, length + 1, width]`` in data units, as the
+        authors normalise each dimension over their sub-trajectories; the last row's placeholder action, reward
+        and flag are left out."""
+        if encoding not in ENCODINGS:
+            raise InputError(f"pgd: encoding must be one of {', '.join(ENCODINGS)} (got {encoding!r})")
+        enc = _encode(np.asarray(windows, np.float32), obs_dim, encoding)
+        rows = enc[:, 1:] if encoding == "delta" else enc
+        obs = rows[..., :obs_dim].reshape(-1, obs_dim)
+        rest = enc[:, :-1, obs_dim:].reshape(-1, enc.shape[2] - obs_dim)
+        mean, std = np.r_[obs.mean(0), rest.mean(0)], np.r_[obs.std(0), rest.std(0)]
+        first = enc[:, 0, :obs_dim] if encoding == "delta" else np.zeros((1, 0))
+        floor = lambda v: tuple(float(max(x, 1e-3)) for x in v)  # noqa: E731
+        return cls(obs_dim, enc.shape[2] - obs_dim - 2, tuple(map(float, mean)), floor(std), encoding,
+                   tuple(map(float, first.mean(0))), floor(first.std(0)))  # fmt: skip
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean, std ``[length + 1, width]`` for trajectories shaped like ``x``."""
+        mean = torch.tensor(self.mean, dtype=x.dtype).expand(x.shape[-2], -1).clone()
+        std = torch.tensor(self.std, dtype=x.dtype).expand(x.shape[-2], -1).clone()
+        if self.encoding == "delta":
+            mean[0, : self.obs_dim] = torch.tensor(self.first_mean, dtype=x.dtype)
+            std[0, : self.obs_dim] = torch.tensor(self.first_std, dtype=x.dtype)
+        return mean, std
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - torch.tensor(self.mean, dtype=x.dtype)) / torch.tensor(self.std, dtype=x.dtype)
+        """Trajectories in data units -> the model's space (encoded, then standardised per column)."""
+        mean, std = self._stats(x)
+        return (_encode(x, self.obs_dim, self.encoding) - mean) / std
 
     def unstandardise(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.tensor(self.std, dtype=x.dtype) + torch.tensor(self.mean, dtype=x.dtype)
+        """The model's space -> trajectories in data units (the inverse of :meth:`standardise`)."""
+        mean, std = self._stats(x)
+        return _decode(x * std + mean, self.obs_dim, self.encoding)
+
+
+def _encode(x, obs_dim: int, encoding: str):
+    """[..., rows, width] in data units -> encoded: in delta, rows >= 1 hold obs_t - obs_{t-1}."""
+    if encoding == "absolute":
+        return x
+    out = x.clone() if isinstance(x, torch.Tensor) else x.copy()
+    out[..., 1:, :obs_dim] = x[..., 1:, :obs_dim] - x[..., :-1, :obs_dim]
+    return out
+
+
+def _decode(x: torch.Tensor, obs_dim: int, encoding: str) -> torch.Tensor:
+    """The inverse of :func:`_encode`: obs_t = obs_0 + the sum of the differences up to t."""
+    if encoding == "absolute":
+        return x
+    return torch.cat([x[..., :obs_dim].cumsum(-2), x[..., obs_dim:]], -1)
 
 
 def _rows(obs, action, reward, terminated) -> np.ndarray:
     return np.concatenate([obs, action, reward[:, None], terminated[:, None].astype(np.float32)], 1).astype(np.float32)
 
 
-def trajectory_windows(data: Dataset, length: int, stride: int = 1) -> np.ndarray:
+def trajectory_windows(data: Dataset, length: int, stride: int = 1, pad_terminal: bool = False) -> np.ndarray:
     """Sub-trajectories ``[windows, length + 1, width]`` in data units: rows t = 0..length-1 are transitions
     (obs_t, a_t, r_t, done_t); row ``length`` holds obs_{length} (action, reward, done set to 0, never read).
     Windows start every ``stride`` steps inside an episode, plus one ending on each episode's last transition;
-    episodes shorter than ``length`` give none."""
+    episodes shorter than ``length`` give none.
+
+    ``pad_terminal``: a terminated episode is continued past its terminal transition by absorbing rows (its
+    last next observation, action 0, reward 0, done 1) and its windows start every ``stride`` steps up to its
+    last transition, so the terminal transition sits in as many windows as any other (without padding it is
+    in one, an eighth of its share at stride 2, length 16); :func:`read_transitions` cuts a trajectory after
+    its first terminal transition."""
     out = []
     for sl in data.episode_slices():
         n = sl.stop - sl.start
-        if n < length:
+        pad = pad_terminal and bool(data.terminated[sl][-1])
+        if n < length and not pad:
             continue
         rows = _rows(data.obs[sl], data.action[sl], data.reward[sl], data.terminated[sl])
-        last = np.zeros((1, rows.shape[1]), np.float32)
-        last[0, : data.obs.shape[1]] = data.next_obs[sl][-1]
+        last = np.zeros((length if pad else 1, rows.shape[1]), np.float32)
+        last[:, : data.obs.shape[1]] = data.next_obs[sl][-1]
+        last[:, -1] = float(pad)  # absorbing rows stay terminal
         seq = np.concatenate([rows, last])
-        for s in sorted(set(range(0, n - length + 1, stride)) | {n - length}):
+        starts = range(0, n, stride) if pad else sorted(set(range(0, n - length + 1, stride)) | {n - length})
+        for s in starts:
             out.append(seq[s : s + length + 1])
     if not out:
         raise InputError(f"pgd: no episode has {length} transitions: pass a smaller --length")
@@ -134,16 +207,19 @@ class Transitions:
 
 def read_transitions(traj: torch.Tensor, layout: TrajectoryLayout, low: np.ndarray, high: np.ndarray) -> Transitions:
     """Transitions of trajectories ``[n, length + 1, width]`` in data units: obs_{t+1} is transition t's next
-    observation; actions clipped to [low, high]; done when the sampled flag exceeds 0.5 (as the authors)."""
+    observation; actions clipped to [low, high]; done when the sampled flag exceeds 0.5 (as the authors). A
+    trajectory ends at its first terminal transition: what follows it is dropped (no state follows a terminal;
+    in padded training windows those rows are absorbing padding)."""
     x = traj.detach().numpy()
     o, a = layout.obs_dim, layout.act
-    flat = lambda v: v.reshape(-1, *v.shape[2:])  # noqa: E731
+    done = x[:, :-1, -1] > 0.5  # [n, length]
+    keep = (np.cumsum(done, 1) - done) == 0  # at or before the first terminal
     return Transitions(
-        obs=flat(x[:, :-1, :o]).astype(np.float32),
-        action=np.clip(flat(x[:, :-1, a]), low, high).astype(np.float32),
-        reward=flat(x[:, :-1, -2]).astype(np.float32),
-        next_obs=flat(x[:, 1:, :o]).astype(np.float32),
-        terminated=flat(x[:, :-1, -1]) > 0.5,
+        obs=x[:, :-1, :o][keep].astype(np.float32),
+        action=np.clip(x[:, :-1, a][keep], low, high).astype(np.float32),
+        reward=x[:, :-1, -2][keep].astype(np.float32),
+        next_obs=x[:, 1:, :o][keep].astype(np.float32),
+        terminated=done[keep],
     )
 
 
@@ -227,15 +303,30 @@ def sample_trajectories(
     seed: int,
     guide: PolicyGuide | None = None,
     coefficients: list[float] | None = None,
+    starts: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """n trajectories ``[n, length + 1, width]`` in data units by EDM's stochastic Heun sampler (the diffusion
     room's :class:`~steerable.diffusion.edm.EDMProcess`, row r on its own noise stream from ``seed``), each step's
-    action columns first moved by ``coefficients[i] * guide.grad`` when a guide is given."""
-    fired: list[float] = []
+    action columns first moved by ``coefficients[i] * guide.grad`` when a guide is given.
 
-    def guidance(x: torch.Tensor, i: int) -> torch.Tensor:
+    ``starts`` ``[n, obs_dim]`` (data units): each trajectory's first observation is inpainted by replacement
+    (before step i, row 0's observation columns are set to the start's, standardised, plus sigma_i times noise
+    from the row's stream; exactly the start at the end), so the model samples p(trajectory | s_0)."""
+    fired: list[float] = []
+    o = layout.obs_dim
+    process = EDMProcess(model, steps, (length + 1, layout.width))
+    if starts is not None:
+        known = torch.zeros(n, length + 1, layout.width)
+        known[:, 0, :o] = torch.as_tensor(starts, dtype=torch.float32)
+        known = layout.standardise(known)[:, 0, :o]  # [n, obs_dim]; row 0 is encoded as it is
+        rows = torch.tensor([stream(seed, r) for r in range(n)], dtype=torch.long)
+
+    def hook(x: torch.Tensor, i: int) -> torch.Tensor:
+        if starts is not None:
+            x = x.clone()
+            x[:, 0, :o] = known + process.sigmas[i] * gaussian(rows, _INPAINT + i, o).to(x.dtype)
         lam = coefficients[i] if coefficients is not None else 0.0
-        if lam == 0.0:
+        if guide is None or lam == 0.0:
             return x
         step = lam * guide.grad(x, layout)
         x = x.clone()
@@ -243,12 +334,17 @@ def sample_trajectories(
         fired.append(float(step.abs().mean()))
         return x
 
-    process = EDMProcess(model, steps, (length + 1, layout.width), guidance=guidance if guide is not None else None)
+    process.guidance = hook if (guide is not None or starts is not None) else None
     state = process.init(None, n, seed)
     while not all(process.is_terminal(state)):
         process.propose(state)
+    if starts is not None:
+        state.x[:, 0, :o] = known
     stats = SampleStats(process.usage.nfe // n, len(fired), float(np.mean(fired)) if fired else 0.0)
     return layout.unstandardise(state.x), stats
+
+
+_INPAINT = 1 << 20  # stream counters of the inpainting noise (x_T uses -1, step i's churn i)
 
 
 # ---------------------------------------------------------------- how well transitions follow the dynamics
@@ -262,3 +358,13 @@ def dynamics_residual(t: Transitions, dt: float = 0.1, damping: float = 0.98) ->
     dp = np.abs(t.next_obs[:, :2] - (p + dt * t.next_obs[:, 2:4])).mean()
     dg = np.abs(t.next_obs[:, 4:6] - goal).mean()
     return {"velocity": round(float(dv), 4), "position": round(float(dp), 4), "goal": round(float(dg), 4)}
+
+
+def terminal_consistency(t: Transitions, collides: Callable[[np.ndarray], np.ndarray], goal_radius: float) -> dict:
+    """PointNav's terminal rule against each transition: ``missed`` the share whose next position is in an
+    obstacle, outside the arena or within ``goal_radius`` of the goal with no terminal flag (a synthetic step
+    through a wall), ``false`` the share flagged terminal with none of these. Real data: both 0."""
+    p = t.next_obs[:, :2].astype(np.float64)
+    event = collides(p) | (np.linalg.norm(p - t.next_obs[:, 4:6], axis=1) < goal_radius)
+    return {"missed": round(float((event & ~t.terminated).mean()), 4),
+            "false": round(float((t.terminated & ~event).mean()), 4)}  # fmt: skip

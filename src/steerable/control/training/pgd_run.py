@@ -32,6 +32,7 @@ from steerable.config import check, opt
 from steerable.control.policies.normalize import ActionScale, ObsScale
 from steerable.control.training.pgd import (
     EDM,
+    ENCODINGS,
     PolicyGuide,
     TrajectoryLayout,
     Transitions,
@@ -39,6 +40,7 @@ from steerable.control.training.pgd import (
     guidance_coefficients,
     read_transitions,
     sample_trajectories,
+    terminal_consistency,
     trajectory_windows,
 )
 from steerable.control.training.td3bc import TD3BC, AgentController, TD3BCConfig, TransitionSampler
@@ -61,6 +63,9 @@ class PGDConfig:
     arms: str = opt("real,unguided,pgd", "Comma-separated arms to train: real, unguided, pgd.", min_len=1)
     length: int = opt(16, "Transitions per synthetic sub-trajectory.", ge=1, le=128)
     stride: int = opt(2, "Steps between the starts of training windows.", ge=1, le=128)
+    encoding: str = opt("delta", "Observations as delta (row 0's, then differences) or absolute (the authors').")
+    pad_terminal: bool = opt(True, "Continue terminated episodes by absorbing rows (terminals keep their share).")
+    starts: str = opt("sampled", "First observations: sampled with the rest (the authors') or inpainted real ones.")
     diffusion_steps: int = opt(4000, "Gradient steps of the trajectory model.", ge=1, le=10_000_000)
     diffusion_hidden: int = opt(256, "Trajectory denoiser width.", ge=8, le=4096)
     diffusion_layers: int = opt(3, "Trajectory denoiser hidden layers.", ge=1, le=8)
@@ -93,6 +98,10 @@ class PGDConfig:
             raise ConfigError(f"pgd: --arms takes a comma-separated subset of {','.join(ARMS)} (got {self.arms!r})")
         if self.synth_batch >= self.batch:
             raise ConfigError(f"pgd: synth-batch must be < batch (got {self.synth_batch} >= {self.batch})")
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"pgd: --encoding takes one of {', '.join(ENCODINGS)} (got {self.encoding!r})")
+        if self.starts not in ("sampled", "real"):
+            raise ConfigError(f"pgd: --starts takes sampled or real (got {self.starts!r})")
         if self.guidance_delay >= self.sample_steps:
             raise ConfigError(f"pgd: guidance-delay must be < sample-steps (got {self.guidance_delay})")
 
@@ -133,42 +142,49 @@ def train_trajectory_model(cfg: PGDConfig, windows: np.ndarray, layout: Trajecto
 
 def _model_key(cfg: PGDConfig, data: Dataset) -> dict:
     """What the trajectory model is a function of: its settings and the data's contents (not just its path)."""
-    keys = ("env", "length", "stride", "diffusion_steps", "diffusion_hidden", "diffusion_layers", "diffusion_lr",
-            "seed")  # fmt: skip
+    keys = ("env", "length", "stride", "encoding", "pad_terminal", "diffusion_steps", "diffusion_hidden",
+            "diffusion_layers", "diffusion_lr", "seed")  # fmt: skip
     digest = hashlib.sha1()
     for col in (data.obs, data.action, data.reward, data.next_obs, data.terminated, data.episode):
         digest.update(np.ascontiguousarray(col).tobytes())
     return {k: getattr(cfg, k) for k in keys} | {"data_sha1": digest.hexdigest()}
 
 
-def load_or_train_model(cfg: PGDConfig, data: Dataset, layout: TrajectoryLayout) -> tuple[MLPDenoiser, dict]:
-    """The trajectory model in ``out/trajectory_model`` when it was made with the same settings and data, else a
-    new one (written there)."""
+def load_or_train_model(cfg: PGDConfig, data: Dataset) -> tuple[MLPDenoiser, TrajectoryLayout, dict]:
+    """The trajectory model and its layout in ``out/trajectory_model`` when made with the same settings and data,
+    else new ones (written there)."""
     where = Path(cfg.out) / "trajectory_model" if cfg.out else None
     if where is not None and (where / "made.json").exists():
         made = json.loads((where / "made.json").read_text())
-        if made.get("key") == _model_key(cfg, data):
+        if made.get("key") == _model_key(cfg, data) and "layout" in made:
             _log(f"pgd: reusing the trajectory model in {where}")
-            return MLPDenoiser.from_pretrained(where).eval(), made["record"]
-    windows = trajectory_windows(data, cfg.length, cfg.stride)
-    _log(f"pgd: {len(windows)} training windows of {cfg.length} transitions")
+            layout = TrajectoryLayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in made["layout"].items()})
+            return MLPDenoiser.from_pretrained(where).eval(), layout, made["record"]
+    windows = trajectory_windows(data, cfg.length, cfg.stride, cfg.pad_terminal)
+    layout = TrajectoryLayout.fit(windows, data.obs.shape[1], cfg.encoding)
+    _log(f"pgd: {len(windows)} training windows of {cfg.length} transitions ({cfg.encoding} observations)")
     model, record = train_trajectory_model(cfg, windows, layout)
     record["windows"] = len(windows)
     if where is not None:
         model.save_pretrained(where)
-        (where / "made.json").write_text(json.dumps({"key": _model_key(cfg, data), "record": record}))
-    return model, record
+        made = {"key": _model_key(cfg, data), "record": record, "layout": asdict(layout)}
+        (where / "made.json").write_text(json.dumps(made))
+    return model, layout, record
 
 
-def synthesize(cfg, model, layout, agent, guided: bool, seed: int, low, high) -> tuple[Transitions, dict]:
+def synthesize(cfg, model, layout, agent, guided: bool, seed: int, low, high, real=None) -> tuple[Transitions, dict]:
     """One synthetic set: ``cfg.synth_trajectories`` trajectories from ``seed``, guided by ``agent`` when
-    ``guided``."""
+    ``guided``; with ``cfg.starts == "real"`` each starts from a real observation drawn (from ``seed``) out of
+    ``real``."""
+    starts = None
+    if cfg.starts == "real":
+        starts = real.obs[np.random.default_rng(seed).integers(len(real), size=cfg.synth_trajectories)]
     guide, coefs = None, None
     if guided and cfg.guidance > 0:
         guide = PolicyGuide(lambda o: agent.pi(o), agent.action_scale.normalize, cfg.normalise_guidance)
         coefs = guidance_coefficients(cfg.guidance, cfg.sample_steps, cfg.cosine, cfg.guidance_delay)
     traj, stats = sample_trajectories(model, layout, cfg.synth_trajectories, cfg.length, cfg.sample_steps, seed,
-                                      guide=guide, coefficients=coefs)  # fmt: skip
+                                      guide=guide, coefficients=coefs, starts=starts)  # fmt: skip
     t = read_transitions(traj, layout, low, high)
     info = {"guided_steps": stats.guided_steps, "mean_shift": round(stats.mean_shift, 5), "nfe": stats.nfe}
     return t, info | {
@@ -184,6 +200,15 @@ def _on_policy_gap(agent: TD3BC, t: Transitions) -> float:
         return round(float(((agent.pi(torch.as_tensor(t.obs)) - a) ** 2).sum(-1).mean()), 4)
 
 
+def _consistency(t: Transitions, env_name: str) -> dict:
+    """PointNav's terminal rule against ``t`` (empty for an env without obstacles and a goal radius)."""
+    env = make_env(env_name)
+    env = getattr(env, "unwrapped", env)
+    if not hasattr(env, "collides") or not hasattr(getattr(env, "config", None), "goal_radius"):
+        return {}
+    return terminal_consistency(t, env.collides, env.config.goal_radius)
+
+
 def train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high) -> tuple[TD3BC, dict]:
     torch.manual_seed(cfg.seed)  # every arm's networks start the same
     agent = TD3BC(obs_scale, action_scale, TD3BCConfig.of(cfg))
@@ -193,11 +218,12 @@ def train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high)
     for step in range(cfg.agent_steps):
         if arm != "real" and step % cfg.lifetime == 0:
             guided = arm == "pgd" and step > 0  # the first set is unguided (the authors start with no agent)
-            synth, info = synthesize(cfg, model, layout, agent, guided, mix(cfg.seed, 2, step), low, high)
+            synth, info = synthesize(cfg, model, layout, agent, guided, mix(cfg.seed, 2, step), low, high, real)
             synth_s = TransitionSampler(synth, action_scale)
             info |= {"step": step, "on_policy_gap": _on_policy_gap(agent, synth)}
             if layout.obs_dim == 6:
                 info["dynamics_residual"] = dynamics_residual(synth)
+                info["terminal_consistency"] = _consistency(synth, cfg.env)
             regen.append(info)
             _log(f"pgd[{arm}]: synthetic set at step {step}: {json.dumps(info)}")
         if synth_s is None:
@@ -232,13 +258,13 @@ def run_pgd(cfg: PGDConfig) -> dict:
                           f"{env.observation_space.shape[0]}: pass the env the data came from with --env")  # fmt: skip
     action_scale = ActionScale.from_space(env.action_space)
     low, high = np.asarray(action_scale.low, np.float32), np.asarray(action_scale.high, np.float32)
-    layout = TrajectoryLayout.fit(data)
-    model, model_record = load_or_train_model(cfg, data, layout)
+    model, layout, model_record = load_or_train_model(cfg, data)
     real = Transitions.from_dataset(data)
     obs_scale = ObsScale.fit(data.obs)
     result: dict = {"config": asdict(cfg), "trajectory_model": model_record, "real_transitions": len(real), "arms": {}}
     if layout.obs_dim == 6:
         result["real_dynamics_residual"] = dynamics_residual(real)
+        result["real_terminal_consistency"] = _consistency(real, cfg.env)
     for arm in cfg.arm_list:
         agent, record = train_arm(cfg, arm, real, model, layout, obs_scale, action_scale, low, high)
         eps = evaluate(
