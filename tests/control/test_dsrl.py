@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -5,10 +7,12 @@ import torch
 pytest.importorskip("gymnasium")
 pytest.importorskip("stable_baselines3")
 
+from steerable.control.policies.noise import load_noise_policy, load_sac_actor  # noqa: E402
 from steerable.control.policies.normalize import ActionScale  # noqa: E402
 from steerable.control.training.bc import PolicyConfig, train_policy  # noqa: E402
 from steerable.control.training.dsrl import DSRLConfig, buffer_returns, train_dsrl  # noqa: E402
 from steerable.control.worlds.data import DataConfig, make_dataset  # noqa: E402
+from steerable.errors import InputError  # noqa: E402
 
 SCALE = ActionScale((-1.0, -1.0), (1.0, 1.0))
 
@@ -43,6 +47,28 @@ def test_two_runs_with_one_seed_give_the_same_curve_and_weights(policy_dir, tmp_
     assert len(wa) > 10
     for k in wa:
         assert torch.equal(wa[k], wb[k]) and torch.equal(wa[k], wc[k]), k
+    # the actor alone (what ships) acts as the whole SAC zip does
+    obs = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    alone, whole = load_sac_actor(tmp_path / "a"), load_noise_policy(tmp_path / "a" / "sac.zip")
+    assert np.array_equal(alone.predict(obs, deterministic=True)[0], whole.predict(obs, deterministic=True)[0])
+
+
+def test_the_shipped_noise_policy_runs_by_default_and_a_missing_one_is_a_one_line_error(monkeypatch, tmp_path):
+    from steerable.control import registry
+    from steerable.control.registry import EvalConfig, load_policy, make_controller
+
+    shipped = registry.builtin_dir("builtin:pointnav", "noise_policy")
+    assert (shipped / "noise_policy.safetensors").stat().st_size < 1_000_000
+    made = json.loads((shipped / "training.json").read_text())
+    assert made["command"].startswith("steerable control dsrl") and made["curve"][-1]["success"] > 0
+    cfg = EvalConfig(method="dsrl")
+    ctl = make_controller(cfg, load_policy(cfg))
+    w, _ = ctl.noise_policy.predict(np.zeros((3, 6), np.float32), deterministic=True)
+    assert w.shape == (3, 16) and np.abs(w).max() <= made["config"]["magnitude"]
+    monkeypatch.setattr(registry, "BUILTIN", tmp_path)  # a checkout without the shipped file
+    with pytest.raises(InputError, match=r"^dsrl: no shipped noise policy for builtin:pointnav: train one") as e:
+        make_controller(cfg, load_policy(EvalConfig(policy=str(shipped.parent / "policy"))))
+    assert "\n" not in str(e.value)
 
 
 def test_buffer_returns_are_discounted_to_each_episode_end():

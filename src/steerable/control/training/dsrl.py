@@ -50,10 +50,12 @@ import torch
 
 from steerable.config import check, opt
 from steerable.control.policies.diffusion_policy import DiffusionPolicy
+from steerable.control.policies.noise import save_sac_actor
 from steerable.control.steering.dsrl import DSRLController
 from steerable.control.training.noise_env import NoiseActionEnv, batched_vec_env
 from steerable.errors import ConfigError, InputError
 from steerable.provenance import provenance
+from steerable.streams import item_seed
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,9 @@ class DSRLConfig:
     layer_norm: bool = opt(True, "LayerNorm after each hidden layer of the critics (the authors' fork).")
     critics: int = opt(2, "Critics in the ensemble; the TD target takes their minimum (SB3's n_critics).", ge=1, le=20)
     tau: float = opt(0.005, "Polyak rate of the target critics.", gt=0, le=1)
-    n_steps: int = opt(1, "n-step TD targets over chunks (SB3's n-step replay; 1: one-step).", ge=1, le=100)
+    n_steps: int = opt(
+        3, "n-step TD targets over chunks (SB3's n-step replay; 1: one-step, as the authors).", ge=1, le=100
+    )
     eval_every: int = opt(5000, "Env steps between success checks (0: none).", ge=0)
     eval_episodes: int = opt(50, "Episodes per success check.", ge=1, le=10_000)
     seed: int = opt(0, "Seed.", ge=0)
@@ -221,7 +225,7 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
 
         sac._update_learning_rate = update_learning_rate
     curve: list[dict] = []
-    eval_env = make_env(cfg.env)
+    eval_env, start_env = make_env(cfg.env), make_env(cfg.env)
 
     def steps() -> int:
         return sum(e.env_steps for e in envs)
@@ -236,11 +240,16 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
             eps = evaluate(eval_env, ctl, cfg.eval_episodes, seed=10_000 + cfg.seed, progress=False)
         np.random.set_state(np_state)
         row = summary("dsrl", 1, eps)
+        starts = np.stack([start_env.reset(seed=item_seed(10_000 + cfg.seed, i))[0] for i in range(cfg.eval_episodes)])
+        with torch.no_grad():
+            s0 = torch.as_tensor(starts, dtype=torch.float32)
+            q_start = torch.cat(sac.critic(s0, sac.actor(s0, deterministic=True)), dim=1).min(dim=1).values.mean()
         curve.append(
             {
                 "env_steps": steps(),
                 "success": row["success"],
                 "return": row["return"],
+                "q_start": round(float(q_start), 4),  # Q of the greedy noise at those episodes' starts
                 "outcomes": row["outcomes"],
                 "train_outcomes": dict(sorted(train_outcomes.items())),
                 "seconds": round(time.perf_counter() - t0, 1),
@@ -272,6 +281,7 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     sac.save(out / "sac.zip")
+    save_sac_actor(sac, out)
     record = {
         **provenance(cfg, "control dsrl"),
         "env_steps": steps(),
