@@ -40,6 +40,9 @@ ARMS: dict[str, dict] = {
 }
 
 
+KEYS = ("return", "q_start", "q_data", "mc")  # at the last check, mean over seeds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--policy", default="src/steerable/control/builtin/pointnav/policy")
@@ -76,8 +79,9 @@ def main() -> None:
             curves.append(rec)
             c = rec["curve"]
             print(
-                f"{arm} seed {seed}: " + " ".join(f"{p['success']:.2f}" for p in c) + f" | q_data {c[-1].get('q_data')}"
-                f" mc {c[-1].get('mc')} q_pi {c[-1].get('q_pi')} | {rec['wall_seconds']} s",
+                f"{arm} seed {seed}: " + " ".join(f"{p['success']:.2f}" for p in c) + f" | return {c[-1]['return']}"
+                f" q_start {c[-1].get('q_start')} | q_data {c[-1].get('q_data')} mc {c[-1].get('mc')}"
+                f" | {rec['wall_seconds']} s",
                 flush=True,
             )
         steps = [p["env_steps"] for p in curves[0]["curve"]]
@@ -89,14 +93,17 @@ def main() -> None:
 
     n = len(seeds)
     print(f"\n{n} seed(s), {args.eval_episodes} episodes per check; 'last': checks at >= {args.env_steps - args.last}")
-    print("| arm | success by check (mean over seeds) | last window, mean +- se (min-max) | q_data | mc | q_pi | s |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| arm | success by check (mean over seeds) | last window, mean +- se (min-max) | final return | Q at starts "
+        "| Q on buffer | its MC return | s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for arm, _, mean, last, final, secs in table:
         se = last.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
-        q = [np.mean([f.get(k) if f.get(k) is not None else np.nan for f in final]) for k in ("q_data", "mc", "q_pi")]
+        q = [np.mean([f.get(k) if f.get(k) is not None else np.nan for f in final]) for k in KEYS]
         print(
             f"| {arm} | {' '.join(f'{m:.2f}' for m in mean)} | {last.mean():.3f} +- {se:.3f} "
-            f"({last.min():.2f}-{last.max():.2f}) | {q[0]:.3f} | {q[1]:.3f} | {q[2]:.3f} | {np.mean(secs):.0f} |"
+            f"({last.min():.2f}-{last.max():.2f}) | " + " | ".join(f"{v:.3f}" for v in q) + f" | {np.mean(secs):.0f} |"
         )
     print("checks at env steps:", steps)
 

@@ -34,6 +34,18 @@ Where it differs, and why:
   noise saturated at the box (success 0.02). Starting at 0.01 with the faster
   rate, alpha tracks the target entropy 0 and the soft bonus stays within
   +-0.013 per chunk.
+- TD targets are 3-step over chunks (``n_steps``, SB3's n-step replay), where
+  the authors' SAC backs up one chunk. Measured on PointNav (seed 0, the
+  same 16-env warm-up): one-step targets gave success 0.16, 0.02, 0.32, 0.70
+  at 5k-20k env steps, 3-step 0.52, 0.62, 0.68, 0.68 (docs/results/control.md).
+
+A run is a function of its seed: SB3's auto-reset passes ``seed=None`` and
+:meth:`NoiseActionEnv.reset` no longer reseeds the warm-up sampler with it
+(``seed(None)`` drew OS entropy, so two runs' warm-up noise differed), and a
+success check (its evaluation, ``sac_diagnostics``) restores the numpy and
+torch RNGs that SB3 draws batches and actions from. ``train_dsrl`` writes the
+actor alone (``noise_policy.safetensors``, :func:`save_sac_actor`) beside
+``sac.zip``; PointNav's ships in ``builtin/pointnav/noise_policy``.
 """
 
 from __future__ import annotations
