@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--env", default="builtin:pointnav")
     ap.add_argument("--policy", default="builtin")
     ap.add_argument("--critic", default="builtin")
-    ap.add_argument("--noise-policy", default="")
+    ap.add_argument("--noise-policy", default="builtin")
     ap.add_argument("--tgpo", default="builtin", help="tgpo: the directory of `steerable control tgpo`")
     ap.add_argument("--methods", default="base,vgps:8,vgps:16")
     ap.add_argument("--episodes", type=int, default=200)

@@ -43,7 +43,7 @@ def test_data_then_train_q_writes_a_critic(run, tmp_path):
         (["eval", "--method", "vgps", "--set", "k=3"], "vgps: no option k: use critic, eta, beta"),
         (["eval", "--method", "vgps", "--set", "beta=-1"], "vgps: beta must be >= 0"),
         (["eval", "--method", "rti", "--set", "mode=sdedit"], "mode must be one of 'direct', 'renoise'"),
-        (["eval", "--method", "dsrl"], "dsrl: noise_policy takes a path"),
+        (["eval", "--method", "dsrl", "--set", "noise_policy=7"], "dsrl: noise_policy takes a path"),
         (["eval", "--method", "dsrl", "--set", "noise_policy=/no/such.zip"], "no noise policy at"),
         (["eval", "--method", "warp"], "unknown control method 'warp'"),
         (["eval", "--set", "beta"], "--set 'beta': write NAME=VALUE"),

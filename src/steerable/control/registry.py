@@ -57,11 +57,19 @@ def _iql(value: str, env: str):
 
 
 def _noise_policy(value: str, env: str):
-    from steerable.control.policies.noise import load_na_actor, load_noise_policy
+    from steerable.control.policies.noise import load_na_actor, load_noise_policy, load_sac_actor
 
-    if not Path(value).exists():
+    path = builtin_dir(env, "noise_policy") if value == "builtin" else Path(value)
+    if value == "builtin" and not (path / "noise_policy.safetensors").exists():
+        raise InputError(
+            f"dsrl: no shipped noise policy for {env}: train one with `steerable control dsrl` "
+            "and pass --set noise_policy=DIR"
+        )
+    if path.is_dir() and (path / "noise_policy.safetensors").exists():
+        return load_sac_actor(path)  # the actor alone, as `control dsrl` writes it and as PointNav's ships
+    if not path.is_file():
         raise InputError(f"dsrl: no noise policy at {value!r}: train one with `steerable control dsrl`")
-    return load_na_actor(value) if value.endswith(".pt") else load_noise_policy(value)  # .pt: --variant na
+    return load_na_actor(path) if path.suffix == ".pt" else load_noise_policy(path)  # .pt: --variant na
 
 
 def tgpo_dir(value: str) -> Path:
@@ -102,8 +110,8 @@ METHODS = Registry(
         "dsrl": Entry(
             DSRLController, "ignored: the noise policy's one chunk per prediction", "a learnt latent-noise policy",
             extra={"artifacts": {"noise_policy": Artifact(
-                "The noise policy of `steerable control dsrl` (sac.zip, or actor.pt of --variant na).",
-                _noise_policy, default="", field="noise_policy")}},
+                "The noise policy of `steerable control dsrl` (its directory, sac.zip, or actor.pt of --variant na), "
+                "or builtin.", _noise_policy, field="noise_policy")}},
         ),
         "search": Entry(
             Lookahead, "plans: the strategy's budget (each plan depth chunks run in env forks)",

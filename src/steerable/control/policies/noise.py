@@ -22,6 +22,45 @@ def load_noise_policy(path: str | Path):
     return pol.eval()
 
 
+def save_sac_actor(sac, out: str | Path) -> None:
+    """The SAC actor alone, to act (what ships): ``noise_policy.safetensors`` and ``noise_policy.json`` (its shape).
+
+    The critics, target critics and optimiser states of ``sac.zip`` are not needed to act; at width 256 x 3 the
+    actor is ~0.6 MB of float32 where the whole zip is several times that."""
+    import json
+
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sac.actor.state_dict().items()}, out / "noise_policy.safetensors")
+    shape = {
+        "obs_dim": int(sac.observation_space.shape[0]),
+        "w_dim": int(sac.action_space.shape[0]),
+        "magnitude": float(sac.action_space.high[0]),
+        "net_arch": list(sac.actor.net_arch),
+        "activation": "tanh",
+    }
+    (out / "noise_policy.json").write_text(json.dumps(shape, indent=2) + "\n")
+
+
+def load_sac_actor(path: str | Path):
+    """The actor :func:`save_sac_actor` wrote (``path``: its directory), as SB3's SAC policy to act with."""
+    import json
+
+    import gymnasium as gym
+    from safetensors.torch import load_file
+    from stable_baselines3.sac.policies import SACPolicy
+
+    path = Path(path)
+    shape = json.loads((path / "noise_policy.json").read_text())
+    obs = gym.spaces.Box(-np.inf, np.inf, (shape["obs_dim"],), np.float32)
+    box = gym.spaces.Box(-shape["magnitude"], shape["magnitude"], (shape["w_dim"],), np.float32)
+    pol = SACPolicy(obs, box, lambda _: 0.0, net_arch=shape["net_arch"], activation_fn=nn.Tanh)
+    pol.actor.load_state_dict(load_file(path / "noise_policy.safetensors"))
+    return pol.eval()
+
+
 def mlp(d_in: int, width: int, layers: int, d_out: int, layer_norm: bool) -> nn.Sequential:
     mods: list[nn.Module] = []
     for _ in range(layers):
