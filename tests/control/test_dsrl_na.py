@@ -59,9 +59,9 @@ def test_distill_loss_regresses_each_noise_head_on_its_own_action_head_not_the_m
     obs, w = torch.tensor([[1.0], [0.0]]), torch.tensor([[0.5, -1.0], [1.0, 1.0]])
     # head 0: Q^W_0 = (1.5, 2) against Q^A_0 = (6.5, 2.5): errors 5, 0.5 -> mean sq 12.625
     # head 1: Q^W_1 = (3, 3)   against Q^A_1 = (1, 4):     errors 2, 1   -> mean sq 2.5
-    assert float(distill_loss(qw, qa, decode, obs, w)) == pytest.approx(0.5 * (12.625 + 2.5))
+    assert float(distill_loss(qw, qa, decode, obs, w).detach()) == pytest.approx(0.5 * (12.625 + 2.5))
     # against the min of both heads (1, 2.5), as this file did before, it would be 0.5 * (0.125 + 4.625 + 4 + 0.25)
-    assert float(distill_loss(qw, qa, decode, obs, w)) != pytest.approx(0.5 * (0.125 + 4.625 + 4.0 + 0.25))
+    assert float(distill_loss(qw, qa, decode, obs, w).detach()) != pytest.approx(0.5 * (0.125 + 4.625 + 4.0 + 0.25))
 
 
 def test_td_target_uses_the_decoded_next_action_and_stops_only_at_termination():
