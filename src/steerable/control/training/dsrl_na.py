@@ -189,7 +189,7 @@ def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
         opt_qw.zero_grad()
         loss_qw.backward()
         opt_qw.step()
-        stats["loss_qw"] = float(loss_qw)
+        stats["loss_qw"] = float(loss_qw.detach())
 
     def train_call() -> None:
         """One call as the authors' ``train()``: the critic steps, then the distillation steps."""
