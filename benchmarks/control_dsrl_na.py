@@ -21,6 +21,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import numpy as np
+
 from _common import setup
 
 POLICY = "src/steerable/control/builtin/pointnav/policy"
@@ -94,7 +95,8 @@ def main() -> None:
     print(line("DSRL-SAC, end", [r["curve"][-1] for r in sac], a.eval_episodes))
     for name, rs in (("na", na), ("sac", sac)):
         for r in rs:
-            keys = ("alpha", "entropy", "q_data", "q_w_pi", "q_pi", "loss_qa", "loss_qw", "critic_steps", "distill_steps")
+            keys = ("alpha", "entropy", "q_data", "q_w_pi", "q_pi", "loss_qa", "loss_qw")
+            keys += ("critic_steps", "distill_steps")
             print(name, r["config"]["seed"], "final:", {k: r["curve"][-1][k] for k in keys if k in r["curve"][-1]},
                   "nfe", r["nfe"], "wall", r["wall_seconds"], "train s", r["train_seconds"])  # fmt: skip
 
