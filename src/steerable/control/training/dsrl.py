@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from steerable.config import check, opt
@@ -80,6 +81,9 @@ class DSRLConfig:
     alpha_lr: float = opt(3e-3, "Adam learning rate of log alpha (0: --lr, as SB3 and the authors).", ge=0, le=1)
     reward_scale: float = opt(1.0, "Multiplies every chunk reward SAC sees.", gt=0, le=1e6)
     layer_norm: bool = opt(True, "LayerNorm after each hidden layer of the critics (the authors' fork).")
+    critics: int = opt(2, "Critics in the ensemble; the TD target takes their minimum (SB3's n_critics).", ge=1, le=20)
+    tau: float = opt(0.005, "Polyak rate of the target critics.", gt=0, le=1)
+    n_steps: int = opt(1, "n-step TD targets over chunks (SB3's n-step replay; 1: one-step).", ge=1, le=100)
     eval_every: int = opt(5000, "Env steps between success checks (0: none).", ge=0)
     eval_episodes: int = opt(50, "Episodes per success check.", ge=1, le=10_000)
     seed: int = opt(0, "Seed.", ge=0)
@@ -112,29 +116,58 @@ def layer_norm_critics(sac, width: int, layers: int, lr: float) -> None:
     sac.critic.optimizer = torch.optim.Adam(sac.critic.parameters(), lr=lr)
 
 
-def sac_diagnostics(sac, n: int = 1024) -> dict:
-    """What SAC's pieces are doing, on a replay batch: the entropy coefficient alpha, the actor's entropy
-    (-log pi, in SB3's [-1, 1] action units), the soft bonus alpha * entropy that every non-terminal chunk earns
-    in the TD target, the critics' Q at buffer actions and at the actor's, the mean chunk reward in the buffer,
+def buffer_returns(buf, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The discounted Monte-Carlo return of each chunk in SB3's replay buffer, over the rest of its episode
+    as it was played (terminal or timed out), and which chunks have one (the open episode's do not).
+    Both [size, n_envs]; the buffer must not have wrapped (``buffer_size`` covers the run)."""
+    n = buf.pos
+    g = np.zeros((n, buf.n_envs), np.float64)
+    valid = np.zeros((n, buf.n_envs), bool)
+    ret, seen = np.zeros(buf.n_envs), np.zeros(buf.n_envs, bool)
+    for t in range(n - 1, -1, -1):
+        done = buf.dones[t].astype(bool)
+        ret = buf.rewards[t] + gamma * np.where(done, 0.0, ret)
+        seen = seen | done
+        g[t], valid[t] = ret, seen
+    return g, valid
+
+
+def sac_diagnostics(sac, n: int = 1024, seed: int = 0) -> dict:
+    """What SAC's pieces are doing, on ``n`` replay chunks drawn by their own generator (so a check never moves
+    training's RNG): the entropy coefficient alpha, the actor's entropy (-log pi, in SB3's [-1, 1] action units),
+    the soft bonus alpha * entropy that every non-terminal chunk earns in the TD target, the critics' Q (min over
+    the ensemble) at buffer noise and at the actor's, ``mc``: the discounted return those buffer chunks whose
+    episode has ended really earned, ``q_gap``: their Q minus it (the overestimation), the mean chunk reward,
     and how far the actor's mean noise sits into tanh's saturation (|tanh(mu)| > 0.99)."""
-    if sac.replay_buffer is None or sac.replay_buffer.size() == 0:
+    buf = sac.replay_buffer
+    if buf is None or buf.size() == 0:
         return {}
-    with torch.no_grad():
-        batch = sac.replay_buffer.sample(n)
-        pi, log_prob = sac.actor.action_log_prob(batch.observations)
-        mean, log_std, _ = sac.actor.get_action_dist_params(batch.observations)
-        q_data = torch.min(*sac.critic(batch.observations, batch.actions)).mean()
-        q_pi = torch.min(*sac.critic(batch.observations, pi)).mean()
+    g, valid = buffer_returns(buf, sac.gamma)
+    pick = np.random.default_rng(seed).integers(0, buf.pos * buf.n_envs, size=n)
+    t_idx, e_idx = pick // buf.n_envs, pick % buf.n_envs
+    obs = torch.as_tensor(buf.observations[t_idx, e_idx], dtype=torch.float32)
+    act = torch.as_tensor(buf.actions[t_idx, e_idx], dtype=torch.float32)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        pi, log_prob = sac.actor.action_log_prob(obs)
+        mean, log_std, _ = sac.actor.get_action_dist_params(obs)
+        q_rows = torch.cat(sac.critic(obs, act), dim=1).min(dim=1).values.numpy()  # [n]
+        q_pi = torch.cat(sac.critic(obs, pi), dim=1).min(dim=1).values.mean()
         alpha = float(torch.exp(sac.log_ent_coef).item()) if sac.log_ent_coef is not None else float(sac.ent_coef)
         entropy = float(-log_prob.mean())
         squashed = torch.tanh(mean)
+    ended = valid[t_idx, e_idx]  # rows whose episode has ended: they have a Monte-Carlo return
+    mc = round(float(g[t_idx, e_idx][ended].mean()), 4) if ended.any() else None
+    gap = round(float((q_rows - g[t_idx, e_idx])[ended].mean()), 4) if ended.any() else None
     return {
         "alpha": round(alpha, 5),
         "entropy": round(entropy, 3),
         "soft_bonus": round(alpha * entropy, 4),
-        "q_data": round(float(q_data), 4),
+        "q_data": round(float(q_rows.mean()), 4),
         "q_pi": round(float(q_pi), 4),
-        "reward": round(float(batch.rewards.mean()), 4),
+        "mc": mc,
+        "q_gap": gap,
+        "reward": round(float(buf.rewards[t_idx, e_idx].mean()), 4),
         "mean_abs_w": round(float(squashed.abs().mean()) * float(sac.action_space.high[0]), 3),
         "saturated": round(float((squashed.abs() > 0.99).float().mean()), 3),
         "log_std": round(float(log_std.mean()), 3),
@@ -171,13 +204,14 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
         buffer_size=max(cfg.env_steps, 1000),
         batch_size=cfg.batch_size,
         gamma=cfg.gamma,
-        tau=0.005,
+        tau=cfg.tau,
+        n_steps=cfg.n_steps,
         learning_starts=max(1, cfg.learning_starts // policy.execute),  # counted in chunks
         gradient_steps=cfg.gradient_steps,
         ent_coef=cfg.alpha_init if cfg.alpha_fixed else f"auto_{cfg.alpha_init}",
         target_entropy=cfg.target_entropy,
         seed=cfg.seed,
-        policy_kwargs={"net_arch": [cfg.width] * cfg.layers, "activation_fn": torch.nn.Tanh},
+        policy_kwargs={"net_arch": [cfg.width] * cfg.layers, "activation_fn": torch.nn.Tanh, "n_critics": cfg.critics},
         device="cpu",
     )
     if cfg.layer_norm:
@@ -202,7 +236,10 @@ def train_dsrl(cfg: DSRLConfig, progress: bool = True) -> dict:
 
     def check_now() -> None:
         ctl = DSRLController(policy, noise_policy=sac)
-        eps = evaluate(eval_env, ctl, cfg.eval_episodes, seed=10_000 + cfg.seed, progress=False)
+        np_state = np.random.get_state()  # a check must not move the RNGs training draws its batches from
+        with torch.random.fork_rng():
+            eps = evaluate(eval_env, ctl, cfg.eval_episodes, seed=10_000 + cfg.seed, progress=False)
+        np.random.set_state(np_state)
         row = summary("dsrl", 1, eps)
         curve.append(
             {

@@ -61,7 +61,8 @@ class NoiseActionEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.action_space.seed(seed)
+        if seed is not None:  # SB3's auto-reset passes None: seed(None) would draw fresh OS entropy for the warm-up
+            self.action_space.seed(seed)
         self.obs, info = self.env.reset(seed=seed, options=options)
         return self.obs, info
 
