@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--select-episodes", type=int, default=50)
     p.add_argument("--runs", default="runs/control_gorl")
+    p.add_argument("--dsrl-from", default="", help="Read DSRL-SAC from this run's curve (a control_dsrl_na.py "
+                   "SAC record, same seed and check episodes): its last check within the GoRL budget.")  # fmt: skip
     a = p.parse_args()
     setup()
     from steerable.control.evaluate import evaluate, summary
@@ -75,6 +77,10 @@ def main() -> None:
                       f"| {gate} | {refit} | {spent} |")  # fmt: skip
         budget = max(r["env_steps"] for r in recs.values())
         dpath = runs / f"dsrl_{seed}_{budget}.json"
+        if a.dsrl_from and not dpath.exists():
+            curve = json.loads(Path(a.dsrl_from).read_text())["curve"]
+            row = max((r for r in curve if r["env_steps"] <= budget), key=lambda r: r["env_steps"])
+            dpath.write_text(json.dumps({"env_steps": row["env_steps"], "success": row["success"]}))
         if not dpath.exists():
             out = runs / f"dsrl_{seed}_{budget}"
             train_dsrl(DSRLConfig(policy=POLICY, out=str(out), env_steps=budget, eval_every=0, seed=seed), False)
