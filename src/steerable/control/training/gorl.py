@@ -76,18 +76,20 @@ class GoRLConfig:
     out: str = opt(..., "Directory for each stage's latent policy and decoder (out/stage_k/...).")
     env: str = opt("builtin:pointnav", "The env to train in.")
     stages: int = opt(3, "Stages (latent RL, then a decoder refit on its rollouts).", ge=1, le=100)
-    stage_steps: int = opt(10_000, "Env steps of latent SAC per stage.", ge=1, le=10_000_000)
+    stage_steps: int = opt(
+        20_000, "Env steps of latent SAC per stage (10k stops at DSRL's early dip on PointNav).", ge=1, le=10_000_000
+    )
     rollouts: int = opt(
         200, "Episodes of the latent policy collected after each stage for the refit.", ge=1, le=100_000
     )
-    decoder_steps: int = opt(6000, "Gradient steps of each decoder refit (from scratch).", ge=1, le=10_000_000)
+    decoder_steps: int = opt(3000, "Gradient steps of each decoder refit (from scratch).", ge=1, le=10_000_000)
     eval_episodes: int = opt(100, "Episodes per evaluation of each stage's policies.", ge=1, le=10_000)
     gate: bool = opt(True, "Refit the decoder only after a stage whose latent policy beats it (else it stays).")
     select_episodes: int = opt(
-        100, "Episodes (seeds apart from the evaluation's) on which --gate compares latent and decoder.", ge=1
+        50, "Episodes (seeds apart from the evaluation's) on which --gate compares latent and decoder.", ge=1
     )
     refit_top: float = opt(
-        1.0, "Fraction of the rollouts, best return first, the decoder is refit on (1: all, as the paper).", gt=0, le=1
+        0.5, "Fraction of the rollouts, best return first, the decoder is refit on (1: all, as the paper).", gt=0, le=1
     )
     seed: int = opt(0, "Seed.", ge=0)
     threads: int = opt(1, "torch threads.", ge=1, le=256)
