@@ -105,7 +105,12 @@ class DSRLConfig:
     seed: int = opt(0, "Seed.", ge=0)
     threads: int = opt(1, "torch threads.", ge=1, le=256)
     variant: Literal["sac", "na"] = opt("sac", "sac: SAC over the noise; na: noise-aliased (Q on actions distilled).")
-    noise_critic_steps: int = opt(10, "na: distillation steps of Q^W per update (the authors' 10).", ge=1, le=1000)
+    noise_critic_steps: int = opt(
+        4,
+        "na: Q^W distillation steps after each --gradient-steps critic steps (the authors: 10 after 20).",
+        ge=1,
+        le=1000,
+    )
 
     def __post_init__(self) -> None:
         check(self, "dsrl: ")

@@ -1,17 +1,33 @@
 """DSRL-NA: noise-aliased DSRL (Wagenmaker et al., CoRL 2025; class ``DSRL`` in the authors' SB3 fork).
 
 Same frozen DDIM (eta = 0) policy and :class:`NoiseActionEnv` as DSRL-SAC, but
-two critics: one on actions, one on noise. With a = pi_dp(s, w) the decoded
-chunk (in the policy's normalised units, flattened) and pi^W the tanh-Gaussian
-noise actor on Box(+-magnitude):
+two pairs of critics: one on actions, one on noise. With a = pi_dp(s, w) the
+decoded chunk (in the policy's normalised units, flattened) and pi^W the
+tanh-Gaussian noise actor on Box(+-magnitude), one training call (after each
+step of all envs) is ``gradient_steps`` critic steps, then
+``noise_critic_steps`` distillation steps:
 
-  Q^A by TD on the real transitions (a the chunk actually executed):
-      y = r + gamma (1 - terminated) [min_j Qbar^A_j(s', pi_dp(s', w')) - alpha log pi^W(w'|s')],
-      w' ~ pi^W(s'),  loss = sum_j (Q^A_j(s, a) - y)^2 / 2
-  Q^W distilled from Q^A on fresh noise w ~ N(0, I) (``noise_critic_steps`` times per update):
-      loss = sum_j (Q^W_j(s, w) - min_k Q^A_k(s, pi_dp(s, w)))^2 / 2
-  the actor:  loss = alpha log pi^W(w|s) - min_j Q^W_j(s, w),  w ~ pi^W(s)
-  alpha:      loss = -log alpha (log pi^W(w|s) + target_entropy)   (as SAC)
+  each critic step, on a replay batch (a the chunk actually executed):
+    Q^A by TD:  y = r + gamma (1 - terminated) [min_j Qbar^A_j(s', pi_dp(s', w')) - alpha log pi^W(w'|s')],
+                w' ~ pi^W(s'),  loss = sum_j (Q^A_j(s, a) - y)^2 / 2
+    the actor:  loss = alpha log pi^W(w|s) - min_j Q^W_j(s, w),  w ~ pi^W(s)
+    alpha:      loss = -log alpha (log pi^W(w|s) + target_entropy)   (as SAC)
+  each distillation step, on a fresh replay batch of states and fresh noise w ~ N(0, I):
+    loss = sum_j (Q^W_j(s, w) - Q^A_j(s, pi_dp(s, w)))^2 / 2
+    (noise head j regressed on action head j, not on their minimum)
+
+As the authors' fork does it (``stable_baselines3/dsrl/dsrl.py``, read in
+songgaogy/stable-baselines3-dsrl): ``train()`` runs its ``gradient_steps``
+critic and actor steps, then ``for gradient_step in
+range(self.noise_critic_grad_steps)`` distillation steps, each on
+``self.replay_buffer.sample(batch_size)``; ``update_noise_critic`` sums
+``0.5 * F.mse_loss(current_q.detach(), current_q_noise)`` over
+``current_q_values[i]`` and ``current_q_noise_vals[i]``, head by head, with
+``current_q_values = self.critic(obs, diffused_actions)`` (the online Q^A).
+Their ``cfg/gym/dsrl_hopper.yaml`` sets ``utd: 20`` and
+``noise_critic_grad_steps: 10``: 10 distillation steps per 20 critic steps,
+0.5 per critic step. Here ``gradient_steps`` 8 and ``noise_critic_steps`` 4
+keep that 0.5.
 
 Aliasing: many w decode to the same a, so Q^W learns from every w whose
 chunk Q^A has seen, not only the w that was played.
@@ -21,10 +37,12 @@ Where it differs from the authors' code, and why:
   noise clipped to the box, LayerNorm+Tanh critics, alpha_init / alpha_lr,
   and ``gradient_steps`` updates per step of all envs are DSRL-SAC's
   (:mod:`steerable.control.training.dsrl`, which says why each differs from the paper);
+  8 critic steps per 16 chunks (0.5 per chunk, a CPU budget) where the
+  authors run 20 per 2 chunks;
 - the TD target stops at termination, not at the time limit (the authors'
   wrapper reports the limit as terminal);
-- the distillation target is the min over the two online Q^A critics
-  (detached), where the fork's exact choice of critic was not checked here;
+- Q^W sees w in the box's units (+-magnitude), the fork's scaled to +-1 by
+  ``scale_action`` (a fixed linear map of the input, the same function class);
 - Q^A sees the chunk in the policy's normalised action units (all H steps,
   also those not executed), so it is the same a that pi_dp(s', w') gives for
   the backup.
@@ -79,9 +97,14 @@ def td_target(
 
 
 def distill_target(qa: TwinQ, decode: Decode, obs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """min_k Q^A_k(s, pi_dp(s, w)): what Q^W(s, w) regresses to, on fresh noise w."""
+    """[2, B]: Q^A_j(s, pi_dp(s, w)) for each head j, what noise head Q^W_j(s, w) regresses to (fresh noise w)."""
     with torch.no_grad():
-        return qa(obs, decode(obs, w)).min(0).values
+        return qa(obs, decode(obs, w))
+
+
+def distill_loss(qw: TwinQ, qa: TwinQ, decode: Decode, obs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """sum_j mean_b (Q^W_j(s, w) - Q^A_j(s, pi_dp(s, w)))^2 / 2: each noise head on its own action head."""
+    return 0.5 * ((qw(obs, w) - distill_target(qa, decode, obs, w)) ** 2).mean(1).sum()
 
 
 def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
@@ -124,22 +147,20 @@ def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
     }  # fmt: skip
     size = ptr = 0
     stats: dict[str, float] = {}
+    counts = {"critic_steps": 0, "distill_steps": 0}
 
-    def update() -> None:
+    def sample_batch() -> tuple[torch.Tensor, ...]:
         idx = rng.integers(0, size, cfg.batch_size)
-        s, a, r, s2, term = (torch.as_tensor(buf[k][idx]) for k in ("obs", "a", "r", "next", "term"))
+        return tuple(torch.as_tensor(buf[k][idx]) for k in ("obs", "a", "r", "next", "term"))
+
+    def critic_step() -> None:
+        s, a, r, s2, term = sample_batch()
         alpha = float(log_alpha.detach().exp())
         y = td_target(qa_target, actor, decode, r, s2, term, cfg.gamma, alpha)
         loss_qa = 0.5 * ((qa(s, a) - y) ** 2).sum(0).mean()
         opt_qa.zero_grad()
         loss_qa.backward()
         opt_qa.step()
-        for _ in range(cfg.noise_critic_steps):
-            w = torch.randn(len(s), d)  # fresh base-policy noise, unclipped (as the authors)
-            loss_qw = 0.5 * ((qw(s, w) - distill_target(qa, decode, s, w)) ** 2).sum(0).mean()
-            opt_qw.zero_grad()
-            loss_qw.backward()
-            opt_qw.step()
         w, logp = actor(s)
         loss_pi = (alpha * logp - qw(s, w).min(0).values).mean()
         opt_a.zero_grad()
@@ -153,15 +174,31 @@ def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
         with torch.no_grad():
             for t, o in zip(qa_target.parameters(), qa.parameters(), strict=True):
                 t.mul_(0.995).add_(0.005 * o)
-        with torch.no_grad():
             stats.update(
                 alpha=alpha,
                 entropy=float(-logp.mean()),
                 q_data=float(qa(s, a).min(0).values.mean()),
                 q_w_pi=float(qw(s, w).min(0).values.mean()),
                 loss_qa=float(loss_qa),
-                loss_qw=float(loss_qw),
             )
+
+    def distill_step() -> None:
+        s = sample_batch()[0]
+        w = torch.randn(len(s), d)  # fresh base-policy noise, unclipped (as the authors)
+        loss_qw = distill_loss(qw, qa, decode, s, w)
+        opt_qw.zero_grad()
+        loss_qw.backward()
+        opt_qw.step()
+        stats["loss_qw"] = float(loss_qw.detach())
+
+    def train_call() -> None:
+        """One call as the authors' ``train()``: the critic steps, then the distillation steps."""
+        for _ in range(cfg.gradient_steps):
+            critic_step()
+        for _ in range(cfg.noise_critic_steps):
+            distill_step()
+        counts["critic_steps"] += cfg.gradient_steps
+        counts["distill_steps"] += cfg.noise_critic_steps
 
     eval_env = make_env(cfg.env)
     curve: list[dict] = []
@@ -181,6 +218,7 @@ def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
                 **{k: row[k] for k in ("success", "return", "outcomes")},
                 "train_outcomes": dict(sorted(outcomes.items())),
                 "seconds": round(time.perf_counter() - t0, 1),
+                **counts,
                 **{k: round(v, 4) for k, v in stats.items()},
             }
         )
@@ -215,8 +253,7 @@ def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
             obs[i] = o2
         chunks += len(envs)
         if steps() >= cfg.learning_starts:
-            for _ in range(cfg.gradient_steps):
-                update()
+            train_call()
         if cfg.eval_every and steps() >= next_check:
             next_check += cfg.eval_every
             check_now()
@@ -229,6 +266,7 @@ def train_dsrl_na(cfg: DSRLConfig, progress: bool = True) -> dict:
         "env_steps": steps(),
         "chunks": chunks,
         "nfe": envs[0].nfe,
+        **counts,
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "curve": curve,
         "final": {k: round(v, 4) for k, v in stats.items()},

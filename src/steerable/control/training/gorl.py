@@ -18,13 +18,36 @@ Stage 0 starts from the BC policy as the decoder. The authors' defaults are a
 fresh encoder each stage (``fresh_encoder_each_stage``) and a fresh decoder
 (``decoder.initialization = "fresh"``): both are followed.
 
+The two timescales (the paper's "two-timescale schedule"): within a stage the
+latent policy takes every update (``stage_steps`` env steps of SAC, 0.5
+updates per chunk); the decoder moves once per stage, refitted on the latent
+policy's rollouts. The paper refits on the stage's recent rollouts of the
+stochastic latent policy; the authors' ``configs/methods/gorl_diffusion.toml``
+collects 4096 episodes (``collection.stochastic = true``) and fits them all
+(no filter on return in ``algorithms/collection.py`` or the part of
+``algorithms/decoder_training.py`` read here; returns are carried as
+statistics). Their latent rates: PPO lr 1e-3 at stage 0 and 1e-4 later
+(dm_control), the decoder lr 3e-4 for 50 epochs.
+
+Two guards added here (measured reason in ``docs/results/control.md``, "GoRL
+on PointNav"):
+- ``gate``: a stage's latent policy must beat the decoder it steers before
+  the decoder learns from it. Both are measured on ``select_episodes``
+  episodes with seeds apart from the evaluation's: the latent policy
+  (deterministic, as DSRL evaluates) on the decoder against the decoder
+  alone (eps ~ N(0, I)). If it does not, the decoder stays for the next
+  stage (logged as ``refit: false``);
+- ``refit_top``: the decoder is refitted on the best ``refit_top`` fraction
+  of the rollouts by return (1.0: all of them, as the paper).
+
 Where it differs, and why:
 - the latent policy is SAC (the brief allows PPO or SAC; the paper uses PPO),
   so it reuses DSRL's noise env, batching and entropy settings;
 - the prior is the paper's N(0, I): no penalty pulls the latent policy's
   scale toward 0 (the authors' ``z_regularization`` is L2 on loc and scale),
   its only regulariser is SAC's entropy term with target 0;
-- budgets are CPU-sized (``stage_steps`` env steps per stage, not 30-60M).
+- budgets are CPU-sized (``stage_steps`` env steps per stage, not 30-60M);
+- ``gate`` and ``refit_top`` < 1 are not in the paper or the authors' code.
 """
 
 from __future__ import annotations
@@ -53,12 +76,21 @@ class GoRLConfig:
     out: str = opt(..., "Directory for each stage's latent policy and decoder (out/stage_k/...).")
     env: str = opt("builtin:pointnav", "The env to train in.")
     stages: int = opt(3, "Stages (latent RL, then a decoder refit on its rollouts).", ge=1, le=100)
-    stage_steps: int = opt(10_000, "Env steps of latent SAC per stage.", ge=1, le=10_000_000)
+    stage_steps: int = opt(
+        20_000, "Env steps of latent SAC per stage (10k stops at DSRL's early dip on PointNav).", ge=1, le=10_000_000
+    )
     rollouts: int = opt(
         200, "Episodes of the latent policy collected after each stage for the refit.", ge=1, le=100_000
     )
-    decoder_steps: int = opt(6000, "Gradient steps of each decoder refit (from scratch).", ge=1, le=10_000_000)
+    decoder_steps: int = opt(3000, "Gradient steps of each decoder refit (from scratch).", ge=1, le=10_000_000)
     eval_episodes: int = opt(100, "Episodes per evaluation of each stage's policies.", ge=1, le=10_000)
+    gate: bool = opt(True, "Refit the decoder only after a stage whose latent policy beats it (else it stays).")
+    select_episodes: int = opt(
+        50, "Episodes (seeds apart from the evaluation's) on which --gate compares latent and decoder.", ge=1
+    )
+    refit_top: float = opt(
+        0.5, "Fraction of the rollouts, best return first, the decoder is refit on (1: all, as the paper).", gt=0, le=1
+    )
     seed: int = opt(0, "Seed.", ge=0)
     threads: int = opt(1, "torch threads.", ge=1, le=256)
 
@@ -102,6 +134,20 @@ def collect_latent_rollouts(env_name: str, decoder: DiffusionPolicy, latent, epi
     )
 
 
+def best_episodes(data: Dataset, top: float) -> Dataset:
+    """The ``ceil(top * episodes)`` episodes of highest return (ties: the earlier episode), renumbered 0, 1, ..."""
+    slices = data.episode_slices()
+    returns = np.array([data.reward[sl].sum() for sl in slices])
+    keep = sorted(np.argsort(-returns, kind="stable")[: max(1, int(np.ceil(top * len(slices))))].tolist())
+    rows = np.concatenate([np.arange(slices[e].start, slices[e].stop) for e in keep])
+    episode = np.repeat(np.arange(len(keep)), [slices[e].stop - slices[e].start for e in keep])
+    return Dataset(
+        obs=data.obs[rows], action=data.action[rows], reward=data.reward[rows], next_obs=data.next_obs[rows],
+        terminated=data.terminated[rows], truncated=data.truncated[rows], episode=episode,
+        kind=data.kind[keep], success=data.success[keep],
+    )  # fmt: skip
+
+
 def train_gorl(cfg: GoRLConfig, progress: bool = True) -> dict:
     """Stages of (fresh latent SAC on the frozen decoder, fresh decoder fitted to its rollouts); writes each
     stage's ``latent/sac.zip`` and ``decoder/``, and ``gorl.json`` with success per stage of: the decoder
@@ -120,12 +166,17 @@ def train_gorl(cfg: GoRLConfig, progress: bool = True) -> dict:
         raise ConfigError("gorl's decoder sees only the current observation: pass a policy with history 0, past 0")
     out, t0, stages = Path(cfg.out), time.perf_counter(), []
     decoder_dir = Path(cfg.policy)
+    eval_seed = 10_000 + cfg.seed  # DSRL's check seed: every row of the table meets the same episodes
+
+    def success(ctl, episodes: int, seed: int) -> tuple[float, int]:
+        """Success rate and env steps spent over ``episodes`` seeded episodes."""
+        eps = evaluate(make_env(cfg.env), ctl, episodes, seed, progress=False)
+        return summary("gorl", 1, eps)["success"], sum(e.steps for e in eps)
+
     for k in range(cfg.stages):
         sd = out / f"stage_{k}"
-        eval_seed = 10_000 + cfg.seed  # DSRL's check seed: every row of the table meets the same episodes
-        base = summary(
-            "base", 1, evaluate(make_env(cfg.env), Controller(decoder), cfg.eval_episodes, eval_seed, progress=False)
-        )
+        select_seed = 20_000 + 100 * cfg.seed + k  # the gate's episodes, apart from the evaluation's
+        base, _ = success(Controller(decoder), cfg.eval_episodes, eval_seed)
         dcfg = DSRLConfig(
             policy=str(decoder_dir),
             out=str(sd / "latent"),
@@ -138,36 +189,56 @@ def train_gorl(cfg: GoRLConfig, progress: bool = True) -> dict:
         rec = train_dsrl(dcfg, progress=False)
         latent = load_noise_policy(sd / "latent" / "sac.zip")
         ctl = DSRLController(decoder, noise_policy=latent)
-        steered = summary("gorl", 1, evaluate(make_env(cfg.env), ctl, cfg.eval_episodes, eval_seed, progress=False))
-        data = collect_latent_rollouts(cfg.env, decoder, latent, cfg.rollouts, cfg.seed + 100 + k)
-        pcfg = PolicyConfig(
-            data="-",
-            out=str(sd / "decoder"),
-            env=cfg.env,
-            horizon=decoder.horizon,
-            execute=decoder.execute,
-            steps_inference=decoder.steps_inference,
-            hidden=decoder.denoiser.config.hidden,
-            layers=decoder.denoiser.config.layers,
-            steps=cfg.decoder_steps,
-            seed=cfg.seed + k,
-            threads=cfg.threads,
-        )
-        decoder, drec = train_policy(pcfg, data, decoder.action_scale, progress=False)
-        drec["data_made_by"] = f"gorl stage {k}: {cfg.rollouts} rollouts of the latent policy on the stage-{k} decoder"
-        decoder.save(pcfg.out, drec)
-        decoder_dir = Path(pcfg.out)
+        steered, _ = success(ctl, cfg.eval_episodes, eval_seed)
+        gate_row: dict = {}
+        refit = True
+        if cfg.gate:
+            sel_latent, n1 = success(ctl, cfg.select_episodes, select_seed)
+            sel_decoder, n2 = success(Controller(decoder), cfg.select_episodes, select_seed)
+            refit = sel_latent > sel_decoder
+            gate_row = {"select_latent": sel_latent, "select_decoder": sel_decoder, "select_env_steps": n1 + n2}
         row = {
             "stage": k,
             "env_steps": rec["env_steps"],
-            "decoder_success": base["success"],
-            "latent_success": steered["success"],
-            "rollout_success": round(float(data.success.mean()), 4),
-            "refit_loss": drec["final_loss_ema"],
+            "rollout_env_steps": 0,
+            "decoder_success": base,
+            "latent_success": steered,
+            **gate_row,
+            "refit": refit,
             "alpha": rec["final"].get("alpha"),
             "entropy": rec["final"].get("entropy"),
-            "seconds": round(time.perf_counter() - t0, 1),
         }
+        if refit:  # the slow timescale: the decoder moves once per stage, on the latent policy's rollouts
+            data = collect_latent_rollouts(cfg.env, decoder, latent, cfg.rollouts, cfg.seed + 100 + k)
+            kept = best_episodes(data, cfg.refit_top)
+            row.update(
+                rollout_env_steps=len(data),
+                rollout_success=round(float(data.success.mean()), 4),
+                refit_episodes=kept.episodes,
+                refit_success=round(float(kept.success.mean()), 4),
+            )
+            pcfg = PolicyConfig(
+                data="-",
+                out=str(sd / "decoder"),
+                env=cfg.env,
+                horizon=decoder.horizon,
+                execute=decoder.execute,
+                steps_inference=decoder.steps_inference,
+                hidden=decoder.denoiser.config.hidden,
+                layers=decoder.denoiser.config.layers,
+                steps=cfg.decoder_steps,
+                seed=cfg.seed + k,
+                threads=cfg.threads,
+            )
+            decoder, drec = train_policy(pcfg, kept, decoder.action_scale, progress=False)
+            drec["data_made_by"] = (
+                f"gorl stage {k}: the best {kept.episodes} of {cfg.rollouts} rollouts of the latent policy "
+                f"on the stage-{k} decoder"
+            )
+            decoder.save(pcfg.out, drec)
+            decoder_dir = Path(pcfg.out)
+            row["refit_loss"] = drec["final_loss_ema"]
+        row["seconds"] = round(time.perf_counter() - t0, 1)
         stages.append(row)
         if progress:
             print(row, file=sys.stderr, flush=True)
@@ -177,6 +248,8 @@ def train_gorl(cfg: GoRLConfig, progress: bool = True) -> dict:
         **provenance(cfg, "control gorl"),
         "stages": stages,
         "final_decoder_success": final["success"],
+        "final_decoder": str(decoder_dir),
+        "env_steps": sum(r["env_steps"] + r["rollout_env_steps"] + r.get("select_env_steps", 0) for r in stages),
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
     out.mkdir(parents=True, exist_ok=True)
