@@ -127,7 +127,7 @@ def test_rti_steps_carry_the_warm_started_plan(served):
 
 def test_bad_method_budget_and_options_are_400s_naming_the_field(served):
     cases = [
-        ({"method": "teleport"}, "method", "use one of base, vgps, rti, search"),
+        ({"method": "teleport"}, "method", "use one of base, vgps, rti, dsrl, search"),
         ({"method": "stl"}, "method", "STLNav"),  # a method of another world: says why
         ({"method": "vgps", "budget": 65}, "budget", "--max-budget"),
         ({"method": "vgps", "budget": 0}, "budget", ""),
@@ -150,7 +150,7 @@ def test_models_health_metrics():
         assert client.post(ROUTE, json={"method": "base"}).status_code == 401
         head = {"Authorization": "Bearer k"}
         (model,) = client.get("/v1/models", headers=head).json()["data"]
-        assert model["kind"] == "control" and model["methods"] == ["base", "rti", "search", "vgps"]
+        assert model["kind"] == "control" and model["methods"] == ["base", "dsrl", "rti", "search", "vgps"]
         assert client.post(ROUTE, json={"method": "base", "seed": 0}, headers=head).json()["nfe"] > 0
         assert "steerable_requests_total" in client.get("/metrics", headers=head).text
 

@@ -37,15 +37,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import Field
 
 from steerable.errors import ConfigError
 from steerable.serve.engine import Engine, Job
 from steerable.serve.episodes import ControlWorld, Guard, GuardedDenoiser, episode, world_map, worst_nfe
 from steerable.serve.gate import Metrics
-from steerable.serve.openai import APIError, dumps, error_body, json_safe
-from steerable.serve.routes import CLIENT_GONE, ClientGone, as_api_error, submit, wait
+from steerable.serve.openai import APIError, json_safe
+from steerable.serve.routes import CLIENT_GONE, ClientGone, stream_run, submit, wait
 from steerable.serve.schemas import Body, NonEmpty, Text
 
 __all__ = ["ROUTE", "EpisodeRequest", "ControlRoutes", "create_control_app"]
@@ -152,9 +152,11 @@ class ControlRoutes:
             "seed": run.seed,
         }
         if body.stream:
-            return StreamingResponse(
-                self._stream(q, run, head), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-            )
+
+            def left() -> None:  # the client left mid-episode: stop its run
+                run.guard.cancelled = job.cancelled = True
+
+            return stream_run(q, lambda out: json_safe({**head, **out}), left)
         try:
             out = await wait(q, request)
         except ClientGone:
@@ -162,25 +164,6 @@ class ControlRoutes:
             self.metrics.cancelled.labels(ROUTE).inc()
             return Response(status_code=CLIENT_GONE)
         return json_safe({**head, **out})
-
-    async def _stream(self, q, run: EpisodeRun, head: dict):
-        try:
-            while True:
-                kind, payload = await q.get()
-                if kind == "event":
-                    yield f"data: {dumps({'object': 'steerable.event', 'event': payload})}\n\n"
-                    continue
-                if kind == "error":
-                    err = as_api_error(payload)
-                    yield f"data: {dumps(error_body(err.status, err.message, err.param, err.code))}\n\n"
-                else:
-                    yield f"data: {dumps(json_safe({**head, **payload}))}\n\n"
-                break
-            yield "data: [DONE]\n\n"
-        finally:
-            run.guard.cancelled = True  # the client left (or the episode is over): stop its run
-            if run.job is not None:
-                run.job.cancelled = True
 
     def prepare(self, body: EpisodeRequest) -> EpisodeRun:
         """The request's episode, with every server-side limit checked (a 4xx naming the field)."""

@@ -41,21 +41,21 @@ import random
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from steerable.diffusion.process import DiffusionProcess
 from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.serve.engine import Engine, Job
 from steerable.serve.gate import Metrics
-from steerable.serve.openai import APIError, dumps, error_body, json_safe
-from steerable.serve.routes import CLIENT_GONE, ClientGone, as_api_error, submit, wait
+from steerable.serve.openai import APIError, json_safe
+from steerable.serve.routes import CLIENT_GONE, ClientGone, stream_run, submit, wait
 from steerable.serve.scaling import Cancelled
 from steerable.serve.schemas import ImageRequest, ImageScalingSpec
 
@@ -279,9 +279,12 @@ class ImageRoutes:
             run.sink = lambda event: job.emit("event", event)  # job.emit: the loop's call_soon_threadsafe
         q = submit(self.engine, job)
         if body.stream:
-            return StreamingResponse(
-                self._stream(q, job, run), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-            )
+
+            def left() -> None:  # the run stops at its next model call or event
+                job.cancelled = run.guard.cancelled = True
+                self.metrics.cancelled.labels(ROUTE).inc()
+
+            return stream_run(q, lambda images: self.response(run, images), left)
         try:
             images = await wait(q, request)
         except ClientGone:
@@ -289,28 +292,6 @@ class ImageRoutes:
             self.metrics.cancelled.labels(ROUTE).inc()
             return Response(status_code=CLIENT_GONE)
         return self.response(run, images)
-
-    async def _stream(self, q, job: Job, run: ImageRun) -> AsyncIterator[str]:
-        """The run's events as they come, then its response object (or the API's error body), then ``[DONE]``."""
-        finished = False
-        try:
-            while True:
-                kind, payload = await q.get()
-                if kind == "event":
-                    yield f"data: {dumps({'object': 'steerable.event', 'event': payload})}\n\n"
-                    continue
-                if kind == "error":
-                    err = as_api_error(payload)
-                    yield f"data: {dumps(error_body(err.status, err.message, err.param, err.code))}\n\n"
-                else:
-                    yield f"data: {dumps(self.response(run, payload))}\n\n"
-                break
-            finished = True
-            yield "data: [DONE]\n\n"
-        finally:
-            if not finished:  # the client left mid-run: the run stops at its next model call or event
-                job.cancelled = run.guard.cancelled = True
-                self.metrics.cancelled.labels(ROUTE).inc()
 
     def response(self, run: ImageRun, images: list[dict]) -> dict:
         spec = run.spec

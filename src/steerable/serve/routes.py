@@ -266,11 +266,17 @@ class Routes:
         if body.stream:
             run.watch = Watch(lambda event: self._watched(job, run, event), show=show_text)
             q = self._submit(job)
-            return StreamingResponse(
-                self._scaling_stream(q, job, run, head, len(ids), chat),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
+
+            def finish(payload) -> dict:
+                res, seconds = payload
+                self._count(len(ids), res.cost.generated_tokens)
+                return {**head, **scaling_body(res, seconds, len(ids), chat, run.controller, run.gold)}
+
+            def left() -> None:
+                job.cancelled = run.guard.cancelled = True
+                self.metrics.cancelled.labels("/v1/chat/completions" if chat else "/v1/completions").inc()
+
+            return stream_run(q, finish, left)
         q = self._submit(job)
         try:
             res, seconds = await self._wait(q, request)
@@ -287,31 +293,6 @@ class Routes:
         if run.guard.cancelled:
             raise Cancelled("the client closed the connection")
         job.emit("event", event)
-
-    async def _scaling_stream(self, q, job: Job, run, head: dict, prompt_tokens: int, chat: bool):
-        """Each event of the run as it happens, then the response a non-streamed request gets, then [DONE]."""
-        ended = False
-        try:
-            while True:
-                kind, payload = await q.get()
-                if kind == "event":
-                    yield f"data: {dumps({'object': 'steerable.event', 'event': json_safe(payload)})}\n\n"
-                    continue
-                if kind == "error":
-                    err = as_api_error(payload)
-                    yield f"data: {dumps(error_body(err.status, err.message, err.param, err.code))}\n\n"
-                    break
-                res, seconds = payload
-                self._count(prompt_tokens, res.cost.generated_tokens)
-                body = scaling_body(res, seconds, prompt_tokens, chat, run.controller, run.gold)
-                yield f"data: {dumps({**head, **body})}\n\n"
-                break
-            yield "data: [DONE]\n\n"
-            ended = True
-        finally:  # the client left before the end: the run stops at its next step, scorer call or event
-            if not ended:
-                job.cancelled = run.guard.cancelled = True
-                self.metrics.cancelled.labels("/v1/chat/completions" if chat else "/v1/completions").inc()
 
     async def _agent_scaling(self, body: Sampling, prep: Prepared, request: Request, chat: bool):
         """A ``scaling.task`` run: an agent method in the server's own copy of the task's environment."""
@@ -441,6 +422,34 @@ async def wait(q: asyncio.Queue, request: Request):
     if result.done():
         return result.result()
     raise ClientGone
+
+
+def stream_run(q: asyncio.Queue, finish: Callable[[Any], dict], left: Callable[[], None]) -> StreamingResponse:
+    """A job's run as server-sent events: each ``event`` the run emits as ``{"object": "steerable.event", ...}``,
+    then ``finish(result)`` (the response a request without ``stream`` gets) or the API's error body, then
+    ``[DONE]``; ``left()`` when the client went before the end (the run must stop at its next step or event)."""
+
+    async def events() -> AsyncIterator[str]:
+        ended = False
+        try:
+            while True:
+                kind, payload = await q.get()
+                if kind == "event":
+                    yield f"data: {dumps({'object': 'steerable.event', 'event': json_safe(payload)})}\n\n"
+                    continue
+                if kind == "error":
+                    err = as_api_error(payload)
+                    yield f"data: {dumps(error_body(err.status, err.message, err.param, err.code))}\n\n"
+                else:
+                    yield f"data: {dumps(finish(payload))}\n\n"
+                break
+            yield "data: [DONE]\n\n"
+            ended = True
+        finally:
+            if not ended:
+                left()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 async def _disconnected(request: Request) -> None:
