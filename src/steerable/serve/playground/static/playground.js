@@ -237,12 +237,16 @@
     select(wanted >= 0 ? wanted : 0, false);
   }
 
+  let attempts = 0; // only the latest connect may write the page: an earlier one answering late is stale
+
   async function connect() {
+    const attempt = ++attempts;
     const box = document.getElementById("page-error");
     box.hidden = true;
     box.textContent = "";
     try {
       const config = await api("/v1/playground");
+      if (attempt !== attempts) return;
       Playground.config = config;
       document.getElementById("model-name").textContent = config.model;
       if (!rendered) {
@@ -250,6 +254,7 @@
         render(config);
       }
     } catch (e) {
+      if (attempt !== attempts) return;
       const status = document.getElementById("page-status");
       if (status) status.textContent = "Not connected.";
       pageError(e.message, e.status);
