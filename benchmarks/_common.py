@@ -33,3 +33,19 @@ def rl_run(run_dir: Path, **fields) -> tuple[float, list[dict]]:
     train_rl(cfg, progress=False)
     seconds = time.perf_counter() - t0
     return seconds, [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def wait_until_up(url: str, server, seconds: float = 120) -> None:
+    """Return once ``url``'s ``/health`` answers 200; exit when ``server`` (a Popen) dies or ``seconds`` pass."""
+    import httpx
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            raise SystemExit("the server did not come up")
+        time.sleep(0.3)

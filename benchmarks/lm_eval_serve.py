@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import wait_until_up
+
 LM_EVAL = "lm_eval[api]==0.4.13"
 KINDS = ("harmful", "benign", "jailbreak", "benign_wrapped")
 STEERING = ("builtin", "refusal_x1", "refusal_x2", "controller")
@@ -186,7 +188,6 @@ def main() -> None:
     ap.add_argument("--venv", default=".venv-lmeval")
     ap.add_argument("--concurrent", type=int, default=8, help="lm-eval's num_concurrent.")
     args = ap.parse_args()
-    import httpx
 
     from steerable.lm.builtin import BUILTIN_DIR
 
@@ -203,16 +204,7 @@ def main() -> None:
     table: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not come up")
-            time.sleep(0.3)
+        wait_until_up(url, server)
         for name in STEERING:
             model_args = (
                 f"model={name},base_url={url}/v1/completions,tokenizer={BUILTIN_DIR},tokenizer_backend=huggingface,"

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import wait_until_up
+
 ROUTE = "/v1/images/generations"
 CHROMIUM = os.environ.get("STEERABLE_CHROMIUM", "/usr/bin/chromium")
 
@@ -103,16 +105,7 @@ def main() -> None:
     nfe: dict[str, set] = {"plain": set(), "stream": set()}
     sizes: list[int] = []
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not come up")
-            time.sleep(0.3)
+        wait_until_up(url, server)
         client = httpx.Client()  # one client, its connection kept alive, as the page's browser keeps its own
         client.post(url + ROUTE, json=body(args, 0, False), timeout=300)  # warm-up
         api_stream(client, url, body(args, 0, True))

@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import wait_until_up
+
 PROMPT = "Q: 37+48-19=\n"
 PATH = "/v1/completions"
 CHROMIUM = os.environ.get("STEERABLE_CHROMIUM", "/usr/bin/chromium")
@@ -133,16 +135,7 @@ def main() -> None:
     ways = ("api first", "api step", "api total", "page first", "page step", "page total", "drawn")
     rows: dict[str, list[float]] = {k: [] for k in ways}
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not come up")
-            time.sleep(0.3)
+        wait_until_up(url, server)
         try:
             api_run(client, url, body(args, 0))  # warm-up, and the check that the stream exists
         except NoStream as e:

@@ -23,6 +23,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _common import wait_until_up
+
 
 def _artifact(directory: Path) -> Path:
     import torch
@@ -61,16 +63,7 @@ def main() -> None:
     errors: list[str] = []
     t0 = time.time()
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not come up")
-            time.sleep(0.3)
+        wait_until_up(url, server)
         schema = schemathesis.openapi.from_url(url + "/openapi.json")
         for result in schema.get_all_operations():
             op = result.ok()

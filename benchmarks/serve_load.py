@@ -30,6 +30,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _common import wait_until_up
+
 PROMPT = "Q: 37+48-19=\n"
 
 # (path, what it is, body bytes): what a careless or hostile client sends
@@ -132,16 +134,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     server = subprocess.Popen([str(exe), "serve", "--port", str(args.port)], env=env, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not come up")
-            time.sleep(0.3)
+        wait_until_up(url, server)
         asyncio.run(_load(url, 2, 2, prompts, 0.0, 0))  # warm-up
         one = asyncio.run(_load(url, 1, args.requests, prompts, 0.0, 1))
         many = asyncio.run(_load(url, args.clients, args.requests, prompts, args.invalid, 2))
