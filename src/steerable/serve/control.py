@@ -45,7 +45,7 @@ from steerable.serve.engine import Engine, Job
 from steerable.serve.episodes import ControlWorld, Guard, GuardedDenoiser, episode, world_map, worst_nfe
 from steerable.serve.gate import Metrics
 from steerable.serve.openai import APIError, json_safe
-from steerable.serve.routes import CLIENT_GONE, ClientGone, stream_run, submit, wait
+from steerable.serve.routes import CLIENT_GONE, ClientGone, WorldRoutes, stream_run, submit, wait
 from steerable.serve.schemas import Body, NonEmpty, Text
 
 __all__ = ["ROUTE", "EpisodeRequest", "ControlRoutes", "create_control_app"]
@@ -88,20 +88,8 @@ class EpisodeRun:
         return episode(self.world, self.controller, self.seed, self.guard, emit)
 
 
-class ControlRoutes:
+class ControlRoutes(WorldRoutes):
     """The control server's handlers, bound to one world and one server configuration."""
-
-    def __init__(self, engine: Engine, world: ControlWorld, config, metrics: Metrics):
-        self.engine, self.world, self.config, self.metrics = engine, world, config, metrics
-
-    async def health(self) -> dict:
-        return {"status": "ok", "queue_depth": self.engine.queue_depth}
-
-    async def metrics_text(self) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
-
-        self.metrics.queue.set(self.engine.queue_depth)
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def models(self) -> dict:
         entry = {

@@ -55,7 +55,7 @@ from steerable.errors import ConfigError, InputError, SteerableError
 from steerable.serve.engine import Engine, Job
 from steerable.serve.gate import Metrics
 from steerable.serve.openai import APIError, json_safe
-from steerable.serve.routes import CLIENT_GONE, ClientGone, stream_run, submit, wait
+from steerable.serve.routes import CLIENT_GONE, ClientGone, WorldRoutes, stream_run, submit, wait
 from steerable.serve.scaling import Cancelled
 from steerable.serve.schemas import ImageRequest, ImageScalingSpec
 
@@ -242,20 +242,8 @@ class ImageRun:
         return json_safe({"type": "candidates", "image": image, "candidates": cands, "info": dict(res.info)})
 
 
-class ImageRoutes:
+class ImageRoutes(WorldRoutes):
     """The images server's handlers, bound to one world and one server configuration."""
-
-    def __init__(self, engine: Engine, world, config, metrics: Metrics):
-        self.engine, self.world, self.config, self.metrics = engine, world, config, metrics
-
-    async def health(self) -> dict:
-        return {"status": "ok", "queue_depth": self.engine.queue_depth}
-
-    async def metrics_text(self) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
-
-        self.metrics.queue.set(self.engine.queue_depth)
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def models(self) -> dict:
         from steerable.diffusion.registry import METHODS

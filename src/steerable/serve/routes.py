@@ -424,6 +424,22 @@ async def wait(q: asyncio.Queue, request: Request):
     raise ClientGone
 
 
+class WorldRoutes:
+    """What the servers of a built-in world (images, control) share: their bindings, health and metrics."""
+
+    def __init__(self, engine: Engine, world, config, metrics: Metrics):
+        self.engine, self.world, self.config, self.metrics = engine, world, config, metrics
+
+    async def health(self) -> dict:
+        return {"status": "ok", "queue_depth": self.engine.queue_depth}
+
+    async def metrics_text(self) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        self.metrics.queue.set(self.engine.queue_depth)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 def stream_run(q: asyncio.Queue, finish: Callable[[Any], dict], left: Callable[[], None]) -> StreamingResponse:
     """A job's run as server-sent events: each ``event`` the run emits as ``{"object": "steerable.event", ...}``,
     then ``finish(result)`` (the response a request without ``stream`` gets) or the API's error body, then
