@@ -261,12 +261,31 @@
     }
   }
 
+  // the tabs' DOM builders: el("p", {class: "x"}, "text", child, ...) (a "text" attribute sets the text;
+  // undefined and null children are skipped) and field(id, label, input), a labelled input
+  function el(tag, attrs, ...kids) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "text") node.textContent = v;
+      else node.setAttribute(k, v);
+    }
+    for (const kid of kids) if (kid !== undefined && kid !== null) node.append(kid);
+    return node;
+  }
+
+  function field(id, label, input) {
+    input.id = id;
+    return el("div", { class: "pg-field" }, el("label", { for: id, text: label }), input);
+  }
+
   window.Playground = {
     api,
     stream,
     showError,
     clearError,
     registerTab,
+    el,
+    field,
     config: null,
     get plotly() {
       return window.Plotly;

@@ -9,18 +9,7 @@
     obstacle: "rgba(110, 118, 129, 0.75)", goal: "rgba(47, 158, 68, 0.35)", region: "rgba(31, 95, 191, 0.2)",
   };
 
-  function el(tag, attrs, text) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function field(id, label, input) {
-    const box = el("div", { class: "pg-field" });
-    box.append(el("label", { for: id }, label), input);
-    return box;
-  }
+  const { el, field } = window.Playground; // playground.js runs first (deferred scripts keep their order)
 
   function circle(x, y, r, fill, line) {
     return { type: "circle", xref: "x", yref: "y", x0: x - r, x1: x + r, y0: y - r, y1: y + r,

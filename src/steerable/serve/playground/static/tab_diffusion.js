@@ -28,21 +28,7 @@
 .df-chart { height: 220px; width: 100%; }
 `;
 
-  function el(tag, attrs, text) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "class") node.className = v;
-      else node.setAttribute(k, v);
-    }
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function field(id, label, input) {
-    const box = el("div", { class: "pg-field" });
-    box.append(el("label", { for: id }, label), input);
-    return box;
-  }
+  const { el, field } = window.Playground; // playground.js runs first (deferred scripts keep their order)
 
   function fmt(x, digits) {
     return x === null || x === undefined ? "n/a" : Number(x).toFixed(digits === undefined ? 2 : digits);

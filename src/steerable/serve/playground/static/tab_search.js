@@ -6,20 +6,7 @@
   const P = () => window.Playground;
   const VOTED = new Set(["sc", "sc-early", "sc-short"]);
 
-  function el(tag, attrs, ...kids) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "text") node.textContent = v;
-      else node.setAttribute(k, v);
-    }
-    for (const kid of kids) node.append(kid);
-    return node;
-  }
-
-  function field(id, label, input) {
-    input.id = id;
-    return el("div", { class: "pg-field" }, el("label", { for: id, text: label }), input);
-  }
+  const { el, field } = window.Playground; // playground.js runs first (deferred scripts keep their order)
 
   // What the events say, kept as the picture's data: markers (one per row per step), edges (parent -> child).
   class RunView {

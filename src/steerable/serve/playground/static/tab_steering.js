@@ -4,20 +4,7 @@
   "use strict";
   const P = () => window.Playground;
 
-  function el(tag, attrs, ...kids) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "text") node.textContent = v;
-      else node.setAttribute(k, v);
-    }
-    for (const kid of kids) node.append(kid);
-    return node;
-  }
-
-  function field(id, label, input) {
-    input.id = id;
-    return el("div", { class: "pg-field" }, el("label", { for: id, text: label }), input);
-  }
+  const { el, field } = window.Playground; // playground.js runs first (deferred scripts keep their order)
 
   function render(panel, config) {
     const sliders0 = config.sliders || {};
